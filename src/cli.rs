@@ -1,0 +1,153 @@
+//! The command line: `meridian serve` and `meridian check-config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use crate::app;
+use crate::config::Source;
+use crate::state::Snapshot;
+
+/// Exit code for an invalid configuration.
+pub const EXIT_INVALID_CONFIG: u8 = 2;
+
+/// meridian: a geo-routing authoritative DNS server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve DNS.
+    Serve {
+        /// Configuration file; without it, the shipped example (zones/example.yaml, built in).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// DNS listen address (UDP and TCP), replacing the configured ones; repeatable.
+        #[arg(long = "dns", value_name = "ADDR")]
+        dns: Vec<SocketAddr>,
+    },
+    /// Check a configuration, its zone files and geo database; exit 0 if valid, 2 if not.
+    CheckConfig {
+        /// Configuration file; without it, the shipped example.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs the parsed command line and maps the outcome to an exit code: 0 for success or a clean
+/// shutdown, 1 for a runtime failure, 2 for an invalid configuration.
+pub fn run(cli: Cli) -> ExitCode {
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::CheckConfig { config } => check_config(&source_of(config)),
+        Command::Serve { config, dns } => serve(source_of(config), dns),
+    }
+}
+
+fn source_of(config: Option<PathBuf>) -> Source {
+    config.map_or(Source::Example, Source::File)
+}
+
+fn check_config(source: &Source) -> ExitCode {
+    match Snapshot::load(source, 0) {
+        Ok(snapshot) => {
+            let (zones, names) = snapshot.catalog.summary();
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{source}: ok");
+                println!(
+                    "{zones} zone(s) with {names} name(s), {} service(s), {} datacenter(s)",
+                    snapshot.config.services.len(),
+                    snapshot.config.datacenters.len()
+                );
+                println!("geo database: {}", snapshot.geo.description());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{source}: invalid configuration");
+            for problem in &error.problems {
+                eprintln!("  {problem}");
+            }
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+    }
+}
+
+fn serve(source: Source, dns: Vec<SocketAddr>) -> ExitCode {
+    let first = match Snapshot::load(&source, 1) {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            error!(source = %source, "invalid configuration, not starting");
+            for problem in &error.problems {
+                error!("{problem}");
+            }
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    // Precedence: built-in defaults, then the file, then flags.
+    let addrs = if dns.is_empty() {
+        first.config.server.dns.clone()
+    } else {
+        dns
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let listeners = app::Listeners::bind(&addrs)?;
+        let shutdown = CancellationToken::new();
+        let (trigger, requests) = app::reload_channel();
+        app::watch_signals(trigger, shutdown.clone())?;
+        app::run(source, first, listeners, requests, shutdown).await
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr. `RUST_LOG` overrides the default filter, which keeps hickory's per-query
+/// `info` lines out: nothing per query may log above `debug`.
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

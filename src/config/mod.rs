@@ -1,0 +1,604 @@
+//! The validated configuration: what the server runs with.
+//!
+//! `raw.rs` mirrors the YAML; [`Config::from_raw`] checks every value and reports all problems at
+//! once, each with its path in the file (`services.www.pools.eu-west.a[1]: not an IPv4 address`).
+//! Validated types cannot hold invalid states. Reading the zone files and the geo database is not
+//! done here: see `state::load`.
+
+pub mod raw;
+mod source;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Source};
+
+use crate::geo::{Continent, Coordinates, CountryCode};
+use raw::RawConfig;
+
+/// Most datacenters one service may use; rankings are kept in small fixed-size tables.
+pub const MAX_POOL_SIZE: usize = 64;
+
+/// One thing wrong with the configuration, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: a YAML path such as `services.www.ttl`, or a file and line.
+    pub path: String,
+    /// What is wrong, lowercase, naming the bad value.
+    pub message: String,
+}
+
+impl Problem {
+    /// Builds a problem from anything printable.
+    pub fn new(path: impl Into<String>, message: impl fmt::Display) -> Self {
+        Self {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// The configuration (or a file it names) is invalid; carries every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", display_problems(.problems))]
+pub struct ConfigError {
+    /// Every problem, in file order.
+    pub problems: Vec<Problem>,
+}
+
+fn display_problems(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Listen addresses and identity.
+    pub server: ServerConfig,
+    /// Geo database files.
+    pub geo: GeoConfig,
+    /// Authoritative zones.
+    pub zones: Vec<ZoneConfig>,
+    /// Datacenters, in configuration order; other parts refer to them by index.
+    pub datacenters: Vec<DatacenterConfig>,
+    /// Dynamically answered names.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// The `server` section, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// DNS listen addresses (UDP and TCP on each).
+    pub dns: Vec<SocketAddr>,
+    /// NSID / `id.server` identity; `None` means the host name.
+    pub identity: Option<String>,
+    /// Largest UDP response we send, at least 512.
+    pub max_udp_payload: u16,
+    /// Idle timeout of DNS/TCP connections.
+    pub tcp_idle_timeout: Duration,
+}
+
+/// The `geo` section: paths relative to the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoConfig {
+    /// The MaxMind-format database.
+    pub database: String,
+    /// The country table; `None` means the shipped one.
+    pub countries: Option<String>,
+}
+
+/// One authoritative zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneConfig {
+    /// The apex, lower-case, without the trailing dot.
+    pub origin: String,
+    /// The master file, relative to the configuration file.
+    pub file: String,
+}
+
+/// One datacenter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatacenterConfig {
+    /// Its name, as used in pools and (later) reports.
+    pub name: String,
+    /// Where it is.
+    pub coordinates: Coordinates,
+    /// Its country.
+    pub country: CountryCode,
+    /// Its continent.
+    pub continent: Continent,
+}
+
+/// How a service ranks its datacenters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// By great-circle distance from the client.
+    Nearest,
+    /// By the configured `order`, whatever the client.
+    Failover,
+    /// By weight, split over client networks by a stable hash.
+    Weighted,
+}
+
+impl Policy {
+    /// The policy's name as written in the configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::Nearest => "nearest",
+            Policy::Failover => "failover",
+            Policy::Weighted => "weighted",
+        }
+    }
+}
+
+/// One dynamically answered name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// The key of the service in the `services` map.
+    pub id: String,
+    /// The DNS name, lower-case, without the trailing dot.
+    pub name: String,
+    /// How datacenters are ranked.
+    pub policy: Policy,
+    /// TTL of answers in seconds.
+    pub ttl: u32,
+    /// How many addresses an answer carries.
+    pub answers: NonZeroU32,
+    /// Indexes into [`ServiceConfig::pools`]: the failover order and the order for clients whose
+    /// location is unknown. Always names every pool exactly once.
+    pub order: Vec<usize>,
+    /// The datacenters serving this name.
+    pub pools: Vec<PoolConfig>,
+}
+
+/// The addresses one datacenter answers for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Index into [`Config::datacenters`].
+    pub datacenter: usize,
+    /// IPv4 addresses, in answer order.
+    pub a: Vec<Ipv4Addr>,
+    /// IPv6 addresses, in answer order.
+    pub aaaa: Vec<Ipv6Addr>,
+    /// Weight under the `weighted` policy.
+    pub weight: NonZeroU32,
+}
+
+impl Config {
+    /// Parses and validates YAML text.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] with the syntax error, or with every validation problem.
+    pub fn from_yaml_str(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|error| ConfigError {
+            problems: vec![syntax_problem(&error)],
+        })?;
+        Config::from_raw(raw)
+    }
+
+    /// Reads and validates the configuration of `source`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for an unreadable file, a syntax error or invalid values.
+    pub fn load(source: &Source) -> Result<Config, ConfigError> {
+        let text = source.read_config().map_err(|error| ConfigError {
+            problems: vec![Problem::new(source.to_string(), error)],
+        })?;
+        Config::from_yaml_str(&text)
+    }
+
+    /// Validates the serde mirror, collecting every problem.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] listing every problem found, in file order.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let server = validate_server(raw.server, &mut problems);
+        let geo = GeoConfig {
+            database: raw.geo.database,
+            countries: raw.geo.countries,
+        };
+        let zones = validate_zones(raw.zones, &mut problems);
+        let datacenters = validate_datacenters(raw.datacenters, &mut problems);
+        let services = validate_services(raw.services, &datacenters, &zones, &mut problems);
+        if problems.is_empty() {
+            Ok(Config {
+                server,
+                geo,
+                zones,
+                datacenters,
+                services,
+            })
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The index of the datacenter called `name`.
+    pub fn datacenter_index(&self, name: &str) -> Option<usize> {
+        self.datacenters.iter().position(|dc| dc.name == name)
+    }
+}
+
+/// Turns a serde_yaml error into a problem with the best path we have (line and column).
+fn syntax_problem(error: &serde_yaml::Error) -> Problem {
+    let path = match error.location() {
+        Some(location) => format!("line {} column {}", location.line(), location.column()),
+        None => "configuration".to_owned(),
+    };
+    Problem::new(path, error)
+}
+
+fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerConfig {
+    let listen = if raw.dns.is_empty() {
+        vec![raw::DEFAULT_DNS_LISTEN.to_owned()]
+    } else {
+        raw.dns
+    };
+    let mut dns = Vec::new();
+    for (i, text) in listen.iter().enumerate() {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => dns.push(addr),
+            Err(_) => problems.push(Problem::new(
+                format!("server.dns[{i}]"),
+                format!("{text:?} is not an address with a port (ip:port or [ipv6]:port)"),
+            )),
+        }
+    }
+    if let Some(identity) = &raw.identity
+        && (identity.is_empty() || identity.len() > 255)
+    {
+        problems.push(Problem::new(
+            "server.identity",
+            "must be 1 to 255 bytes long",
+        ));
+    }
+    let max_udp_payload = raw.max_udp_payload.unwrap_or(raw::DEFAULT_MAX_UDP_PAYLOAD);
+    if max_udp_payload < 512 {
+        problems.push(Problem::new(
+            "server.max_udp_payload",
+            format!("{max_udp_payload} is below the DNS minimum of 512"),
+        ));
+    }
+    let timeout = raw
+        .tcp_idle_timeout_seconds
+        .unwrap_or(raw::DEFAULT_TCP_IDLE_TIMEOUT_SECONDS);
+    if timeout == 0 {
+        problems.push(Problem::new(
+            "server.tcp_idle_timeout_seconds",
+            "must be at least 1",
+        ));
+    }
+    ServerConfig {
+        dns,
+        identity: raw.identity,
+        max_udp_payload,
+        tcp_idle_timeout: Duration::from_secs(timeout),
+    }
+}
+
+fn validate_zones(raw: Vec<raw::RawZone>, problems: &mut Vec<Problem>) -> Vec<ZoneConfig> {
+    let mut zones = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, zone) in raw.into_iter().enumerate() {
+        match normalize_name(&zone.origin) {
+            Ok(origin) => {
+                if !seen.insert(origin.clone()) {
+                    problems.push(Problem::new(
+                        format!("zones[{i}].origin"),
+                        format!("zone {origin} is configured twice"),
+                    ));
+                }
+                zones.push(ZoneConfig {
+                    origin,
+                    file: zone.file,
+                });
+            }
+            Err(message) => problems.push(Problem::new(
+                format!("zones[{i}].origin"),
+                format!("{:?}: {message}", zone.origin),
+            )),
+        }
+    }
+    if zones.is_empty() && problems.is_empty() {
+        problems.push(Problem::new("zones", "at least one zone is needed"));
+    }
+    zones
+}
+
+fn validate_datacenters(
+    raw: indexmap::IndexMap<String, raw::RawDatacenter>,
+    problems: &mut Vec<Problem>,
+) -> Vec<DatacenterConfig> {
+    let mut datacenters = Vec::new();
+    for (name, dc) in raw {
+        let path = format!("datacenters.{name}");
+        if !is_datacenter_name(&name) {
+            problems.push(Problem::new(
+                &path,
+                "a datacenter name is 1 to 63 characters of a-z, 0-9, '-' and '_'",
+            ));
+        }
+        let coordinates = Coordinates::new(dc.latitude, dc.longitude);
+        if coordinates.is_none() {
+            problems.push(Problem::new(
+                &path,
+                format!(
+                    "latitude {} / longitude {} out of range (-90..90, -180..180)",
+                    dc.latitude, dc.longitude
+                ),
+            ));
+        }
+        let country = dc.country.parse::<CountryCode>();
+        if let Err(message) = country {
+            problems.push(Problem::new(
+                format!("{path}.country"),
+                format!("{:?}: {message}", dc.country),
+            ));
+        }
+        let continent = dc.continent.parse::<Continent>();
+        if let Err(message) = continent {
+            problems.push(Problem::new(
+                format!("{path}.continent"),
+                format!("{:?}: {message}", dc.continent),
+            ));
+        }
+        if let (Some(coordinates), Ok(country), Ok(continent)) = (coordinates, country, continent) {
+            datacenters.push(DatacenterConfig {
+                name,
+                coordinates,
+                country,
+                continent,
+            });
+        }
+    }
+    datacenters
+}
+
+fn validate_services(
+    raw: indexmap::IndexMap<String, raw::RawService>,
+    datacenters: &[DatacenterConfig],
+    zones: &[ZoneConfig],
+    problems: &mut Vec<Problem>,
+) -> Vec<ServiceConfig> {
+    let mut services = Vec::new();
+    let mut names = HashSet::new();
+    for (id, service) in raw {
+        let path = format!("services.{id}");
+        let before = problems.len();
+        let name = match normalize_name(&service.name) {
+            Ok(name) => {
+                if !zones.iter().any(|zone| is_in_zone(&name, &zone.origin)) {
+                    problems.push(Problem::new(
+                        format!("{path}.name"),
+                        format!("{name} is not inside any configured zone"),
+                    ));
+                }
+                if !names.insert(name.clone()) {
+                    problems.push(Problem::new(
+                        format!("{path}.name"),
+                        format!("{name} is answered by another service already"),
+                    ));
+                }
+                name
+            }
+            Err(message) => {
+                problems.push(Problem::new(
+                    format!("{path}.name"),
+                    format!("{:?}: {message}", service.name),
+                ));
+                String::new()
+            }
+        };
+        let policy = match service.policy.as_str() {
+            "nearest" => Policy::Nearest,
+            "failover" => Policy::Failover,
+            "weighted" => Policy::Weighted,
+            other => {
+                problems.push(Problem::new(
+                    format!("{path}.policy"),
+                    format!("unknown policy {other:?} (nearest, failover, weighted)"),
+                ));
+                Policy::Nearest
+            }
+        };
+        let ttl = service.ttl.unwrap_or(raw::DEFAULT_SERVICE_TTL);
+        if ttl > i32::MAX as u32 {
+            problems.push(Problem::new(
+                format!("{path}.ttl"),
+                format!("{ttl} is above the DNS maximum of 2147483647 (RFC 2181 §8)"),
+            ));
+        }
+        let answers = NonZeroU32::new(service.answers.unwrap_or(raw::DEFAULT_ANSWERS));
+        if answers.is_none() {
+            problems.push(Problem::new(
+                format!("{path}.answers"),
+                "must be at least 1",
+            ));
+        }
+        let pools = validate_pools(&path, service.pools, datacenters, problems);
+        let order = validate_order(&path, service.order, &pools, datacenters, problems);
+        if problems.len() == before {
+            services.push(ServiceConfig {
+                id,
+                name,
+                policy,
+                ttl,
+                answers: answers.expect("checked above"),
+                order,
+                pools,
+            });
+        }
+    }
+    services
+}
+
+fn validate_pools(
+    path: &str,
+    raw: indexmap::IndexMap<String, raw::RawPool>,
+    datacenters: &[DatacenterConfig],
+    problems: &mut Vec<Problem>,
+) -> Vec<PoolConfig> {
+    if raw.is_empty() {
+        problems.push(Problem::new(
+            format!("{path}.pools"),
+            "a service needs at least one datacenter",
+        ));
+    }
+    if raw.len() > MAX_POOL_SIZE {
+        problems.push(Problem::new(
+            format!("{path}.pools"),
+            format!("{} datacenters, at most {MAX_POOL_SIZE} allowed", raw.len()),
+        ));
+    }
+    let mut pools = Vec::new();
+    for (dc_name, pool) in raw {
+        let pool_path = format!("{path}.pools.{dc_name}");
+        let datacenter = datacenters.iter().position(|dc| dc.name == dc_name);
+        if datacenter.is_none() {
+            problems.push(Problem::new(
+                &pool_path,
+                format!("unknown datacenter {dc_name:?}"),
+            ));
+        }
+        let a = parse_addresses::<Ipv4Addr>(&pool_path, "a", "IPv4", &pool.a, problems);
+        let aaaa = parse_addresses::<Ipv6Addr>(&pool_path, "aaaa", "IPv6", &pool.aaaa, problems);
+        if pool.a.is_empty() && pool.aaaa.is_empty() {
+            problems.push(Problem::new(
+                &pool_path,
+                "a pool needs at least one address (a or aaaa)",
+            ));
+        }
+        let weight = NonZeroU32::new(pool.weight.unwrap_or(1));
+        if weight.is_none() {
+            problems.push(Problem::new(
+                format!("{pool_path}.weight"),
+                "must be at least 1 (remove the pool to send it nothing)",
+            ));
+        }
+        if let (Some(datacenter), Some(weight)) = (datacenter, weight) {
+            pools.push(PoolConfig {
+                datacenter,
+                a,
+                aaaa,
+                weight,
+            });
+        }
+    }
+    pools
+}
+
+fn parse_addresses<T: std::str::FromStr>(
+    pool_path: &str,
+    field: &str,
+    family: &str,
+    texts: &[String],
+    problems: &mut Vec<Problem>,
+) -> Vec<T> {
+    let mut addresses = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        match text.parse::<T>() {
+            Ok(addr) => addresses.push(addr),
+            Err(_) => problems.push(Problem::new(
+                format!("{pool_path}.{field}[{i}]"),
+                format!("{text:?} is not an {family} address"),
+            )),
+        }
+    }
+    addresses
+}
+
+fn validate_order(
+    path: &str,
+    raw: Option<Vec<String>>,
+    pools: &[PoolConfig],
+    datacenters: &[DatacenterConfig],
+    problems: &mut Vec<Problem>,
+) -> Vec<usize> {
+    let Some(names) = raw else {
+        return (0..pools.len()).collect();
+    };
+    let mut order = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let pool = pools
+            .iter()
+            .position(|pool| datacenters[pool.datacenter].name == *name);
+        match pool {
+            Some(pool) if order.contains(&pool) => problems.push(Problem::new(
+                format!("{path}.order[{i}]"),
+                format!("{name:?} is listed twice"),
+            )),
+            Some(pool) => order.push(pool),
+            None => problems.push(Problem::new(
+                format!("{path}.order[{i}]"),
+                format!("{name:?} is not one of this service's pools"),
+            )),
+        }
+    }
+    // Pools the order leaves out come last, in pool order, so every pool stays reachable.
+    for pool in 0..pools.len() {
+        if !order.contains(&pool) {
+            order.push(pool);
+        }
+    }
+    order
+}
+
+/// Lower-cases a domain name, drops one trailing dot and checks its shape (RFC 1035 §2.3.4:
+/// labels of 1 to 63 octets, 253 characters in all).
+///
+/// # Errors
+///
+/// What is wrong with the name.
+pub fn normalize_name(name: &str) -> Result<String, &'static str> {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if name.is_empty() {
+        return Err("the root zone cannot be served");
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("every label must be 1 to 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("labels may hold only letters, digits, '-' and '_'");
+        }
+    }
+    Ok(name)
+}
+
+/// Whether normalized `name` is `origin` or below it.
+pub fn is_in_zone(name: &str, origin: &str) -> bool {
+    name == origin
+        || name
+            .strip_suffix(origin)
+            .is_some_and(|prefix| prefix.ends_with('.'))
+}
+
+fn is_datacenter_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,432 @@
+//! From a question to the records of a reply: zone lookups, CNAME chains, routed service
+//! answers, CHAOS identity and the negative answers with their SOA.
+//!
+//! Everything a reply holds is borrowed from the snapshot: the records of every routing outcome
+//! are prepared when the snapshot is built ([`Catalog::build`]), so answering allocates nothing
+//! on the common paths.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+
+use crate::config::{Config, Problem, ServiceConfig};
+use crate::geo::GeoDb;
+use crate::routing::{Client, DcId, RoutingTable, ServiceId, network_key};
+
+use super::edns::{ClientAddr, masked};
+use super::zone::{Lookup, Zone};
+
+/// How many CNAMEs we follow inside our own zones before handing the rest to the resolver.
+const MAX_CNAME_HOPS: usize = 8;
+/// Slices a section can be assembled from: a CNAME chain plus its final answer.
+const MAX_PARTS: usize = MAX_CNAME_HOPS + 1;
+/// `weighted` splits IPv4 clients by /24 and IPv6 clients by /48 (or the ECS source prefix,
+/// when shorter), the usual granularity of ECS.
+const WEIGHT_PREFIX_V4: u8 = 24;
+const WEIGHT_PREFIX_V6: u8 = 48;
+
+/// The DNS side of a snapshot: zones, prepared service answers and identity records.
+#[derive(Debug)]
+pub struct Catalog {
+    /// Zones, most labels first, so the first match is the longest.
+    zones: Vec<Zone>,
+    /// Per service: the A and AAAA records of each of its distinct rankings.
+    services: Vec<ServiceAnswers>,
+    id_server: ChaosName,
+    hostname_bind: ChaosName,
+    identity: Vec<u8>,
+    max_udp_payload: u16,
+}
+
+#[derive(Debug)]
+struct ServiceAnswers {
+    /// Indexed by `RankingId`.
+    by_ranking: Vec<RankedRecords>,
+}
+
+/// The records of one ranking: A and AAAA, each cut to the service's answer size.
+#[derive(Debug)]
+struct RankedRecords {
+    a: Box<[Record]>,
+    aaaa: Box<[Record]>,
+}
+
+#[derive(Debug)]
+struct ChaosName {
+    name: LowerName,
+    txt: [Record; 1],
+}
+
+/// A question, as the handler received it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Question<'q> {
+    pub(crate) name: &'q LowerName,
+    pub(crate) qtype: RecordType,
+    pub(crate) qclass: DNSClass,
+}
+
+/// Records for one section, assembled from borrowed slices.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Section<'a> {
+    parts: [&'a [Record]; MAX_PARTS],
+    len: usize,
+}
+
+impl<'a> Section<'a> {
+    const EMPTY: Section<'a> = Section {
+        parts: [&[]; MAX_PARTS],
+        len: 0,
+    };
+
+    fn one(records: &'a [Record]) -> Self {
+        let mut section = Self::EMPTY;
+        section.push(records);
+        section
+    }
+
+    fn push(&mut self, records: &'a [Record]) {
+        self.parts[self.len] = records;
+        self.len += 1;
+    }
+
+    /// The records, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a Record> + Send + 'a {
+        let parts = self.parts;
+        let len = self.len;
+        (0..len).flat_map(move |i| parts[i].iter())
+    }
+}
+
+/// What to send back, minus the header bits the handler owns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reply<'a> {
+    pub(crate) rcode: ResponseCode,
+    pub(crate) authoritative: bool,
+    pub(crate) answers: Section<'a>,
+    pub(crate) authorities: Section<'a>,
+    pub(crate) additionals: Section<'a>,
+    /// ECS scope prefix in the client address's family: 0 unless the answer was routed.
+    pub(crate) scope: u8,
+}
+
+impl<'a> Reply<'a> {
+    /// A reply with only a status: no records, not authoritative.
+    pub(crate) fn error(rcode: ResponseCode) -> Self {
+        Reply {
+            rcode,
+            authoritative: false,
+            answers: Section::EMPTY,
+            authorities: Section::EMPTY,
+            additionals: Section::EMPTY,
+            scope: 0,
+        }
+    }
+}
+
+impl Catalog {
+    /// Parses the zones and prepares every service answer for every ranking in `routing`.
+    ///
+    /// `zone_texts` holds each configured zone's master file text and path, in configuration
+    /// order.
+    ///
+    /// # Errors
+    ///
+    /// Every problem in every zone, with the zone's path in the configuration.
+    pub fn build(
+        config: &Config,
+        routing: &RoutingTable,
+        zone_texts: &[(String, PathBuf)],
+        identity: &str,
+    ) -> Result<Catalog, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut zones = Vec::new();
+        for (i, (zone, (text, path))) in config.zones.iter().zip(zone_texts).enumerate() {
+            // A service belongs to the deepest zone that contains it.
+            let services: Vec<(ServiceId, &str)> = config
+                .services
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| deepest_zone(config, &s.name) == Some(i))
+                .map(|(id, s)| (service_id(id), s.name.as_str()))
+                .collect();
+            match Zone::parse(&zone.origin, text, path.clone(), &services) {
+                Ok(zone) => zones.push(zone),
+                Err(messages) => problems.extend(messages.into_iter().map(|message| {
+                    Problem::new(format!("zones[{i}] ({})", path.display()), message)
+                })),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        zones.sort_by_key(|zone| std::cmp::Reverse(zone.origin.num_labels()));
+        let services = config
+            .services
+            .iter()
+            .enumerate()
+            .map(|(id, service)| prepare_service(service, routing.rankings(service_id(id))))
+            .collect();
+        Ok(Catalog {
+            zones,
+            services,
+            id_server: ChaosName::new("id.server.", identity),
+            hostname_bind: ChaosName::new("hostname.bind.", identity),
+            identity: identity.as_bytes().to_vec(),
+            max_udp_payload: config.server.max_udp_payload,
+        })
+    }
+
+    /// The NSID payload (RFC 5001).
+    pub(crate) fn identity(&self) -> &[u8] {
+        &self.identity
+    }
+
+    /// The largest UDP response we send.
+    pub(crate) fn max_udp_payload(&self) -> u16 {
+        self.max_udp_payload
+    }
+
+    /// Number of zones and of names with records, for logs.
+    pub fn summary(&self) -> (usize, usize) {
+        let names = self.zones.iter().map(Zone::n_names).sum();
+        (self.zones.len(), names)
+    }
+
+    /// Answers one question.
+    pub(crate) fn respond<'a>(
+        &'a self,
+        routing: &RoutingTable,
+        geo: &GeoDb,
+        question: Question<'_>,
+        client: &ClientAddr,
+    ) -> Reply<'a> {
+        match question.qclass {
+            DNSClass::IN => {}
+            DNSClass::CH => return self.chaos(question),
+            _ => return Reply::error(ResponseCode::Refused),
+        }
+        if matches!(question.qtype, RecordType::AXFR | RecordType::IXFR) {
+            // Zone transfers are not offered: zones come from configuration management.
+            return Reply::error(ResponseCode::Refused);
+        }
+        let Some(zone) = self.zone_of(question.name) else {
+            return Reply::error(ResponseCode::Refused);
+        };
+        self.resolve_in_zone(routing, geo, zone, question, client)
+    }
+
+    fn zone_of(&self, name: &LowerName) -> Option<&Zone> {
+        self.zones.iter().find(|zone| zone.origin.zone_of(name))
+    }
+
+    fn resolve_in_zone<'a>(
+        &'a self,
+        routing: &RoutingTable,
+        geo: &GeoDb,
+        mut zone: &'a Zone,
+        question: Question<'_>,
+        client: &ClientAddr,
+    ) -> Reply<'a> {
+        let mut reply = Reply {
+            authoritative: true,
+            ..Reply::error(ResponseCode::NoError)
+        };
+        // Owned only when following a CNAME; the first name is the question's own.
+        let mut target: Option<LowerName> = None;
+        for hop in 0..=MAX_CNAME_HOPS {
+            let name = target.as_ref().unwrap_or(question.name);
+            let node = match zone.lookup(name) {
+                Lookup::Node(node) => node,
+                Lookup::NxDomain => {
+                    // RFC 6604 §3: the rcode describes the last name of a CNAME chain.
+                    reply.rcode = ResponseCode::NXDomain;
+                    reply.authorities = Section::one(&zone.negative_soa);
+                    return reply;
+                }
+                Lookup::Referral(cut) => {
+                    if hop == 0 {
+                        // RFC 1034 §4.3.2: below a cut we are not authoritative; refer.
+                        reply.authoritative = false;
+                        reply.authorities = Section::one(&cut.ns);
+                        reply.additionals = Section::one(&cut.glue);
+                    }
+                    return reply;
+                }
+            };
+            if let Some(service) = node.service
+                && matches!(
+                    question.qtype,
+                    RecordType::A | RecordType::AAAA | RecordType::ANY
+                )
+            {
+                let (records, scope) = self.route(routing, geo, service, question.qtype, client);
+                reply.scope = reply.scope.max(scope);
+                if records.is_empty() {
+                    reply.authorities = Section::one(&zone.negative_soa);
+                } else {
+                    reply.answers.push(records);
+                }
+                return reply;
+            }
+            if let Some(records) = node.rrset(question.qtype) {
+                reply.answers.push(records);
+                return reply;
+            }
+            if question.qtype == RecordType::ANY
+                && let Some(records) = node.first_rrset()
+            {
+                // RFC 8482 §4.1: answer ANY with one RRset of the name.
+                reply.answers.push(records);
+                return reply;
+            }
+            let cname = node.rrset(RecordType::CNAME).and_then(|records| {
+                match records.first().map(|record| &record.data) {
+                    Some(RData::CNAME(cname)) => Some((records, LowerName::new(&cname.0))),
+                    _ => None,
+                }
+            });
+            let Some((records, next)) = cname else {
+                // NODATA: the name exists, the type does not (RFC 2308 §2.2).
+                reply.authorities = Section::one(&zone.negative_soa);
+                return reply;
+            };
+            reply.answers.push(records);
+            match self.zone_of(&next) {
+                Some(next_zone) if hop < MAX_CNAME_HOPS => {
+                    zone = next_zone;
+                    target = Some(next);
+                }
+                // Outside our zones, or a long chain: the resolver follows it from here.
+                _ => return reply,
+            }
+        }
+        reply
+    }
+
+    /// The addresses of a service for this client, and the ECS scope they hold for.
+    fn route<'a>(
+        &'a self,
+        routing: &RoutingTable,
+        geo: &GeoDb,
+        service: ServiceId,
+        qtype: RecordType,
+        client: &ClientAddr,
+    ) -> (&'a [Record], u8) {
+        let hit = geo.lookup(client.ip);
+        let weight_prefix = match client.ip {
+            std::net::IpAddr::V4(_) => WEIGHT_PREFIX_V4,
+            std::net::IpAddr::V6(_) => WEIGHT_PREFIX_V6,
+        }
+        .min(client.source_prefix);
+        let decision = routing.resolve(
+            service,
+            &Client {
+                cell: hit.cell,
+                network_key: network_key(masked(client.ip, weight_prefix), weight_prefix),
+            },
+        );
+        let scope = match decision.basis {
+            crate::routing::Basis::Distance | crate::routing::Basis::NoLocation => hit.prefix_len,
+            crate::routing::Basis::Weight => weight_prefix,
+            crate::routing::Basis::Order => 0,
+        };
+        let RankedRecords { a, aaaa } =
+            &self.services[usize::from(service.0)].by_ranking[decision.ranking.0 as usize];
+        let records = match qtype {
+            RecordType::AAAA => aaaa,
+            // ANY gets the A set (RFC 8482 §4.1: one RRset), or AAAA for an IPv6-only service.
+            RecordType::ANY if a.is_empty() => aaaa,
+            _ => a,
+        };
+        (records, scope)
+    }
+
+    fn chaos(&self, question: Question<'_>) -> Reply<'_> {
+        let known = [&self.id_server, &self.hostname_bind]
+            .into_iter()
+            .find(|chaos| chaos.name == *question.name);
+        match known {
+            Some(chaos) if matches!(question.qtype, RecordType::TXT | RecordType::ANY) => Reply {
+                authoritative: true,
+                answers: Section::one(&chaos.txt),
+                ..Reply::error(ResponseCode::NoError)
+            },
+            Some(_) => Reply {
+                authoritative: true,
+                ..Reply::error(ResponseCode::NoError)
+            },
+            None => Reply::error(ResponseCode::Refused),
+        }
+    }
+}
+
+impl ChaosName {
+    fn new(name: &str, identity: &str) -> Self {
+        let name = Name::from_ascii(name).expect("constant name");
+        let mut txt = Record::from_rdata(
+            name.clone(),
+            0,
+            RData::TXT(TXT::new(vec![identity.to_owned()])),
+        );
+        txt.dns_class = DNSClass::CH;
+        ChaosName {
+            name: LowerName::new(&name),
+            txt: [txt],
+        }
+    }
+}
+
+/// Prepares the records of every ranking: walk the ranking, take addresses until the service's
+/// answer size is reached.
+fn prepare_service(service: &ServiceConfig, rankings: &[Box<[DcId]>]) -> ServiceAnswers {
+    let name = Name::from_ascii(format!("{}.", service.name)).expect("validated name");
+    let n_answers = service.answers.get() as usize;
+    let pool = |dc: &DcId| {
+        service
+            .pools
+            .iter()
+            .find(|pool| pool.datacenter == usize::from(dc.0))
+            .expect("rankings only hold the service's own datacenters")
+    };
+    let by_ranking = rankings
+        .iter()
+        .map(|ranking| {
+            let a: Box<[Record]> = ranking
+                .iter()
+                .flat_map(|dc| pool(dc).a.iter())
+                .take(n_answers)
+                .map(|ip: &Ipv4Addr| {
+                    Record::from_rdata(name.clone(), service.ttl, RData::A(A(*ip)))
+                })
+                .collect();
+            let aaaa: Box<[Record]> = ranking
+                .iter()
+                .flat_map(|dc| pool(dc).aaaa.iter())
+                .take(n_answers)
+                .map(|ip: &Ipv6Addr| {
+                    Record::from_rdata(name.clone(), service.ttl, RData::AAAA(AAAA(*ip)))
+                })
+                .collect();
+            RankedRecords { a, aaaa }
+        })
+        .collect();
+    ServiceAnswers { by_ranking }
+}
+
+/// The index of the deepest configured zone containing `name`.
+fn deepest_zone(config: &Config, name: &str) -> Option<usize> {
+    config
+        .zones
+        .iter()
+        .enumerate()
+        .filter(|(_, zone)| crate::config::is_in_zone(name, &zone.origin))
+        .max_by_key(|(_, zone)| zone.origin.len())
+        .map(|(i, _)| i)
+}
+
+fn service_id(index: usize) -> ServiceId {
+    ServiceId(u16::try_from(index).expect("service count is bounded by the config"))
+}

@@ -1,0 +1,208 @@
+//! EDNS(0) on the way in and out: the client's address from EDNS Client Subnet, NSID, and the
+//! OPT record of the response.
+
+use std::net::IpAddr;
+
+use hickory_proto::op::Edns;
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
+
+/// The address routing locates, and how much of it the asker let us see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientAddr {
+    /// The address to locate: the ECS address, else the resolver's; canonical (IPv4-mapped
+    /// IPv6 addresses become IPv4).
+    pub(crate) ip: IpAddr,
+    /// How many leading bits of `ip` are meaningful, in `ip`'s own family.
+    pub(crate) source_prefix: u8,
+    /// The ECS option of the query, echoed in the response with our scope (RFC 7871 §7.2.1).
+    pub(crate) ecs: Option<ClientSubnet>,
+}
+
+/// The ECS option breaks RFC 7871 §6: the answer is FORMERR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MalformedEcs;
+
+impl ClientAddr {
+    /// Works out whom a query is for.
+    ///
+    /// An ECS option with a source prefix of 0 asks us not to tailor the answer to the client
+    /// (RFC 7871 §7.1.2): we locate the resolver instead and answer with scope 0.
+    ///
+    /// # Errors
+    ///
+    /// [`MalformedEcs`] when the ECS address has bits set past its source prefix.
+    pub(crate) fn from_query(edns: Option<&Edns>, resolver: IpAddr) -> Result<Self, MalformedEcs> {
+        let resolver = ClientAddr {
+            ip: resolver.to_canonical(),
+            source_prefix: full_prefix(resolver.to_canonical()),
+            ecs: None,
+        };
+        let Some(EdnsOption::Subnet(ecs)) = edns.and_then(|e| e.option(EdnsCode::Subnet)) else {
+            return Ok(resolver);
+        };
+        let (addr, source) = (ecs.addr(), ecs.source_prefix());
+        if masked(addr, source) != addr {
+            return Err(MalformedEcs);
+        }
+        if source == 0 {
+            return Ok(ClientAddr {
+                ecs: Some(*ecs),
+                ..resolver
+            });
+        }
+        let ip = addr.to_canonical();
+        // An IPv4-mapped address in an IPv6 option: its IPv4 bits start at bit 96.
+        let source_prefix = match (addr, ip) {
+            (IpAddr::V6(_), IpAddr::V4(_)) => source.saturating_sub(96),
+            _ => source,
+        };
+        Ok(ClientAddr {
+            ip,
+            source_prefix,
+            ecs: Some(*ecs),
+        })
+    }
+
+    /// Converts a scope computed in `ip`'s family into the family of the ECS option and caps it
+    /// at the source prefix: we never claim more precision than we were given.
+    pub(crate) fn reply_scope(&self, scope: u8) -> u8 {
+        let Some(ecs) = &self.ecs else { return 0 };
+        if ecs.source_prefix() == 0 {
+            return 0;
+        }
+        let scope = match (ecs.addr(), self.ip) {
+            (IpAddr::V6(_), IpAddr::V4(_)) => scope + 96,
+            _ => scope,
+        };
+        scope.min(ecs.source_prefix())
+    }
+}
+
+/// The OPT record of a response to a query that carried `request`.
+///
+/// Our payload size is the smaller of the requester's (at least 512, RFC 6891 §6.2.5) and
+/// `max_udp_payload`: hickory truncates UDP responses at the payload size of the response's OPT.
+pub(crate) fn response_opt(
+    request: &Edns,
+    max_udp_payload: u16,
+    ecs: Option<ClientSubnet>,
+    nsid: Option<&[u8]>,
+) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(request.max_payload().max(512).min(max_udp_payload));
+    edns.set_version(0);
+    edns.set_dnssec_ok(false);
+    if let Some(ecs) = ecs {
+        edns.options_mut().insert(EdnsOption::Subnet(ecs));
+    }
+    // RFC 5001 §2.1: the NSID option is answered only when the query asked for it.
+    if let Some(identity) = nsid
+        && request.option(EdnsCode::NSID).is_some()
+        && let Ok(payload) = NSIDPayload::new(identity)
+    {
+        edns.options_mut().insert(EdnsOption::NSID(payload));
+    }
+    edns
+}
+
+fn full_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// `ip` with the bits past `prefix` cleared.
+pub(crate) fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = v4.to_bits();
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((bits & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = v6.to_bits();
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((bits & mask).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query_edns(ecs: ClientSubnet) -> Edns {
+        let mut edns = Edns::new();
+        edns.options_mut().insert(EdnsOption::Subnet(ecs));
+        edns
+    }
+
+    #[test]
+    fn client_address_comes_from_ecs_else_resolver() {
+        let resolver: IpAddr = "192.0.2.53".parse().unwrap();
+        let plain = ClientAddr::from_query(None, resolver).unwrap();
+        assert_eq!((plain.ip, plain.source_prefix), (resolver, 32));
+        assert_eq!(plain.reply_scope(24), 0, "no ECS, nothing to echo");
+
+        let mapped = ClientAddr::from_query(None, "::ffff:192.0.2.53".parse().unwrap()).unwrap();
+        assert_eq!(mapped.ip, resolver);
+
+        let ecs = ClientSubnet::new("81.2.69.0".parse().unwrap(), 24, 0);
+        let client = ClientAddr::from_query(Some(&query_edns(ecs)), resolver).unwrap();
+        assert_eq!(client.ip, "81.2.69.0".parse::<IpAddr>().unwrap());
+        assert_eq!(client.reply_scope(16), 16);
+        assert_eq!(
+            client.reply_scope(28),
+            24,
+            "never longer than the source prefix"
+        );
+
+        let zero = ClientSubnet::new("0.0.0.0".parse().unwrap(), 0, 0);
+        let client = ClientAddr::from_query(Some(&query_edns(zero)), resolver).unwrap();
+        assert_eq!(client.ip, resolver, "source /0: locate the resolver");
+        assert_eq!(client.reply_scope(24), 0);
+
+        let v4_in_v6 = ClientSubnet::new("::ffff:81.2.69.0".parse().unwrap(), 120, 0);
+        let client = ClientAddr::from_query(Some(&query_edns(v4_in_v6)), resolver).unwrap();
+        assert_eq!(client.ip, "81.2.69.0".parse::<IpAddr>().unwrap());
+        assert_eq!(client.source_prefix, 24);
+        assert_eq!(
+            client.reply_scope(16),
+            112,
+            "scope in the option's own family"
+        );
+    }
+
+    #[test]
+    fn host_bits_past_the_source_prefix_are_malformed() {
+        let resolver: IpAddr = "192.0.2.53".parse().unwrap();
+        let ecs = ClientSubnet::new("81.2.69.7".parse().unwrap(), 24, 0);
+        assert_eq!(
+            ClientAddr::from_query(Some(&query_edns(ecs)), resolver),
+            Err(MalformedEcs)
+        );
+    }
+
+    #[test]
+    fn response_opt_caps_payload_and_answers_nsid_only_when_asked() {
+        let mut request = Edns::new();
+        request.set_max_payload(4096);
+        let opt = response_opt(&request, 1232, None, Some(b"ns1"));
+        assert_eq!(opt.max_payload(), 1232);
+        assert!(opt.option(EdnsCode::NSID).is_none());
+        request.set_max_payload(100);
+        request
+            .options_mut()
+            .insert(EdnsOption::NSID(NSIDPayload::new(Vec::new()).unwrap()));
+        let opt = response_opt(&request, 1232, None, Some(b"ns1"));
+        assert_eq!(opt.max_payload(), 512);
+        assert!(
+            matches!(opt.option(EdnsCode::NSID), Some(EdnsOption::NSID(p)) if p.as_ref() == b"ns1")
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! DNS: the only module that knows about hickory.
+//!
+//! - `server.rs` registers sockets with hickory's server;
+//! - `handler.rs` is our `RequestHandler`: header checks, EDNS, then `answer.rs`;
+//! - `answer.rs` turns a question into records (zones, CNAMEs, routed services, CHAOS);
+//! - `zone.rs` holds static zone data parsed from master files;
+//! - `edns.rs` reads EDNS Client Subnet and builds the response's OPT record.
+
+mod answer;
+mod edns;
+mod handler;
+mod server;
+mod zone;
+
+pub use answer::Catalog;
+pub use handler::Handler;
+pub use server::DnsServer;

@@ -1,0 +1,221 @@
+//! Static zone data from RFC 1035 master files, indexed for lookups by exact name.
+//!
+//! Built once per snapshot; lookups borrow records from it and never allocate on the paths a
+//! busy server takes (exact hits, NODATA). Routed names are marked here as services; their
+//! addresses come from `answer.rs`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::txt::Parser;
+
+use crate::routing::ServiceId;
+
+/// One authoritative zone.
+#[derive(Debug)]
+pub(crate) struct Zone {
+    pub(crate) origin: LowerName,
+    /// The SOA for the authority section of negative answers; its TTL is the negative-caching
+    /// TTL of RFC 2308 §5: the smaller of the SOA's own TTL and its MINIMUM field.
+    pub(crate) negative_soa: [Record; 1],
+    nodes: HashMap<LowerName, Node>,
+    /// Delegation points below the apex (names with NS records), for referrals.
+    cuts: Vec<Cut>,
+}
+
+/// The records at one name. Names that exist only because a name below them exists (empty
+/// non-terminals, RFC 8020) have a node with no record sets, so they answer NODATA.
+#[derive(Debug, Default)]
+pub(crate) struct Node {
+    /// Record sets, one per type, in zone-file order.
+    rrsets: Vec<(RecordType, Box<[Record]>)>,
+    /// The service answered at this name, if any.
+    pub(crate) service: Option<ServiceId>,
+}
+
+/// A delegation to another server.
+#[derive(Debug)]
+pub(crate) struct Cut {
+    pub(crate) name: LowerName,
+    pub(crate) ns: Box<[Record]>,
+    /// Addresses of the delegated servers that lie inside the cut (glue, RFC 9471).
+    pub(crate) glue: Box<[Record]>,
+}
+
+/// Where a name stands in a zone.
+pub(crate) enum Lookup<'z> {
+    /// The name exists.
+    Node(&'z Node),
+    /// The name is at or below a delegation point.
+    Referral(&'z Cut),
+    /// The name does not exist.
+    NxDomain,
+}
+
+impl Node {
+    /// The record set of `rtype`, if present.
+    pub(crate) fn rrset(&self, rtype: RecordType) -> Option<&[Record]> {
+        self.rrsets
+            .iter()
+            .find(|(t, _)| *t == rtype)
+            .map(|(_, records)| &records[..])
+    }
+
+    /// The first record set, for minimal answers to ANY (RFC 8482 §4.1).
+    pub(crate) fn first_rrset(&self) -> Option<&[Record]> {
+        self.rrsets.first().map(|(_, records)| &records[..])
+    }
+}
+
+impl Zone {
+    /// Parses a master file for `origin` and marks the names of `services` (which must lie in
+    /// this zone).
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, as text: a parse error (with its line), records outside the zone,
+    /// a missing SOA or NS at the apex, or static addresses at a service name.
+    pub(crate) fn parse(
+        origin: &str,
+        text: &str,
+        path: PathBuf,
+        services: &[(ServiceId, &str)],
+    ) -> Result<Zone, Vec<String>> {
+        let origin_name =
+            Name::from_ascii(format!("{origin}.")).map_err(|e| vec![e.to_string()])?;
+        let origin_lower = LowerName::new(&origin_name);
+        let parser = Parser::new(text, Some(path), Some(origin_name.clone()));
+        let (_, rrsets) = parser.parse().map_err(|e| vec![e.to_string()])?;
+        let mut problems = Vec::new();
+        let mut nodes: HashMap<LowerName, Node> = HashMap::new();
+        for (key, rrset) in rrsets {
+            if !origin_lower.zone_of(&key.name) {
+                problems.push(format!("{} is outside the zone {origin}", key.name));
+                continue;
+            }
+            let records: Box<[Record]> = rrset.records_without_rrsigs().cloned().collect();
+            nodes
+                .entry(key.name)
+                .or_default()
+                .rrsets
+                .push((key.record_type, records));
+        }
+        let negative_soa = match nodes
+            .get(&origin_lower)
+            .and_then(|n| n.rrset(RecordType::SOA))
+        {
+            Some([soa]) => negative_soa(soa),
+            Some(_) => {
+                problems.push("the apex must have exactly one SOA record".to_owned());
+                None
+            }
+            None => {
+                problems.push("the apex has no SOA record".to_owned());
+                None
+            }
+        };
+        if nodes
+            .get(&origin_lower)
+            .and_then(|n| n.rrset(RecordType::NS))
+            .is_none()
+        {
+            problems.push("the apex has no NS records".to_owned());
+        }
+        for &(id, name) in services {
+            let name = LowerName::new(&Name::from_ascii(format!("{name}.")).expect("validated"));
+            let node = nodes.entry(name.clone()).or_default();
+            for rtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
+                if node.rrset(rtype).is_some() {
+                    problems.push(format!(
+                        "{name} is a service: its {rtype} records come from routing, remove them from the zone file"
+                    ));
+                }
+            }
+            node.service = Some(id);
+        }
+        add_empty_non_terminals(&mut nodes, &origin_lower);
+        let cuts = find_cuts(&nodes, &origin_lower);
+        match negative_soa {
+            Some(soa) if problems.is_empty() => Ok(Zone {
+                origin: origin_lower,
+                negative_soa: [soa],
+                nodes,
+                cuts,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Finds `name` (which must be inside this zone).
+    pub(crate) fn lookup(&self, name: &LowerName) -> Lookup<'_> {
+        // Delegations are rare and few; a linear scan beats a second map on every query.
+        if let Some(cut) = self.cuts.iter().find(|cut| cut.name.zone_of(name)) {
+            return Lookup::Referral(cut);
+        }
+        match self.nodes.get(name) {
+            Some(node) => Lookup::Node(node),
+            None => Lookup::NxDomain,
+        }
+    }
+
+    /// The number of names with records, for logs.
+    pub(crate) fn n_names(&self) -> usize {
+        self.nodes.values().filter(|n| !n.rrsets.is_empty()).count()
+    }
+}
+
+fn negative_soa(soa: &Record) -> Option<Record> {
+    let RData::SOA(data) = &soa.data else {
+        return None;
+    };
+    let mut record = soa.clone();
+    record.ttl = soa.ttl.min(data.minimum);
+    Some(record)
+}
+
+/// Adds a node for every ancestor of every name, up to the apex, so that they answer NODATA.
+fn add_empty_non_terminals(nodes: &mut HashMap<LowerName, Node>, origin: &LowerName) {
+    let names: Vec<LowerName> = nodes.keys().cloned().collect();
+    for name in names {
+        let mut parent = name.base_name();
+        while origin.zone_of(&parent) && parent != *origin {
+            nodes.entry(parent.clone()).or_default();
+            parent = parent.base_name();
+        }
+    }
+}
+
+fn find_cuts(nodes: &HashMap<LowerName, Node>, origin: &LowerName) -> Vec<Cut> {
+    let mut cuts: Vec<Cut> = nodes
+        .iter()
+        .filter(|(name, _)| *name != origin)
+        .filter_map(|(name, node)| {
+            let ns = node.rrset(RecordType::NS)?;
+            let glue = ns
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::NS(target) => Some(LowerName::new(&target.0)),
+                    _ => None,
+                })
+                .filter(|target| name.zone_of(target))
+                .filter_map(|target| nodes.get(&target))
+                .flat_map(|target| {
+                    [RecordType::A, RecordType::AAAA]
+                        .into_iter()
+                        .filter_map(|t| target.rrset(t))
+                        .flatten()
+                        .cloned()
+                })
+                .collect();
+            Some(Cut {
+                name: name.clone(),
+                ns: ns.into(),
+                glue,
+            })
+        })
+        .collect();
+    // Nested cuts: the one nearest the apex wins, so test shorter names first.
+    cuts.sort_by_key(|cut| cut.name.num_labels());
+    cuts
+}

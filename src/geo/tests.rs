@@ -1,0 +1,90 @@
+//! Geo lookups against the test-written fixture database.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use super::*;
+
+fn fixture_db() -> GeoDb {
+    let countries = CountryTable::parse(crate::config::COUNTRIES_CSV).expect("country table");
+    GeoDb::build(Cow::Owned(fixture::standard()), &countries).expect("fixture database")
+}
+
+/// (address, expected country, expected prefix length in the address's family).
+const CASES: &[(&str, Option<&str>, u8)] = &[
+    ("81.2.69.160", Some("GB"), 24),
+    ("1.128.3.4", Some("AU"), 16),
+    ("8.8.8.8", Some("US"), 24),
+    ("3.3.3.3", Some("US"), 8),
+    ("200.160.1.1", Some("BR"), 20),
+    ("2a02:8800::1", Some("GB"), 32),
+    ("2400:cb00:1::2", Some("SG"), 32),
+    ("2600:1f00::1", Some("US"), 24),
+    ("::ffff:81.2.69.1", Some("GB"), 24),
+    ("198.51.100.7", None, 24),
+];
+
+#[test]
+fn lookups_find_known_networks() {
+    let db = fixture_db();
+    for &(addr, country, prefix_len) in CASES {
+        let ip: IpAddr = addr.parse().unwrap();
+        let hit = db.lookup(ip);
+        let got = hit
+            .cell
+            .map(|cell| db.location(cell).country.unwrap().to_string());
+        assert_eq!(got.as_deref(), country, "{addr}");
+        assert_eq!(hit.prefix_len, prefix_len, "{addr}");
+    }
+}
+
+#[test]
+fn unknown_and_private_addresses_have_no_cell() {
+    let db = fixture_db();
+    for addr in ["10.1.2.3", "192.168.0.1", "fd00::1", "127.0.0.1"] {
+        let hit = db.lookup(addr.parse().unwrap());
+        assert_eq!(hit.cell, None, "{addr}");
+        assert!(
+            hit.prefix_len > 0,
+            "{addr}: empty regions still have a network"
+        );
+    }
+}
+
+#[test]
+fn city_records_keep_their_coordinates_and_country_records_use_the_table() {
+    let db = fixture_db();
+    let london = db.location(db.lookup("81.2.69.1".parse().unwrap()).cell.unwrap());
+    assert_eq!(london.coordinates.latitude, 51.5142);
+    assert_eq!(london.continent, Some(Continent::Europe));
+    let us = db.location(db.lookup("3.1.1.1".parse().unwrap()).cell.unwrap());
+    // The table's point for the United States is its capital, in the east.
+    assert!(us.coordinates.longitude > -80.0 && us.coordinates.longitude < -75.0);
+    assert_eq!(us.continent, Some(Continent::NorthAmerica));
+}
+
+#[test]
+fn records_sharing_data_share_a_cell() {
+    let db = fixture_db();
+    let v4 = db.lookup("81.2.69.1".parse().unwrap()).cell;
+    let v6 = db.lookup("2a02:8800::1".parse().unwrap()).cell;
+    // Two networks, two records with equal content: the writer stores them once or twice, but
+    // either way each resolves to a located cell with the same coordinates.
+    assert_eq!(
+        db.location(v4.unwrap()).coordinates,
+        db.location(v6.unwrap()).coordinates
+    );
+}
+
+#[test]
+fn garbage_is_rejected() {
+    let countries = CountryTable::default();
+    let error = GeoDb::build(Cow::Borrowed(b"not a database"), &countries).unwrap_err();
+    assert!(matches!(error, GeoError::Invalid(_)), "{error}");
+    // A valid database whose records cannot be placed is useless for routing.
+    let only_unknown = fixture::MmdbFixture::new()
+        .country("10.0.0.0/8", "ZZ")
+        .build();
+    let error = GeoDb::build(Cow::Owned(only_unknown), &countries).unwrap_err();
+    assert!(matches!(error, GeoError::NoLocations), "{error}");
+}

@@ -1,0 +1,21 @@
+//! meridian: a geo-routing authoritative DNS server, a global DNS load balancer.
+//!
+//! Module map (see `docs/ARCHITECTURE.md` for the data flow and invariants):
+//! - [`cli`]: the command line; [`app`]: wiring, reloads, shutdown;
+//! - [`config`]: the YAML configuration, validated with every problem's path;
+//! - [`geo`]: client location from a MaxMind-format database (the only `maxminddb` user);
+//! - [`routing`]: the pure routing core, rankings precomputed per geo cell;
+//! - [`state`]: the immutable [`state::Snapshot`] and its lock-free shared handle;
+//! - [`dns`]: everything that speaks DNS (the only `hickory` user).
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod geo;
+pub mod routing;
+pub mod state;
+
+pub use app::run;
+pub use config::Config;
