@@ -1,1 +1,130 @@
-fn main() {}
+//! Hot-path benchmarks: one geo query through the real handler (decode, locate, route, encode),
+//! one static query, and the routing core alone.
+//!
+//! Run with `cargo bench --bench query_path`. The handler benchmarks use the shipped example
+//! (the embedded country database), with ECS networks spread over the whole IPv4 space so that
+//! lookups walk different parts of the tree, as real traffic does.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::pin;
+use std::str::FromStr;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+use meridian::config::Source;
+use meridian::dns::Handler;
+use meridian::routing::{Client, ServiceId};
+use meridian::state::{Shared, Snapshot};
+
+/// Encodes the response into a buffer, as hickory's UDP response handle does, minus the socket.
+#[derive(Clone)]
+struct Capture;
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(1232);
+        let info = response.destructive_emit(&mut encoder)?;
+        black_box(&bytes);
+        Ok(info)
+    }
+}
+
+fn query_bytes(name: &str, qtype: RecordType, ecs: Option<(Ipv4Addr, u8)>) -> Vec<u8> {
+    let mut message = Message::new(0x1234, MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(Name::from_str(name).unwrap(), qtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    if let Some((addr, prefix)) = ecs {
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(
+                IpAddr::V4(addr),
+                prefix,
+                0,
+            )));
+    }
+    message.set_edns(edns);
+    message.to_vec().unwrap()
+}
+
+/// Runs one request through the handler. Nothing in it waits (the capture handler completes at
+/// once), so a single poll finishes it; this keeps executor overhead out of the figure.
+fn handle(handler: &Handler, raw: &[u8], src: SocketAddr) -> ResponseInfo {
+    let request = Request::from_bytes(raw.to_vec(), src, Protocol::Udp).unwrap();
+    let future = pin!(handler.handle_request::<_, TokioTime>(&request, Capture));
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.poll(&mut cx) {
+        Poll::Ready(info) => info,
+        Poll::Pending => unreachable!("the handler never waits with a capturing response handler"),
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let snapshot = Snapshot::load(&Source::Example, 1).expect("example snapshot");
+    let (shared, _publisher) = Shared::new(snapshot);
+    let handler = Handler::new(shared.clone());
+    let src: SocketAddr = "192.0.2.53:5300".parse().unwrap();
+
+    // 4096 /24 networks spread over the IPv4 unicast space (a fixed multiplicative sequence).
+    let geo_queries: Vec<Vec<u8>> = (0..4096u32)
+        .map(|i| {
+            let net = (i.wrapping_mul(2_654_435_761) % 0xdf00_0000 + 0x0100_0000) & 0xffff_ff00;
+            query_bytes(
+                "www.example.com.",
+                RecordType::A,
+                Some((Ipv4Addr::from(net), 24)),
+            )
+        })
+        .collect();
+    let mut i = 0;
+    c.bench_function("handler/geo_query_varied_ecs", |b| {
+        b.iter(|| {
+            i = (i + 1) % geo_queries.len();
+            handle(&handler, &geo_queries[i], src)
+        })
+    });
+
+    let static_query = query_bytes("ns1.example.com.", RecordType::A, None);
+    c.bench_function("handler/static_query", |b| {
+        b.iter(|| handle(&handler, &static_query, src))
+    });
+
+    let snapshot = shared.load();
+    let n_cells = snapshot.geo.locations().len() as u32;
+    let mut cell = 0;
+    c.bench_function("routing/resolve_nearest", |b| {
+        b.iter(|| {
+            cell = (cell + 1) % n_cells;
+            let client = Client {
+                cell: Some(meridian::geo::CellId(cell)),
+                network_key: u64::from(cell),
+            };
+            black_box(snapshot.routing.resolve(ServiceId(0), &client).ranking)
+        })
+    });
+}
+
+criterion_group!(query_path, benches);
+criterion_main!(query_path);

@@ -214,6 +214,13 @@ impl Config {
         let zones = validate_zones(raw.zones, &mut problems);
         let datacenters = validate_datacenters(raw.datacenters, &mut problems);
         let services = validate_services(raw.services, &datacenters, &zones, &mut problems);
+        // Datacenters and services are numbered with u16 on the query path.
+        if datacenters.len() > usize::from(u16::MAX) {
+            problems.push(Problem::new("datacenters", "at most 65535 datacenters"));
+        }
+        if services.len() > usize::from(u16::MAX) {
+            problems.push(Problem::new("services", "at most 65535 services"));
+        }
         if problems.is_empty() {
             Ok(Config {
                 server,
@@ -429,8 +436,11 @@ fn validate_services(
                 "must be at least 1",
             ));
         }
+        // The order refers to pools by name, so it is checked against the names as written even
+        // when a pool itself is invalid.
+        let pool_names: Vec<String> = service.pools.keys().cloned().collect();
         let pools = validate_pools(&path, service.pools, datacenters, problems);
-        let order = validate_order(&path, service.order, &pools, datacenters, problems);
+        let order = validate_order(&path, service.order, &pool_names, problems);
         if problems.len() == before {
             services.push(ServiceConfig {
                 id,
@@ -524,18 +534,15 @@ fn parse_addresses<T: std::str::FromStr>(
 fn validate_order(
     path: &str,
     raw: Option<Vec<String>>,
-    pools: &[PoolConfig],
-    datacenters: &[DatacenterConfig],
+    pool_names: &[String],
     problems: &mut Vec<Problem>,
 ) -> Vec<usize> {
     let Some(names) = raw else {
-        return (0..pools.len()).collect();
+        return (0..pool_names.len()).collect();
     };
     let mut order = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let pool = pools
-            .iter()
-            .position(|pool| datacenters[pool.datacenter].name == *name);
+        let pool = pool_names.iter().position(|pool| pool == name);
         match pool {
             Some(pool) if order.contains(&pool) => problems.push(Problem::new(
                 format!("{path}.order[{i}]"),
@@ -549,7 +556,7 @@ fn validate_order(
         }
     }
     // Pools the order leaves out come last, in pool order, so every pool stays reachable.
-    for pool in 0..pools.len() {
+    for pool in 0..pool_names.len() {
         if !order.contains(&pool) {
             order.push(pool);
         }

@@ -1,1 +1,151 @@
+//! Configuration validation: the example is valid, and every kind of problem is reported with
+//! its path, all at once.
 
+use super::*;
+
+const VALID: &str = r#"
+geo: { database: geo.mmdb }
+zones: [{ origin: Example.COM., file: example.com.zone }]
+datacenters:
+  us-east: { latitude: 39.0, longitude: -77.5, country: us, continent: na }
+  eu-west: { latitude: 53.3, longitude: -6.3, country: IE, continent: EU }
+services:
+  www:
+    name: WWW.example.com.
+    policy: nearest
+    order: [eu-west]
+    pools:
+      us-east: { a: [192.0.2.1], aaaa: ["2001:db8::1"] }
+      eu-west: { a: [192.0.2.3] }
+"#;
+
+fn problems(yaml: &str) -> Vec<String> {
+    Config::from_yaml_str(yaml)
+        .expect_err("configuration should be invalid")
+        .problems
+        .iter()
+        .map(Problem::to_string)
+        .collect()
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let config = Config::from_yaml_str(EXAMPLE_CONFIG).expect("example config");
+    assert_eq!(config.datacenters.len(), 5);
+    assert_eq!(config.services[0].name, "www.example.com");
+    assert_eq!(config.services[0].ttl, 30);
+}
+
+#[test]
+fn defaults_and_normalisation() {
+    let config = Config::from_yaml_str(VALID).unwrap();
+    assert_eq!(config.server.dns, vec!["127.0.0.1:5353".parse().unwrap()]);
+    assert_eq!(config.server.max_udp_payload, 1232);
+    assert_eq!(config.zones[0].origin, "example.com");
+    let www = &config.services[0];
+    assert_eq!(www.name, "www.example.com");
+    assert_eq!(www.ttl, raw::DEFAULT_SERVICE_TTL);
+    assert_eq!(www.answers.get(), 1);
+    // The order names eu-west (pool 1) first; the pools it leaves out follow in pool order.
+    assert_eq!(www.order, vec![1, 0]);
+    assert_eq!(config.datacenters[0].country.as_str(), "US");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let yaml = r#"
+server: { dns: ["127.0.0.1", "[::1]:53"], max_udp_payload: 100 }
+geo: { database: geo.mmdb }
+zones: [{ origin: "bad..name", file: x.zone }, { origin: example.com, file: example.com.zone }]
+datacenters:
+  us-east: { latitude: 99.0, longitude: -77.5, country: USA, continent: XX }
+  eu-west: { latitude: 53.3, longitude: -6.3, country: IE, continent: EU }
+services:
+  www:
+    name: www.example.org
+    policy: closest
+    answers: 0
+    order: [venus, eu-west, eu-west]
+    pools:
+      eu-west: { a: [192.0.2.3, 192.0.2.300], aaaa: [192.0.2.1], weight: 0 }
+      mars: { a: [192.0.2.9] }
+      eu-west-2: {}
+"#;
+    let got = problems(yaml);
+    let expected = [
+        "server.dns[0]: \"127.0.0.1\" is not an address with a port",
+        "server.max_udp_payload: 100 is below the DNS minimum of 512",
+        "zones[0].origin: \"bad..name\": every label must be 1 to 63 characters",
+        "datacenters.us-east: latitude 99 / longitude -77.5 out of range",
+        "datacenters.us-east.country: \"USA\": not a two-letter ISO 3166-1 country code",
+        "datacenters.us-east.continent: \"XX\": not a continent code",
+        "services.www.name: www.example.org is not inside any configured zone",
+        "services.www.policy: unknown policy \"closest\"",
+        "services.www.answers: must be at least 1",
+        "services.www.pools.eu-west.a[1]: \"192.0.2.300\" is not an IPv4 address",
+        "services.www.pools.eu-west.aaaa[0]: \"192.0.2.1\" is not an IPv6 address",
+        "services.www.pools.eu-west.weight: must be at least 1",
+        "services.www.pools.mars: unknown datacenter \"mars\"",
+        "services.www.pools.eu-west-2: unknown datacenter \"eu-west-2\"",
+        "services.www.pools.eu-west-2: a pool needs at least one address",
+        "services.www.order[0]: \"venus\" is not one of this service's pools",
+        "services.www.order[2]: \"eu-west\" is listed twice",
+    ];
+    for want in expected {
+        assert!(
+            got.iter().any(|problem| problem.starts_with(want)),
+            "missing {want:?} in:\n{}",
+            got.join("\n")
+        );
+    }
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "unexpected extras:\n{}",
+        got.join("\n")
+    );
+}
+
+#[test]
+fn unknown_fields_and_bad_syntax_are_rejected_with_a_location() {
+    let got = problems(&VALID.replace("policy: nearest", "policy: nearest\n    colour: blue"));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("unknown field `colour`"), "{got:?}");
+    assert!(
+        got[0].starts_with("services") || got[0].starts_with("line "),
+        "{got:?}"
+    );
+
+    let got = problems("zones: [");
+    assert!(got[0].starts_with("line "), "{got:?}");
+}
+
+#[test]
+fn duplicate_services_and_zones_are_rejected() {
+    let yaml = r#"
+geo: { database: geo.mmdb }
+zones: [{ origin: example.com, file: a.zone }, { origin: EXAMPLE.com., file: b.zone }]
+datacenters:
+  eu-west: { latitude: 53.3, longitude: -6.3, country: IE, continent: EU }
+services:
+  www: { name: www.example.com, policy: nearest, pools: { eu-west: { a: [192.0.2.3] } } }
+  www2: { name: WWW.example.com, policy: failover, pools: { eu-west: { a: [192.0.2.4] } } }
+"#;
+    let got = problems(yaml);
+    let expected = [
+        "zones[1].origin: zone example.com is configured twice",
+        "services.www2.name: www.example.com is answered by another service already",
+    ];
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn names_are_checked() {
+    assert_eq!(normalize_name("Example.COM.").unwrap(), "example.com");
+    assert!(normalize_name(".").is_err());
+    assert!(normalize_name(&"a".repeat(64)).is_err());
+    assert!(normalize_name("bad name.com").is_err());
+    assert!(is_in_zone("www.example.com", "example.com"));
+    assert!(is_in_zone("example.com", "example.com"));
+    assert!(!is_in_zone("badexample.com", "example.com"));
+}
