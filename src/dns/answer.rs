@@ -5,16 +5,16 @@
 //! are prepared when the snapshot is built ([`Catalog::build`]), so answering allocates nothing
 //! on the common paths.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
-use crate::config::{Config, Problem, ServiceConfig};
+use crate::config::{Config, PoolConfig, Problem, ServiceConfig};
 use crate::geo::GeoDb;
-use crate::routing::{Client, DcId, RoutingTable, ServiceId, network_key};
+use crate::routing::{Basis, Client, DcId, RoutingTable, ServiceId, network_key};
 
 use super::edns::{ClientAddr, masked};
 use super::zone::{Lookup, Zone};
@@ -317,8 +317,8 @@ impl Catalog {
     ) -> (&'a [Record], u8) {
         let hit = geo.lookup(client.ip);
         let weight_prefix = match client.ip {
-            std::net::IpAddr::V4(_) => WEIGHT_PREFIX_V4,
-            std::net::IpAddr::V6(_) => WEIGHT_PREFIX_V6,
+            IpAddr::V4(_) => WEIGHT_PREFIX_V4,
+            IpAddr::V6(_) => WEIGHT_PREFIX_V6,
         }
         .min(client.source_prefix);
         let decision = routing.resolve(
@@ -329,9 +329,9 @@ impl Catalog {
             },
         );
         let scope = match decision.basis {
-            crate::routing::Basis::Distance | crate::routing::Basis::NoLocation => hit.prefix_len,
-            crate::routing::Basis::Weight => weight_prefix,
-            crate::routing::Basis::Order => 0,
+            Basis::Distance | Basis::NoLocation => hit.prefix_len,
+            Basis::Weight => weight_prefix,
+            Basis::Order => 0,
         };
         let RankedRecords { a, aaaa } =
             &self.services[usize::from(service.0)].by_ranking[decision.ranking.0 as usize];
@@ -383,7 +383,6 @@ impl ChaosName {
 /// answer size is reached.
 fn prepare_service(service: &ServiceConfig, rankings: &[Box<[DcId]>]) -> ServiceAnswers {
     let name = Name::from_ascii(format!("{}.", service.name)).expect("validated name");
-    let n_answers = service.answers.get() as usize;
     let pool = |dc: &DcId| {
         service
             .pools
@@ -391,26 +390,24 @@ fn prepare_service(service: &ServiceConfig, rankings: &[Box<[DcId]>]) -> Service
             .find(|pool| pool.datacenter == usize::from(dc.0))
             .expect("rankings only hold the service's own datacenters")
     };
+    // The first `answers` addresses along the ranking, as records of the service's name.
+    let take = |ranking: &[DcId], rdata: &dyn Fn(&PoolConfig) -> Vec<RData>| -> Box<[Record]> {
+        ranking
+            .iter()
+            .flat_map(|dc| rdata(pool(dc)))
+            .take(service.answers.get() as usize)
+            .map(|rdata| Record::from_rdata(name.clone(), service.ttl, rdata))
+            .collect()
+    };
     let by_ranking = rankings
         .iter()
-        .map(|ranking| {
-            let a: Box<[Record]> = ranking
-                .iter()
-                .flat_map(|dc| pool(dc).a.iter())
-                .take(n_answers)
-                .map(|ip: &Ipv4Addr| {
-                    Record::from_rdata(name.clone(), service.ttl, RData::A(A(*ip)))
-                })
-                .collect();
-            let aaaa: Box<[Record]> = ranking
-                .iter()
-                .flat_map(|dc| pool(dc).aaaa.iter())
-                .take(n_answers)
-                .map(|ip: &Ipv6Addr| {
-                    Record::from_rdata(name.clone(), service.ttl, RData::AAAA(AAAA(*ip)))
-                })
-                .collect();
-            RankedRecords { a, aaaa }
+        .map(|ranking| RankedRecords {
+            a: take(ranking, &|pool| {
+                pool.a.iter().map(|ip| RData::A(A(*ip))).collect()
+            }),
+            aaaa: take(ranking, &|pool| {
+                pool.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect()
+            }),
         })
         .collect();
     ServiceAnswers { by_ranking }
