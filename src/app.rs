@@ -1,4 +1,4 @@
-//! Wiring: sockets, the first snapshot, the DNS server, reloads and shutdown.
+//! Wiring: sockets, the first snapshot, the DNS server, the control plane, reloads and shutdown.
 //!
 //! [`run`] takes sockets that are already bound and a shutdown token, so tests hand it port-0
 //! sockets and cancel it when done. Signals are wired separately ([`watch_signals`]) so that only
@@ -14,18 +14,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, Source};
+use crate::control::{self, Readiness};
 use crate::dns::{DnsServer, Handler};
 use crate::state::{Publisher, Shared, Snapshot};
 
 /// How long in-flight queries get to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Bound DNS sockets: UDP and TCP on each configured address.
+/// Bound sockets: DNS UDP and TCP on each configured address, and the control plane's.
 pub struct Listeners {
-    /// UDP sockets.
+    /// DNS/UDP sockets.
     pub udp: Vec<UdpSocket>,
-    /// TCP listeners.
+    /// DNS/TCP listeners.
     pub tcp: Vec<TcpListener>,
+    /// The control plane's HTTP listener, if it is to run.
+    pub control: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -39,6 +42,7 @@ impl Listeners {
         let mut listeners = Listeners {
             udp: Vec::new(),
             tcp: Vec::new(),
+            control: None,
         };
         for &addr in addrs {
             let udp = bind_socket(addr, socket2::Type::DGRAM)
@@ -55,6 +59,19 @@ impl Listeners {
             listeners.tcp.push(TcpListener::from_std(tcp.into())?);
         }
         Ok(listeners)
+    }
+
+    /// Binds the control plane's HTTP listener.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub fn bind_control(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+        let socket = bind_socket(addr, socket2::Type::STREAM)
+            .with_context(|| format!("binding HTTP on {addr}"))?;
+        socket.listen(1024)?;
+        self.control = Some(TcpListener::from_std(socket.into())?);
+        Ok(())
     }
 }
 
@@ -130,6 +147,20 @@ pub async fn run(
     for listener in &listeners.tcp {
         info!("listening for DNS/TCP on {}", listener.local_addr()?);
     }
+    let readiness = Readiness::default();
+    let control = match listeners.control {
+        Some(listener) => {
+            info!("listening for HTTP on {}", listener.local_addr()?);
+            let router = control::router(readiness.clone());
+            let stop = shutdown.clone().cancelled_owned();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }))
+        }
+        None => None,
+    };
     let tcp_idle_timeout = first.config.server.tcp_idle_timeout;
     log_published(&first);
     let (shared, publisher) = Shared::new(first);
@@ -140,11 +171,20 @@ pub async fn run(
         tcp_idle_timeout,
     );
     let reloader = tokio::spawn(serve_reloads(source, publisher, reloads, shutdown.clone()));
+    readiness.set(true);
 
     shutdown.cancelled().await;
     info!("shutting down");
+    readiness.set(false);
     reloader.abort();
-    match tokio::time::timeout(SHUTDOWN_GRACE, dns.shutdown()).await {
+    let stopped = async {
+        let dns = dns.shutdown().await;
+        if let Some(control) = control {
+            control.await??;
+        }
+        dns
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, stopped).await {
         Ok(result) => {
             info!("shutdown complete");
             result

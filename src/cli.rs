@@ -47,6 +47,9 @@ pub enum Command {
         /// DNS listen address (UDP and TCP), replacing the configured ones; repeatable.
         #[arg(long = "dns", value_name = "ADDR")]
         dns: Vec<SocketAddr>,
+        /// Control-plane HTTP listen address, replacing the configured one.
+        #[arg(long, value_name = "ADDR")]
+        control: Option<SocketAddr>,
     },
     /// Check a configuration, its zone files and geo database; exit 0 if valid, 2 if not.
     CheckConfig {
@@ -62,7 +65,11 @@ pub fn run(cli: Cli) -> ExitCode {
     init_tracing(cli.log_format);
     match cli.command {
         Command::CheckConfig { config } => check_config(&source_of(config)),
-        Command::Serve { config, dns } => serve(source_of(config), dns),
+        Command::Serve {
+            config,
+            dns,
+            control,
+        } => serve(source_of(config), dns, control),
     }
 }
 
@@ -96,7 +103,7 @@ fn check_config(source: &Source) -> ExitCode {
     }
 }
 
-fn serve(source: Source, dns: Vec<SocketAddr>) -> ExitCode {
+fn serve(source: Source, dns: Vec<SocketAddr>, control: Option<SocketAddr>) -> ExitCode {
     let first = match Snapshot::load(&source, 1) {
         Ok(snapshot) => snapshot,
         Err(error) => {
@@ -113,6 +120,7 @@ fn serve(source: Source, dns: Vec<SocketAddr>) -> ExitCode {
     } else {
         dns
     };
+    let control = control.unwrap_or(first.config.server.control);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -121,7 +129,8 @@ fn serve(source: Source, dns: Vec<SocketAddr>) -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        let listeners = app::Listeners::bind(&addrs)?;
+        let mut listeners = app::Listeners::bind(&addrs)?;
+        listeners.bind_control(control)?;
         let shutdown = CancellationToken::new();
         let (trigger, requests) = app::reload_channel();
         app::watch_signals(trigger, shutdown.clone())?;

@@ -6,12 +6,14 @@
 //! - [`geo`]: client location from a MaxMind-format database (the only `maxminddb` user);
 //! - [`routing`]: the pure routing core, rankings precomputed per geo cell;
 //! - [`state`]: the immutable [`state::Snapshot`] and its lock-free shared handle;
-//! - [`dns`]: everything that speaks DNS (the only `hickory` user).
+//! - [`dns`]: everything that speaks DNS (the only `hickory` user);
+//! - [`control`]: the HTTP control plane (the only `axum` user).
 #![deny(unsafe_code)]
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dns;
 pub mod geo;
 pub mod routing;

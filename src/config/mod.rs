@@ -80,6 +80,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// DNS listen addresses (UDP and TCP on each).
     pub dns: Vec<SocketAddr>,
+    /// Control-plane HTTP listen address.
+    pub control: SocketAddr,
     /// NSID / `id.server` identity; `None` means the host name.
     pub identity: Option<String>,
     /// Largest UDP response we send, at least 512.
@@ -265,6 +267,16 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
             )),
         }
     }
+    let control_text = raw
+        .control
+        .unwrap_or_else(|| raw::DEFAULT_CONTROL_LISTEN.to_owned());
+    let control = control_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        problems.push(Problem::new(
+            "server.control",
+            format!("{control_text:?} is not an address with a port (ip:port or [ipv6]:port)"),
+        ));
+        raw::DEFAULT_CONTROL_LISTEN.parse().expect("valid default")
+    });
     if let Some(identity) = &raw.identity
         && (identity.is_empty() || identity.len() > 255)
     {
@@ -291,6 +303,7 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
     }
     ServerConfig {
         dns,
+        control,
         identity: raw.identity,
         max_udp_payload,
         tcp_idle_timeout: Duration::from_secs(timeout),

@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 /// Default DNS listen address of a local instance: an unprivileged port on loopback.
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5353";
+/// Default control-plane (HTTP) listen address: loopback only, since it will carry operator actions.
+pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:8053";
 /// Default service TTL in seconds when a service does not set one.
 pub const DEFAULT_SERVICE_TTL: u32 = 30;
 /// Default number of addresses in a service answer.
@@ -44,6 +46,8 @@ pub struct RawServer {
     /// DNS listen addresses (`ip:port`), UDP and TCP on each; default [`DEFAULT_DNS_LISTEN`].
     #[serde(default)]
     pub dns: Vec<String>,
+    /// Control-plane HTTP listen address (`ip:port`); default [`DEFAULT_CONTROL_LISTEN`].
+    pub control: Option<String>,
     /// The instance's name for NSID (RFC 5001) and CHAOS `id.server`; default the host name.
     pub identity: Option<String>,
     /// Largest UDP response in bytes; default [`DEFAULT_MAX_UDP_PAYLOAD`].
