@@ -45,16 +45,7 @@ impl Listeners {
             control: None,
         };
         for &addr in addrs {
-            let udp = bind_socket(addr, socket2::Type::DGRAM)
-                .with_context(|| format!("binding DNS/UDP on {addr}"))?;
-            // TCP on the port UDP got, so that port 0 gives one port for both.
-            let tcp_addr = udp
-                .local_addr()?
-                .as_socket()
-                .expect("an IP socket has an IP address");
-            let tcp = bind_socket(tcp_addr, socket2::Type::STREAM)
-                .with_context(|| format!("binding DNS/TCP on {tcp_addr}"))?;
-            tcp.listen(1024)?;
+            let (udp, tcp) = bind_pair(addr)?;
             listeners.udp.push(UdpSocket::from_std(udp.into())?);
             listeners.tcp.push(TcpListener::from_std(tcp.into())?);
         }
@@ -73,6 +64,40 @@ impl Listeners {
         self.control = Some(TcpListener::from_std(socket.into())?);
         Ok(())
     }
+}
+
+/// How many ports to try when port 0 gives a UDP port whose TCP twin is taken.
+const PORT_ZERO_ATTEMPTS: usize = 32;
+
+/// Binds UDP, then TCP on the port UDP got, so that port 0 gives one port for both. With port 0
+/// the kernel picks a port free for UDP only; if TCP finds it busy, try another.
+fn bind_pair(addr: SocketAddr) -> anyhow::Result<(socket2::Socket, socket2::Socket)> {
+    let attempts = if addr.port() == 0 {
+        PORT_ZERO_ATTEMPTS
+    } else {
+        1
+    };
+    for attempt in 1..=attempts {
+        let udp = bind_socket(addr, socket2::Type::DGRAM)
+            .with_context(|| format!("binding DNS/UDP on {addr}"))?;
+        let tcp_addr = udp
+            .local_addr()?
+            .as_socket()
+            .expect("an IP socket has an IP address");
+        match bind_socket(tcp_addr, socket2::Type::STREAM) {
+            Ok(tcp) => {
+                tcp.listen(1024)?;
+                return Ok((udp, tcp));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {
+                continue;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("binding DNS/TCP on {tcp_addr}"));
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 fn bind_socket(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {

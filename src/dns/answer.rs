@@ -17,6 +17,7 @@ use crate::geo::GeoDb;
 use crate::routing::{Basis, Client, DcId, RoutingTable, ServiceId, network_key};
 
 use super::edns::{ClientAddr, masked};
+use super::rrset::RecordSet;
 use super::zone::{Lookup, Zone};
 
 /// How many CNAMEs we follow inside our own zones before handing the rest to the resolver.
@@ -50,14 +51,14 @@ struct ServiceAnswers {
 /// The records of one ranking: A and AAAA, each cut to the service's answer size.
 #[derive(Debug)]
 struct RankedRecords {
-    a: Box<[Record]>,
-    aaaa: Box<[Record]>,
+    a: RecordSet,
+    aaaa: RecordSet,
 }
 
 #[derive(Debug)]
 struct ChaosName {
     name: LowerName,
-    txt: [Record; 1],
+    txt: RecordSet,
 }
 
 /// A question, as the handler received it.
@@ -68,28 +69,32 @@ pub(crate) struct Question<'q> {
     pub(crate) qclass: DNSClass,
 }
 
-/// Records for one section, assembled from borrowed slices.
+/// Records for one section, assembled from borrowed record sets.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Section<'a> {
     parts: [&'a [Record]; MAX_PARTS],
     len: usize,
+    /// Sum of the parts' uncompressed wire lengths.
+    wire_len: usize,
 }
 
 impl<'a> Section<'a> {
     const EMPTY: Section<'a> = Section {
         parts: [&[]; MAX_PARTS],
         len: 0,
+        wire_len: 0,
     };
 
-    fn one(records: &'a [Record]) -> Self {
+    fn one(records: &'a RecordSet) -> Self {
         let mut section = Self::EMPTY;
         section.push(records);
         section
     }
 
-    fn push(&mut self, records: &'a [Record]) {
-        self.parts[self.len] = records;
+    fn push(&mut self, records: &'a RecordSet) {
+        self.parts[self.len] = records.records();
         self.len += 1;
+        self.wire_len += records.wire_len();
     }
 
     /// The records, in order.
@@ -113,6 +118,22 @@ pub(crate) struct Reply<'a> {
 }
 
 impl<'a> Reply<'a> {
+    /// Upper bound of the records' size on the wire (header, question and OPT not included).
+    pub(crate) fn records_wire_len(&self) -> usize {
+        self.answers.wire_len + self.authorities.wire_len + self.additionals.wire_len
+    }
+
+    /// The same reply without records, for a UDP response whose records do not fit: the client
+    /// sees TC and retries over TCP (RFC 6891 §7, RFC 2181 §9).
+    pub(crate) fn without_records(self) -> Self {
+        Reply {
+            answers: Section::EMPTY,
+            authorities: Section::EMPTY,
+            additionals: Section::EMPTY,
+            ..self
+        }
+    }
+
     /// A reply with only a status: no records, not authoritative.
     pub(crate) fn error(rcode: ResponseCode) -> Self {
         Reply {
@@ -283,7 +304,7 @@ impl Catalog {
                 return reply;
             }
             let cname = node.rrset(RecordType::CNAME).and_then(|records| {
-                match records.first().map(|record| &record.data) {
+                match records.records().first().map(|record| &record.data) {
                     Some(RData::CNAME(cname)) => Some((records, LowerName::new(&cname.0))),
                     _ => None,
                 }
@@ -314,7 +335,7 @@ impl Catalog {
         service: ServiceId,
         qtype: RecordType,
         client: &ClientAddr,
-    ) -> (&'a [Record], u8) {
+    ) -> (&'a RecordSet, u8) {
         let hit = geo.lookup(client.ip);
         let weight_prefix = match client.ip {
             IpAddr::V4(_) => WEIGHT_PREFIX_V4,
@@ -374,7 +395,7 @@ impl ChaosName {
         txt.dns_class = DNSClass::CH;
         ChaosName {
             name: LowerName::new(&name),
-            txt: [txt],
+            txt: RecordSet::new([txt]),
         }
     }
 }
@@ -391,13 +412,14 @@ fn prepare_service(service: &ServiceConfig, rankings: &[Box<[DcId]>]) -> Service
             .expect("rankings only hold the service's own datacenters")
     };
     // The first `answers` addresses along the ranking, as records of the service's name.
-    let take = |ranking: &[DcId], rdata: &dyn Fn(&PoolConfig) -> Vec<RData>| -> Box<[Record]> {
-        ranking
+    let take = |ranking: &[DcId], rdata: &dyn Fn(&PoolConfig) -> Vec<RData>| -> RecordSet {
+        let records: Vec<Record> = ranking
             .iter()
             .flat_map(|dc| rdata(pool(dc)))
             .take(service.answers.get() as usize)
             .map(|rdata| Record::from_rdata(name.clone(), service.ttl, rdata))
-            .collect()
+            .collect();
+        RecordSet::new(records)
     };
     let by_ranking = rankings
         .iter()

@@ -105,6 +105,17 @@ pub(crate) fn response_opt(
     edns
 }
 
+/// The size of `edns` as an OPT record on the wire (RFC 6891 §6.1.2): root name, type, class,
+/// TTL and length (11 bytes), then each option's code, length and data.
+pub(crate) fn opt_wire_len(edns: &Edns) -> usize {
+    11 + edns
+        .options()
+        .as_ref()
+        .iter()
+        .map(|(_, option)| 4 + usize::from(option.len()))
+        .sum::<usize>()
+}
+
 fn full_prefix(ip: IpAddr) -> u8 {
     match ip {
         IpAddr::V4(_) => 32,

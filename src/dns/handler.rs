@@ -5,7 +5,9 @@
 //! logs above `debug`.
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
@@ -13,7 +15,7 @@ use tracing::debug;
 use crate::state::{Shared, Snapshot};
 
 use super::answer::{Question, Reply};
-use super::edns::{ClientAddr, response_opt};
+use super::edns::{ClientAddr, opt_wire_len, response_opt};
 
 /// Answers DNS queries from the current snapshot.
 #[derive(Clone)]
@@ -60,11 +62,22 @@ impl RequestHandler for Handler {
                 Some(catalog.identity()),
             )
         });
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
-        if let Some(edns) = &response_edns {
-            builder.edns(edns);
-        }
-        let response = builder.build(
+        let builder = || {
+            let mut builder = MessageResponseBuilder::new(&request.queries, None);
+            if let Some(edns) = &response_edns {
+                builder.edns(edns);
+            }
+            builder
+        };
+        let reply = if request.protocol() == Protocol::Udp
+            && !fits(request, &reply, response_edns.as_ref(), &builder)
+        {
+            metadata.truncation = true;
+            reply.without_records()
+        } else {
+            reply
+        };
+        let response = builder().build(
             metadata,
             reply.answers.iter(),
             reply.authorities.iter(),
@@ -87,6 +100,45 @@ impl RequestHandler for Handler {
                 })
             }
         }
+    }
+}
+
+/// Header length (RFC 1035 §4.1.1).
+const HEADER_LEN: usize = 12;
+
+/// Whether every record of `reply` fits the UDP payload size, OPT record included.
+///
+/// Most replies are far below the limit and are judged by the records' precomputed wire
+/// lengths alone; only the rest are encoded once to find out. A reply that does not fit is sent
+/// as header, question and OPT with TC set: hickory would otherwise send as many records as fit
+/// and drop the OPT (RFC 6891 §7 wants it kept) and a partial RRset (RFC 2181 §9).
+fn fits<'q>(
+    request: &Request,
+    reply: &Reply<'_>,
+    edns: Option<&Edns>,
+    builder: &impl Fn() -> MessageResponseBuilder<'q>,
+) -> bool {
+    let limit = usize::from(edns.map_or(512, Edns::max_payload));
+    let bound = HEADER_LEN
+        + request.queries.as_bytes().len()
+        + reply.records_wire_len()
+        + edns.map_or(0, opt_wire_len);
+    if bound <= limit {
+        return true;
+    }
+    let response = builder().build(
+        Metadata::response_from_request(&request.metadata),
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        std::iter::empty(),
+        reply.additionals.iter(),
+    );
+    let mut bytes = Vec::with_capacity(limit);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
+    match response.destructive_emit(&mut encoder) {
+        Ok(info) => !info.truncation,
+        Err(_) => false,
     }
 }
 

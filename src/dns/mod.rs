@@ -4,11 +4,13 @@
 //! - `handler.rs` is our `RequestHandler`: header checks, EDNS, then `answer.rs`;
 //! - `answer.rs` turns a question into records (zones, CNAMEs, routed services, CHAOS);
 //! - `zone.rs` holds static zone data parsed from master files;
+//! - `rrset.rs` keeps record sets with their wire size, for the truncation decision;
 //! - `edns.rs` reads EDNS Client Subnet and builds the response's OPT record.
 
 mod answer;
 mod edns;
 mod handler;
+mod rrset;
 mod server;
 mod zone;
 

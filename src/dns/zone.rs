@@ -12,13 +12,15 @@ use hickory_proto::serialize::txt::Parser;
 
 use crate::routing::ServiceId;
 
+use super::rrset::RecordSet;
+
 /// One authoritative zone.
 #[derive(Debug)]
 pub(crate) struct Zone {
     pub(crate) origin: LowerName,
     /// The SOA for the authority section of negative answers; its TTL is the negative-caching
     /// TTL of RFC 2308 §5: the smaller of the SOA's own TTL and its MINIMUM field.
-    pub(crate) negative_soa: [Record; 1],
+    pub(crate) negative_soa: RecordSet,
     nodes: HashMap<LowerName, Node>,
     /// Delegation points below the apex (names with NS records), for referrals.
     cuts: Vec<Cut>,
@@ -29,7 +31,7 @@ pub(crate) struct Zone {
 #[derive(Debug, Default)]
 pub(crate) struct Node {
     /// Record sets, one per type, in zone-file order.
-    rrsets: Vec<(RecordType, Box<[Record]>)>,
+    rrsets: Vec<(RecordType, RecordSet)>,
     /// The service answered at this name, if any.
     pub(crate) service: Option<ServiceId>,
 }
@@ -38,9 +40,9 @@ pub(crate) struct Node {
 #[derive(Debug)]
 pub(crate) struct Cut {
     pub(crate) name: LowerName,
-    pub(crate) ns: Box<[Record]>,
+    pub(crate) ns: RecordSet,
     /// Addresses of the delegated servers that lie inside the cut (glue, RFC 9471).
-    pub(crate) glue: Box<[Record]>,
+    pub(crate) glue: RecordSet,
 }
 
 /// Where a name stands in a zone.
@@ -55,16 +57,16 @@ pub(crate) enum Lookup<'z> {
 
 impl Node {
     /// The record set of `rtype`, if present.
-    pub(crate) fn rrset(&self, rtype: RecordType) -> Option<&[Record]> {
+    pub(crate) fn rrset(&self, rtype: RecordType) -> Option<&RecordSet> {
         self.rrsets
             .iter()
             .find(|(t, _)| *t == rtype)
-            .map(|(_, records)| &records[..])
+            .map(|(_, records)| records)
     }
 
     /// The first record set, for minimal answers to ANY (RFC 8482 §4.1).
-    pub(crate) fn first_rrset(&self) -> Option<&[Record]> {
-        self.rrsets.first().map(|(_, records)| &records[..])
+    pub(crate) fn first_rrset(&self) -> Option<&RecordSet> {
+        self.rrsets.first().map(|(_, records)| records)
     }
 }
 
@@ -94,18 +96,18 @@ impl Zone {
                 problems.push(format!("{} is outside the zone {origin}", key.name));
                 continue;
             }
-            let records: Box<[Record]> = rrset.records_without_rrsigs().cloned().collect();
+            let records: Vec<Record> = rrset.records_without_rrsigs().cloned().collect();
             nodes
                 .entry(key.name)
                 .or_default()
                 .rrsets
-                .push((key.record_type, records));
+                .push((key.record_type, RecordSet::new(records)));
         }
         let negative_soa = match nodes
             .get(&origin_lower)
             .and_then(|n| n.rrset(RecordType::SOA))
         {
-            Some([soa]) => negative_soa(soa),
+            Some(soa) if soa.records().len() == 1 => negative_soa(&soa.records()[0]),
             Some(_) => {
                 problems.push("the apex must have exactly one SOA record".to_owned());
                 None
@@ -139,7 +141,7 @@ impl Zone {
         match negative_soa {
             Some(soa) if problems.is_empty() => Ok(Zone {
                 origin: origin_lower,
-                negative_soa: [soa],
+                negative_soa: RecordSet::new([soa]),
                 nodes,
                 cuts,
             }),
@@ -192,7 +194,8 @@ fn find_cuts(nodes: &HashMap<LowerName, Node>, origin: &LowerName) -> Vec<Cut> {
         .filter(|(name, _)| *name != origin)
         .filter_map(|(name, node)| {
             let ns = node.rrset(RecordType::NS)?;
-            let glue = ns
+            let glue: Vec<Record> = ns
+                .records()
                 .iter()
                 .filter_map(|record| match &record.data {
                     RData::NS(target) => Some(LowerName::new(&target.0)),
@@ -204,14 +207,14 @@ fn find_cuts(nodes: &HashMap<LowerName, Node>, origin: &LowerName) -> Vec<Cut> {
                     [RecordType::A, RecordType::AAAA]
                         .into_iter()
                         .filter_map(|t| target.rrset(t))
-                        .flatten()
+                        .flat_map(RecordSet::records)
                         .cloned()
                 })
                 .collect();
             Some(Cut {
                 name: name.clone(),
-                ns: ns.into(),
-                glue,
+                ns: ns.clone(),
+                glue: RecordSet::new(glue),
             })
         })
         .collect();

@@ -1,0 +1,377 @@
+//! The real binary: `meridian check-config` and `meridian serve`, their output and exit codes
+//! (0 clean, 1 runtime failure, 2 invalid configuration), and its signals (SIGHUP reloads,
+//! SIGTERM stops).
+//!
+//! Every child process is owned by a guard that kills it on drop, and every wait is bounded, so
+//! a failing test never leaves a server behind or hangs the suite.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::client::{Ask, a_records};
+use crate::support::{CONFIG, CONFIG_FILE, config_dir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meridian");
+/// Upper bound for any one step of a child process (start, reload, exit).
+const STEP: Duration = Duration::from_secs(20);
+
+/// The binary with a predictable environment: default log filter, no colours.
+fn meridian() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A child process that is killed if the test lets go of it while it still runs.
+struct Guard {
+    child: Child,
+}
+
+impl Guard {
+    fn spawn(command: &mut Command) -> Guard {
+        Guard {
+            child: command.spawn().expect("start the meridian binary"),
+        }
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "meridian did not exit within {STEP:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a finished process printed.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `meridian args..` to completion (bounded).
+fn run(args: &[&str]) -> Finished {
+    let mut guard = Guard::spawn(meridian().args(args));
+    // Drain both pipes on threads, so a chatty child cannot block on a full pipe.
+    let stdout = drain(guard.child.stdout.take().expect("piped stdout"));
+    let stderr = drain(guard.child.stderr.take().expect("piped stderr"));
+    let status = guard.wait();
+    Finished {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: strip_ansi(&stderr.join().expect("stderr reader")),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+/// Log lines are plain text with NO_COLOR; strip escape sequences anyway, so that a terminal
+/// detection change cannot break the parsing below.
+fn strip_ansi(text: &str) -> String {
+    let mut res = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            res.push(c);
+        }
+    }
+    res
+}
+
+/// A running `meridian serve` and the log lines it has written so far.
+struct Server {
+    guard: Guard,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut guard = Guard::spawn(meridian().arg("serve").args(args).stdout(Stdio::null()));
+        let stderr = guard.child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(strip_ansi(&line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Server {
+            guard,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Starts `meridian serve args..` and waits for its DNS/UDP address, from the startup line
+    /// `listening for DNS/UDP on ADDR`.
+    fn serve(args: &[&str]) -> (Server, SocketAddr) {
+        const PREFIX: &str = "listening for DNS/UDP on ";
+        let mut server = Server::start(args);
+        let line = server.wait_for("announcing DNS/UDP", |line| line.contains(PREFIX));
+        let rest = &line[line.find(PREFIX).expect("matched above") + PREFIX.len()..];
+        let addr = rest.split_whitespace().next().unwrap_or_default();
+        let addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("no address in {line:?}"));
+        (server, addr)
+    }
+
+    /// Waits (bounded) for a log line satisfying `wanted` and returns it.
+    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        self.next_line_with(what, wanted).unwrap_or_else(|| {
+            panic!(
+                "meridian exited before logging {what}; the log:\n{}",
+                self.log.join("\n")
+            )
+        })
+    }
+
+    /// Waits (bounded) for a log line satisfying `wanted`; `None` when the process closed its
+    /// stderr (it exited) first.
+    fn next_line_with(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if wanted(&line) {
+                        return Some(line);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "no log line {what} within {STEP:?}; the log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status (bounded).
+    fn terminate(&mut self) -> ExitStatus {
+        self.guard.signal("TERM");
+        self.guard.wait()
+    }
+}
+
+#[test]
+fn check_config_accepts_the_embedded_example() {
+    let out = run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", out.stderr);
+    assert!(out.stdout.contains("ok"), "stdout:\n{}", out.stdout);
+    assert!(
+        out.stdout.contains("5 datacenter(s)"),
+        "stdout:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example_file() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/zones/example.yaml");
+    let out = run(&["check-config", "--config", path]);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{path}: ok")),
+        "stdout:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn check_config_accepts_the_test_config() {
+    let dir = config_dir(CONFIG);
+    let path = dir.path().join(CONFIG_FILE);
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", out.stderr);
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_path() {
+    let config = CONFIG
+        .replace("a: [192.0.2.3]", "a: [192.0.2.3, 192.0.2.300]")
+        .replace("policy: nearest", "policy: closest")
+        .replace(
+            "      sa-east:  { a: [192.0.2.5]",
+            "      mars:     { a: [192.0.2.9] }\n      sa-east:  { a: [192.0.2.5]",
+        );
+    let dir = config_dir(&config);
+    let path = dir.path().join(CONFIG_FILE);
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{}", out.stderr);
+    for expected in [
+        "services.www.pools.eu-west.a[1]: \"192.0.2.300\" is not an IPv4 address",
+        "services.www.pools.mars: unknown datacenter \"mars\"",
+        "services.www.policy: unknown policy \"closest\"",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "missing {expected:?} in stderr:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains("invalid configuration"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn check_config_reports_missing_files() {
+    let dir = config_dir(CONFIG);
+    std::fs::remove_file(dir.path().join("geo.mmdb")).unwrap();
+    std::fs::remove_file(dir.path().join("example.com.zone")).unwrap();
+    let path = dir.path().join(CONFIG_FILE);
+    let out = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{}", out.stderr);
+    assert!(out.stderr.contains("geo.database"), "{}", out.stderr);
+    assert!(out.stderr.contains("zones[0].file"), "{}", out.stderr);
+
+    let out = run(&["check-config", "--config", "/nonexistent/meridian.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{}", out.stderr);
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_with_exit_code_2() {
+    let dir = config_dir(&CONFIG.replace("policy: nearest", "policy: closest"));
+    let path = dir.path().join(CONFIG_FILE);
+    let out = run(&[
+        "serve",
+        "--config",
+        path.to_str().unwrap(),
+        "--dns",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{}", out.stderr);
+    assert!(out.stderr.contains("services.www.policy"), "{}", out.stderr);
+}
+
+#[test]
+fn serve_fails_with_exit_code_1_when_it_cannot_bind() {
+    let dir = config_dir(CONFIG);
+    let path = dir.path().join(CONFIG_FILE);
+    // Hold the port, so that the server cannot have it.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["serve", "--config", path.to_str().unwrap(), "--dns", &addr]);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains(&addr),
+        "names the address:\n{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn serve_answers_and_exits_cleanly_on_sigterm() {
+    let dir = config_dir(CONFIG);
+    let path = dir.path().join(CONFIG_FILE);
+    let (mut server, udp) =
+        Server::serve(&["--config", path.to_str().unwrap(), "--dns", "127.0.0.1:0"]);
+    assert!(udp.ip().is_loopback() && udp.port() != 0, "{udp}");
+
+    let reply = Ask::new("www.example.com", RecordType::A)
+        .ecs("81.2.69.0/24")
+        .udp(udp)
+        .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&reply), [Ipv4Addr::new(192, 0, 2, 3)]);
+    // TCP on the same port.
+    let reply = Ask::new("ns1.example.com", RecordType::A).tcp(udp).await;
+    assert_eq!(a_records(&reply), [Ipv4Addr::new(192, 0, 2, 53)]);
+
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log.join("\n"));
+}
+
+#[tokio::test]
+async fn serve_reloads_on_sighup() {
+    let dir = config_dir(CONFIG);
+    let path = dir.path().join(CONFIG_FILE);
+    let (mut server, udp) =
+        Server::serve(&["--config", path.to_str().unwrap(), "--dns", "127.0.0.1:0"]);
+    let london = || Ask::new("www.example.com", RecordType::A).ecs("81.2.69.0/24");
+    assert_eq!(
+        a_records(&london().udp(udp).await),
+        [Ipv4Addr::new(192, 0, 2, 3)]
+    );
+
+    std::fs::write(&path, CONFIG.replace("a: [192.0.2.3]", "a: [192.0.2.33]")).unwrap();
+    server.guard.signal("HUP");
+    server.wait_for("publishing generation 2", |line| {
+        line.contains("snapshot published") && line.contains("generation=2")
+    });
+    assert_eq!(
+        a_records(&london().udp(udp).await),
+        [Ipv4Addr::new(192, 0, 2, 33)]
+    );
+
+    // A bad config on SIGHUP is logged and changes nothing.
+    std::fs::write(&path, CONFIG.replace("a: [192.0.2.3]", "a: [not-an-ip]")).unwrap();
+    server.guard.signal("HUP");
+    server.wait_for("reporting the bad address", |line| {
+        line.contains("services.www.pools.eu-west.a[0]")
+    });
+    assert_eq!(
+        a_records(&london().udp(udp).await),
+        [Ipv4Addr::new(192, 0, 2, 33)]
+    );
+
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log.join("\n"));
+}

@@ -1,0 +1,50 @@
+//! `app::Listeners::bind`: the sockets `app::run` is handed. Port 0 must give one port for UDP
+//! and TCP, IPv6 sockets are IPv6-only, and a busy TCP port must not make a port-0 bind fail.
+
+use std::net::SocketAddr;
+
+use meridian::app::Listeners;
+
+#[tokio::test]
+async fn port_zero_gives_one_port_for_udp_and_tcp_on_each_address() {
+    let addrs: [SocketAddr; 2] = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    let listeners = Listeners::bind(&addrs).expect("bind");
+    assert_eq!(listeners.udp.len(), 2);
+    assert_eq!(listeners.tcp.len(), 2);
+    for (udp, tcp) in listeners.udp.iter().zip(&listeners.tcp) {
+        let (udp, tcp) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        assert_ne!(udp.port(), 0);
+        assert_eq!(udp, tcp, "UDP and TCP on the same address and port");
+    }
+    assert!(listeners.udp[1].local_addr().unwrap().is_ipv6());
+}
+
+#[tokio::test]
+async fn port_zero_survives_busy_tcp_ports() {
+    // Occupy about 5% of the ephemeral TCP ports with listeners (connections in TIME_WAIT do
+    // the same on a busy host). A UDP port-0 bind knows nothing of TCP, so roughly one in
+    // twenty of the ports it gets is taken for TCP; `Listeners::bind` must then try another
+    // port instead of failing. 200 binds all succeeding by luck has odds of about 1 in 50,000.
+    let busy: Vec<std::net::TcpListener> = (0..1500)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("hold a TCP port"))
+        .collect();
+    let addrs: [SocketAddr; 1] = ["127.0.0.1:0".parse().unwrap()];
+    let mut failures = Vec::new();
+    for _ in 0..200 {
+        match Listeners::bind(&addrs) {
+            Ok(listeners) => {
+                let udp = listeners.udp[0].local_addr().unwrap();
+                let tcp = listeners.tcp[0].local_addr().unwrap();
+                assert_eq!(udp.port(), tcp.port(), "one port for UDP and TCP");
+            }
+            Err(error) => failures.push(format!("{error:#}")),
+        }
+    }
+    drop(busy);
+    assert!(
+        failures.is_empty(),
+        "{} of 200 port-0 binds failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+}

@@ -1,0 +1,24 @@
+//! Integration tests, built as one binary: real sockets against an in-process server
+//! (`support::TestServer`), and the real `meridian` binary for the command line.
+//!
+//! - `support`: the test server, its configuration and zone, the tracing subscriber;
+//! - `client`: a small DNS client on hickory-proto (UDP, TCP, raw bytes);
+//! - `answers`: authoritative behaviour (flags, rcodes, negative answers, CNAME, ANY, CHAOS,
+//!   NSID, header checks);
+//! - `ecs`: routing by EDNS Client Subnet and the scope of replies;
+//! - `truncation`: UDP size limits, TC and TCP;
+//! - `listeners`: binding the DNS sockets;
+//! - `reload`: reloads and shutdown of a running server;
+//! - `cli`: `meridian check-config` and `meridian serve`, exit codes and signals.
+
+#[path = "../common/mmdb_fixture.rs"]
+mod mmdb_fixture;
+
+mod answers;
+mod cli;
+mod client;
+mod ecs;
+mod listeners;
+mod reload;
+mod support;
+mod truncation;
