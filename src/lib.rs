@@ -16,8 +16,10 @@ pub mod config;
 pub mod control;
 pub mod dns;
 pub mod geo;
+pub mod metrics;
 pub mod routing;
 pub mod state;
+pub mod store;
 
 pub use app::run;
 pub use config::Config;
