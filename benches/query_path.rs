@@ -112,13 +112,14 @@ fn benches(c: &mut Criterion) {
     });
 
     let snapshot = shared.load();
-    let n_cells = snapshot.geo.locations().len() as u32;
+    let n_cells = snapshot.loaded.geo.locations().len() as u32;
     let mut cell = 0;
     c.bench_function("routing/resolve_nearest", |b| {
         b.iter(|| {
             cell = (cell + 1) % n_cells;
             let client = Client {
                 cell: Some(meridian::geo::CellId(cell)),
+                ip: src.ip(),
                 network_key: u64::from(cell),
             };
             black_box(snapshot.routing.resolve(ServiceId(0), &client).ranking)

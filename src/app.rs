@@ -186,7 +186,7 @@ pub async fn run(
         }
         None => None,
     };
-    let tcp_idle_timeout = first.config.server.tcp_idle_timeout;
+    let tcp_idle_timeout = first.loaded.config.server.tcp_idle_timeout;
     log_published(&first);
     let (shared, publisher) = Shared::new(first);
     let dns = DnsServer::start(
@@ -258,13 +258,13 @@ async fn serve_reloads(
 }
 
 fn log_published(snapshot: &Snapshot) {
-    let (zones, names) = snapshot.catalog.summary();
+    let (zones, names) = snapshot.loaded.catalog.summary();
     info!(
         generation = snapshot.generation,
         zones,
         names,
-        services = snapshot.config.services.len(),
-        geo = snapshot.geo.description(),
+        services = snapshot.loaded.config.services.len(),
+        geo = snapshot.loaded.geo.description(),
         "snapshot published"
     );
 }

@@ -80,16 +80,16 @@ fn source_of(config: Option<PathBuf>) -> Source {
 fn check_config(source: &Source) -> ExitCode {
     match Snapshot::load(source, 0) {
         Ok(snapshot) => {
-            let (zones, names) = snapshot.catalog.summary();
+            let (zones, names) = snapshot.loaded.catalog.summary();
             #[allow(clippy::print_stdout)]
             {
                 println!("{source}: ok");
                 println!(
                     "{zones} zone(s) with {names} name(s), {} service(s), {} datacenter(s)",
-                    snapshot.config.services.len(),
-                    snapshot.config.datacenters.len()
+                    snapshot.loaded.config.services.len(),
+                    snapshot.loaded.config.datacenters.len()
                 );
-                println!("geo database: {}", snapshot.geo.description());
+                println!("geo database: {}", snapshot.loaded.geo.description());
             }
             ExitCode::SUCCESS
         }
@@ -116,11 +116,11 @@ fn serve(source: Source, dns: Vec<SocketAddr>, control: Option<SocketAddr>) -> E
     };
     // Precedence: built-in defaults, then the file, then flags.
     let addrs = if dns.is_empty() {
-        first.config.server.dns.clone()
+        first.loaded.config.server.dns.clone()
     } else {
         dns
     };
-    let control = control.unwrap_or(first.config.server.control);
+    let control = control.unwrap_or(first.loaded.config.server.control);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

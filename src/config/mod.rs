@@ -5,6 +5,8 @@
 //! Validated types cannot hold invalid states. Reading the zone files and the geo database is not
 //! done here: see `state::load`.
 
+mod control;
+mod policy;
 pub mod raw;
 mod source;
 
@@ -14,6 +16,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+pub use control::{ControlConfig, RateLimit, Role, TokenConfig};
+pub use policy::{AllDown, ClientRule, MetricWeights, Watermarks};
 pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Source};
 
 use crate::geo::{Continent, Coordinates, CountryCode};
@@ -73,6 +77,8 @@ pub struct Config {
     pub datacenters: Vec<DatacenterConfig>,
     /// Dynamically answered names.
     pub services: Vec<ServiceConfig>,
+    /// The control plane.
+    pub control: ControlConfig,
 }
 
 /// The `server` section, validated.
@@ -119,6 +125,8 @@ pub struct DatacenterConfig {
     pub country: CountryCode,
     /// Its continent.
     pub continent: Continent,
+    /// Whether it counts as down until it has reported.
+    pub require_report: bool,
 }
 
 /// How a service ranks its datacenters.
@@ -130,6 +138,10 @@ pub enum Policy {
     Failover,
     /// By weight, split over client networks by a stable hash.
     Weighted,
+    /// As `Nearest`, shedding clients from datacenters near or over their capacity.
+    NearestWithCapacity,
+    /// By a score from reported latency and cost.
+    Metric,
 }
 
 impl Policy {
@@ -139,6 +151,8 @@ impl Policy {
             Policy::Nearest => "nearest",
             Policy::Failover => "failover",
             Policy::Weighted => "weighted",
+            Policy::NearestWithCapacity => "nearest-with-capacity",
+            Policy::Metric => "metric",
         }
     }
 }
@@ -161,6 +175,18 @@ pub struct ServiceConfig {
     pub order: Vec<usize>,
     /// The datacenters serving this name.
     pub pools: Vec<PoolConfig>,
+    /// How long a stale datacenter keeps its last known state.
+    pub staleness_grace: Duration,
+    /// What to answer when every datacenter is ineligible.
+    pub all_down: AllDown,
+    /// Watermarks (used by `nearest-with-capacity`).
+    pub capacity: Watermarks,
+    /// Score weights (used by `metric`).
+    pub metric: MetricWeights,
+    /// Clients matching a geofence may only use its datacenters.
+    pub geofences: Vec<ClientRule>,
+    /// Clients matching an override prefer its datacenters, in order.
+    pub overrides: Vec<ClientRule>,
 }
 
 /// The addresses one datacenter answers for one service.
@@ -216,6 +242,7 @@ impl Config {
         let zones = validate_zones(raw.zones, &mut problems);
         let datacenters = validate_datacenters(raw.datacenters, &mut problems);
         let services = validate_services(raw.services, &datacenters, &zones, &mut problems);
+        let control = control::validate_control(raw.control, &datacenters, &mut problems);
         // Datacenters and services are numbered with u16 on the query path.
         if datacenters.len() > usize::from(u16::MAX) {
             problems.push(Problem::new("datacenters", "at most 65535 datacenters"));
@@ -230,6 +257,7 @@ impl Config {
                 zones,
                 datacenters,
                 services,
+                control,
             })
         } else {
             Err(ConfigError { problems })
@@ -382,6 +410,7 @@ fn validate_datacenters(
                 coordinates,
                 country,
                 continent,
+                require_report: dc.require_report.unwrap_or(false),
             });
         }
     }
@@ -427,10 +456,14 @@ fn validate_services(
             "nearest" => Policy::Nearest,
             "failover" => Policy::Failover,
             "weighted" => Policy::Weighted,
+            "nearest-with-capacity" => Policy::NearestWithCapacity,
+            "metric" => Policy::Metric,
             other => {
                 problems.push(Problem::new(
                     format!("{path}.policy"),
-                    format!("unknown policy {other:?} (nearest, failover, weighted)"),
+                    format!(
+                        "unknown policy {other:?} (nearest, nearest-with-capacity, metric, failover, weighted)"
+                    ),
                 ));
                 Policy::Nearest
             }
@@ -454,6 +487,23 @@ fn validate_services(
         let pool_names: Vec<String> = service.pools.keys().cloned().collect();
         let pools = validate_pools(&path, service.pools, datacenters, problems);
         let order = validate_order(&path, service.order, &pool_names, problems);
+        let all_down = policy::validate_all_down(&path, service.all_down.as_deref(), problems);
+        let capacity = policy::validate_capacity(&path, service.capacity.as_ref(), problems);
+        let metric = policy::validate_metric(&path, service.metric.as_ref(), problems);
+        let geofences = policy::validate_rules(
+            &format!("{path}.geofence"),
+            &service.geofence,
+            &pool_names,
+            false,
+            problems,
+        );
+        let overrides = policy::validate_rules(
+            &format!("{path}.overrides"),
+            &service.overrides,
+            &pool_names,
+            true,
+            problems,
+        );
         if problems.len() == before {
             services.push(ServiceConfig {
                 id,
@@ -463,6 +513,12 @@ fn validate_services(
                 answers: answers.expect("checked above"),
                 order,
                 pools,
+                staleness_grace: policy::validate_grace(service.staleness_grace_seconds),
+                all_down,
+                capacity,
+                metric,
+                geofences,
+                overrides,
             });
         }
     }

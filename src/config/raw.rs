@@ -20,6 +20,29 @@ pub const DEFAULT_ANSWERS: u32 = 1;
 pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
 /// Default idle timeout of a DNS/TCP connection, in seconds.
 pub const DEFAULT_TCP_IDLE_TIMEOUT_SECONDS: u64 = 10;
+/// Default freshness of a datacenter report that does not set `ttl_seconds`.
+pub const DEFAULT_REPORT_TTL_SECONDS: u32 = 15;
+/// Default time a stale datacenter keeps its last known state before it counts as down.
+pub const DEFAULT_STALENESS_GRACE_SECONDS: u32 = 30;
+/// Default largest control-plane request body, in bytes.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
+/// Default sustained requests per second per token.
+pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
+/// Default burst of requests per token.
+pub const DEFAULT_RATE_BURST: u32 = 40;
+/// Default networks allowed to ask `_explain.` TXT queries: loopback.
+pub const DEFAULT_EXPLAIN_ALLOW: &[&str] = &["127.0.0.0/8", "::1/128"];
+/// Default utilization below which a datacenter sends no clients elsewhere.
+pub const DEFAULT_LOW_WATERMARK: f64 = 0.8;
+/// Default utilization above which a datacenter gets no new clients.
+pub const DEFAULT_HIGH_WATERMARK: f64 = 0.95;
+/// Default margin below the high watermark a datacenter must fall to before it takes clients
+/// again.
+pub const DEFAULT_HYSTERESIS: f64 = 0.05;
+/// Default weight of one millisecond of latency in a `metric` score.
+pub const DEFAULT_LATENCY_WEIGHT: f64 = 1.0;
+/// Default weight of one unit of cost in a `metric` score.
+pub const DEFAULT_COST_WEIGHT: f64 = 1.0;
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -37,6 +60,48 @@ pub struct RawConfig {
     /// Dynamically answered service names, by a short identifier.
     #[serde(default)]
     pub services: IndexMap<String, RawService>,
+    /// The control plane: report freshness, limits and access tokens.
+    #[serde(default)]
+    pub control: RawControl,
+}
+
+/// The `control` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// Freshness of reports that do not set their own; default [`DEFAULT_REPORT_TTL_SECONDS`].
+    pub report_ttl_seconds: Option<u32>,
+    /// Largest request body; default [`DEFAULT_BODY_LIMIT_BYTES`].
+    pub body_limit_bytes: Option<usize>,
+    /// Per-token rate limit.
+    pub rate_limit: Option<RawRateLimit>,
+    /// Networks (CIDR) allowed to ask `_explain.<name>` TXT queries; default loopback.
+    pub explain_allow: Option<Vec<String>>,
+    /// Bearer tokens, stored as hashes.
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+}
+
+/// A per-token rate limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+/// One access token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// Who holds it, for the audit log.
+    pub name: String,
+    /// Hex SHA-256 of the token (`printf %s TOKEN | sha256sum`); the token itself is never stored.
+    pub sha256: String,
+    /// `operator`, `frontend` or `datacenter:<name>`.
+    pub role: String,
 }
 
 /// The `server` section.
@@ -89,6 +154,9 @@ pub struct RawDatacenter {
     pub country: String,
     /// Continent code: AF, AN, AS, EU, NA, OC or SA.
     pub continent: String,
+    /// Whether the datacenter counts as down until it has reported; default false (a datacenter
+    /// that never reported is eligible, one that stopped reporting is not).
+    pub require_report: Option<bool>,
 }
 
 /// One entry of `services`.
@@ -97,7 +165,7 @@ pub struct RawDatacenter {
 pub struct RawService {
     /// The DNS name answered, e.g. `www.example.com`; must lie inside a configured zone.
     pub name: String,
-    /// `nearest`, `failover` or `weighted`.
+    /// `nearest`, `nearest-with-capacity`, `metric`, `failover` or `weighted`.
     pub policy: String,
     /// TTL of the answers in seconds; default [`DEFAULT_SERVICE_TTL`].
     pub ttl: Option<u32>,
@@ -108,6 +176,62 @@ pub struct RawService {
     pub order: Option<Vec<String>>,
     /// Addresses per datacenter, in the order of preference used when nothing else decides.
     pub pools: IndexMap<String, RawPool>,
+    /// How long a stale datacenter keeps its last known state before it counts as down;
+    /// default [`DEFAULT_STALENESS_GRACE_SECONDS`].
+    pub staleness_grace_seconds: Option<u32>,
+    /// When every datacenter is ineligible: `fail-open` (default: answer as if all were
+    /// healthy) or `servfail`.
+    pub all_down: Option<String>,
+    /// Watermarks of `nearest-with-capacity`.
+    pub capacity: Option<RawCapacity>,
+    /// Weights of `metric`.
+    pub metric: Option<RawMetric>,
+    /// Clients of these places may only use these datacenters.
+    #[serde(default)]
+    pub geofence: Vec<RawClientRule>,
+    /// Clients of these places or networks prefer these datacenters, in this order.
+    #[serde(default)]
+    pub overrides: Vec<RawClientRule>,
+}
+
+/// Utilization watermarks (load / capacity).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapacity {
+    /// Below it, no client is sent elsewhere; default [`DEFAULT_LOW_WATERMARK`].
+    pub low_watermark: Option<f64>,
+    /// Above it, no new client is sent here; default [`DEFAULT_HIGH_WATERMARK`].
+    pub high_watermark: Option<f64>,
+    /// How far below the high watermark a full datacenter must fall to take clients again;
+    /// default [`DEFAULT_HYSTERESIS`].
+    pub hysteresis: Option<f64>,
+}
+
+/// Weights of the `metric` score (lower is better).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetric {
+    /// Score per millisecond of latency; default [`DEFAULT_LATENCY_WEIGHT`].
+    pub latency_weight: Option<f64>,
+    /// Score per unit of reported cost; default [`DEFAULT_COST_WEIGHT`].
+    pub cost_weight: Option<f64>,
+}
+
+/// Which clients a geofence or override applies to, and the datacenters it names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientRule {
+    /// ISO country codes of clients.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Continent codes of clients.
+    #[serde(default)]
+    pub continents: Vec<String>,
+    /// Client networks (overrides only).
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// The datacenters, by name.
+    pub datacenters: Vec<String>,
 }
 
 /// The addresses one datacenter answers for one service.

@@ -12,23 +12,30 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-/// Whether the server should receive traffic.
+/// Whether the server should receive traffic: serving, not drained by an operator, not
+/// shutting down.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
-    /// An atomic flag rather than a lock: probes only read it, and two writers (startup and
-    /// shutdown) each set it once.
-    ready: Arc<AtomicBool>,
+    /// Atomic flags rather than a lock: probes only read them, and each has one writer (the app
+    /// for serving, the state manager for drained).
+    serving: Arc<AtomicBool>,
+    drained: Arc<AtomicBool>,
 }
 
 impl Readiness {
-    /// Marks the server ready (first snapshot published, sockets serving) or not (draining).
-    pub fn set(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+    /// Marks the server as serving DNS from a published snapshot, or as shutting down.
+    pub fn set(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Release);
+    }
+
+    /// Marks the instance as drained by an operator (or `--drained`), or undrained.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Release);
     }
 
     /// Whether the server is ready.
     pub fn get(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.serving.load(Ordering::Acquire) && !self.drained.load(Ordering::Acquire)
     }
 }
 

@@ -9,14 +9,15 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, TXT};
+use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
-use crate::config::{Config, PoolConfig, Problem, ServiceConfig};
+use crate::config::{Config, Problem};
 use crate::geo::GeoDb;
-use crate::routing::{Basis, Client, DcId, RoutingTable, ServiceId, network_key};
+use crate::routing::{Client, DcId, RoutingTable, Scope, ServiceId, network_key};
 
 use super::edns::{ClientAddr, masked};
+use super::routed::Answers;
 use super::rrset::RecordSet;
 use super::zone::{Lookup, Zone};
 
@@ -24,35 +25,21 @@ use super::zone::{Lookup, Zone};
 const MAX_CNAME_HOPS: usize = 8;
 /// Slices a section can be assembled from: a CNAME chain plus its final answer.
 const MAX_PARTS: usize = MAX_CNAME_HOPS + 1;
-/// `weighted` splits IPv4 clients by /24 and IPv6 clients by /48 (or the ECS source prefix,
-/// when shorter), the usual granularity of ECS.
-const WEIGHT_PREFIX_V4: u8 = 24;
-const WEIGHT_PREFIX_V6: u8 = 48;
+/// Policies that split clients by network (`weighted`, spilling `nearest-with-capacity`) hash
+/// IPv4 clients by /24 and IPv6 clients by /48 (or the ECS source prefix, when shorter), the
+/// usual granularity of ECS.
+const NETWORK_PREFIX_V4: u8 = 24;
+const NETWORK_PREFIX_V6: u8 = 48;
 
-/// The DNS side of a snapshot: zones, prepared service answers and identity records.
+/// The static DNS side of a snapshot: zones and identity records, built on reload.
 #[derive(Debug)]
 pub struct Catalog {
     /// Zones, most labels first, so the first match is the longest.
     zones: Vec<Zone>,
-    /// Per service: the A and AAAA records of each of its distinct rankings.
-    services: Vec<ServiceAnswers>,
     id_server: ChaosName,
     hostname_bind: ChaosName,
     identity: Vec<u8>,
     max_udp_payload: u16,
-}
-
-#[derive(Debug)]
-struct ServiceAnswers {
-    /// Indexed by `RankingId`.
-    by_ranking: Vec<RankedRecords>,
-}
-
-/// The records of one ranking: A and AAAA, each cut to the service's answer size.
-#[derive(Debug)]
-struct RankedRecords {
-    a: RecordSet,
-    aaaa: RecordSet,
 }
 
 #[derive(Debug)]
@@ -115,6 +102,8 @@ pub(crate) struct Reply<'a> {
     pub(crate) additionals: Section<'a>,
     /// ECS scope prefix in the client address's family: 0 unless the answer was routed.
     pub(crate) scope: u8,
+    /// The routed part of the answer, if any.
+    pub(crate) routed: Option<RoutedInfo>,
 }
 
 impl<'a> Reply<'a> {
@@ -143,12 +132,13 @@ impl<'a> Reply<'a> {
             authorities: Section::EMPTY,
             additionals: Section::EMPTY,
             scope: 0,
+            routed: None,
         }
     }
 }
 
 impl Catalog {
-    /// Parses the zones and prepares every service answer for every ranking in `routing`.
+    /// Parses the zones and marks the service names in them.
     ///
     /// `zone_texts` holds each configured zone's master file text and path, in configuration
     /// order.
@@ -158,7 +148,6 @@ impl Catalog {
     /// Every problem in every zone, with the zone's path in the configuration.
     pub fn build(
         config: &Config,
-        routing: &RoutingTable,
         zone_texts: &[(String, PathBuf)],
         identity: &str,
     ) -> Result<Catalog, Vec<Problem>> {
@@ -184,15 +173,8 @@ impl Catalog {
             return Err(problems);
         }
         zones.sort_by_key(|zone| std::cmp::Reverse(zone.origin.num_labels()));
-        let services = config
-            .services
-            .iter()
-            .enumerate()
-            .map(|(id, service)| prepare_service(service, routing.rankings(service_id(id))))
-            .collect();
         Ok(Catalog {
             zones,
-            services,
             id_server: ChaosName::new("id.server.", identity),
             hostname_bind: ChaosName::new("hostname.bind.", identity),
             identity: identity.as_bytes().to_vec(),
@@ -219,6 +201,7 @@ impl Catalog {
     /// Answers one question.
     pub(crate) fn respond<'a>(
         &'a self,
+        answers: &'a Answers,
         routing: &RoutingTable,
         geo: &GeoDb,
         question: Question<'_>,
@@ -236,7 +219,7 @@ impl Catalog {
         let Some(zone) = self.zone_of(question.name) else {
             return Reply::error(ResponseCode::Refused);
         };
-        self.resolve_in_zone(routing, geo, zone, question, client)
+        self.resolve_in_zone(answers, routing, geo, zone, question, client)
     }
 
     fn zone_of(&self, name: &LowerName) -> Option<&Zone> {
@@ -245,6 +228,7 @@ impl Catalog {
 
     fn resolve_in_zone<'a>(
         &'a self,
+        answers: &'a Answers,
         routing: &RoutingTable,
         geo: &GeoDb,
         mut zone: &'a Zone,
@@ -283,8 +267,13 @@ impl Catalog {
                     RecordType::A | RecordType::AAAA | RecordType::ANY
                 )
             {
-                let (records, scope) = self.route(routing, geo, service, question.qtype, client);
-                reply.scope = reply.scope.max(scope);
+                let routed = route(answers, routing, geo, service, question.qtype, client);
+                reply.scope = reply.scope.max(routed.scope);
+                reply.routed = Some(routed.info);
+                let Some(records) = routed.records else {
+                    // Every datacenter is ineligible and the service asks for SERVFAIL.
+                    return Reply::error(ResponseCode::ServFail);
+                };
                 if records.is_empty() {
                     reply.authorities = Section::one(&zone.negative_soa);
                 } else {
@@ -327,44 +316,6 @@ impl Catalog {
         reply
     }
 
-    /// The addresses of a service for this client, and the ECS scope they hold for.
-    fn route<'a>(
-        &'a self,
-        routing: &RoutingTable,
-        geo: &GeoDb,
-        service: ServiceId,
-        qtype: RecordType,
-        client: &ClientAddr,
-    ) -> (&'a RecordSet, u8) {
-        let hit = geo.lookup(client.ip);
-        let weight_prefix = match client.ip {
-            IpAddr::V4(_) => WEIGHT_PREFIX_V4,
-            IpAddr::V6(_) => WEIGHT_PREFIX_V6,
-        }
-        .min(client.source_prefix);
-        let decision = routing.resolve(
-            service,
-            &Client {
-                cell: hit.cell,
-                network_key: network_key(masked(client.ip, weight_prefix), weight_prefix),
-            },
-        );
-        let scope = match decision.basis {
-            Basis::Distance | Basis::NoLocation => hit.prefix_len,
-            Basis::Weight => weight_prefix,
-            Basis::Order => 0,
-        };
-        let RankedRecords { a, aaaa } =
-            &self.services[usize::from(service.0)].by_ranking[decision.ranking.0 as usize];
-        let records = match qtype {
-            RecordType::AAAA => aaaa,
-            // ANY gets the A set (RFC 8482 §4.1: one RRset), or AAAA for an IPv6-only service.
-            RecordType::ANY if a.is_empty() => aaaa,
-            _ => a,
-        };
-        (records, scope)
-    }
-
     fn chaos(&self, question: Question<'_>) -> Reply<'_> {
         let known = [&self.id_server, &self.hostname_bind]
             .into_iter()
@@ -400,39 +351,66 @@ impl ChaosName {
     }
 }
 
-/// Prepares the records of every ranking: walk the ranking, take addresses until the service's
-/// answer size is reached.
-fn prepare_service(service: &ServiceConfig, rankings: &[Box<[DcId]>]) -> ServiceAnswers {
-    let name = Name::from_ascii(format!("{}.", service.name)).expect("validated name");
-    let pool = |dc: &DcId| {
-        service
-            .pools
-            .iter()
-            .find(|pool| pool.datacenter == usize::from(dc.0))
-            .expect("rankings only hold the service's own datacenters")
+/// A routed answer: its records (`None`: SERVFAIL), ECS scope and what to count.
+struct Routed<'a> {
+    records: Option<&'a RecordSet>,
+    scope: u8,
+    info: RoutedInfo,
+}
+
+/// What a routed answer was, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RoutedInfo {
+    /// The service.
+    pub(crate) service: ServiceId,
+    /// The datacenter ranked first, if any.
+    pub(crate) first: Option<DcId>,
+    /// Every datacenter was ineligible and the service failed open.
+    pub(crate) failed_open: bool,
+}
+
+/// The addresses of a service for this client, and the ECS scope they hold for.
+fn route<'a>(
+    answers: &'a Answers,
+    routing: &RoutingTable,
+    geo: &GeoDb,
+    service: ServiceId,
+    qtype: RecordType,
+    client: &ClientAddr,
+) -> Routed<'a> {
+    let hit = geo.lookup(client.ip);
+    let network_prefix = match client.ip {
+        IpAddr::V4(_) => NETWORK_PREFIX_V4,
+        IpAddr::V6(_) => NETWORK_PREFIX_V6,
+    }
+    .min(client.source_prefix);
+    let decision = routing.resolve(
+        service,
+        &Client {
+            cell: hit.cell,
+            ip: client.ip,
+            network_key: network_key(masked(client.ip, network_prefix), network_prefix),
+        },
+    );
+    let scope = match decision.scope {
+        Scope::Global => 0,
+        Scope::Geo => hit.prefix_len,
+        Scope::Network => network_prefix,
+        Scope::GeoAndNetwork => hit.prefix_len.max(network_prefix),
+        Scope::Prefix(prefix) => prefix,
     };
-    // The first `answers` addresses along the ranking, as records of the service's name.
-    let take = |ranking: &[DcId], rdata: &dyn Fn(&PoolConfig) -> Vec<RData>| -> RecordSet {
-        let records: Vec<Record> = ranking
-            .iter()
-            .flat_map(|dc| rdata(pool(dc)))
-            .take(service.answers.get() as usize)
-            .map(|rdata| Record::from_rdata(name.clone(), service.ttl, rdata))
-            .collect();
-        RecordSet::new(records)
+    let info = RoutedInfo {
+        service,
+        first: decision.datacenters.first().copied(),
+        failed_open: decision.failed_open,
     };
-    let by_ranking = rankings
-        .iter()
-        .map(|ranking| RankedRecords {
-            a: take(ranking, &|pool| {
-                pool.a.iter().map(|ip| RData::A(A(*ip))).collect()
-            }),
-            aaaa: take(ranking, &|pool| {
-                pool.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect()
-            }),
-        })
-        .collect();
-    ServiceAnswers { by_ranking }
+    let records = (!decision.datacenters.is_empty())
+        .then(|| answers.records(service, decision.ranking, qtype));
+    Routed {
+        records,
+        scope,
+        info,
+    }
 }
 
 /// The index of the deepest configured zone containing `name`.

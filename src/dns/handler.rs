@@ -39,7 +39,7 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         // One snapshot for the whole query: every record sent comes from this consistent view.
         let snapshot = self.state.load();
-        let catalog = &snapshot.catalog;
+        let catalog = &snapshot.loaded.catalog;
         let request_edns = request.edns.as_ref();
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
@@ -167,7 +167,11 @@ fn decide<'a>(request: &Request, snapshot: &'a Snapshot, client: Option<&ClientA
         qtype: query.query_type(),
         qclass: query.query_class(),
     };
-    snapshot
-        .catalog
-        .respond(&snapshot.routing, &snapshot.geo, question, client)
+    snapshot.loaded.catalog.respond(
+        &snapshot.answers,
+        &snapshot.routing,
+        &snapshot.loaded.geo,
+        question,
+        client,
+    )
 }

@@ -3,6 +3,7 @@
 //! - `server.rs` registers sockets with hickory's server;
 //! - `handler.rs` is our `RequestHandler`: header checks, EDNS, then `answer.rs`;
 //! - `answer.rs` turns a question into records (zones, CNAMEs, routed services, CHAOS);
+//! - `routed.rs` prepares the records of every routing outcome;
 //! - `zone.rs` holds static zone data parsed from master files;
 //! - `rrset.rs` keeps record sets with their wire size, for the truncation decision;
 //! - `edns.rs` reads EDNS Client Subnet and builds the response's OPT record.
@@ -10,10 +11,12 @@
 mod answer;
 mod edns;
 mod handler;
+mod routed;
 mod rrset;
 mod server;
 mod zone;
 
 pub use answer::Catalog;
 pub use handler::Handler;
+pub use routed::Answers;
 pub use server::DnsServer;

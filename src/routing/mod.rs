@@ -1,14 +1,25 @@
 //! The routing core: which datacenters serve a client, in which order. Pure and synchronous.
 //!
-//! [`RoutingTable::build`] compiles the configuration and the geo database's cells into
-//! rankings when a snapshot is built; [`RoutingTable::resolve`] then only indexes tables. No I/O,
-//! no clock, no locks, no metrics, no allocation on the query path. Answers (DNS records) are not
-//! made here: see `dns::answer`.
+//! Two layers, both built off the query path:
+//! - [`BaseTable`] compiles the configuration and the geo database's cells into base rankings
+//!   (distance order with geofences and place overrides applied, weight buckets, the configured
+//!   order). It is built on reload.
+//! - [`RoutingTable`] applies the live state of every datacenter (reports, drains, staleness,
+//!   utilization) to the base rankings. It is rebuilt whenever that state changes, which is
+//!   cheap because it works on the few distinct base rankings, not on every cell.
+//!
+//! [`RoutingTable::resolve`] then only indexes tables: no I/O, no clock (the caller passes the
+//! state as of a time), no locks, no metrics, no allocation. [`explain`] retraces one decision
+//! with every datacenter's reason, for operators.
 
+mod base;
+mod explain;
+mod live;
 mod policy;
-mod table;
 
-pub use table::RoutingTable;
+pub use base::BaseTable;
+pub use explain::{DcTrace, Explanation, explain};
+pub use live::{DcState, ReportState, RoutingTable, Standing};
 
 use std::net::IpAddr;
 
@@ -22,7 +33,8 @@ pub struct DcId(pub u16);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceId(pub u16);
 
-/// Index of one of a service's distinct rankings; answers are prepared per ranking.
+/// Index of one of a service's distinct rankings in a [`RoutingTable`]; answers are prepared
+/// per ranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RankingId(pub u32);
 
@@ -31,6 +43,8 @@ pub struct RankingId(pub u32);
 pub struct Client {
     /// The client's geo cell, if the database could place it.
     pub cell: Option<CellId>,
+    /// The client's address (for per-network overrides).
+    pub ip: IpAddr,
     /// A stable hash of the client's network (see [`network_key`]), for policies that split
     /// clients by network rather than by place.
     pub network_key: u64,
@@ -47,6 +61,25 @@ pub enum Basis {
     Order,
     /// Chosen by weight over a stable hash of the client's network (`weighted`).
     Weight,
+    /// Ranked by the latency/cost score (`metric`).
+    Score,
+    /// A per-network override.
+    Override,
+}
+
+/// How far an answer holds, for the ECS scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The answer does not depend on the client.
+    Global,
+    /// The geo database network that matched.
+    Geo,
+    /// The network the client's hash was taken over (`weighted`, spilling capacity).
+    Network,
+    /// The longer of `Geo` and `Network`: both decided.
+    GeoAndNetwork,
+    /// A configured override network of this prefix length.
+    Prefix(u8),
 }
 
 /// The outcome of routing one query: a ranked list of datacenters.
@@ -54,16 +87,31 @@ pub enum Basis {
 pub struct Decision<'t> {
     /// Which of the service's distinct rankings this is.
     pub ranking: RankingId,
-    /// The datacenters, best first; never empty.
+    /// The datacenters, best first; empty only when the service answers SERVFAIL because
+    /// every datacenter is ineligible.
     pub datacenters: &'t [DcId],
     /// Why.
     pub basis: Basis,
+    /// How far the answer holds.
+    pub scope: Scope,
+    /// Every datacenter was ineligible and the service failed open.
+    pub failed_open: bool,
+}
+
+/// How many hash buckets client networks fall into (`weighted`, `nearest-with-capacity`);
+/// shares are exact to 1/1024.
+pub const BUCKETS: usize = 1024;
+
+/// The hash bucket of a network key.
+pub fn bucket(network_key: u64) -> usize {
+    (network_key % BUCKETS as u64) as usize
 }
 
 /// A stable 64-bit key of the network `ip`/`prefix_len` (bits past the prefix are ignored).
 ///
-/// FNV-1a over the family, the prefix length and the masked address bytes: the same on every
-/// platform and release, so a network keeps its answer across restarts and upgrades.
+/// FNV-1a over the family, the prefix length and the masked address bytes, then a splitmix
+/// finalizer: the same on every platform and release, so a network keeps its answer across
+/// restarts and upgrades.
 pub fn network_key(ip: IpAddr, prefix_len: u8) -> u64 {
     let (family, bytes, max) = match ip.to_canonical() {
         IpAddr::V4(v4) => (4u8, u128::from(v4.to_bits()) << 96, 32u8),
@@ -79,7 +127,7 @@ pub fn network_key(ip: IpAddr, prefix_len: u8) -> u64 {
     let mut hash = policy::Fnv::new();
     hash.write(&[family, prefix_len]);
     hash.write(&masked);
-    hash.finish()
+    policy::splitmix(hash.finish())
 }
 
 #[cfg(test)]

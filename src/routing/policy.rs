@@ -2,13 +2,10 @@
 //!
 //! These run when a snapshot is built (once per cell or per weight bucket), never per query.
 
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, Watermarks};
 use crate::geo::Coordinates;
 
-use super::DcId;
-
-/// How many hash buckets `weighted` splits client networks into; shares are exact to 1/1024.
-pub(super) const WEIGHT_BUCKETS: usize = 1024;
+use super::{BUCKETS, DcId};
 
 /// The configured order (`failover`, and the fallback of every policy for unlocated clients).
 pub(super) fn by_order(pools: &[PoolConfig], order: &[usize]) -> Vec<DcId> {
@@ -59,9 +56,68 @@ pub(super) fn by_weight(pools: &[PoolConfig], names: &[&str], bucket: usize) -> 
     ranked.into_iter().map(|(_, dc)| dc).collect()
 }
 
-fn dc_id(pool: &PoolConfig) -> DcId {
+pub(super) fn dc_id(pool: &PoolConfig) -> DcId {
     DcId(u16::try_from(pool.datacenter).expect("datacenter count is bounded by the config"))
 }
+
+/// Whether a datacenter at `utilization` is full: over the high watermark, or, if it was full
+/// already, not yet below `high - hysteresis` (so it does not flap at the watermark).
+pub(super) fn still_overloaded(was: bool, utilization: f64, watermarks: &Watermarks) -> bool {
+    if was {
+        utilization > watermarks.high - watermarks.hysteresis
+    } else {
+        utilization > watermarks.high
+    }
+}
+
+/// How many of the `BUCKETS` client-network buckets a datacenter at `utilization` sends to the
+/// next datacenter: none at or below the low watermark, a share growing linearly to all of them
+/// at the high watermark.
+pub(super) fn spill_buckets(utilization: f64, watermarks: &Watermarks) -> usize {
+    let share = (utilization - watermarks.low) / (watermarks.high - watermarks.low);
+    if share.is_nan() || share <= 0.0 {
+        0
+    } else {
+        ((share.min(1.0) * BUCKETS as f64).round() as usize).min(BUCKETS)
+    }
+}
+
+/// The `nearest-with-capacity` ranking for client networks in `bucket`: the first datacenter
+/// (nearest first) that is not full and does not spill this bucket comes first; full
+/// datacenters go last. Buckets spill in order (bucket 0 first), so a growing share moves the
+/// same networks first and one network keeps one answer.
+pub(super) fn with_capacity(
+    candidates: &[DcId],
+    overloaded: &[bool],
+    spill: &[usize],
+    bucket: usize,
+) -> Vec<DcId> {
+    let full = |dc: &DcId| overloaded[usize::from(dc.0)];
+    let keeps = |dc: &DcId| !full(dc) && bucket >= spill[usize::from(dc.0)];
+    let front = candidates
+        .iter()
+        .find(|dc| keeps(dc))
+        .or_else(|| candidates.iter().find(|dc| !full(dc)));
+    let mut ranking: Vec<DcId> = front.into_iter().copied().collect();
+    ranking.extend(
+        candidates
+            .iter()
+            .filter(|dc| Some(*dc) != front && !full(dc)),
+    );
+    ranking.extend(candidates.iter().filter(|dc| full(dc)));
+    ranking
+}
+
+/// Latency estimate where no measurement exists: light in fibre covers about 100 km per
+/// millisecond of round trip, plus a fixed cost for the last mile and the server.
+pub(super) fn estimated_latency_ms(distance_km: f64) -> f64 {
+    ESTIMATE_BASE_MS + distance_km / KM_PER_MS
+}
+
+/// Fixed part of a latency estimate, milliseconds.
+const ESTIMATE_BASE_MS: f64 = 5.0;
+/// Kilometres of great-circle distance per millisecond of round trip.
+const KM_PER_MS: f64 = 100.0;
 
 /// FNV-1a, 64-bit: small, stable across platforms and releases (unlike `DefaultHasher`).
 pub(super) struct Fnv(u64);

@@ -4,13 +4,19 @@
 //! no lock. [`Publisher`] is the write side: exactly one exists, owned by whoever rebuilds
 //! snapshots (the reloader), so every answer comes from one consistent, fully built view.
 
+mod live;
+mod manager;
 mod snapshot;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use snapshot::Snapshot;
+pub use live::{Clock, LiveState, unix_ms};
+pub use manager::{
+    ApplyError, Manager, REFRESH_INTERVAL, StateCommands, StateHandle, state_channel,
+};
+pub use snapshot::{Counters, Loaded, Snapshot, version_of};
 
 /// The current snapshot, shared by every query.
 #[derive(Clone)]

@@ -1,37 +1,79 @@
-//! Building a snapshot: configuration, zones and geo database, read and checked together.
+//! Building snapshots: [`Loaded`] is what a reload reads from files; a [`Snapshot`] adds the
+//! live state of every datacenter to it.
 
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
 
 use crate::config::{COUNTRIES_CSV, Config, ConfigError, Problem, Source};
-use crate::dns::Catalog;
+use crate::dns::{Answers, Catalog};
 use crate::geo::{CountryTable, GeoDb};
-use crate::routing::RoutingTable;
+use crate::metrics::{AnswerCounters, ServiceCounters};
+use crate::routing::{BaseTable, DcState, RoutingTable};
+
+use super::live::LiveState;
+
+/// Everything that comes from files: configuration, zones, geo database, base rankings.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The configuration's text, as read.
+    pub config_text: Arc<str>,
+    /// The configuration's version: the hex SHA-256 of its text.
+    pub config_version: String,
+    /// The geo database.
+    pub geo: Arc<GeoDb>,
+    /// Rankings that depend on configuration and geo database only.
+    pub base: Arc<BaseTable>,
+    /// Zones and identity records.
+    pub catalog: Arc<Catalog>,
+    /// Metric handles for this configuration's services and datacenters.
+    pub counters: Counters,
+}
+
+/// Metric handles resolved for one configuration, so the query path counts without a lookup.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Answers by service and first datacenter.
+    pub answers: AnswerCounters,
+    /// Decisions that failed open, by service.
+    pub failed_open: ServiceCounters,
+}
 
 /// Everything one query needs, immutable once built.
 #[derive(Debug)]
 pub struct Snapshot {
     /// Increases by one with every published snapshot; logged on publish.
     pub generation: u64,
-    /// The validated configuration it was built from.
-    pub config: Config,
-    /// The geo database.
-    pub geo: Arc<GeoDb>,
-    /// Every routing decision, precomputed per geo cell.
+    /// What came from files.
+    pub loaded: Arc<Loaded>,
+    /// The live state it was built from.
+    pub live: Arc<LiveState>,
+    /// Routing's view of each datacenter when it was built, by `DcId`.
+    pub states: Vec<DcState>,
+    /// Rankings with the live state applied.
     pub routing: RoutingTable,
-    /// Zones and prepared answers.
-    pub catalog: Catalog,
+    /// Prepared records of every ranking.
+    pub answers: Answers,
+    /// When it was built (by the control plane's clock).
+    pub built_at: SystemTime,
 }
 
-impl Snapshot {
-    /// Reads and checks everything `source` names and builds a snapshot. CPU-heavy (it walks the
-    /// geo database and ranks every cell): call it from `spawn_blocking` on a running server.
+impl Loaded {
+    /// Reads and checks everything `source` names. CPU-heavy (it walks the geo database and
+    /// ranks every cell): call it from `spawn_blocking` on a running server.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] listing every problem in the configuration, the zone files, the country
     /// table and the geo database.
-    pub fn load(source: &Source, generation: u64) -> Result<Snapshot, ConfigError> {
-        let config = Config::load(source)?;
+    pub fn load(source: &Source) -> Result<Loaded, ConfigError> {
+        let text = source.read_config().map_err(|error| ConfigError {
+            problems: vec![Problem::new(source.to_string(), error)],
+        })?;
+        let config = Config::from_yaml_str(&text)?;
         let mut problems = Vec::new();
 
         let countries = match &config.geo.countries {
@@ -85,18 +127,76 @@ impl Snapshot {
         let Some(geo) = geo.filter(|_| problems.is_empty()) else {
             return Err(ConfigError { problems });
         };
-        let routing = RoutingTable::build(&config, geo.locations());
         let identity = config.server.identity.clone().unwrap_or_else(host_name);
-        let catalog = Catalog::build(&config, &routing, &zone_texts, &identity)
+        let catalog = Catalog::build(&config, &zone_texts, &identity)
             .map_err(|problems| ConfigError { problems })?;
-        Ok(Snapshot {
-            generation,
-            config,
+        let base = BaseTable::build(&config, geo.locations());
+        Ok(Loaded {
+            config_version: version_of(&text),
+            config_text: text.into(),
+            config: Arc::new(config),
             geo: Arc::new(geo),
-            routing,
-            catalog,
+            base: Arc::new(base),
+            catalog: Arc::new(catalog),
+            counters: Counters::default(),
         })
     }
+}
+
+impl Snapshot {
+    /// Applies `live` (as of `now`) to `loaded`. `previous` is the snapshot being replaced, for
+    /// the capacity watermarks' hysteresis. Cheap next to [`Loaded::load`]: it works on the
+    /// distinct base rankings, not on every geo cell (except for `metric` services).
+    pub fn assemble(
+        loaded: Arc<Loaded>,
+        live: Arc<LiveState>,
+        previous: Option<&Snapshot>,
+        generation: u64,
+        now: SystemTime,
+    ) -> Snapshot {
+        let states = live.dc_states(&loaded.config, now);
+        let routing = RoutingTable::build(
+            loaded.base.clone(),
+            &loaded.config,
+            &states,
+            previous.map(|p| &p.routing),
+        );
+        let answers = Answers::build(&loaded.config, &routing);
+        Snapshot {
+            generation,
+            loaded,
+            live,
+            states,
+            routing,
+            answers,
+            built_at: now,
+        }
+    }
+
+    /// Loads `source` and assembles it with no live state (nothing reported, nothing drained):
+    /// for `check-config`, tests and benchmarks.
+    ///
+    /// # Errors
+    ///
+    /// As [`Loaded::load`].
+    pub fn load(source: &Source, generation: u64) -> Result<Snapshot, ConfigError> {
+        let loaded = Loaded::load(source)?;
+        Ok(Snapshot::assemble(
+            Arc::new(loaded),
+            Arc::new(LiveState::default()),
+            None,
+            generation,
+            SystemTime::now(),
+        ))
+    }
+}
+
+/// The version of a configuration text: its hex SHA-256.
+pub fn version_of(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The host's name, for the default NSID / `id.server` identity.

@@ -1,1 +1,526 @@
-//! The durable state store (redb).
+//! The durable state store: reports, drains, the audit log and configuration versions, in one
+//! embedded redb database that survives restarts and crashes.
+//!
+//! Every accepted control-plane write goes through [`Store::apply`], which appends its
+//! [`AuditEntry`] and applies its [`Change`] in one redb write transaction: after a crash, even a
+//! `kill -9`, either both are on disk or neither is. Commits use redb's default durability
+//! (`Immediate`), so when [`Store::apply`] returns, the write has been synced to disk and the
+//! caller may acknowledge it.
+//!
+//! Values are stored as JSON (`serde_json`), not a compact binary encoding, so an operator can
+//! inspect a state file with any redb tool and read it as text; the volume is a few reports and
+//! drains plus one audit entry per write, so the size does not matter. Tables:
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `reports` | datacenter name | [`StoredReport`] |
+//! | `drains` | [`DrainKey`] as JSON | none: presence means drained |
+//! | `meta` | `schema_version`, `instance_drained` | a JSON number, a JSON bool |
+//! | `audit` | sequence number 1, 2, 3, ... | [`AuditEntry`] |
+//! | `config_versions` | content hash | [`ConfigVersion`] |
+//!
+//! The store holds no business rules: it does not validate reports, decide drains or compute
+//! hashes. It persists what it is told and hands it back with [`Store::load`]. It has no clock
+//! either: every timestamp comes from the caller. Its one refusal is a report holding a NaN or
+//! infinite number, because JSON cannot represent it and the stored value would not load again.
+
+mod types;
+
+pub use types::{
+    AuditEntry, Change, ConfigVersion, ConfigVersionMeta, DrainKey, Persisted, StoredReport,
+};
+
+use std::fmt::Display;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use redb::backends::InMemoryBackend;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The database file's name inside the state directory.
+pub const FILE_NAME: &str = "meridian.redb";
+
+/// The layout of tables and values this build reads and writes, recorded in the `meta` table.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// The most memory redb may use to cache pages; the state is small, and redb's default is 1 GiB.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+const REPORTS_TABLE: &str = "reports";
+const DRAINS_TABLE: &str = "drains";
+const META_TABLE: &str = "meta";
+const AUDIT_TABLE: &str = "audit";
+const CONFIG_VERSIONS_TABLE: &str = "config_versions";
+
+const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new(REPORTS_TABLE);
+const DRAINS: TableDefinition<&str, ()> = TableDefinition::new(DRAINS_TABLE);
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_TABLE);
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new(AUDIT_TABLE);
+const CONFIG_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new(CONFIG_VERSIONS_TABLE);
+
+/// The `meta` key holding [`SCHEMA_VERSION`].
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// The `meta` key holding whether this instance is drained.
+const INSTANCE_DRAINED_KEY: &str = "instance_drained";
+
+/// The durable state store, one redb database.
+///
+/// Share it behind an `Arc` and call it from blocking threads (`spawn_blocking`): a write waits
+/// for the disk sync.
+#[derive(Debug)]
+pub struct Store {
+    /// redb runs one write transaction at a time and lets reads proceed alongside it, so the
+    /// store needs no lock of its own: every method takes `&self` and is safe from any thread.
+    db: Database,
+}
+
+/// The store cannot be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory does not exist and cannot be created.
+    #[error("cannot create state directory {}: {source}", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The database file cannot be opened or initialised (not a redb file, locked by another
+    /// process, unreadable).
+    #[error("cannot open state database {}: {source}", .path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why it failed.
+        source: redb::Error,
+    },
+    /// The database was written by a build with a different table layout.
+    #[error(
+        "state database {} has schema version {found}, this build reads only version {SCHEMA_VERSION}",
+        .path.display()
+    )]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u64,
+    },
+    /// A read or write failed after the database was opened.
+    #[error("state database: {0}")]
+    Database(#[from] redb::Error),
+    /// A stored value does not decode.
+    #[error("corrupt value in state table {table} at key {key}: {message}")]
+    Corrupt {
+        /// The table holding the value.
+        table: &'static str,
+        /// The value's key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A value cannot be stored because JSON cannot represent it (a NaN or infinite number).
+    #[error("cannot store value in state table {table} at key {key}: {message}")]
+    Unencodable {
+        /// The table the value was meant for.
+        table: &'static str,
+        /// The value's key.
+        key: String,
+        /// What cannot be represented.
+        message: String,
+    },
+}
+
+/// Each redb operation has its own error type; all of them become [`StoreError::Database`].
+macro_rules! database_error_from {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StoreError {
+            fn from(error: $error) -> Self {
+                Self::Database(error.into())
+            }
+        }
+    )*};
+}
+
+database_error_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl Store {
+    /// Opens or creates `dir/meridian.redb` (creating `dir` if missing).
+    ///
+    /// redb recovers a file left by a crash on open. The whole file's checksums are verified on
+    /// every open, not only after a crash, because redb trusts a cleanly closed file and may
+    /// panic on one altered since; the check turns that into an error at the cost of reading the
+    /// file once at startup.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::CreateDir`] if `dir` cannot be created, [`StoreError::Open`] naming the file
+    /// if it is not a redb database, is locked by another process or cannot be initialised,
+    /// [`StoreError::Schema`] if it was written with another table layout, and
+    /// [`StoreError::Corrupt`] if its schema version does not decode.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
+            .create(&path)
+            .map_err(|error| StoreError::Open {
+                path: path.clone(),
+                source: error.into(),
+            })?;
+        Store::init(db, &path)
+    }
+
+    /// A store kept in memory only (used when no --state-dir is given).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] if redb cannot initialise the memory backend, which only happens when
+    /// memory runs out.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let path = Path::new(":memory:");
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(InMemoryBackend::new())
+            .map_err(|error| StoreError::Open {
+                path: path.to_path_buf(),
+                source: error.into(),
+            })?;
+        Store::init(db, path)
+    }
+
+    /// Applies `change` and appends `audit` in one transaction; returns the audit sequence number.
+    ///
+    /// Sequence numbers are 1, 2, 3, ..., gap-free and never reused: a write that fails stores
+    /// nothing, including its audit entry.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unencodable`] for a report holding a NaN or infinite number,
+    /// [`StoreError::Database`] if redb fails (the disk is full, the sync fails), and
+    /// [`StoreError::Corrupt`] if the last audit key is already `u64::MAX`.
+    pub fn apply(&self, change: &Change, audit: &AuditEntry) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let seq = write_change(&txn, change, audit)?;
+        // An error above drops `txn`, which aborts it: nothing of this write is kept.
+        txn.commit()?;
+        Ok(seq)
+    }
+
+    /// Everything needed to rebuild live state at startup.
+    ///
+    /// All tables are read in one read transaction, so the result is a consistent snapshot even
+    /// while writes go on.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] if redb fails, [`StoreError::Corrupt`] naming the table and key
+    /// of a value that does not decode.
+    pub fn load(&self) -> Result<Persisted, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut res = Persisted::default();
+
+        for entry in txn.open_table(REPORTS)?.iter()? {
+            let (key, value) = entry?;
+            let datacenter = key.value().to_owned();
+            let report = decode(REPORTS_TABLE, &datacenter, value.value())?;
+            res.reports.insert(datacenter, report);
+        }
+
+        for entry in txn.open_table(DRAINS)?.iter()? {
+            let (key, _) = entry?;
+            let encoded = key.value();
+            let drain = serde_json::from_str(encoded).map_err(|error| StoreError::Corrupt {
+                table: DRAINS_TABLE,
+                key: encoded.to_owned(),
+                message: error.to_string(),
+            })?;
+            res.drains.insert(drain);
+        }
+
+        let meta = txn.open_table(META)?;
+        if let Some(value) = meta.get(INSTANCE_DRAINED_KEY)? {
+            res.instance_drained = decode(META_TABLE, INSTANCE_DRAINED_KEY, value.value())?;
+        }
+        Ok(res)
+    }
+
+    /// Audit entries with sequence > `after` (all when None), oldest first, at most `limit`.
+    ///
+    /// To page through the log, pass the last sequence number of one page as `after` for the
+    /// next.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] if redb fails, [`StoreError::Corrupt`] for an entry that does not
+    /// decode.
+    pub fn audit_log(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditEntry)>, StoreError> {
+        // Sequence numbers start at 1, so 0 as the lower bound means "from the beginning".
+        let start = match after {
+            None => 0,
+            Some(after) => match after.checked_add(1) {
+                Some(start) => start,
+                None => return Ok(Vec::new()),
+            },
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut res = Vec::new();
+        for entry in table.range(start..)?.take(limit) {
+            let (key, value) = entry?;
+            let seq = key.value();
+            res.push((seq, decode(AUDIT_TABLE, seq, value.value())?));
+        }
+        Ok(res)
+    }
+
+    /// Records a configuration version; idempotent: the same hash twice keeps the first record.
+    ///
+    /// A hash already stored keeps its whole first record, `first_seen_unix_ms` and text
+    /// included: the hash names the content, so a second record under it adds nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] if redb fails.
+    pub fn put_config_version(&self, version: &ConfigVersion) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        let inserted = {
+            let mut table = txn.open_table(CONFIG_VERSIONS)?;
+            if table.get(version.hash.as_str())?.is_some() {
+                false
+            } else {
+                let value = encode(CONFIG_VERSIONS_TABLE, &version.hash, version)?;
+                table.insert(version.hash.as_str(), value.as_slice())?;
+                true
+            }
+        };
+        // A known hash changes nothing, so skip the commit and its disk sync.
+        if inserted {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(())
+    }
+
+    /// All configuration versions' metadata, oldest first (by first_seen, then hash).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] if redb fails, [`StoreError::Corrupt`] for a value that does not
+    /// decode or whose hash differs from its key.
+    pub fn config_versions(&self) -> Result<Vec<ConfigVersionMeta>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut res = Vec::new();
+        for entry in txn.open_table(CONFIG_VERSIONS)?.iter()? {
+            let (key, value) = entry?;
+            let hash = key.value();
+            // serde skips the unknown `text` field, so listing does not copy every config text.
+            let meta: ConfigVersionMeta = decode(CONFIG_VERSIONS_TABLE, hash, value.value())?;
+            check_hash(hash, &meta.hash)?;
+            res.push(meta);
+        }
+        res.sort_by(|a, b| (a.first_seen_unix_ms, &a.hash).cmp(&(b.first_seen_unix_ms, &b.hash)));
+        Ok(res)
+    }
+
+    /// One configuration version by hash.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] if redb fails, [`StoreError::Corrupt`] for a value that does not
+    /// decode or whose hash differs from its key.
+    pub fn config_version(&self, hash: &str) -> Result<Option<ConfigVersion>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CONFIG_VERSIONS)?;
+        let Some(value) = table.get(hash)? else {
+            return Ok(None);
+        };
+        let version: ConfigVersion = decode(CONFIG_VERSIONS_TABLE, hash, value.value())?;
+        check_hash(hash, &version.hash)?;
+        Ok(Some(version))
+    }
+
+    /// Creates every table, so reads of a fresh store work, and records or checks the schema
+    /// version. `path` names the database in errors.
+    fn init(db: Database, path: &Path) -> Result<Store, StoreError> {
+        let open_error = |source: redb::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        Store::create_tables(&db, path).map_err(|error| match error {
+            StoreError::Database(source) => open_error(source),
+            other => other,
+        })?;
+        Ok(Store { db })
+    }
+
+    fn create_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(REPORTS)?;
+            txn.open_table(DRAINS)?;
+            txn.open_table(AUDIT)?;
+            txn.open_table(CONFIG_VERSIONS)?;
+            let mut meta = txn.open_table(META)?;
+            let found = match meta.get(SCHEMA_VERSION_KEY)? {
+                Some(value) => Some(decode::<u64>(
+                    META_TABLE,
+                    SCHEMA_VERSION_KEY,
+                    value.value(),
+                )?),
+                None => None,
+            };
+            match found {
+                Some(SCHEMA_VERSION) => {}
+                Some(found) => {
+                    return Err(StoreError::Schema {
+                        path: path.to_path_buf(),
+                        found,
+                    });
+                }
+                None => {
+                    let value = encode(META_TABLE, SCHEMA_VERSION_KEY, &SCHEMA_VERSION)?;
+                    meta.insert(SCHEMA_VERSION_KEY, value.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// Appends `audit` and applies `change` inside `txn`, without committing; returns the audit
+/// sequence number. Kept apart from [`Store::apply`] so tests can drop the transaction midway.
+fn write_change(
+    txn: &WriteTransaction,
+    change: &Change,
+    audit: &AuditEntry,
+) -> Result<u64, StoreError> {
+    let seq = {
+        let mut table = txn.open_table(AUDIT)?;
+        // Reading the last key inside this write transaction is race-free: redb runs one write
+        // transaction at a time, so no other writer can take the same number.
+        let last = table.last()?.map(|(key, _)| key.value());
+        let seq = match last {
+            None => 1,
+            Some(last) => last.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+                table: AUDIT_TABLE,
+                key: last.to_string(),
+                message: "no audit sequence number is left after this one".to_owned(),
+            })?,
+        };
+        let value = encode(AUDIT_TABLE, seq, audit)?;
+        table.insert(seq, value.as_slice())?;
+        seq
+    };
+
+    match change {
+        Change::Report { datacenter, report } => {
+            check_finite(datacenter, report)?;
+            let value = encode(REPORTS_TABLE, datacenter, report)?;
+            let mut table = txn.open_table(REPORTS)?;
+            table.insert(datacenter.as_str(), value.as_slice())?;
+        }
+        Change::Drain { key, drained } => {
+            let encoded = serde_json::to_string(key).map_err(|error| StoreError::Unencodable {
+                table: DRAINS_TABLE,
+                key: format!("{key:?}"),
+                message: error.to_string(),
+            })?;
+            let mut table = txn.open_table(DRAINS)?;
+            if *drained {
+                table.insert(encoded.as_str(), ())?;
+            } else {
+                table.remove(encoded.as_str())?;
+            }
+        }
+        Change::InstanceDrain { drained } => {
+            let value = encode(META_TABLE, INSTANCE_DRAINED_KEY, drained)?;
+            let mut table = txn.open_table(META)?;
+            table.insert(INSTANCE_DRAINED_KEY, value.as_slice())?;
+        }
+        Change::AuditOnly => {}
+    }
+    Ok(seq)
+}
+
+/// Refuses NaN and infinities: serde_json writes them as `null`, which would then fail to load
+/// as a number and make the whole state unreadable at the next startup.
+fn check_finite(datacenter: &str, report: &StoredReport) -> Result<(), StoreError> {
+    let mut numbers = vec![
+        ("capacity".to_owned(), report.capacity),
+        ("load".to_owned(), report.load),
+    ];
+    if let Some(cost) = report.cost {
+        numbers.push(("cost".to_owned(), cost));
+    }
+    for (target, latency) in &report.latency_ms {
+        numbers.push((format!("latency_ms.{target}"), *latency));
+    }
+    match numbers.into_iter().find(|(_, number)| !number.is_finite()) {
+        Some((field, number)) => Err(StoreError::Unencodable {
+            table: REPORTS_TABLE,
+            key: datacenter.to_owned(),
+            message: format!("{field} {number} is not a finite number"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A stored value's hash must be its key; anything else means the file was altered.
+fn check_hash(key: &str, stored: &str) -> Result<(), StoreError> {
+    if key == stored {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            table: CONFIG_VERSIONS_TABLE,
+            key: key.to_owned(),
+            message: format!("stored hash {stored} differs from its key"),
+        })
+    }
+}
+
+fn encode<T: Serialize>(
+    table: &'static str,
+    key: impl Display,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|error| StoreError::Unencodable {
+        table,
+        key: key.to_string(),
+        message: error.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: impl Display,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        table,
+        key: key.to_string(),
+        message: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+//! The `control` section, validated: report freshness, request limits and access tokens.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::raw::{self, RawControl};
+use super::{DatacenterConfig, Problem};
+
+/// The control plane's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlConfig {
+    /// Freshness of a report that does not set its own TTL.
+    pub report_ttl: Duration,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Per-token rate limit.
+    pub rate_limit: RateLimit,
+    /// Networks allowed to ask `_explain.<name>` TXT queries.
+    pub explain_allow: Vec<IpNet>,
+    /// Access tokens.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// A per-token rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: NonZeroU32,
+    /// Requests allowed at once.
+    pub burst: NonZeroU32,
+}
+
+/// One access token: its holder, the SHA-256 of its secret, and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// The holder's name, written to the audit log.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// What the token may do.
+    pub role: Role,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Report for this one datacenter.
+    Datacenter(String),
+    /// Drain, reload, read everything.
+    Operator,
+    /// Read the user directory.
+    Frontend,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Datacenter(dc) => write!(f, "datacenter:{dc}"),
+            Role::Operator => f.write_str("operator"),
+            Role::Frontend => f.write_str("frontend"),
+        }
+    }
+}
+
+impl ControlConfig {
+    /// Whether `ip` may ask `_explain.` TXT queries.
+    pub fn explain_allowed(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.explain_allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+pub(super) fn validate_control(
+    raw: RawControl,
+    datacenters: &[DatacenterConfig],
+    problems: &mut Vec<Problem>,
+) -> ControlConfig {
+    let report_ttl = raw
+        .report_ttl_seconds
+        .unwrap_or(raw::DEFAULT_REPORT_TTL_SECONDS);
+    if report_ttl == 0 {
+        problems.push(Problem::new(
+            "control.report_ttl_seconds",
+            "must be at least 1",
+        ));
+    }
+    let body_limit = raw
+        .body_limit_bytes
+        .unwrap_or(raw::DEFAULT_BODY_LIMIT_BYTES);
+    if body_limit < 1024 {
+        problems.push(Problem::new(
+            "control.body_limit_bytes",
+            format!("{body_limit} is too small for a report (at least 1024)"),
+        ));
+    }
+    let (per_second, burst) = match &raw.rate_limit {
+        Some(limit) => (limit.per_second, limit.burst),
+        None => (raw::DEFAULT_RATE_PER_SECOND, raw::DEFAULT_RATE_BURST),
+    };
+    let rate_limit = match (NonZeroU32::new(per_second), NonZeroU32::new(burst)) {
+        (Some(per_second), Some(burst)) => RateLimit { per_second, burst },
+        _ => {
+            problems.push(Problem::new(
+                "control.rate_limit",
+                "per_second and burst must be at least 1",
+            ));
+            RateLimit {
+                per_second: NonZeroU32::MIN,
+                burst: NonZeroU32::MIN,
+            }
+        }
+    };
+    let allow_texts = raw.explain_allow.unwrap_or_else(|| {
+        raw::DEFAULT_EXPLAIN_ALLOW
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    });
+    let mut explain_allow = Vec::new();
+    for (i, text) in allow_texts.iter().enumerate() {
+        match text.parse::<IpNet>() {
+            Ok(net) => explain_allow.push(net.trunc()),
+            Err(_) => problems.push(Problem::new(
+                format!("control.explain_allow[{i}]"),
+                format!("{text:?} is not a network (address/prefix)"),
+            )),
+        }
+    }
+    let mut tokens = Vec::new();
+    for (i, token) in raw.tokens.into_iter().enumerate() {
+        let path = format!("control.tokens[{i}]");
+        let sha256 = parse_sha256(&token.sha256);
+        if sha256.is_none() {
+            problems.push(Problem::new(
+                format!("{path}.sha256"),
+                "not a SHA-256 in hex (64 hex digits)",
+            ));
+        }
+        let role = match token.role.as_str() {
+            "operator" => Some(Role::Operator),
+            "frontend" => Some(Role::Frontend),
+            other => match other.strip_prefix("datacenter:") {
+                Some(dc) if datacenters.iter().any(|d| d.name == dc) => {
+                    Some(Role::Datacenter(dc.to_owned()))
+                }
+                Some(dc) => {
+                    problems.push(Problem::new(
+                        format!("{path}.role"),
+                        format!("unknown datacenter {dc:?}"),
+                    ));
+                    None
+                }
+                None => {
+                    problems.push(Problem::new(
+                        format!("{path}.role"),
+                        format!("unknown role {other:?} (operator, frontend, datacenter:<name>)"),
+                    ));
+                    None
+                }
+            },
+        };
+        if token.name.is_empty() {
+            problems.push(Problem::new(format!("{path}.name"), "must not be empty"));
+        }
+        if tokens.iter().any(|t: &TokenConfig| t.name == token.name) {
+            problems.push(Problem::new(
+                format!("{path}.name"),
+                format!("{:?} is used by another token", token.name),
+            ));
+        }
+        if let (Some(sha256), Some(role)) = (sha256, role) {
+            if tokens.iter().any(|t: &TokenConfig| t.sha256 == sha256) {
+                problems.push(Problem::new(
+                    format!("{path}.sha256"),
+                    "the same token is configured twice",
+                ));
+            }
+            tokens.push(TokenConfig {
+                name: token.name,
+                sha256,
+                role,
+            });
+        }
+    }
+    ControlConfig {
+        report_ttl: Duration::from_secs(u64::from(report_ttl)),
+        body_limit,
+        rate_limit,
+        explain_allow,
+        tokens,
+    }
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}

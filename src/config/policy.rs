@@ -1,0 +1,227 @@
+//! Service policy settings, validated: staleness, capacity watermarks, metric weights,
+//! geofences and overrides.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::Problem;
+use super::raw::{self, RawCapacity, RawClientRule, RawMetric};
+use crate::geo::{Continent, CountryCode};
+
+/// What a service answers when every datacenter is ineligible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllDown {
+    /// Answer as if every datacenter were healthy (counted and logged).
+    FailOpen,
+    /// Answer SERVFAIL, so resolvers try again later.
+    ServFail,
+}
+
+/// Utilization watermarks of `nearest-with-capacity`, as fractions of capacity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Watermarks {
+    /// Below it, no client goes elsewhere.
+    pub low: f64,
+    /// Above it, no new client comes here.
+    pub high: f64,
+    /// A full datacenter takes clients again only below `high - hysteresis`.
+    pub hysteresis: f64,
+}
+
+/// Weights of the `metric` score: `latency_weight × latency_ms + cost_weight × cost`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricWeights {
+    /// Per millisecond of latency.
+    pub latency: f64,
+    /// Per unit of cost.
+    pub cost: f64,
+}
+
+/// Clients a rule applies to, and the datacenters (indexes into the service's pools) it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRule {
+    /// Client countries.
+    pub countries: Vec<CountryCode>,
+    /// Client continents.
+    pub continents: Vec<Continent>,
+    /// Client networks.
+    pub cidrs: Vec<IpNet>,
+    /// Pool indexes, in the rule's order.
+    pub pools: Vec<usize>,
+}
+
+impl ClientRule {
+    /// Whether a client of this country and continent matches by place.
+    pub fn matches_place(
+        &self,
+        country: Option<CountryCode>,
+        continent: Option<Continent>,
+    ) -> bool {
+        country.is_some_and(|c| self.countries.contains(&c))
+            || continent.is_some_and(|c| self.continents.contains(&c))
+    }
+}
+
+pub(super) fn validate_all_down(
+    path: &str,
+    raw: Option<&str>,
+    problems: &mut Vec<Problem>,
+) -> AllDown {
+    match raw {
+        None | Some("fail-open") => AllDown::FailOpen,
+        Some("servfail") => AllDown::ServFail,
+        Some(other) => {
+            problems.push(Problem::new(
+                format!("{path}.all_down"),
+                format!("{other:?} is not fail-open or servfail"),
+            ));
+            AllDown::FailOpen
+        }
+    }
+}
+
+pub(super) fn validate_grace(raw: Option<u32>) -> Duration {
+    Duration::from_secs(u64::from(
+        raw.unwrap_or(raw::DEFAULT_STALENESS_GRACE_SECONDS),
+    ))
+}
+
+pub(super) fn validate_capacity(
+    path: &str,
+    raw: Option<&RawCapacity>,
+    problems: &mut Vec<Problem>,
+) -> Watermarks {
+    let low = raw
+        .and_then(|r| r.low_watermark)
+        .unwrap_or(raw::DEFAULT_LOW_WATERMARK);
+    let high = raw
+        .and_then(|r| r.high_watermark)
+        .unwrap_or(raw::DEFAULT_HIGH_WATERMARK);
+    let hysteresis = raw
+        .and_then(|r| r.hysteresis)
+        .unwrap_or(raw::DEFAULT_HYSTERESIS);
+    // NaN fails every comparison, so this also rejects non-numbers.
+    let valid =
+        0.0 < low && low < high && high.is_finite() && (0.0..high - low).contains(&hysteresis);
+    if !valid {
+        problems.push(Problem::new(
+            format!("{path}.capacity"),
+            format!(
+                "need 0 < low_watermark ({low}) < high_watermark ({high}) and 0 <= hysteresis ({hysteresis}) < high - low"
+            ),
+        ));
+    }
+    Watermarks {
+        low,
+        high,
+        hysteresis,
+    }
+}
+
+pub(super) fn validate_metric(
+    path: &str,
+    raw: Option<&RawMetric>,
+    problems: &mut Vec<Problem>,
+) -> MetricWeights {
+    let latency = raw
+        .and_then(|r| r.latency_weight)
+        .unwrap_or(raw::DEFAULT_LATENCY_WEIGHT);
+    let cost = raw
+        .and_then(|r| r.cost_weight)
+        .unwrap_or(raw::DEFAULT_COST_WEIGHT);
+    if !(latency.is_finite() && cost.is_finite() && latency >= 0.0 && cost >= 0.0) {
+        problems.push(Problem::new(
+            format!("{path}.metric"),
+            "weights must be finite and not negative",
+        ));
+    }
+    MetricWeights { latency, cost }
+}
+
+/// Validates geofence (`cidrs_allowed` false) or override rules against the service's pool names.
+pub(super) fn validate_rules(
+    path: &str,
+    raw: &[RawClientRule],
+    pool_names: &[String],
+    cidrs_allowed: bool,
+    problems: &mut Vec<Problem>,
+) -> Vec<ClientRule> {
+    let mut rules = Vec::new();
+    for (i, rule) in raw.iter().enumerate() {
+        let path = format!("{path}[{i}]");
+        let mut countries = Vec::new();
+        for (j, text) in rule.countries.iter().enumerate() {
+            match text.parse::<CountryCode>() {
+                Ok(code) => countries.push(code),
+                Err(message) => problems.push(Problem::new(
+                    format!("{path}.countries[{j}]"),
+                    format!("{text:?}: {message}"),
+                )),
+            }
+        }
+        let mut continents = Vec::new();
+        for (j, text) in rule.continents.iter().enumerate() {
+            match text.parse::<Continent>() {
+                Ok(code) => continents.push(code),
+                Err(message) => problems.push(Problem::new(
+                    format!("{path}.continents[{j}]"),
+                    format!("{text:?}: {message}"),
+                )),
+            }
+        }
+        let mut cidrs = Vec::new();
+        if !cidrs_allowed && !rule.cidrs.is_empty() {
+            problems.push(Problem::new(
+                format!("{path}.cidrs"),
+                "geofences apply to places; use overrides for networks",
+            ));
+        }
+        for (j, text) in rule.cidrs.iter().enumerate() {
+            match text.parse::<IpNet>() {
+                Ok(net) if net.trunc() == net => cidrs.push(net),
+                Ok(net) => problems.push(Problem::new(
+                    format!("{path}.cidrs[{j}]"),
+                    format!("{text:?} has host bits set (did you mean {}?)", net.trunc()),
+                )),
+                Err(_) => problems.push(Problem::new(
+                    format!("{path}.cidrs[{j}]"),
+                    format!("{text:?} is not a network (address/prefix)"),
+                )),
+            }
+        }
+        if countries.is_empty() && continents.is_empty() && cidrs.is_empty() {
+            problems.push(Problem::new(
+                &path,
+                "a rule needs countries, continents or cidrs",
+            ));
+        }
+        let mut pools = Vec::new();
+        for (j, name) in rule.datacenters.iter().enumerate() {
+            match pool_names.iter().position(|p| p == name) {
+                Some(pool) if !pools.contains(&pool) => pools.push(pool),
+                Some(_) => problems.push(Problem::new(
+                    format!("{path}.datacenters[{j}]"),
+                    format!("{name:?} is listed twice"),
+                )),
+                None => problems.push(Problem::new(
+                    format!("{path}.datacenters[{j}]"),
+                    format!("{name:?} is not one of this service's pools"),
+                )),
+            }
+        }
+        if rule.datacenters.is_empty() {
+            problems.push(Problem::new(
+                format!("{path}.datacenters"),
+                "a rule needs at least one datacenter",
+            ));
+        }
+        rules.push(ClientRule {
+            countries,
+            continents,
+            cidrs,
+            pools,
+        });
+    }
+    rules
+}

@@ -1,0 +1,138 @@
+//! The control plane's live state (reports, drains), and the clock it is judged by.
+//!
+//! Kept by names, not indexes, so that it survives reloads that add or remove datacenters and
+//! services; [`LiveState::dc_states`] turns it into routing's per-datacenter view at an instant.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::routing::{DcState, ReportState, ServiceId};
+use crate::store::{Change, DrainKey, Persisted, StoredReport};
+
+/// Reports and drains in force.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveState {
+    /// Each datacenter's latest report, by name.
+    pub reports: BTreeMap<String, StoredReport>,
+    /// Drains in force.
+    pub drains: BTreeSet<DrainKey>,
+    /// Whether the whole instance is drained (`/readyz` fails).
+    pub instance_drained: bool,
+    /// Datacenters whose report was restored after a restart and not confirmed since.
+    pub unverified: BTreeSet<String>,
+}
+
+impl LiveState {
+    /// The state found in the store at startup: every restored report is unverified.
+    pub fn restored(persisted: Persisted) -> LiveState {
+        LiveState {
+            unverified: persisted.reports.keys().cloned().collect(),
+            reports: persisted.reports,
+            drains: persisted.drains,
+            instance_drained: persisted.instance_drained,
+        }
+    }
+
+    /// The state after `change`.
+    pub fn with(&self, change: &Change) -> LiveState {
+        let mut next = self.clone();
+        match change {
+            Change::Report { datacenter, report } => {
+                next.unverified.remove(datacenter);
+                next.reports.insert(datacenter.clone(), report.clone());
+            }
+            Change::Drain { key, drained: true } => {
+                next.drains.insert(key.clone());
+            }
+            Change::Drain {
+                key,
+                drained: false,
+            } => {
+                next.drains.remove(key);
+            }
+            Change::InstanceDrain { drained } => next.instance_drained = *drained,
+            Change::AuditOnly => {}
+        }
+        next
+    }
+
+    /// Routing's view of every configured datacenter at `now`, indexed by `DcId`.
+    pub fn dc_states(&self, config: &Config, now: SystemTime) -> Vec<DcState> {
+        let now_ms = unix_ms(now);
+        config
+            .datacenters
+            .iter()
+            .map(|dc| {
+                let drained = self.drains.contains(&DrainKey {
+                    datacenter: dc.name.clone(),
+                    service: None,
+                });
+                let drained_services = self
+                    .drains
+                    .iter()
+                    .filter(|key| key.datacenter == dc.name)
+                    .filter_map(|key| key.service.as_deref())
+                    .filter_map(|name| config.services.iter().position(|s| s.id == name))
+                    .map(|i| ServiceId(i as u16))
+                    .collect();
+                let report = self.reports.get(&dc.name).map(|r| ReportState {
+                    healthy: r.healthy,
+                    capacity: r.capacity,
+                    load: r.load,
+                    latency_ms: r.latency_ms.clone(),
+                    cost: r.cost,
+                    age: Duration::from_millis(now_ms.saturating_sub(r.received_unix_ms)),
+                    ttl: Duration::from_secs(u64::from(r.ttl_seconds)),
+                });
+                DcState {
+                    drained,
+                    drained_services,
+                    report,
+                    unverified: self.unverified.contains(&dc.name),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Where the control plane reads the time: the wall clock, or a hand-moved one in tests.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    /// `SystemTime::now()`.
+    #[default]
+    System,
+    /// A clock that only moves when told, in Unix milliseconds.
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// A manual clock starting at `start`.
+    pub fn manual(start: SystemTime) -> Clock {
+        Clock::Manual(Arc::new(AtomicU64::new(unix_ms(start))))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        match self {
+            Clock::System => SystemTime::now(),
+            Clock::Manual(ms) => UNIX_EPOCH + Duration::from_millis(ms.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Moves a manual clock forward (does nothing to the system clock).
+    pub fn advance(&self, by: Duration) {
+        if let Clock::Manual(ms) = self {
+            let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+            ms.fetch_add(by, Ordering::AcqRel);
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The state manager: the one task that changes state and publishes snapshots.
+//!
+//! Reloads, datacenter reports, drains and the passing of time all come here as commands, one
+//! at a time. Each accepted change is written to the store (with its audit entry) before it is
+//! applied, then a new snapshot is assembled and published; the requester hears back only after
+//! the snapshot is serving, so a 2xx to a report means DNS already answers by it.
+
+use std::mem::discriminant;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{ConfigError, Problem, Source};
+use crate::control::Readiness;
+use crate::metrics::{DcStateLabel, Metrics};
+use crate::routing::{ServiceId, Standing};
+use crate::store::{AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError};
+
+use super::live::{Clock, LiveState, unix_ms};
+use super::snapshot::{Counters, Loaded, Snapshot};
+use super::{Publisher, Shared};
+
+/// How often the manager re-judges report freshness when nothing else happens.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A request to the state manager.
+enum Command {
+    Reload {
+        audit: Option<AuditEntry>,
+        reply: oneshot::Sender<Result<u64, ConfigError>>,
+    },
+    Apply {
+        change: Change,
+        audit: AuditEntry,
+        force: bool,
+        reply: oneshot::Sender<Result<u64, ApplyError>>,
+    },
+    Refresh {
+        reply: oneshot::Sender<u64>,
+    },
+}
+
+/// A change the manager did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A safety rail refused it; nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// The store could not record it; nothing changed.
+    #[error("the state store failed: {0}")]
+    Store(#[from] StoreError),
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Sends commands to the running state manager.
+#[derive(Clone)]
+pub struct StateHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+/// The manager's end of [`StateHandle`].
+pub struct StateCommands {
+    commands: mpsc::Receiver<Command>,
+}
+
+/// A connected handle and receiver.
+pub fn state_channel() -> (StateHandle, StateCommands) {
+    let (tx, rx) = mpsc::channel(64);
+    (StateHandle { commands: tx }, StateCommands { commands: rx })
+}
+
+impl StateHandle {
+    /// Reloads configuration, zones and geo database; on success the new snapshot is serving
+    /// when this returns. `audit` records who asked (none for SIGHUP).
+    ///
+    /// # Errors
+    ///
+    /// The problems that kept the new configuration out (the old one keeps serving).
+    pub async fn reload_as(&self, audit: Option<AuditEntry>) -> Result<u64, ConfigError> {
+        let (reply, rx) = oneshot::channel();
+        let stopped = || ConfigError {
+            problems: vec![Problem::new("server", "shutting down")],
+        };
+        self.commands
+            .send(Command::Reload { audit, reply })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Reloads, unaudited (SIGHUP, tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`StateHandle::reload_as`].
+    pub async fn reload(&self) -> Result<u64, ConfigError> {
+        self.reload_as(None).await
+    }
+
+    /// Stores `change` with its audit entry and publishes the result; returns the generation
+    /// now serving.
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError`] when a safety rail refuses the change (unless `force`) or the store fails.
+    pub async fn apply(
+        &self,
+        change: Change,
+        audit: AuditEntry,
+        force: bool,
+    ) -> Result<u64, ApplyError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Apply {
+                change,
+                audit,
+                force,
+                reply,
+            })
+            .await
+            .map_err(|_| ApplyError::ShuttingDown)?;
+        rx.await.map_err(|_| ApplyError::ShuttingDown)?
+    }
+
+    /// Re-judges report freshness now (the manager also does so every second).
+    pub async fn refresh(&self) -> u64 {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Refresh { reply })
+            .await
+            .is_err()
+        {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+}
+
+/// The manager: owns the publisher, the live state and the store.
+pub struct Manager {
+    publisher: Publisher,
+    source: Source,
+    store: Arc<Store>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+}
+
+impl Manager {
+    /// Restores the live state from `store`, builds and shares the first snapshot.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be read.
+    pub fn start(
+        source: Source,
+        loaded: Loaded,
+        store: Arc<Store>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        readiness: Readiness,
+    ) -> Result<(Manager, Shared), StoreError> {
+        let persisted = store.load()?;
+        let restored = persisted.reports.len();
+        let live = LiveState::restored(persisted);
+        if restored > 0 {
+            info!(
+                reports = restored,
+                drains = live.drains.len(),
+                "restored state from the store, unverified until fresh reports arrive"
+            );
+        }
+        let loaded = with_counters(loaded, &metrics);
+        record_version(&store, &loaded, &clock);
+        let first = Snapshot::assemble(Arc::new(loaded), Arc::new(live), None, 1, clock.now());
+        let (shared, publisher) = Shared::new(first);
+        let manager = Manager {
+            publisher,
+            source,
+            store,
+            clock,
+            metrics,
+            readiness,
+        };
+        manager.after_publish(None);
+        Ok((manager, shared))
+    }
+
+    /// Serves commands until `shutdown`, re-judging freshness every [`REFRESH_INTERVAL`].
+    pub async fn run(self, mut commands: StateCommands, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                _ = tick.tick() => { self.refresh(false); }
+                () = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    async fn handle(&self, command: Command) {
+        match command {
+            Command::Reload { audit, reply } => {
+                let _ = reply.send(self.reload(audit).await);
+            }
+            Command::Apply {
+                change,
+                audit,
+                force,
+                reply,
+            } => {
+                let _ = reply.send(self.apply(change, audit, force).await);
+            }
+            Command::Refresh { reply } => {
+                let _ = reply.send(self.refresh(true));
+            }
+        }
+    }
+
+    async fn reload(&self, audit: Option<AuditEntry>) -> Result<u64, ConfigError> {
+        let source = self.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || Loaded::load(&source))
+            .await
+            .expect("loading a configuration does not panic");
+        let loaded = match loaded {
+            Ok(loaded) => with_counters(loaded, &self.metrics),
+            Err(error) => {
+                self.metrics.record_reload(false);
+                warn!(source = %self.source, problems = error.problems.len(), "reload failed, still serving the previous configuration");
+                for problem in &error.problems {
+                    warn!("{problem}");
+                }
+                return Err(error);
+            }
+        };
+        if let Some(audit) = audit {
+            let store = self.store.clone();
+            let stored =
+                tokio::task::spawn_blocking(move || store.apply(&Change::AuditOnly, &audit))
+                    .await
+                    .expect("store writes do not panic");
+            if let Err(error) = stored {
+                warn!(%error, "could not audit a reload");
+            }
+        }
+        record_version(&self.store, &loaded, &self.clock);
+        let current = self.publisher.current();
+        let snapshot = Snapshot::assemble(
+            Arc::new(loaded),
+            current.live.clone(),
+            None,
+            current.generation + 1,
+            self.clock.now(),
+        );
+        let generation = snapshot.generation;
+        self.publisher.publish(snapshot);
+        self.metrics.record_reload(true);
+        self.after_publish(Some(&current));
+        Ok(generation)
+    }
+
+    async fn apply(
+        &self,
+        change: Change,
+        audit: AuditEntry,
+        force: bool,
+    ) -> Result<u64, ApplyError> {
+        let current = self.publisher.current();
+        let next = current.live.with(&change);
+        if !force && let Change::Drain { key, drained: true } = &change {
+            refuse_last_drain(&current, &next, key, &self.clock)?;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.apply(&change, &audit))
+            .await
+            .expect("store writes do not panic")?;
+        let snapshot = Snapshot::assemble(
+            current.loaded.clone(),
+            Arc::new(next),
+            Some(&current),
+            current.generation + 1,
+            self.clock.now(),
+        );
+        let generation = snapshot.generation;
+        self.publisher.publish(snapshot);
+        self.after_publish(None);
+        Ok(generation)
+    }
+
+    /// Republishes when the passing of time changed a datacenter's standing (or when forced);
+    /// returns the generation serving afterwards.
+    fn refresh(&self, force: bool) -> u64 {
+        let current = self.publisher.current();
+        let now = self.clock.now();
+        let states = current.live.dc_states(&current.loaded.config, now);
+        let changed = current
+            .loaded
+            .config
+            .services
+            .iter()
+            .enumerate()
+            .any(|(s, service)| {
+                current
+                    .loaded
+                    .config
+                    .datacenters
+                    .iter()
+                    .enumerate()
+                    .any(|(d, dc)| {
+                        let id = ServiceId(s as u16);
+                        let before = Standing::of(dc, &current.states[d], id, service);
+                        let after = Standing::of(dc, &states[d], id, service);
+                        discriminant(&before) != discriminant(&after)
+                    })
+            });
+        self.update_gauges(&current.loaded, &current.live, now);
+        if !(changed || force) {
+            return current.generation;
+        }
+        let snapshot = Snapshot::assemble(
+            current.loaded.clone(),
+            current.live.clone(),
+            Some(&current),
+            current.generation + 1,
+            now,
+        );
+        let generation = snapshot.generation;
+        self.publisher.publish(snapshot);
+        self.after_publish(None);
+        generation
+    }
+
+    /// Logs, readiness and gauges after a publish; forgets datacenters a reload removed.
+    fn after_publish(&self, replaced: Option<&Snapshot>) {
+        let snapshot = self.publisher.current();
+        let config = &snapshot.loaded.config;
+        if let Some(replaced) = replaced {
+            for dc in &replaced.loaded.config.datacenters {
+                if config.datacenter_index(&dc.name).is_none() {
+                    self.metrics.forget_datacenter(&dc.name);
+                }
+            }
+            for service in &replaced.loaded.config.services {
+                if !config.services.iter().any(|s| s.id == service.id) {
+                    self.metrics.forget_service(&service.id);
+                }
+            }
+        }
+        self.metrics.set_generation(snapshot.generation);
+        self.readiness.set_drained(snapshot.live.instance_drained);
+        self.update_gauges(&snapshot.loaded, &snapshot.live, snapshot.built_at);
+        let (zones, names) = snapshot.loaded.catalog.summary();
+        info!(
+            generation = snapshot.generation,
+            zones,
+            names,
+            services = config.services.len(),
+            geo = snapshot.loaded.geo.description(),
+            "snapshot published"
+        );
+    }
+
+    fn update_gauges(&self, loaded: &Loaded, live: &LiveState, now: std::time::SystemTime) {
+        let now_ms = unix_ms(now);
+        for dc in &loaded.config.datacenters {
+            let report = live.reports.get(&dc.name);
+            let drained = live.drains.contains(&DrainKey {
+                datacenter: dc.name.clone(),
+                service: None,
+            });
+            let state = match report {
+                _ if drained => DcStateLabel::Drained,
+                None => DcStateLabel::Unreported,
+                Some(r) => {
+                    let age = now_ms.saturating_sub(r.received_unix_ms);
+                    let fresh = age <= u64::from(r.ttl_seconds) * 1000;
+                    match (r.healthy, fresh) {
+                        (false, _) => DcStateLabel::Down,
+                        (true, true) => DcStateLabel::Fresh,
+                        (true, false) => DcStateLabel::Stale,
+                    }
+                }
+            };
+            self.metrics.set_datacenter_state(&dc.name, state);
+            if let Some(r) = report {
+                let age = now_ms.saturating_sub(r.received_unix_ms) as f64 / 1000.0;
+                self.metrics.set_report_age(&dc.name, age);
+                let utilization = if r.capacity > 0.0 {
+                    r.load / r.capacity
+                } else {
+                    0.0
+                };
+                self.metrics.set_utilization(&dc.name, utilization);
+            }
+        }
+    }
+}
+
+/// Refuses a drain that would leave a service it touches with no eligible datacenter.
+fn refuse_last_drain(
+    current: &Snapshot,
+    next: &LiveState,
+    key: &DrainKey,
+    clock: &Clock,
+) -> Result<(), ApplyError> {
+    let config = &current.loaded.config;
+    let Some(dc) = config.datacenter_index(&key.datacenter) else {
+        return Ok(());
+    };
+    let states = next.dc_states(config, clock.now());
+    for (s, service) in config.services.iter().enumerate() {
+        let touched = service.pools.iter().any(|p| p.datacenter == dc)
+            && key.service.as_ref().is_none_or(|name| *name == service.id);
+        if !touched {
+            continue;
+        }
+        let id = ServiceId(s as u16);
+        let any_eligible = service.pools.iter().any(|pool| {
+            Standing::of(
+                &config.datacenters[pool.datacenter],
+                &states[pool.datacenter],
+                id,
+                service,
+            )
+            .is_eligible()
+        });
+        if !any_eligible {
+            return Err(ApplyError::Refused(format!(
+                "draining {} would leave service {} with no eligible datacenter; add \"force\": true to drain anyway",
+                key.datacenter, service.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn with_counters(mut loaded: Loaded, metrics: &Metrics) -> Loaded {
+    let services: Vec<&str> = loaded
+        .config
+        .services
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    let datacenters: Vec<&str> = loaded
+        .config
+        .datacenters
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    loaded.counters = Counters {
+        answers: metrics.answer_counters(&services, &datacenters),
+        failed_open: metrics.failed_open_counters(&services),
+    };
+    loaded
+}
+
+fn record_version(store: &Store, loaded: &Loaded, clock: &Clock) {
+    let version = ConfigVersion {
+        hash: loaded.config_version.clone(),
+        first_seen_unix_ms: unix_ms(clock.now()),
+        text: loaded.config_text.to_string(),
+    };
+    if let Err(error) = store.put_config_version(&version) {
+        warn!(%error, "could not record the configuration version");
+    }
+}

@@ -1,0 +1,113 @@
+//! The values the store persists: reports, drains, audit entries and configuration versions.
+//!
+//! These are plain data with serde derives, because each is stored as JSON (see the module doc of
+//! [`crate::store`]). They carry no rules: the control plane decides what a valid report or drain
+//! is, and the store keeps whatever it is given.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// A datacenter's latest health and capacity report, as accepted by the control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredReport {
+    /// Whether the datacenter says it can serve.
+    pub healthy: bool,
+    /// How much it can serve, in the datacenter's own units.
+    pub capacity: f64,
+    /// How much it serves now, in the same units as `capacity`.
+    pub load: f64,
+    /// How long the report stays fresh, in seconds.
+    pub ttl_seconds: u32,
+    /// Measured latency to other places (for example other datacenters), in milliseconds.
+    #[serde(default)]
+    pub latency_ms: BTreeMap<String, f64>,
+    /// The datacenter's relative cost of serving, if it reports one.
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// When the report was accepted, Unix milliseconds (wall clock, so ages survive restarts).
+    pub received_unix_ms: u64,
+}
+
+/// What a drain applies to: one service in a datacenter, or the whole datacenter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DrainKey {
+    /// The drained datacenter.
+    pub datacenter: String,
+    /// The drained service; `None` means every service in the datacenter.
+    pub service: Option<String>,
+}
+
+/// One state change, applied atomically together with its [`AuditEntry`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// A datacenter's latest report replaces its previous one.
+    Report {
+        /// The reporting datacenter.
+        datacenter: String,
+        /// Its report.
+        report: StoredReport,
+    },
+    /// Drain (true) or undrain (false) a datacenter, for one service or all.
+    Drain {
+        /// What to drain or undrain.
+        key: DrainKey,
+        /// `true` to drain, `false` to lift the drain.
+        drained: bool,
+    },
+    /// Drain or undrain this whole instance (its /readyz).
+    InstanceDrain {
+        /// `true` to drain, `false` to lift the drain.
+        drained: bool,
+    },
+    /// A write that changes no stored state but must be audited (e.g. a reload).
+    AuditOnly,
+}
+
+/// One accepted write, as recorded in the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When the write was accepted, Unix milliseconds.
+    pub unix_ms: u64,
+    /// The token's configured name, e.g. "example-operator".
+    pub actor: String,
+    /// The token's role, e.g. "operator" or "datacenter:eu-west".
+    pub role: String,
+    /// What was done, e.g. "report", "drain", "undrain", "reload".
+    pub action: String,
+    /// What it was done to, e.g. "eu-west" or "eu-west/www".
+    pub target: String,
+    /// Request details (the report body, force flag, ...).
+    pub detail: serde_json::Value,
+}
+
+/// Everything needed to rebuild live state at startup, read in one consistent snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Persisted {
+    /// Each datacenter's latest report, by datacenter name.
+    pub reports: BTreeMap<String, StoredReport>,
+    /// Drains in force.
+    pub drains: BTreeSet<DrainKey>,
+    /// Whether this instance is drained (its /readyz fails).
+    pub instance_drained: bool,
+}
+
+/// A configuration the server has run, with its full text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigVersion {
+    /// The content hash that identifies this version (computed by the caller).
+    pub hash: String,
+    /// When this version was first recorded, Unix milliseconds.
+    pub first_seen_unix_ms: u64,
+    /// The configuration text.
+    pub text: String,
+}
+
+/// A configuration version without its text, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigVersionMeta {
+    /// The content hash that identifies this version.
+    pub hash: String,
+    /// When this version was first recorded, Unix milliseconds.
+    pub first_seen_unix_ms: u64,
+}
