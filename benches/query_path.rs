@@ -84,7 +84,10 @@ fn handle(handler: &Handler, raw: &[u8], src: SocketAddr) -> ResponseInfo {
 fn benches(c: &mut Criterion) {
     let snapshot = Snapshot::load(&Source::Example, 1).expect("example snapshot");
     let (shared, _publisher) = Shared::new(snapshot);
-    let handler = Handler::new(shared.clone());
+    let handler = Handler::new(
+        shared.clone(),
+        std::sync::Arc::new(meridian::metrics::Metrics::new()),
+    );
     let src: SocketAddr = "192.0.2.53:5300".parse().unwrap();
 
     // 4096 /24 networks spread over the IPv4 unicast space (a fixed multiplicative sequence).

@@ -1,4 +1,4 @@
-//! Wiring: sockets, the first snapshot, the DNS server, the control plane, reloads and shutdown.
+//! Wiring: sockets, the state manager, the DNS server, the control plane and shutdown.
 //!
 //! [`run`] takes sockets that are already bound and a shutdown token, so tests hand it port-0
 //! sockets and cancel it when done. Signals are wired separately ([`watch_signals`]) so that only
@@ -8,15 +8,21 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, Source};
-use crate::control::{self, Readiness};
+use crate::config::Source;
+use crate::control::{self, ControlState, Readiness};
 use crate::dns::{DnsServer, Handler};
-use crate::state::{Publisher, Shared, Snapshot};
+use crate::metrics::Metrics;
+use crate::state::{Clock, Loaded, Manager, StateCommands, StateHandle, unix_ms};
+use crate::store::{AuditEntry, Change, Store};
+
+pub use crate::state::state_channel;
 
 /// How long in-flight queries get to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -113,70 +119,80 @@ fn bind_socket(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2
     Ok(socket)
 }
 
-/// Asks the running server to reload; answered with the new generation or the problems.
-type ReloadRequest = oneshot::Sender<Result<u64, ConfigError>>;
-
-/// Sends reload requests to a running server (SIGHUP, tests, later the control API).
-#[derive(Clone)]
-pub struct ReloadTrigger {
-    requests: mpsc::Sender<ReloadRequest>,
+/// What a server runs with besides its sockets.
+pub struct Options {
+    /// Where the configuration comes from (and reloads re-read).
+    pub source: Source,
+    /// The configuration, zones and geo database, already loaded.
+    pub loaded: Loaded,
+    /// The durable state store.
+    pub store: Store,
+    /// The control plane's clock.
+    pub clock: Clock,
+    /// Start drained (`/readyz` fails until an operator undrains).
+    pub drained: bool,
 }
 
-/// The receiving end of [`ReloadTrigger`], handed to [`run`].
-pub struct ReloadRequests {
-    requests: mpsc::Receiver<ReloadRequest>,
-}
-
-/// A connected pair of reload trigger and receiver.
-pub fn reload_channel() -> (ReloadTrigger, ReloadRequests) {
-    let (tx, rx) = mpsc::channel(4);
-    (
-        ReloadTrigger { requests: tx },
-        ReloadRequests { requests: rx },
-    )
-}
-
-impl ReloadTrigger {
-    /// Reloads configuration, zones and geo database; on success the new snapshot is serving
-    /// when this returns.
-    ///
-    /// # Errors
-    ///
-    /// The problems that kept the new configuration out (the old one keeps serving).
-    pub async fn reload(&self) -> Result<u64, ConfigError> {
-        let (tx, rx) = oneshot::channel();
-        let stopped = || ConfigError {
-            problems: vec![crate::config::Problem::new("server", "shutting down")],
-        };
-        self.requests.send(tx).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
-    }
-}
-
-/// Serves DNS from `first` on `listeners` until `shutdown` is cancelled, reloading from `source`
-/// on each request.
+/// Serves DNS and the control plane until `shutdown` is cancelled. `state` is the pair from
+/// [`state_channel`]; its handle is what tests and signals use to reload.
 ///
 /// # Errors
 ///
-/// A socket failure of the DNS server.
+/// The store cannot be read, or a socket of the DNS server failed.
 pub async fn run(
-    source: Source,
-    first: Snapshot,
+    options: Options,
     listeners: Listeners,
-    reloads: ReloadRequests,
+    state: (StateHandle, StateCommands),
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (handle, commands) = state;
     for socket in &listeners.udp {
         info!("listening for DNS/UDP on {}", socket.local_addr()?);
     }
     for listener in &listeners.tcp {
         info!("listening for DNS/TCP on {}", listener.local_addr()?);
     }
+    let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
+    let store = Arc::new(options.store);
+    let tcp_idle_timeout = options.loaded.config.server.tcp_idle_timeout;
+    let (manager, shared) = Manager::start(
+        options.source,
+        options.loaded,
+        store.clone(),
+        options.clock.clone(),
+        metrics.clone(),
+        readiness.clone(),
+    )
+    .context("reading the state store")?;
+    let mut tasks = JoinSet::new();
+    tasks.spawn(manager.run(commands, shutdown.clone()));
+    if options.drained {
+        let entry = AuditEntry {
+            unix_ms: unix_ms(options.clock.now()),
+            actor: "meridian".to_owned(),
+            role: "startup".to_owned(),
+            action: "drain-instance".to_owned(),
+            target: "instance".to_owned(),
+            detail: serde_json::json!({ "flag": "--drained" }),
+        };
+        handle
+            .apply(Change::InstanceDrain { drained: true }, entry, true)
+            .await
+            .context("draining the instance (--drained)")?;
+    }
     let control = match listeners.control {
         Some(listener) => {
             info!("listening for HTTP on {}", listener.local_addr()?);
-            let router = control::router(readiness.clone());
+            let router = control::router(ControlState {
+                shared: shared.clone(),
+                handle: handle.clone(),
+                store,
+                metrics: metrics.clone(),
+                clock: options.clock,
+                readiness: readiness.clone(),
+                limiter: Arc::default(),
+            });
             let stop = shutdown.clone().cancelled_owned();
             Some(tokio::spawn(async move {
                 axum::serve(listener, router)
@@ -186,27 +202,23 @@ pub async fn run(
         }
         None => None,
     };
-    let tcp_idle_timeout = first.loaded.config.server.tcp_idle_timeout;
-    log_published(&first);
-    let (shared, publisher) = Shared::new(first);
     let dns = DnsServer::start(
-        Handler::new(shared.clone()),
+        Handler::new(shared, metrics),
         listeners.udp,
         listeners.tcp,
         tcp_idle_timeout,
     );
-    let reloader = tokio::spawn(serve_reloads(source, publisher, reloads, shutdown.clone()));
     readiness.set(true);
 
     shutdown.cancelled().await;
     info!("shutting down");
     readiness.set(false);
-    reloader.abort();
     let stopped = async {
         let dns = dns.shutdown().await;
         if let Some(control) = control {
             control.await??;
         }
+        while tasks.join_next().await.is_some() {}
         dns
     };
     match tokio::time::timeout(SHUTDOWN_GRACE, stopped).await {
@@ -221,60 +233,12 @@ pub async fn run(
     }
 }
 
-/// The reloader: the only task that publishes snapshots.
-async fn serve_reloads(
-    source: Source,
-    publisher: Publisher,
-    mut reloads: ReloadRequests,
-    shutdown: CancellationToken,
-) {
-    while let Some(reply) = tokio::select! {
-        request = reloads.requests.recv() => request,
-        () = shutdown.cancelled() => None,
-    } {
-        let generation = publisher.current().generation + 1;
-        let source_for_build = source.clone();
-        let built =
-            tokio::task::spawn_blocking(move || Snapshot::load(&source_for_build, generation))
-                .await
-                .expect("snapshot build does not panic");
-        let outcome = match built {
-            Ok(snapshot) => {
-                log_published(&snapshot);
-                publisher.publish(snapshot);
-                Ok(generation)
-            }
-            Err(error) => {
-                warn!(source = %source, problems = error.problems.len(), "reload failed, still serving the previous configuration");
-                for problem in &error.problems {
-                    warn!("{problem}");
-                }
-                Err(error)
-            }
-        };
-        // The requester may have gone away (a signal has no one waiting); that is fine.
-        let _ = reply.send(outcome);
-    }
-}
-
-fn log_published(snapshot: &Snapshot) {
-    let (zones, names) = snapshot.loaded.catalog.summary();
-    info!(
-        generation = snapshot.generation,
-        zones,
-        names,
-        services = snapshot.loaded.config.services.len(),
-        geo = snapshot.loaded.geo.description(),
-        "snapshot published"
-    );
-}
-
 /// Turns SIGHUP into reloads and SIGTERM/SIGINT into shutdown.
 ///
 /// # Errors
 ///
 /// When the signal handlers cannot be installed.
-pub fn watch_signals(reload: ReloadTrigger, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub fn watch_signals(reload: StateHandle, shutdown: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut terminate =

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::app;
 use crate::config::Source;
-use crate::state::Snapshot;
+use crate::state::{Clock, Loaded, Snapshot};
+use crate::store::Store;
 
 /// Exit code for an invalid configuration.
 pub const EXIT_INVALID_CONFIG: u8 = 2;
@@ -50,6 +51,13 @@ pub enum Command {
         /// Control-plane HTTP listen address, replacing the configured one.
         #[arg(long, value_name = "ADDR")]
         control: Option<SocketAddr>,
+        /// Directory of the durable state (reports, drains, audit log); without it, state is
+        /// kept in memory and lost on restart.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Start drained: `/readyz` fails until an operator undrains (POST /v1/undrain).
+        #[arg(long)]
+        drained: bool,
     },
     /// Check a configuration, its zone files and geo database; exit 0 if valid, 2 if not.
     CheckConfig {
@@ -69,7 +77,17 @@ pub fn run(cli: Cli) -> ExitCode {
             config,
             dns,
             control,
-        } => serve(source_of(config), dns, control),
+            state_dir,
+            drained,
+        } => serve(
+            source_of(config),
+            Flags {
+                dns,
+                control,
+                state_dir,
+                drained,
+            },
+        ),
     }
 }
 
@@ -103,9 +121,17 @@ fn check_config(source: &Source) -> ExitCode {
     }
 }
 
-fn serve(source: Source, dns: Vec<SocketAddr>, control: Option<SocketAddr>) -> ExitCode {
-    let first = match Snapshot::load(&source, 1) {
-        Ok(snapshot) => snapshot,
+/// `serve` flags that override or add to the configuration.
+struct Flags {
+    dns: Vec<SocketAddr>,
+    control: Option<SocketAddr>,
+    state_dir: Option<PathBuf>,
+    drained: bool,
+}
+
+fn serve(source: Source, flags: Flags) -> ExitCode {
+    let loaded = match Loaded::load(&source) {
+        Ok(loaded) => loaded,
         Err(error) => {
             error!(source = %source, "invalid configuration, not starting");
             for problem in &error.problems {
@@ -115,12 +141,28 @@ fn serve(source: Source, dns: Vec<SocketAddr>, control: Option<SocketAddr>) -> E
         }
     };
     // Precedence: built-in defaults, then the file, then flags.
-    let addrs = if dns.is_empty() {
-        first.loaded.config.server.dns.clone()
+    let addrs = if flags.dns.is_empty() {
+        loaded.config.server.dns.clone()
     } else {
-        dns
+        flags.dns
     };
-    let control = control.unwrap_or(first.loaded.config.server.control);
+    let control = flags.control.unwrap_or(loaded.config.server.control);
+    let store = match &flags.state_dir {
+        Some(dir) => Store::open(dir),
+        None => {
+            warn!(
+                "no --state-dir: reports, drains and the audit log are kept in memory and lost on restart"
+            );
+            Store::in_memory()
+        }
+    };
+    let store = match store {
+        Ok(store) => store,
+        Err(error) => {
+            error!(%error, "cannot open the state store");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -132,9 +174,16 @@ fn serve(source: Source, dns: Vec<SocketAddr>, control: Option<SocketAddr>) -> E
         let mut listeners = app::Listeners::bind(&addrs)?;
         listeners.bind_control(control)?;
         let shutdown = CancellationToken::new();
-        let (trigger, requests) = app::reload_channel();
-        app::watch_signals(trigger, shutdown.clone())?;
-        app::run(source, first, listeners, requests, shutdown).await
+        let state = app::state_channel();
+        app::watch_signals(state.0.clone(), shutdown.clone())?;
+        let options = app::Options {
+            source,
+            loaded,
+            store,
+            clock: Clock::System,
+            drained: flags.drained,
+        };
+        app::run(options, listeners, state, shutdown).await
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,16 +1,61 @@
 //! The HTTP control plane (axum): the only module that speaks HTTP.
 //!
-//! Today it serves the probes a supervisor needs: `/healthz` (the process is alive) and
-//! `/readyz` (serving DNS from a published snapshot, not shutting down). Datacenter reports,
-//! drain, explain and metrics will join them here.
+//! - `api.rs`: the handlers (reports, datacenters, drain, explain, reload, configuration,
+//!   audit, metrics, probes);
+//! - `auth.rs`: bearer tokens, roles and per-token rate limits;
+//! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem.
+//!
+//! Reads come from the current snapshot; writes go to the state manager
+//! ([`crate::state::StateHandle`]), which stores and publishes them before the handler answers.
+
+mod api;
+mod auth;
+mod error;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+
+pub use auth::{Caller, Limiter, Need};
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::state::{Clock, Shared, StateHandle};
+use crate::store::Store;
+
+/// How long one control request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every route: method and path template. The OpenAPI document must describe exactly these
+/// (a test checks both ways).
+pub const ROUTES: &[(Method, &str)] = &[
+    (Method::PUT, "/v1/datacenters/{dc}/report"),
+    (Method::GET, "/v1/datacenters"),
+    (Method::GET, "/v1/datacenters/{dc}"),
+    (Method::POST, "/v1/datacenters/{dc}/drain"),
+    (Method::POST, "/v1/datacenters/{dc}/undrain"),
+    (Method::POST, "/v1/drain"),
+    (Method::POST, "/v1/undrain"),
+    (Method::GET, "/v1/explain"),
+    (Method::POST, "/v1/reload"),
+    (Method::GET, "/v1/config"),
+    (Method::GET, "/v1/config/versions"),
+    (Method::GET, "/v1/config/diff"),
+    (Method::GET, "/v1/audit"),
+    (Method::GET, "/v1/openapi.json"),
+    (Method::GET, "/metrics"),
+    (Method::GET, "/healthz"),
+    (Method::GET, "/readyz"),
+];
 
 /// Whether the server should receive traffic: serving, not drained by an operator, not
 /// shutting down.
@@ -39,22 +84,132 @@ impl Readiness {
     }
 }
 
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ControlState {
+    /// The current snapshot (reads).
+    pub shared: Shared,
+    /// The state manager (writes).
+    pub handle: StateHandle,
+    /// The store, for the audit log and configuration versions.
+    pub store: Arc<Store>,
+    /// Metrics, for `/metrics` and request counts.
+    pub metrics: Arc<Metrics>,
+    /// The control plane's clock.
+    pub clock: Clock,
+    /// `/readyz`.
+    pub readiness: Readiness,
+    /// Per-token rate limits, kept across reloads.
+    pub limiter: Arc<Limiter>,
+}
+
+/// The OpenAPI document of the control plane.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "meridian control plane", description = "Datacenter reports, drains, explanations, configuration and metrics of a meridian DNS load balancer."),
+    paths(
+        api::put_report, api::list_datacenters, api::get_datacenter, api::drain, api::undrain,
+        api::drain_instance, api::undrain_instance, api::explain, api::reload, api::get_config,
+        api::config_versions, api::config_diff, api::audit_log, openapi, api::metrics,
+        api::healthz, api::readyz
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "the OpenAPI document")))]
+async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
 /// The control plane's routes.
-pub fn router(readiness: Readiness) -> Router {
+pub fn router(state: ControlState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(readiness)
+        .route("/v1/datacenters/{dc}/report", put(api::put_report))
+        .route("/v1/datacenters", get(api::list_datacenters))
+        .route("/v1/datacenters/{dc}", get(api::get_datacenter))
+        .route("/v1/datacenters/{dc}/drain", post(api::drain))
+        .route("/v1/datacenters/{dc}/undrain", post(api::undrain))
+        .route("/v1/drain", post(api::drain_instance))
+        .route("/v1/undrain", post(api::undrain_instance))
+        .route("/v1/explain", get(api::explain))
+        .route("/v1/reload", post(api::reload))
+        .route("/v1/config", get(api::get_config))
+        .route("/v1/config/versions", get(api::config_versions))
+        .route("/v1/config/diff", get(api::config_diff))
+        .route("/v1/audit", get(api::audit_log))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(api::metrics))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Counts requests by route template (bounded) and status.
+async fn count_requests(
+    State(state): State<ControlState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|path| ROUTES.iter().find(|(_, p)| *p == path.as_str()))
+        .map_or("unmatched", |(_, p)| *p);
+    let response = next.run(request).await;
+    state.metrics.record_http(route, response.status().as_u16());
+    response
 }
 
-async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
-    if readiness.get() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes() {
+        let doc = ApiDoc::openapi();
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            for (method, operation) in [
+                ("GET", &item.get),
+                ("PUT", &item.put),
+                ("POST", &item.post),
+                ("DELETE", &item.delete),
+                ("PATCH", &item.patch),
+            ] {
+                if operation.is_some() {
+                    documented.push((method.to_owned(), path.clone()));
+                }
+            }
+        }
+        let mut routed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.as_str().to_owned(), (*p).to_owned()))
+            .collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(documented, routed);
     }
 }

@@ -13,7 +13,7 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{Config, Problem};
-use crate::geo::GeoDb;
+use crate::geo::{GeoDb, GeoHit};
 use crate::routing::{Client, DcId, RoutingTable, Scope, ServiceId, network_key};
 
 use super::edns::{ClientAddr, masked};
@@ -120,6 +120,15 @@ impl<'a> Reply<'a> {
             authorities: Section::EMPTY,
             additionals: Section::EMPTY,
             ..self
+        }
+    }
+
+    /// An authoritative NOERROR reply with `records` as its answer.
+    pub(crate) fn answer(records: &'a RecordSet) -> Self {
+        Reply {
+            authoritative: true,
+            answers: Section::one(records),
+            ..Reply::error(ResponseCode::NoError)
         }
     }
 
@@ -369,6 +378,48 @@ pub(crate) struct RoutedInfo {
     pub(crate) failed_open: bool,
 }
 
+/// A client as routing sees it, with what the scope computation needs.
+pub(crate) struct Located {
+    /// Routing's view of the client.
+    pub(crate) client: Client,
+    /// What the geo database said.
+    pub(crate) hit: GeoHit,
+    /// The prefix network-split policies hash over.
+    pub(crate) network_prefix: u8,
+}
+
+impl Located {
+    /// Locates `client` in `geo`: the same steps for DNS answers and explanations.
+    pub(crate) fn new(geo: &GeoDb, client: &ClientAddr) -> Located {
+        let hit = geo.lookup(client.ip);
+        let network_prefix = match client.ip {
+            IpAddr::V4(_) => NETWORK_PREFIX_V4,
+            IpAddr::V6(_) => NETWORK_PREFIX_V6,
+        }
+        .min(client.source_prefix);
+        Located {
+            client: Client {
+                cell: hit.cell,
+                ip: client.ip,
+                network_key: network_key(masked(client.ip, network_prefix), network_prefix),
+            },
+            hit,
+            network_prefix,
+        }
+    }
+
+    /// The ECS scope, in the client address's family, of a decision with `scope`.
+    pub(crate) fn scope(&self, scope: Scope) -> u8 {
+        match scope {
+            Scope::Global => 0,
+            Scope::Geo => self.hit.prefix_len,
+            Scope::Network => self.network_prefix,
+            Scope::GeoAndNetwork => self.hit.prefix_len.max(self.network_prefix),
+            Scope::Prefix(prefix) => prefix,
+        }
+    }
+}
+
 /// The addresses of a service for this client, and the ECS scope they hold for.
 fn route<'a>(
     answers: &'a Answers,
@@ -378,27 +429,9 @@ fn route<'a>(
     qtype: RecordType,
     client: &ClientAddr,
 ) -> Routed<'a> {
-    let hit = geo.lookup(client.ip);
-    let network_prefix = match client.ip {
-        IpAddr::V4(_) => NETWORK_PREFIX_V4,
-        IpAddr::V6(_) => NETWORK_PREFIX_V6,
-    }
-    .min(client.source_prefix);
-    let decision = routing.resolve(
-        service,
-        &Client {
-            cell: hit.cell,
-            ip: client.ip,
-            network_key: network_key(masked(client.ip, network_prefix), network_prefix),
-        },
-    );
-    let scope = match decision.scope {
-        Scope::Global => 0,
-        Scope::Geo => hit.prefix_len,
-        Scope::Network => network_prefix,
-        Scope::GeoAndNetwork => hit.prefix_len.max(network_prefix),
-        Scope::Prefix(prefix) => prefix,
-    };
+    let located = Located::new(geo, client);
+    let decision = routing.resolve(service, &located.client);
+    let scope = located.scope(decision.scope);
     let info = RoutedInfo {
         service,
         first: decision.datacenters.first().copied(),

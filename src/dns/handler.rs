@@ -12,21 +12,31 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+
+use crate::metrics::{Metrics, QueryType, Rcode};
 use crate::state::{Shared, Snapshot};
 
 use super::answer::{Question, Reply};
 use super::edns::{ClientAddr, opt_wire_len, response_opt};
+use super::explain::{EXPLAIN_LABEL, explain_client, txt_records};
+use super::rrset::RecordSet;
 
 /// Answers DNS queries from the current snapshot.
 #[derive(Clone)]
 pub struct Handler {
     state: Shared,
+    /// Shared, not locked: every handle the query path touches is an atomic.
+    metrics: Arc<Metrics>,
 }
 
 impl Handler {
-    /// A handler reading snapshots from `state`.
-    pub fn new(state: Shared) -> Self {
-        Handler { state }
+    /// A handler reading snapshots from `state` and counting into `metrics`.
+    pub fn new(state: Shared, metrics: Arc<Metrics>) -> Self {
+        Handler { state, metrics }
     }
 }
 
@@ -37,6 +47,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let started = Instant::now();
         // One snapshot for the whole query: every record sent comes from this consistent view.
         let snapshot = self.state.load();
         let catalog = &snapshot.loaded.catalog;
@@ -44,7 +55,27 @@ impl RequestHandler for Handler {
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
         let client = ClientAddr::from_query(request_edns, request.src().ip());
-        let reply = decide(request, &snapshot, client.as_ref().ok());
+        // `_explain.` answers are built for this query alone; they live here.
+        let explanation: RecordSet;
+        let reply = match explain_target(request, &snapshot, client.as_ref().ok()) {
+            Some(Ok(records)) => {
+                explanation = RecordSet::new(records);
+                Reply::answer(&explanation)
+            }
+            Some(Err(rcode)) => Reply::error(rcode),
+            None => decide(request, &snapshot, client.as_ref().ok()),
+        };
+        if let Some(routed) = reply.routed {
+            let counters = &snapshot.loaded.counters;
+            if let Some(first) = routed.first {
+                counters
+                    .answers
+                    .inc(usize::from(routed.service.0), usize::from(first.0));
+            }
+            if routed.failed_open {
+                counters.failed_open.inc(usize::from(routed.service.0));
+            }
+        }
         metadata.authoritative = reply.authoritative;
         metadata.response_code = reply.rcode;
 
@@ -84,7 +115,18 @@ impl RequestHandler for Handler {
             std::iter::empty(),
             reply.additionals.iter(),
         );
-        match response_handle.send_response(response).await {
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(0, |q| u16::from(q.query_type()));
+        let sent = response_handle.send_response(response).await;
+        self.metrics.record_query(
+            QueryType::from_code(qtype),
+            Rcode::from_code(u16::from(metadata.response_code)),
+            started.elapsed().as_secs_f64(),
+        );
+        match sent {
             Ok(info) => info,
             Err(error) => {
                 debug!(%error, src = %request.src(), "failed to send response");
@@ -140,6 +182,37 @@ fn fits<'q>(
         Ok(info) => !info.truncation,
         Err(_) => false,
     }
+}
+
+/// For a `_explain.<name>` TXT query: the explanation's records, or REFUSED for a client
+/// outside `control.explain_allow`. `None` for every other query.
+fn explain_target(
+    request: &Request,
+    snapshot: &Snapshot,
+    client: Option<&ClientAddr>,
+) -> Option<Result<Vec<Record>, ResponseCode>> {
+    let query = request.queries.queries().first()?;
+    if query.query_type() != RecordType::TXT
+        || query.query_class() != DNSClass::IN
+        || request.queries.len() != 1
+        || request.metadata.op_code != OpCode::Query
+    {
+        return None;
+    }
+    let name = query.name();
+    let first = Name::from(name.clone()).iter().next()?.to_ascii_lowercase();
+    if first != EXPLAIN_LABEL {
+        return None;
+    }
+    let control = &snapshot.loaded.config.control;
+    if !control.explain_allowed(request.src().ip()) {
+        return Some(Err(ResponseCode::Refused));
+    }
+    let Some(client) = client else {
+        return Some(Err(ResponseCode::FormErr));
+    };
+    let explanation = explain_client(snapshot, &name.base_name(), RecordType::A, client);
+    Some(Ok(txt_records(query.original().name(), &explanation)))
 }
 
 /// The reply to a request: header-level errors first, then the catalog's answer.

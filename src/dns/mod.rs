@@ -6,10 +6,12 @@
 //! - `routed.rs` prepares the records of every routing outcome;
 //! - `zone.rs` holds static zone data parsed from master files;
 //! - `rrset.rs` keeps record sets with their wire size, for the truncation decision;
+//! - `explain.rs` explains a query (HTTP and `_explain.` TXT) by running it;
 //! - `edns.rs` reads EDNS Client Subnet and builds the response's OPT record.
 
 mod answer;
 mod edns;
+mod explain;
 mod handler;
 mod routed;
 mod rrset;
@@ -17,6 +19,7 @@ mod server;
 mod zone;
 
 pub use answer::Catalog;
+pub use explain::{ExplainError, QueryExplanation, explain_query};
 pub use handler::Handler;
 pub use routed::Answers;
 pub use server::DnsServer;

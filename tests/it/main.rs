@@ -17,6 +17,7 @@ mod mmdb_fixture;
 mod answers;
 mod cli;
 mod client;
+mod control;
 mod ecs;
 mod listeners;
 mod reload;

@@ -9,9 +9,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Once;
 
-use meridian::app::{self, Listeners, ReloadTrigger};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use meridian::app::{self, Listeners};
 use meridian::config::{ConfigError, Source};
-use meridian::state::Snapshot;
+use meridian::state::{Clock, Loaded, StateHandle};
+use meridian::store::Store;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +64,30 @@ services:
 /// The shipped example zone.
 pub(crate) const ZONE: &str = include_str!("../../zones/example.com.zone");
 
+/// How to start a test server.
+pub(crate) struct Setup {
+    config: String,
+    zone: String,
+    /// Keep state in this directory (to restart on it); default in memory.
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Start drained.
+    pub(crate) drained: bool,
+    clock: Clock,
+}
+
+impl Setup {
+    /// A server on `config_yaml` and `zone_text`, state in memory, a manual clock.
+    pub(crate) fn new(config_yaml: &str, zone_text: &str) -> Setup {
+        Setup {
+            config: config_yaml.to_owned(),
+            zone: zone_text.to_owned(),
+            state_dir: None,
+            drained: false,
+            clock: Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+        }
+    }
+}
+
 /// A running in-process server and the directory it reads from.
 pub(crate) struct TestServer {
     /// DNS/UDP on 127.0.0.1.
@@ -68,8 +96,12 @@ pub(crate) struct TestServer {
     pub(crate) tcp: SocketAddr,
     /// DNS/UDP on [::1].
     pub(crate) udp6: SocketAddr,
+    /// The control plane's HTTP address.
+    pub(crate) http: SocketAddr,
+    /// The control plane's clock: it moves only when a test advances it.
+    pub(crate) clock: Clock,
     dir: tempfile::TempDir,
-    reload: ReloadTrigger,
+    state: StateHandle,
     shutdown: CancellationToken,
     /// `None` once `stop` has awaited it.
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -82,48 +114,81 @@ impl TestServer {
     /// Panics when the configuration does not load: a test that wants a load error calls
     /// `Snapshot::load` or the binary instead.
     pub(crate) async fn start(config_yaml: &str, zone_text: &str) -> TestServer {
+        TestServer::launch(Setup::new(config_yaml, zone_text)).await
+    }
+
+    /// Starts a server as `setup` says.
+    pub(crate) async fn launch(setup: Setup) -> TestServer {
         init_tracing();
         let dir = tempfile::tempdir().expect("create a temporary directory");
-        std::fs::write(dir.path().join(CONFIG_FILE), config_yaml).expect("write the config");
-        std::fs::write(dir.path().join(ZONE_FILE), zone_text).expect("write the zone");
+        std::fs::write(dir.path().join(CONFIG_FILE), &setup.config).expect("write the config");
+        std::fs::write(dir.path().join(ZONE_FILE), &setup.zone).expect("write the zone");
         std::fs::write(dir.path().join(GEO_FILE), mmdb_fixture::standard())
             .expect("write the geo database");
 
         let source = Source::File(dir.path().join(CONFIG_FILE));
-        let snapshot = match Snapshot::load(&source, 1) {
-            Ok(snapshot) => snapshot,
+        let loaded = match Loaded::load(&source) {
+            Ok(loaded) => loaded,
             Err(error) => panic!("test configuration does not load:\n{error}"),
+        };
+        let store = match &setup.state_dir {
+            Some(state_dir) => Store::open(state_dir).expect("open the state store"),
+            None => Store::in_memory().expect("in-memory store"),
         };
         let addrs: [SocketAddr; 2] = [
             "127.0.0.1:0".parse().expect("literal address"),
             "[::1]:0".parse().expect("literal address"),
         ];
-        let listeners = bind(&addrs);
+        let mut listeners = bind(&addrs);
+        listeners
+            .bind_control("127.0.0.1:0".parse().expect("literal address"))
+            .expect("bind the control plane on loopback");
+        let http = listeners
+            .control
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .expect("bound HTTP listener");
         let udp = listeners.udp[0].local_addr().expect("bound UDP socket");
         let tcp = listeners.tcp[0].local_addr().expect("bound TCP listener");
         let udp6 = listeners.udp[1].local_addr().expect("bound UDP socket");
         assert_eq!(udp.port(), tcp.port(), "UDP and TCP share one port");
 
-        let (reload, requests) = app::reload_channel();
+        let state = app::state_channel();
+        let handle = state.0.clone();
         let shutdown = CancellationToken::new();
+        let options = app::Options {
+            source,
+            loaded,
+            store,
+            clock: setup.clock.clone(),
+            drained: setup.drained,
+        };
         // The sockets are bound already, so queries sent before the task first runs wait in the
         // socket buffers: no readiness polling is needed.
-        let task = tokio::spawn(app::run(
-            source,
-            snapshot,
-            listeners,
-            requests,
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(app::run(options, listeners, state, shutdown.clone()));
         TestServer {
             udp,
             tcp,
             udp6,
+            http,
+            clock: setup.clock,
             dir,
-            reload,
+            state: handle,
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// Moves the control plane's clock forward and has the server re-judge report freshness
+    /// (as its once-a-second tick would); returns the generation serving afterwards.
+    pub(crate) async fn advance(&self, by: Duration) -> u64 {
+        self.clock.advance(by);
+        self.state.refresh().await
+    }
+
+    /// A URL on the control plane.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
     }
 
     /// Starts a server on the example configuration and zone.
@@ -133,7 +198,7 @@ impl TestServer {
 
     /// Asks the running server to reload its directory; on `Ok` the new snapshot is serving.
     pub(crate) async fn reload(&self) -> Result<u64, ConfigError> {
-        self.reload.reload().await
+        self.state.reload().await
     }
 
     /// Replaces the configuration file (takes effect at the next reload).
@@ -156,7 +221,7 @@ impl TestServer {
         self.shutdown.cancel();
         let task = self.task.take().expect("stop is called once");
         // app::run bounds its own drain by SHUTDOWN_GRACE; allow a little more on top.
-        let grace = app::SHUTDOWN_GRACE + std::time::Duration::from_secs(5);
+        let grace = app::SHUTDOWN_GRACE + Duration::from_secs(5);
         tokio::time::timeout(grace, task)
             .await
             .expect("app::run returns within its shutdown grace")
