@@ -136,8 +136,15 @@ struct Server {
 }
 
 impl Server {
+    /// Starts `meridian serve args..`, with the control plane on an ephemeral loopback port
+    /// unless `args` choose one.
     fn start(args: &[&str]) -> Server {
-        let mut guard = Guard::spawn(meridian().arg("serve").args(args).stdout(Stdio::null()));
+        let mut command = meridian();
+        command.arg("serve").args(args).stdout(Stdio::null());
+        if !args.contains(&"--control") {
+            command.args(["--control", "127.0.0.1:0"]);
+        }
+        let mut guard = Guard::spawn(&mut command);
         let stderr = guard.child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -158,15 +165,18 @@ impl Server {
     /// Starts `meridian serve args..` and waits for its DNS/UDP address, from the startup line
     /// `listening for DNS/UDP on ADDR`.
     fn serve(args: &[&str]) -> (Server, SocketAddr) {
-        const PREFIX: &str = "listening for DNS/UDP on ";
         let mut server = Server::start(args);
-        let line = server.wait_for("announcing DNS/UDP", |line| line.contains(PREFIX));
-        let rest = &line[line.find(PREFIX).expect("matched above") + PREFIX.len()..];
-        let addr = rest.split_whitespace().next().unwrap_or_default();
-        let addr = addr
-            .parse()
-            .unwrap_or_else(|_| panic!("no address in {line:?}"));
+        let addr = server.address("listening for DNS/UDP on ");
         (server, addr)
+    }
+
+    /// Waits for the log line `PREFIX ADDR` and returns ADDR.
+    fn address(&mut self, prefix: &str) -> SocketAddr {
+        let line = self.wait_for(prefix, |line| line.contains(prefix));
+        let rest = &line[line.find(prefix).expect("matched above") + prefix.len()..];
+        let addr = rest.split_whitespace().next().unwrap_or_default();
+        addr.parse()
+            .unwrap_or_else(|_| panic!("no address in {line:?}"))
     }
 
     /// Waits (bounded) for a log line satisfying `wanted` and returns it.
@@ -374,4 +384,70 @@ async fn serve_reloads_on_sighup() {
 
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "log:\n{}", server.log.join("\n"));
+}
+
+#[tokio::test]
+async fn a_killed_server_restarts_from_its_stored_state() {
+    let dir = config_dir(&crate::control::config());
+    let path = dir.path().join(CONFIG_FILE);
+    let state_dir = dir.path().join("state");
+    let args = [
+        "--config",
+        path.to_str().unwrap(),
+        "--dns",
+        "127.0.0.1:0",
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+    ];
+    let london = || Ask::new("www.example.com", RecordType::A).ecs("81.2.69.0/24");
+    let (mut server, udp) = Server::serve(&args);
+    let http = server.address("listening for HTTP on ");
+    let client = reqwest::Client::new();
+    let response = client
+        .put(format!("http://{http}/v1/datacenters/eu-west/report"))
+        .bearer_auth("example-eu-west-token")
+        .json(
+            &serde_json::json!({"healthy": false, "capacity": 100, "load": 0, "ttl_seconds": 3600}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        a_records(&london().udp(udp).await),
+        [Ipv4Addr::new(192, 0, 2, 1)]
+    );
+
+    // kill -9: no shutdown, no flush beyond what each accepted write already committed.
+    server.guard.signal("KILL");
+    server.guard.wait();
+
+    let (mut server, udp) = Server::serve(&args);
+    let http = server.address("listening for HTTP on ");
+    // The very first answer already avoids eu-west.
+    assert_eq!(
+        a_records(&london().udp(udp).await),
+        [Ipv4Addr::new(192, 0, 2, 1)]
+    );
+    let view: serde_json::Value = client
+        .get(format!("http://{http}/v1/datacenters/eu-west"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["healthy"], false, "{view}");
+    assert_eq!(view["unverified"], true, "{view}");
+    let audit: serde_json::Value = client
+        .get(format!("http://{http}/v1/audit"))
+        .bearer_auth("example-operator-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
+    assert_eq!(server.terminate().code(), Some(0));
 }

@@ -14,7 +14,7 @@ use crate::client::{Ask, a_records, reply_ecs, txt_strings};
 use crate::support::{CONFIG, Setup, TestServer, ZONE};
 
 /// The test configuration plus a capacity-aware service and the example's tokens.
-fn config() -> String {
+pub(crate) fn config() -> String {
     let tokens = meridian::config::EXAMPLE_CONFIG
         .split_once("\ncontrol:\n")
         .expect("the example has a control section")
