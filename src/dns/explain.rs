@@ -13,6 +13,7 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
 use crate::geo::Location;
+use crate::metrics::Rcode;
 use crate::routing::{self, Explanation};
 use crate::state::Snapshot;
 
@@ -135,7 +136,7 @@ pub(crate) fn explain_client(
         (id, explanation)
     });
     QueryExplanation {
-        rcode: reply.rcode.to_str().to_owned(),
+        rcode: Rcode::from_code(u16::from(reply.rcode)).label().to_owned(),
         answers: reply.answers.iter().map(Record::to_string).collect(),
         client: client.ip,
         from_ecs: client.ecs.is_some_and(|e| e.source_prefix() > 0),
@@ -188,9 +189,9 @@ pub(crate) fn txt_lines(explanation: &QueryExplanation) -> Vec<String> {
     ));
     if let Some((service, routing)) = &explanation.routing {
         lines.push(format!(
-            "service {service} policy {} basis {:?}{}",
+            "service {service} policy {} basis {}{}",
             routing.policy,
-            routing.basis,
+            format!("{:?}", routing.basis).to_lowercase(),
             if routing.failed_open {
                 " FAILED OPEN"
             } else {
