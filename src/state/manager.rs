@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, Problem, Source};
+use crate::config::{Config, ConfigError, Problem, Source};
 use crate::control::Readiness;
 use crate::metrics::{DcStateLabel, Metrics};
-use crate::routing::{ServiceId, Standing};
+use crate::routing::{DcState, ServiceId, Standing};
 use crate::store::{AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError};
 
 use super::live::{Clock, LiveState, unix_ms};
@@ -357,6 +357,12 @@ impl Manager {
             }
         }
         self.metrics.set_generation(snapshot.generation);
+        // Failing open is counted per query; say it once per snapshot in the log.
+        for (s, service) in config.services.iter().enumerate() {
+            if !has_eligible(config, &snapshot.states, ServiceId(s as u16)) {
+                warn!(service = %service.id, all_down = ?service.all_down, "every datacenter of the service is ineligible");
+            }
+        }
         self.readiness.set_drained(snapshot.live.instance_drained);
         self.update_gauges(&snapshot.loaded, &snapshot.live, snapshot.built_at);
         let (zones, names) = snapshot.loaded.catalog.summary();
@@ -442,6 +448,20 @@ fn refuse_last_drain(
         }
     }
     Ok(())
+}
+
+/// Whether any datacenter of `service` is eligible in `states`.
+fn has_eligible(config: &Config, states: &[DcState], id: ServiceId) -> bool {
+    let service = &config.services[usize::from(id.0)];
+    service.pools.iter().any(|pool| {
+        Standing::of(
+            &config.datacenters[pool.datacenter],
+            &states[pool.datacenter],
+            id,
+            service,
+        )
+        .is_eligible()
+    })
 }
 
 fn with_counters(mut loaded: Loaded, metrics: &Metrics) -> Loaded {
