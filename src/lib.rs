@@ -6,6 +6,8 @@
 //! - [`geo`]: client location from a MaxMind-format database (the only `maxminddb` user);
 //! - [`routing`]: the pure routing core, rankings precomputed per geo cell;
 //! - [`state`]: the immutable [`state::Snapshot`] and its lock-free shared handle;
+//! - [`directory`]: the user directory's pure core (hash buckets, pins, serving rules);
+//! - [`store`]: the durable state (redb); [`metrics`]: Prometheus;
 //! - [`dns`]: everything that speaks DNS (the only `hickory` user);
 //! - [`control`]: the HTTP control plane (the only `axum` user).
 #![deny(unsafe_code)]
@@ -14,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod directory;
 pub mod dns;
 pub mod geo;
 pub mod metrics;

@@ -43,6 +43,33 @@ pub const CONFIG_RELOADS_TOTAL: &str = "meridian_config_reloads_total";
 pub const CONTROL_REQUESTS_TOTAL: &str = "meridian_control_requests_total";
 /// Generation of the snapshot currently serving queries.
 pub const SNAPSHOT_GENERATION: &str = "meridian_snapshot_generation";
+/// User directory lookups (HTTP and DNS), by where the placement came from and why the serving
+/// datacenter was chosen.
+pub const DIRECTORY_LOOKUPS_TOTAL: &str = "meridian_directory_lookups_total";
+/// User directory lookups served from the replica because the home was ineligible.
+pub const DIRECTORY_FAILOVERS_TOTAL: &str = "meridian_directory_failovers_total";
+/// Users pinned in the directory.
+pub const DIRECTORY_PINS: &str = "meridian_directory_pins";
+
+/// Where a directory lookup's placement came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupSource {
+    /// The user's hash bucket.
+    Bucket,
+    /// A per-user pin.
+    Pin,
+}
+
+/// Why a directory lookup chose its serving datacenter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupReason {
+    /// The home datacenter is eligible.
+    Home,
+    /// The home is not; the replica is.
+    Replica,
+    /// Neither is; the home serves anyway.
+    Fallback,
+}
 
 /// Upper bounds of the query duration histogram: 10 µs to 100 ms in 1-2.5-5 steps.
 ///
@@ -344,6 +371,13 @@ pub struct Metrics {
     control_requests: IntCounterVec,
     /// See [`SNAPSHOT_GENERATION`].
     generation: IntGauge,
+    /// Directory lookups indexed `[LookupSource as usize][LookupReason as usize]`, resolved at
+    /// construction (lookups are hot).
+    lookups: [[IntCounter; 3]; 2],
+    /// See [`DIRECTORY_FAILOVERS_TOTAL`].
+    failovers: IntCounter,
+    /// See [`DIRECTORY_PINS`].
+    pins: IntGauge,
     /// Serializes [`Metrics::render`] with the multi-series updates (`set_datacenter_state`,
     /// `forget_datacenter`, `forget_service`), so a scrape never sees a datacenter in two states
     /// or in none. A `Mutex` because both sides are control-plane work and the sections are
@@ -463,6 +497,36 @@ impl Metrics {
         .expect("valid metric name");
         register(&registry, &generation);
 
+        let lookups_vec = IntCounterVec::new(
+            Opts::new(
+                DIRECTORY_LOOKUPS_TOTAL,
+                "User directory lookups, by placement source and serving reason.",
+            ),
+            &["source", "reason"],
+        )
+        .expect("valid metric name and labels");
+        let lookups = std::array::from_fn(|source| {
+            std::array::from_fn(|reason| {
+                child(
+                    &lookups_vec,
+                    &[
+                        ["bucket", "pin"][source],
+                        ["home", "replica", "fallback"][reason],
+                    ],
+                )
+            })
+        });
+        register(&registry, &lookups_vec);
+        let failovers = IntCounter::new(
+            DIRECTORY_FAILOVERS_TOTAL,
+            "User directory lookups served from the replica because the home was ineligible.",
+        )
+        .expect("valid metric name");
+        register(&registry, &failovers);
+        let pins = IntGauge::new(DIRECTORY_PINS, "Users pinned in the directory.")
+            .expect("valid metric name");
+        register(&registry, &pins);
+
         Metrics {
             registry,
             queries,
@@ -476,8 +540,24 @@ impl Metrics {
             reloads_failed,
             control_requests,
             generation,
+            lookups,
+            failovers,
+            pins,
             scrape: Mutex::new(()),
         }
+    }
+
+    /// Records one directory lookup. Lookup path: no lock.
+    pub fn record_lookup(&self, source: LookupSource, reason: LookupReason) {
+        self.lookups[source as usize][reason as usize].inc();
+        if reason == LookupReason::Replica {
+            self.failovers.inc();
+        }
+    }
+
+    /// Sets the number of pinned users.
+    pub fn set_pins(&self, pins: u64) {
+        self.pins.set(i64::try_from(pins).unwrap_or(i64::MAX));
     }
 
     /// Records one answered query and how long it took to handle. Query path: no lock.

@@ -6,6 +6,7 @@
 //! done here: see `state::load`.
 
 mod control;
+mod directory;
 mod policy;
 pub mod raw;
 mod source;
@@ -17,6 +18,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 pub use control::{ControlConfig, RateLimit, Role, TokenConfig};
+pub use directory::{DirectoryConfig, Frontends};
 pub use policy::{AllDown, ClientRule, MetricWeights, Watermarks};
 pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Source};
 
@@ -79,6 +81,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// The control plane.
     pub control: ControlConfig,
+    /// The user directory, if configured.
+    pub directory: Option<DirectoryConfig>,
 }
 
 /// The `server` section, validated.
@@ -243,6 +247,9 @@ impl Config {
         let datacenters = validate_datacenters(raw.datacenters, &mut problems);
         let services = validate_services(raw.services, &datacenters, &zones, &mut problems);
         let control = control::validate_control(raw.control, &datacenters, &mut problems);
+        let directory = raw
+            .directory
+            .map(|d| directory::validate_directory(d, &datacenters, &zones, &mut problems));
         // Datacenters and services are numbered with u16 on the query path.
         if datacenters.len() > usize::from(u16::MAX) {
             problems.push(Problem::new("datacenters", "at most 65535 datacenters"));
@@ -258,6 +265,7 @@ impl Config {
                 datacenters,
                 services,
                 control,
+                directory,
             })
         } else {
             Err(ConfigError { problems })
@@ -580,7 +588,7 @@ fn validate_pools(
     pools
 }
 
-fn parse_addresses<T: std::str::FromStr>(
+pub(super) fn parse_addresses<T: std::str::FromStr>(
     pool_path: &str,
     field: &str,
     family: &str,

@@ -63,6 +63,44 @@ pub struct RawConfig {
     /// The control plane: report freshness, limits and access tokens.
     #[serde(default)]
     pub control: RawControl,
+    /// The user directory (which datacenter holds a user's data); absent: no directory.
+    pub directory: Option<RawDirectory>,
+}
+
+/// Default share of users a bulk import, restore or bucket move may change unconfirmed.
+pub const DEFAULT_CHANGE_LIMIT: f64 = 0.10;
+/// Default TTL of directory answers over DNS.
+pub const DEFAULT_DIRECTORY_TTL: u32 = 30;
+/// Default largest directory import or restore body, in bytes.
+pub const DEFAULT_IMPORT_LIMIT_BYTES: usize = 1 << 30;
+
+/// The `directory` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectory {
+    /// Number of hash buckets, a power of two; default 4096. Sets the initial layout only: once
+    /// stored, the bucket map is changed through the API.
+    pub buckets: Option<u32>,
+    /// Datacenters of the initial layout (bucket b: home = b mod n, replica = the next);
+    /// default every datacenter, in configuration order.
+    pub datacenters: Option<Vec<String>>,
+    /// DNS name under which `<user>.<zone_name>` is answered; absent: no DNS access.
+    pub zone_name: Option<String>,
+    /// Networks (CIDR) allowed to query the directory over DNS; default loopback.
+    pub allow: Option<Vec<String>>,
+    /// Share of users an import, restore or bucket move may change without `confirm`; default
+    /// [`DEFAULT_CHANGE_LIMIT`].
+    pub change_limit: Option<f64>,
+    /// TTL of DNS answers; default [`DEFAULT_DIRECTORY_TTL`].
+    pub ttl: Option<u32>,
+    /// How long a stale datacenter keeps its last known state; default
+    /// [`DEFAULT_STALENESS_GRACE_SECONDS`].
+    pub staleness_grace_seconds: Option<u32>,
+    /// Largest import or restore body; default [`DEFAULT_IMPORT_LIMIT_BYTES`].
+    pub import_limit_bytes: Option<usize>,
+    /// Frontend addresses per datacenter, answered as A/AAAA at `<user>.<zone_name>`.
+    #[serde(default)]
+    pub frontends: IndexMap<String, RawPool>,
 }
 
 /// The `control` section.

@@ -68,7 +68,7 @@ pub(crate) struct DrainBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Accepted {
     /// The snapshot generation now serving, which includes the write.
-    generation: u64,
+    pub(super) generation: u64,
     /// The audit log sequence is kept by the store; this echoes what was done.
     action: String,
     /// What it was done to.
@@ -205,7 +205,7 @@ pub(crate) struct AuditView {
 }
 
 /// Authenticates, rate-limits and authorizes a write.
-fn admit(
+pub(super) fn admit(
     state: &ControlState,
     snapshot: &Snapshot,
     headers: &HeaderMap,
@@ -220,7 +220,7 @@ fn admit(
 
 /// Reads a JSON body of at most the configured size; an empty body is `T::default()` when
 /// `empty_ok`.
-async fn read_json<T: for<'de> Deserialize<'de>>(
+pub(super) async fn read_json<T: for<'de> Deserialize<'de>>(
     body: Body,
     limit: usize,
     empty: Option<T>,
@@ -237,7 +237,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
         .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
 }
 
-fn audit(
+pub(super) fn audit(
     caller: &Caller,
     action: &str,
     target: &str,
@@ -254,7 +254,7 @@ fn audit(
     }
 }
 
-fn applied(
+pub(super) fn applied(
     result: Result<u64, ApplyError>,
     action: &str,
     target: &str,

@@ -31,6 +31,8 @@ pub enum Need<'a> {
     Operator,
     /// The datacenter's own token, or an operator.
     ReportFor(&'a str),
+    /// A frontend or an operator: reading the user directory.
+    Directory,
 }
 
 /// Per-token rate limiting.
@@ -132,6 +134,7 @@ impl Caller {
         let allowed = match (&self.role, need) {
             (Role::Operator, _) => true,
             (Role::Datacenter(own), Need::ReportFor(dc)) => own == dc,
+            (Role::Frontend, Need::Directory) => true,
             _ => false,
         };
         if allowed {
@@ -140,6 +143,10 @@ impl Caller {
             Err(ApiError::forbidden(match need {
                 Need::Operator => format!(
                     "token {:?} ({}) is not an operator token",
+                    self.name, self.role
+                ),
+                Need::Directory => format!(
+                    "token {:?} ({}) may not read the user directory (frontend or operator)",
                     self.name, self.role
                 ),
                 Need::ReportFor(dc) => format!(

@@ -3,6 +3,7 @@
 //! - `api.rs`: the handlers (reports, datacenters, drain, explain, reload, configuration,
 //!   audit, metrics, probes);
 //! - `auth.rs`: bearer tokens, roles and per-token rate limits;
+//! - `users.rs`: the user directory (lookups, pins, bucket moves, import, export, restore);
 //! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem.
 //!
 //! Reads come from the current snapshot; writes go to the state manager
@@ -11,6 +12,7 @@
 mod api;
 mod auth;
 mod error;
+mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +53,14 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/config/versions"),
     (Method::GET, "/v1/config/diff"),
     (Method::GET, "/v1/audit"),
+    (Method::GET, "/v1/users/{id}"),
+    (Method::PUT, "/v1/users/{id}/pin"),
+    (Method::DELETE, "/v1/users/{id}/pin"),
+    (Method::GET, "/v1/directory"),
+    (Method::POST, "/v1/directory/buckets"),
+    (Method::POST, "/v1/directory/import"),
+    (Method::GET, "/v1/directory/export"),
+    (Method::POST, "/v1/directory/restore"),
     (Method::GET, "/v1/openapi.json"),
     (Method::GET, "/metrics"),
     (Method::GET, "/healthz"),
@@ -110,7 +120,9 @@ pub struct ControlState {
     paths(
         api::put_report, api::list_datacenters, api::get_datacenter, api::drain, api::undrain,
         api::drain_instance, api::undrain_instance, api::explain, api::reload, api::get_config,
-        api::config_versions, api::config_diff, api::audit_log, openapi, api::metrics,
+        api::config_versions, api::config_diff, api::audit_log, users::get_user, users::pin,
+        users::unpin, users::summary, users::move_buckets, users::import, users::export,
+        users::restore, openapi, api::metrics,
         api::healthz, api::readyz
     ),
     modifiers(&BearerAuth)
@@ -152,6 +164,13 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/config/versions", get(api::config_versions))
         .route("/v1/config/diff", get(api::config_diff))
         .route("/v1/audit", get(api::audit_log))
+        .route("/v1/users/{id}", get(users::get_user))
+        .route("/v1/users/{id}/pin", put(users::pin).delete(users::unpin))
+        .route("/v1/directory", get(users::summary))
+        .route("/v1/directory/buckets", post(users::move_buckets))
+        .route("/v1/directory/import", post(users::import))
+        .route("/v1/directory/export", get(users::export))
+        .route("/v1/directory/restore", post(users::restore))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))

@@ -40,6 +40,8 @@ pub struct Catalog {
     hostname_bind: ChaosName,
     identity: Vec<u8>,
     max_udp_payload: u16,
+    /// `directory.zone_name`: `<user>.<this>` is answered from the user directory.
+    directory_zone: Option<LowerName>,
 }
 
 #[derive(Debug)]
@@ -132,6 +134,18 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// An authoritative negative reply (NXDOMAIN or NODATA) with the zone's SOA.
+    pub(crate) fn negative(rcode: ResponseCode, soa: Option<&'a RecordSet>) -> Self {
+        let mut reply = Reply {
+            authoritative: true,
+            ..Reply::error(rcode)
+        };
+        if let Some(soa) = soa {
+            reply.authorities = Section::one(soa);
+        }
+        reply
+    }
+
     /// A reply with only a status: no records, not authoritative.
     pub(crate) fn error(rcode: ResponseCode) -> Self {
         Reply {
@@ -188,7 +202,28 @@ impl Catalog {
             hostname_bind: ChaosName::new("hostname.bind.", identity),
             identity: identity.as_bytes().to_vec(),
             max_udp_payload: config.server.max_udp_payload,
+            directory_zone: config
+                .directory
+                .as_ref()
+                .and_then(|d| d.zone_name.as_ref())
+                .map(|zone| {
+                    LowerName::new(&Name::from_ascii(format!("{zone}.")).expect("validated name"))
+                }),
         })
+    }
+
+    /// The user label of `name` when `name` is `<label>.<directory zone>`.
+    pub(crate) fn directory_label<'n>(&self, name: &'n LowerName) -> Option<&'n [u8]> {
+        let zone = self.directory_zone.as_ref()?;
+        if name.num_labels() != zone.num_labels() + 1 || !zone.zone_of(name) {
+            return None;
+        }
+        name.iter().next()
+    }
+
+    /// The negative-answer SOA of the zone holding `name`.
+    pub(crate) fn negative_soa(&self, name: &LowerName) -> Option<&RecordSet> {
+        self.zone_of(name).map(|zone| &zone.negative_soa)
     }
 
     /// The NSID payload (RFC 5001).

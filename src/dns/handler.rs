@@ -15,10 +15,13 @@ use tracing::debug;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::op::LowerQuery;
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 
+use crate::directory::label_to_id;
 use crate::metrics::{Metrics, QueryType, Rcode};
-use crate::state::{Shared, Snapshot};
+use crate::state::{Shared, Snapshot, reason_label, source_label};
 
 use super::answer::{Question, Reply};
 use super::edns::{ClientAddr, opt_wire_len, response_opt};
@@ -55,14 +58,20 @@ impl RequestHandler for Handler {
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
         let client = ClientAddr::from_query(request_edns, request.src().ip());
-        // `_explain.` answers are built for this query alone; they live here.
-        let explanation: RecordSet;
-        let reply = match explain_target(request, &snapshot, client.as_ref().ok()) {
-            Some(Ok(records)) => {
-                explanation = RecordSet::new(records);
-                Reply::answer(&explanation)
+        // `_explain.` and user directory answers are built for this query alone; they live here.
+        let built: RecordSet;
+        let reply = match explain_target(request, &snapshot, client.as_ref().ok())
+            .or_else(|| self.directory_answer(request, &snapshot))
+        {
+            Some(Built::Records(records)) => {
+                built = RecordSet::new(records);
+                Reply::answer(&built)
             }
-            Some(Err(rcode)) => Reply::error(rcode),
+            Some(Built::Negative(rcode)) => {
+                let name = request.queries.queries()[0].name();
+                Reply::negative(rcode, snapshot.loaded.catalog.negative_soa(name))
+            }
+            Some(Built::Error(rcode)) => Reply::error(rcode),
             None => decide(request, &snapshot, client.as_ref().ok()),
         };
         if let Some(routed) = reply.routed {
@@ -184,35 +193,106 @@ fn fits<'q>(
     }
 }
 
+/// An answer built for one query (explanations, the user directory).
+enum Built {
+    /// NOERROR with these records.
+    Records(Vec<Record>),
+    /// NXDOMAIN or NODATA (NOERROR) with the zone's SOA.
+    Negative(ResponseCode),
+    /// A bare error (REFUSED, FORMERR).
+    Error(ResponseCode),
+}
+
+impl Handler {
+    /// For `<label>.<directory.zone_name>`: the user's facts (TXT) or serving datacenter's
+    /// frontend addresses (A/AAAA); REFUSED outside `directory.allow`. `None` for other names.
+    fn directory_answer(&self, request: &Request, snapshot: &Snapshot) -> Option<Built> {
+        let query = single_question(request)?;
+        let label = snapshot.loaded.catalog.directory_label(query.name())?;
+        let (Some(view), Some(settings)) = (&snapshot.directory, &snapshot.loaded.config.directory)
+        else {
+            return None;
+        };
+        if !settings.allowed(request.src().ip()) {
+            return Some(Built::Error(ResponseCode::Refused));
+        }
+        let Some(user) = std::str::from_utf8(label).ok().and_then(label_to_id) else {
+            return Some(Built::Negative(ResponseCode::NXDomain));
+        };
+        let facts = view.facts(&user);
+        let (source, reason) = facts.metric_labels();
+        self.metrics.record_lookup(source, reason);
+        let owner = query.original().name();
+        let frontends = facts
+            .serve_from_index
+            .and_then(|i| settings.frontends.iter().find(|f| f.datacenter == i));
+        let rdata: Vec<RData> = match query.query_type() {
+            RecordType::TXT | RecordType::ANY => vec![RData::TXT(TXT::new(vec![format!(
+                "user={user} bucket={} home={} replica={} serve_from={} reason={} source={}",
+                facts.bucket,
+                facts.home,
+                facts.replica,
+                facts.serve_from,
+                reason_label(facts.reason),
+                source_label(facts.source)
+            )]))],
+            RecordType::A => frontends.map_or_else(Vec::new, |f| {
+                f.a.iter().map(|ip| RData::A(A(*ip))).collect()
+            }),
+            RecordType::AAAA => frontends.map_or_else(Vec::new, |f| {
+                f.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect()
+            }),
+            _ => Vec::new(),
+        };
+        if rdata.is_empty() {
+            return Some(Built::Negative(ResponseCode::NoError));
+        }
+        Some(Built::Records(
+            rdata
+                .into_iter()
+                .map(|rdata| Record::from_rdata(owner.clone(), settings.ttl, rdata))
+                .collect(),
+        ))
+    }
+}
+
+/// The question of a plain single-question class-IN query.
+fn single_question(request: &Request) -> Option<&LowerQuery> {
+    let query = request.queries.queries().first()?;
+    (request.queries.len() == 1
+        && request.metadata.op_code == OpCode::Query
+        && query.query_class() == DNSClass::IN
+        && request.edns.as_ref().is_none_or(|e| e.version() == 0))
+    .then_some(query)
+}
+
 /// For a `_explain.<name>` TXT query: the explanation's records, or REFUSED for a client
 /// outside `control.explain_allow`. `None` for every other query.
 fn explain_target(
     request: &Request,
     snapshot: &Snapshot,
     client: Option<&ClientAddr>,
-) -> Option<Result<Vec<Record>, ResponseCode>> {
-    let query = request.queries.queries().first()?;
-    if query.query_type() != RecordType::TXT
-        || query.query_class() != DNSClass::IN
-        || request.queries.len() != 1
-        || request.metadata.op_code != OpCode::Query
-    {
+) -> Option<Built> {
+    let query = single_question(request)?;
+    if query.query_type() != RecordType::TXT {
         return None;
     }
     let name = query.name();
-    let first = Name::from(name.clone()).iter().next()?.to_ascii_lowercase();
-    if first != EXPLAIN_LABEL {
+    if name.iter().next()? != EXPLAIN_LABEL {
         return None;
     }
     let control = &snapshot.loaded.config.control;
     if !control.explain_allowed(request.src().ip()) {
-        return Some(Err(ResponseCode::Refused));
+        return Some(Built::Error(ResponseCode::Refused));
     }
     let Some(client) = client else {
-        return Some(Err(ResponseCode::FormErr));
+        return Some(Built::Error(ResponseCode::FormErr));
     };
     let explanation = explain_client(snapshot, &name.base_name(), RecordType::A, client);
-    Some(Ok(txt_records(query.original().name(), &explanation)))
+    Some(Built::Records(txt_records(
+        query.original().name(),
+        &explanation,
+    )))
 }
 
 /// The reply to a request: header-level errors first, then the catalog's answer.

@@ -98,7 +98,18 @@ impl Standing {
         service: ServiceId,
         service_config: &ServiceConfig,
     ) -> Standing {
-        if state.drained || state.drained_services.contains(&service) {
+        let drained = state.drained || state.drained_services.contains(&service);
+        Standing::judge(dc, state, drained, service_config.staleness_grace)
+    }
+
+    /// Where `dc` stands on its own (drained for every service or not), with `grace` for stale
+    /// reports: for uses beyond one service, such as the user directory.
+    pub fn of_datacenter(dc: &DatacenterConfig, state: &DcState, grace: Duration) -> Standing {
+        Standing::judge(dc, state, state.drained, grace)
+    }
+
+    fn judge(dc: &DatacenterConfig, state: &DcState, drained: bool, grace: Duration) -> Standing {
+        if drained {
             return Standing::Drained;
         }
         let Some(report) = &state.report else {
@@ -115,7 +126,7 @@ impl Standing {
             } else {
                 Standing::ReportedDown
             }
-        } else if age <= report.ttl + service_config.staleness_grace {
+        } else if age <= report.ttl + grace {
             if report.healthy {
                 Standing::Stale { age }
             } else {

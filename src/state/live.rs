@@ -9,11 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::directory::{Directory, Placement};
 use crate::routing::{DcState, ReportState, ServiceId};
-use crate::store::{Change, DrainKey, Persisted, StoredReport};
+use crate::store::{Change, DirectoryChange, DrainKey, Persisted, StoredReport};
 
-/// Reports and drains in force.
-#[derive(Debug, Clone, Default, PartialEq)]
+use super::directory::placement_of;
+
+/// Reports, drains and the user directory in force.
+#[derive(Debug, Clone, Default)]
 pub struct LiveState {
     /// Each datacenter's latest report, by name.
     pub reports: BTreeMap<String, StoredReport>,
@@ -23,6 +26,8 @@ pub struct LiveState {
     pub instance_drained: bool,
     /// Datacenters whose report was restored after a restart and not confirmed since.
     pub unverified: BTreeSet<String>,
+    /// The user directory, when configured.
+    pub directory: Option<Directory>,
 }
 
 impl LiveState {
@@ -33,6 +38,7 @@ impl LiveState {
             reports: persisted.reports,
             drains: persisted.drains,
             instance_drained: persisted.instance_drained,
+            directory: None,
         }
     }
 
@@ -54,6 +60,9 @@ impl LiveState {
                 next.drains.remove(key);
             }
             Change::InstanceDrain { drained } => next.instance_drained = *drained,
+            Change::Directory(change) => {
+                next.directory = next.directory.map(|d| apply_directory(&d, change));
+            }
             Change::AuditOnly => {}
         }
         next
@@ -96,6 +105,59 @@ impl LiveState {
             })
             .collect()
     }
+}
+
+/// The directory after `change`. Datacenter names it has not seen are added to its table (which
+/// rebuilds it: rare, only after a reload adds a datacenter).
+pub fn apply_directory(directory: &Directory, change: &DirectoryChange) -> Directory {
+    let mut names = directory.dc_names().to_vec();
+    let known = names.len();
+    match change {
+        DirectoryChange::Pins(pins) => {
+            let changes: Vec<(String, Option<Placement>)> = pins
+                .iter()
+                .map(|(user, placement)| {
+                    let placement = placement.as_ref().map(|p| placement_of(&mut names, p));
+                    (user.clone(), placement)
+                })
+                .collect();
+            let base = widened(directory, names, known);
+            base.with_pins(changes)
+        }
+        DirectoryChange::Buckets(buckets) => {
+            let changes: Vec<(u32, Placement)> = buckets
+                .iter()
+                .map(|(bucket, placement)| (*bucket, placement_of(&mut names, placement)))
+                .collect();
+            widened(directory, names, known).with_buckets(changes)
+        }
+        DirectoryChange::Replace { buckets, pins, .. } => {
+            let buckets: Vec<Placement> = buckets
+                .iter()
+                .map(|p| placement_of(&mut names, p))
+                .collect();
+            let pins: Vec<(String, Placement)> = pins
+                .iter()
+                .map(|(user, p)| (user.clone(), placement_of(&mut names, p)))
+                .collect();
+            Directory::new(names, buckets, pins)
+        }
+    }
+}
+
+/// `directory` with datacenter table `names`, rebuilt only if names were added.
+fn widened(directory: &Directory, names: Vec<String>, known: usize) -> Directory {
+    if names.len() == known {
+        return directory.clone();
+    }
+    let buckets = (0..directory.n_buckets())
+        .map(|b| directory.bucket(b))
+        .collect();
+    let pins: Vec<(String, Placement)> = directory
+        .pins()
+        .map(|(user, placement)| (user.to_owned(), placement))
+        .collect();
+    Directory::new(names, buckets, pins)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -15,10 +15,14 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, Problem, Source};
 use crate::control::Readiness;
+use crate::directory::Directory;
 use crate::metrics::{DcStateLabel, Metrics};
 use crate::routing::{DcState, ServiceId, Standing};
-use crate::store::{AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError};
+use crate::store::{
+    AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement,
+};
 
+use super::directory::{placement_named, placement_of};
 use super::live::{Clock, LiveState, unix_ms};
 use super::snapshot::{Counters, Loaded, Snapshot};
 use super::{Publisher, Shared};
@@ -168,7 +172,11 @@ impl Manager {
     ) -> Result<(Manager, Shared), StoreError> {
         let persisted = store.load()?;
         let restored = persisted.reports.len();
-        let live = LiveState::restored(persisted);
+        let mut live = LiveState::restored(persisted);
+        live.directory = load_directory(&store, &loaded.config)?;
+        if let Some(directory) = &live.directory {
+            metrics.set_pins(directory.n_pins() as u64);
+        }
         if restored > 0 {
             info!(
                 reports = restored,
@@ -255,9 +263,22 @@ impl Manager {
         }
         record_version(&self.store, &loaded, &self.clock);
         let current = self.publisher.current();
+        let mut live = current.live.clone();
+        if live.directory.is_none() && loaded.config.directory.is_some() {
+            // The directory was just configured: load (or lay out) its stored state.
+            let store = self.store.clone();
+            let config = loaded.config.clone();
+            let directory = tokio::task::spawn_blocking(move || load_directory(&store, &config))
+                .await
+                .expect("loading the directory does not panic");
+            match directory {
+                Ok(directory) => Arc::make_mut(&mut live).directory = directory,
+                Err(error) => warn!(%error, "could not load the user directory"),
+            }
+        }
         let snapshot = Snapshot::assemble(
             Arc::new(loaded),
-            current.live.clone(),
+            live,
             None,
             current.generation + 1,
             self.clock.now(),
@@ -292,6 +313,9 @@ impl Manager {
             self.clock.now(),
         );
         let generation = snapshot.generation;
+        if let Some(directory) = &snapshot.live.directory {
+            self.metrics.set_pins(directory.n_pins() as u64);
+        }
         self.publisher.publish(snapshot);
         self.after_publish(None);
         Ok(generation)
@@ -448,6 +472,52 @@ fn refuse_last_drain(
         }
     }
     Ok(())
+}
+
+/// The stored user directory, or the configured initial layout (stored now) when there is none.
+/// `None` when the configuration has no directory.
+fn load_directory(store: &Store, config: &Config) -> Result<Option<Directory>, StoreError> {
+    let Some(settings) = &config.directory else {
+        return Ok(None);
+    };
+    let mut names: Vec<String> = config
+        .datacenters
+        .iter()
+        .map(|dc| dc.name.clone())
+        .collect();
+    let mut pins = Vec::new();
+    let stored = store.load_directory(&mut |user, home, replica| {
+        pins.push((user.to_owned(), placement_named(&mut names, home, replica)));
+    })?;
+    let buckets: Vec<StoredPlacement> = match stored {
+        Some((_, buckets)) => buckets,
+        None => {
+            let layout: Vec<StoredPlacement> =
+                Directory::round_robin(settings.datacenters.len() as u16, settings.n_buckets)
+                    .into_iter()
+                    .map(|p| StoredPlacement {
+                        home: config.datacenters[settings.datacenters[usize::from(p.home)]]
+                            .name
+                            .clone(),
+                        replica: config.datacenters[settings.datacenters[usize::from(p.replica)]]
+                            .name
+                            .clone(),
+                    })
+                    .collect();
+            store.init_directory(settings.n_buckets, &layout)?;
+            layout
+        }
+    };
+    let buckets: Vec<_> = buckets
+        .iter()
+        .map(|p| placement_of(&mut names, p))
+        .collect();
+    info!(
+        buckets = buckets.len(),
+        pins = pins.len(),
+        "user directory loaded"
+    );
+    Ok(Some(Directory::new(names, buckets, pins)))
 }
 
 /// Whether any datacenter of `service` is eligible in `states`.

@@ -4,6 +4,7 @@
 //! no lock. [`Publisher`] is the write side: exactly one exists, owned by whoever rebuilds
 //! snapshots (the reloader), so every answer comes from one consistent, fully built view.
 
+mod directory;
 mod live;
 mod manager;
 mod snapshot;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use live::{Clock, LiveState, unix_ms};
+pub use directory::{DirectoryView, UserFacts, placement_of, reason_label, source_label};
+pub use live::{Clock, LiveState, apply_directory, unix_ms};
 pub use manager::{
     ApplyError, Manager, REFRESH_INTERVAL, StateCommands, StateHandle, state_channel,
 };

@@ -12,6 +12,7 @@ use crate::geo::{CountryTable, GeoDb};
 use crate::metrics::{AnswerCounters, ServiceCounters};
 use crate::routing::{BaseTable, DcState, RoutingTable};
 
+use super::directory::DirectoryView;
 use super::live::LiveState;
 
 /// Everything that comes from files: configuration, zones, geo database, base rankings.
@@ -57,6 +58,8 @@ pub struct Snapshot {
     pub routing: RoutingTable,
     /// Prepared records of every ranking.
     pub answers: Answers,
+    /// The user directory with its datacenters judged, when configured.
+    pub directory: Option<DirectoryView>,
     /// When it was built (by the control plane's clock).
     pub built_at: SystemTime,
 }
@@ -162,6 +165,15 @@ impl Snapshot {
             previous.map(|p| &p.routing),
         );
         let answers = Answers::build(&loaded.config, &routing);
+        let directory = match (&live.directory, &loaded.config.directory) {
+            (Some(directory), Some(settings)) => Some(DirectoryView::new(
+                directory.clone(),
+                &loaded.config,
+                &states,
+                settings.staleness_grace,
+            )),
+            _ => None,
+        };
         Snapshot {
             generation,
             loaded,
@@ -169,6 +181,7 @@ impl Snapshot {
             states,
             routing,
             answers,
+            directory,
             built_at: now,
         }
     }

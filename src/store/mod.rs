@@ -1,5 +1,5 @@
-//! The durable state store: reports, drains, the audit log and configuration versions, in one
-//! embedded redb database that survives restarts and crashes.
+//! The durable state store: reports, drains, the audit log, configuration versions and the user
+//! directory, in one embedded redb database that survives restarts and crashes.
 //!
 //! Every accepted control-plane write goes through [`Store::apply`], which appends its
 //! [`AuditEntry`] and applies its [`Change`] in one redb write transaction: after a crash, even a
@@ -9,25 +9,38 @@
 //!
 //! Values are stored as JSON (`serde_json`), not a compact binary encoding, so an operator can
 //! inspect a state file with any redb tool and read it as text; the volume is a few reports and
-//! drains plus one audit entry per write, so the size does not matter. Tables:
+//! drains plus one audit entry per write, so the size does not matter. The user directory is the
+//! exception: with up to ten million pins, its placements are stored as two NUL-separated names,
+//! still readable as text (see the `directory` submodule). Tables:
 //!
 //! | table | key | value |
 //! |---|---|---|
 //! | `reports` | datacenter name | [`StoredReport`] |
 //! | `drains` | [`DrainKey`] as JSON | none: presence means drained |
-//! | `meta` | `schema_version`, `instance_drained` | a JSON number, a JSON bool |
+//! | `meta` | `schema_version`, `instance_drained`, `directory_n_buckets` | a JSON number, a JSON bool, a JSON number |
 //! | `audit` | sequence number 1, 2, 3, ... | [`AuditEntry`] |
 //! | `config_versions` | content hash | [`ConfigVersion`] |
+//! | `directory_buckets` | bucket number | [`StoredPlacement`] as home `\0` replica |
+//! | `directory_pins` | user id | [`StoredPlacement`] as home `\0` replica |
+//!
+//! A directory change of any size, a bulk import of millions of pins included, is one
+//! [`Change::Directory`] and so one write transaction with one audit entry: all of it is stored
+//! or none. The directory is read back with [`Store::load_directory`], apart from [`Store::load`],
+//! so the caller can stream the pins into its own index instead of collecting them here.
 //!
 //! The store holds no business rules: it does not validate reports, decide drains or compute
 //! hashes. It persists what it is told and hands it back with [`Store::load`]. It has no clock
-//! either: every timestamp comes from the caller. Its one refusal is a report holding a NaN or
-//! infinite number, because JSON cannot represent it and the stored value would not load again.
+//! either: every timestamp comes from the caller. It refuses only what would not load again: a
+//! report holding a NaN or infinite number (JSON cannot represent it), a directory name holding a
+//! NUL byte (the placement encoding's separator), and a directory bucket beyond the stored bucket
+//! count or a bucket map whose length is not its count (the map would no longer be whole).
 
+mod directory;
 mod types;
 
 pub use types::{
-    AuditEntry, Change, ConfigVersion, ConfigVersionMeta, DrainKey, Persisted, StoredReport,
+    AuditEntry, Change, ConfigVersion, ConfigVersionMeta, DirectoryChange, DrainKey, Persisted,
+    StoredPlacement, StoredReport,
 };
 
 use std::fmt::Display;
@@ -43,6 +56,9 @@ use serde::de::DeserializeOwned;
 pub const FILE_NAME: &str = "meridian.redb";
 
 /// The layout of tables and values this build reads and writes, recorded in the `meta` table.
+///
+/// Adding tables does not change it: the directory tables arrived in version 1 without a bump,
+/// because a file written before them opens and simply gains them empty.
 pub const SCHEMA_VERSION: u64 = 1;
 
 /// The most memory redb may use to cache pages; the state is small, and redb's default is 1 GiB.
@@ -120,7 +136,8 @@ pub enum StoreError {
         /// What is wrong with it.
         message: String,
     },
-    /// A value cannot be stored because JSON cannot represent it (a NaN or infinite number).
+    /// A value cannot be stored because its encoding cannot represent it (a NaN or infinite
+    /// number in JSON, a NUL byte in a directory placement's name).
     #[error("cannot store value in state table {table} at key {key}: {message}")]
     Unencodable {
         /// The table the value was meant for.
@@ -128,6 +145,17 @@ pub enum StoreError {
         /// The value's key.
         key: String,
         /// What cannot be represented.
+        message: String,
+    },
+    /// A change does not fit the stored state or itself (a bucket beyond the bucket count, a
+    /// bucket map of the wrong length); nothing of it was stored, audit entry included.
+    #[error("invalid change to state table {table} at key {key}: {message}")]
+    Invalid {
+        /// The table the change was meant for.
+        table: &'static str,
+        /// The key that does not fit.
+        key: String,
+        /// Why it does not fit.
         message: String,
     },
 }
@@ -206,9 +234,12 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unencodable`] for a report holding a NaN or infinite number,
-    /// [`StoreError::Database`] if redb fails (the disk is full, the sync fails), and
-    /// [`StoreError::Corrupt`] if the last audit key is already `u64::MAX`.
+    /// [`StoreError::Unencodable`] for a report holding a NaN or infinite number or a directory
+    /// placement whose name holds a NUL byte, [`StoreError::Invalid`] for a directory bucket at or
+    /// beyond the stored bucket count (or any bucket when no bucket map is stored) and for a
+    /// replacing bucket map whose length is not its bucket count, [`StoreError::Database`] if redb
+    /// fails (the disk is full, the sync fails), and [`StoreError::Corrupt`] if the last audit key
+    /// is already `u64::MAX` or the stored bucket count does not decode.
     pub fn apply(&self, change: &Change, audit: &AuditEntry) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
         let seq = write_change(&txn, change, audit)?;
@@ -220,7 +251,8 @@ impl Store {
     /// Everything needed to rebuild live state at startup.
     ///
     /// All tables are read in one read transaction, so the result is a consistent snapshot even
-    /// while writes go on.
+    /// while writes go on. The user directory is not part of it: it can hold millions of pins,
+    /// which [`Store::load_directory`] streams to the caller instead.
     ///
     /// # Errors
     ///
@@ -379,6 +411,7 @@ impl Store {
             txn.open_table(DRAINS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(CONFIG_VERSIONS)?;
+            directory::create_tables(&txn)?;
             let mut meta = txn.open_table(META)?;
             let found = match meta.get(SCHEMA_VERSION_KEY)? {
                 Some(value) => Some(decode::<u64>(
@@ -458,6 +491,7 @@ fn write_change(
             table.insert(INSTANCE_DRAINED_KEY, value.as_slice())?;
         }
         Change::AuditOnly => {}
+        Change::Directory(change) => directory::write_directory_change(txn, change)?,
     }
     Ok(seq)
 }

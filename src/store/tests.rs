@@ -737,3 +737,722 @@ fn stored_report_defaults_optional_fields() {
     assert_eq!(report.latency_ms, BTreeMap::new());
     assert_eq!(report.cost, None);
 }
+
+fn placement(home: &str, replica: &str) -> StoredPlacement {
+    StoredPlacement {
+        home: home.to_owned(),
+        replica: replica.to_owned(),
+    }
+}
+
+/// A bucket map of `n_buckets` buckets spread over three datacenters.
+fn layout(n_buckets: u32) -> Vec<StoredPlacement> {
+    const DCS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+    (0..n_buckets as usize)
+        .map(|bucket| placement(DCS[bucket % 3], DCS[(bucket + 1) % 3]))
+        .collect()
+}
+
+/// The bucket map and every pin, as [`Store::load_directory`] hands them out.
+type Directory = (
+    Option<(u32, Vec<StoredPlacement>)>,
+    Vec<(String, StoredPlacement)>,
+);
+
+fn directory(store: &Store) -> Directory {
+    let mut pins = Vec::new();
+    let layout = store
+        .load_directory(&mut |user, home, replica| {
+            pins.push((user.to_owned(), placement(home, replica)));
+        })
+        .expect("load directory");
+    (layout, pins)
+}
+
+fn pin(user: &str, home: &str, replica: &str) -> (String, Option<StoredPlacement>) {
+    (user.to_owned(), Some(placement(home, replica)))
+}
+
+fn unpin(user: &str) -> (String, Option<StoredPlacement>) {
+    (user.to_owned(), None)
+}
+
+fn pins_change(pins: Vec<(String, Option<StoredPlacement>)>) -> Change {
+    Change::Directory(DirectoryChange::Pins(pins))
+}
+
+/// User `i` of a bulk import. The ids are scrambled so that they arrive in no particular key
+/// order, as a real import would, yet are the same in every run.
+fn bulk_user(i: u64) -> String {
+    // splitmix64's finaliser: a bijection on u64, so distinct `i` give distinct ids.
+    let mut x = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    format!("user-{x:016x}")
+}
+
+/// The placement of user `i` in a bulk import, varied so that a mixed-up row would show.
+fn bulk_placement(i: u64, generation: u64) -> StoredPlacement {
+    placement(
+        &format!("dc-{}", (i + generation) % 7),
+        &format!("dc-{}", (i + generation + 3) % 11),
+    )
+}
+
+/// `n` pins of a bulk import, in import (not key) order.
+fn bulk_pins(n: u64, generation: u64) -> Vec<(String, Option<StoredPlacement>)> {
+    (0..n)
+        .map(|i| (bulk_user(i), Some(bulk_placement(i, generation))))
+        .collect()
+}
+
+/// The pins `bulk_pins(n, generation)` leaves behind, in id order.
+fn bulk_expected(n: u64, generation: u64) -> Vec<(String, StoredPlacement)> {
+    let mut res: Vec<(String, StoredPlacement)> = (0..n)
+        .map(|i| (bulk_user(i), bulk_placement(i, generation)))
+        .collect();
+    res.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    res
+}
+
+/// Checks that `store` holds exactly the pins `expected`, visited in id order, without
+/// collecting them into a second list.
+fn assert_pins(store: &Store, expected: &[(String, StoredPlacement)]) {
+    assert_eq!(store.count_pins().expect("count"), expected.len() as u64);
+    let mut visited = 0;
+    store
+        .load_directory(&mut |user, home, replica| {
+            let (expected_user, expected_placement) = &expected[visited];
+            assert_eq!(user, expected_user, "pin {visited} out of order or missing");
+            assert_eq!(home, expected_placement.home, "{user}");
+            assert_eq!(replica, expected_placement.replica, "{user}");
+            visited += 1;
+        })
+        .expect("load directory");
+    assert_eq!(visited, expected.len());
+}
+
+#[test]
+fn directory_is_absent_until_initialised_and_init_is_idempotent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for store in [
+        Store::open(dir.path()).expect("open"),
+        Store::in_memory().expect("memory"),
+    ] {
+        assert_eq!(directory(&store), (None, Vec::new()));
+        assert_eq!(store.count_pins().expect("count"), 0);
+
+        // A bucket map of the wrong length is refused before anything is written.
+        let error = store
+            .init_directory(4, &layout(3))
+            .expect_err("three placements for four buckets");
+        assert!(
+            matches!(&error, StoreError::Invalid { table: "meta", key, .. } if key == "directory_n_buckets"),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "invalid change to state table meta at key directory_n_buckets: \
+             3 bucket placements given for a bucket count of 4"
+        );
+        assert_eq!(directory(&store), (None, Vec::new()));
+
+        assert!(store.init_directory(4, &layout(4)).expect("init"));
+        assert_eq!(directory(&store), (Some((4, layout(4))), Vec::new()));
+
+        // A second init, even with another layout, keeps the stored one.
+        assert!(!store.init_directory(8, &layout(8)).expect("init again"));
+        assert_eq!(directory(&store), (Some((4, layout(4))), Vec::new()));
+
+        // Storing the configured default is not an operator action: no audit entry.
+        assert!(store.audit_log(None, 10).expect("audit").is_empty());
+        // The directory stays apart from the rest of the state.
+        assert_eq!(store.load().expect("load"), Persisted::default());
+    }
+}
+
+#[test]
+fn directory_of_zero_buckets_is_still_a_stored_directory() {
+    let store = Store::in_memory().expect("memory");
+    assert!(store.init_directory(0, &[]).expect("init"));
+    assert_eq!(directory(&store), (Some((0, Vec::new())), Vec::new()));
+    assert!(!store.init_directory(4, &layout(4)).expect("init again"));
+}
+
+#[test]
+fn pins_and_unpins_across_applies_load_in_id_order() {
+    let store = Store::in_memory().expect("memory");
+    store.init_directory(4, &layout(4)).expect("init");
+
+    let seq = store
+        .apply(
+            &pins_change(vec![
+                pin("carol", "eu-west", "us-east"),
+                pin("alice", "us-east", "eu-west"),
+                pin("bob", "ap-south", "eu-west"),
+                // Names are UTF-8 and may be empty: the store keeps what it is given.
+                pin("zoë", "", "ap-south"),
+            ]),
+            &audit("pin", "users"),
+        )
+        .expect("apply");
+    assert_eq!(seq, 1);
+    assert_eq!(store.count_pins().expect("count"), 4);
+
+    let seq = store
+        .apply(
+            &pins_change(vec![
+                unpin("alice"),
+                // Unpinning a user who is not pinned is fine.
+                unpin("mallory"),
+                pin("bob", "us-east", "ap-south"),
+                pin("dave", "eu-west", "ap-south"),
+                // Within one change, the last row for a user wins.
+                pin("erin", "eu-west", "us-east"),
+                unpin("erin"),
+                pin("frank", "eu-west", "us-east"),
+                pin("frank", "ap-south", "us-east"),
+            ]),
+            &audit("pin", "users"),
+        )
+        .expect("apply");
+    assert_eq!(seq, 2);
+
+    assert_eq!(
+        directory(&store),
+        (
+            Some((4, layout(4))),
+            vec![
+                ("bob".to_owned(), placement("us-east", "ap-south")),
+                ("carol".to_owned(), placement("eu-west", "us-east")),
+                ("dave".to_owned(), placement("eu-west", "ap-south")),
+                ("frank".to_owned(), placement("ap-south", "us-east")),
+                ("zoë".to_owned(), placement("", "ap-south")),
+            ]
+        )
+    );
+    assert_eq!(store.count_pins().expect("count"), 5);
+
+    // Each apply is one audit entry, whatever number of rows it holds.
+    let log = store.audit_log(None, 10).expect("audit");
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1], (2, audit("pin", "users")));
+}
+
+#[test]
+fn pins_stored_before_any_bucket_map_are_still_visited() {
+    let store = Store::in_memory().expect("memory");
+    store
+        .apply(
+            &pins_change(vec![pin("alice", "eu-west", "us-east")]),
+            &audit("pin", "alice"),
+        )
+        .expect("apply");
+    assert_eq!(
+        directory(&store),
+        (
+            None,
+            vec![("alice".to_owned(), placement("eu-west", "us-east"))]
+        )
+    );
+    // Initialising the bucket map leaves the pin alone.
+    assert!(store.init_directory(2, &layout(2)).expect("init"));
+    assert_eq!(directory(&store).1.len(), 1);
+}
+
+#[test]
+fn buckets_change_and_out_of_range_bucket_leaves_no_trace() {
+    let store = Store::in_memory().expect("memory");
+
+    // With no bucket map stored, every bucket is out of range.
+    let error = store
+        .apply(
+            &Change::Directory(DirectoryChange::Buckets(vec![(0, placement("a", "b"))])),
+            &audit("place", "bucket 0"),
+        )
+        .expect_err("no bucket map");
+    assert!(
+        matches!(&error, StoreError::Invalid { table: "directory_buckets", key, .. } if key == "0"),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("no bucket map is stored"),
+        "{error}"
+    );
+
+    store.init_directory(4, &layout(4)).expect("init");
+    let seq = store
+        .apply(
+            &Change::Directory(DirectoryChange::Buckets(vec![
+                (1, placement("eu-central", "us-west")),
+                (3, placement("us-west", "eu-central")),
+            ])),
+            &audit("place", "buckets 1, 3"),
+        )
+        .expect("apply");
+    assert_eq!(seq, 1);
+    let mut expected = layout(4);
+    expected[1] = placement("eu-central", "us-west");
+    expected[3] = placement("us-west", "eu-central");
+    assert_eq!(directory(&store), (Some((4, expected.clone())), Vec::new()));
+
+    // A bad bucket after a good one: the good one is not written either, nor the audit entry.
+    let error = store
+        .apply(
+            &Change::Directory(DirectoryChange::Buckets(vec![
+                (0, placement("moon", "mars")),
+                (4, placement("moon", "mars")),
+            ])),
+            &audit("place", "buckets 0, 4"),
+        )
+        .expect_err("bucket 4 of 4");
+    assert!(
+        matches!(&error, StoreError::Invalid { table: "directory_buckets", key, .. } if key == "4"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "invalid change to state table directory_buckets at key 4: \
+         bucket 4 is out of range: there are 4 buckets"
+    );
+    let error = store
+        .apply(
+            &Change::Directory(DirectoryChange::Buckets(vec![(
+                u32::MAX,
+                placement("moon", "mars"),
+            )])),
+            &audit("place", "bucket max"),
+        )
+        .expect_err("bucket u32::MAX");
+    assert!(matches!(error, StoreError::Invalid { .. }), "{error:?}");
+
+    assert_eq!(directory(&store), (Some((4, expected)), Vec::new()));
+    assert_eq!(store.audit_log(None, 10).expect("audit").len(), 1);
+    // The failed applies consumed no sequence number.
+    let seq = store
+        .apply(&Change::AuditOnly, &audit("reload", "config"))
+        .expect("apply");
+    assert_eq!(seq, 2);
+}
+
+#[test]
+fn replace_clears_old_pins_and_buckets_and_sets_the_count() {
+    let store = Store::in_memory().expect("memory");
+    store.init_directory(8, &layout(8)).expect("init");
+    store
+        .apply(
+            &pins_change(vec![
+                pin("alice", "eu-west", "us-east"),
+                pin("bob", "eu-west", "us-east"),
+                pin("carol", "eu-west", "us-east"),
+            ]),
+            &audit("pin", "users"),
+        )
+        .expect("apply");
+
+    // A replacing bucket map of the wrong length is refused and changes nothing.
+    let before = directory(&store);
+    let error = store
+        .apply(
+            &Change::Directory(DirectoryChange::Replace {
+                n_buckets: 2,
+                buckets: layout(3),
+                pins: Vec::new(),
+            }),
+            &audit("restore", "directory"),
+        )
+        .expect_err("wrong length");
+    assert!(matches!(error, StoreError::Invalid { .. }), "{error:?}");
+    assert_eq!(directory(&store), before);
+    assert_eq!(store.audit_log(None, 10).expect("audit").len(), 1);
+
+    let buckets = vec![placement("x", "y"), placement("y", "x")];
+    let seq = store
+        .apply(
+            &Change::Directory(DirectoryChange::Replace {
+                n_buckets: 2,
+                buckets: buckets.clone(),
+                pins: vec![
+                    ("dave".to_owned(), placement("y", "x")),
+                    ("bob".to_owned(), placement("x", "y")),
+                ],
+            }),
+            &audit("restore", "directory"),
+        )
+        .expect("apply");
+    assert_eq!(seq, 2);
+    assert_eq!(
+        directory(&store),
+        (
+            Some((2, buckets.clone())),
+            vec![
+                ("bob".to_owned(), placement("x", "y")),
+                ("dave".to_owned(), placement("y", "x")),
+            ]
+        )
+    );
+    assert_eq!(store.count_pins().expect("count"), 2);
+
+    // The new count is the one enforced: bucket 2 of 8 was fine, of 2 it is out of range.
+    let error = store
+        .apply(
+            &Change::Directory(DirectoryChange::Buckets(vec![(2, placement("x", "y"))])),
+            &audit("place", "bucket 2"),
+        )
+        .expect_err("bucket 2 of 2");
+    assert!(matches!(error, StoreError::Invalid { .. }), "{error:?}");
+
+    // Growing the directory works the same way, and an empty replacement empties it.
+    store
+        .apply(
+            &Change::Directory(DirectoryChange::Replace {
+                n_buckets: 16,
+                buckets: layout(16),
+                pins: Vec::new(),
+            }),
+            &audit("restore", "directory"),
+        )
+        .expect("apply");
+    assert_eq!(directory(&store), (Some((16, layout(16))), Vec::new()));
+    assert_eq!(store.count_pins().expect("count"), 0);
+}
+
+#[test]
+fn directory_survives_reopen_and_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crashed = tempfile::tempdir().expect("tempdir");
+    let expected = {
+        let store = Store::open(dir.path()).expect("open");
+        store.init_directory(4, &layout(4)).expect("init");
+        store
+            .apply(
+                &pins_change(vec![
+                    pin("alice", "eu-west", "us-east"),
+                    pin("bob", "us-east", "eu-west"),
+                ]),
+                &audit("pin", "users"),
+            )
+            .expect("apply");
+        store
+            .apply(
+                &Change::Directory(DirectoryChange::Buckets(vec![(2, placement("x", "y"))])),
+                &audit("place", "bucket 2"),
+            )
+            .expect("apply");
+        directory(&store)
+    };
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(directory(&store), expected);
+    assert!(!store.init_directory(8, &layout(8)).expect("init again"));
+
+    // A copy taken while the store is open is what a `kill -9` would leave on disk.
+    store
+        .apply(
+            &pins_change(vec![unpin("alice"), pin("carol", "x", "y")]),
+            &audit("pin", "users"),
+        )
+        .expect("apply");
+    let expected = directory(&store);
+    std::fs::copy(db_path(dir.path()), db_path(crashed.path())).expect("copy");
+    assert!(
+        needs_repair(&db_path(crashed.path())),
+        "the copy is not a crash image"
+    );
+    let recovered = Store::open(crashed.path()).expect("recover");
+    assert_eq!(directory(&recovered), expected);
+    assert_eq!(recovered.count_pins().expect("count"), 2);
+    assert_eq!(recovered.audit_log(None, 10).expect("audit").len(), 3);
+    drop(store);
+}
+
+#[test]
+fn bulk_import_is_atomic() {
+    const N: u64 = 200_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crashed = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store.init_directory(4096, &layout(4096)).expect("init");
+        let seq = store
+            .apply(&pins_change(bulk_pins(N, 0)), &audit("import", "pins"))
+            .expect("import");
+        assert_eq!(seq, 1);
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let expected = bulk_expected(N, 0);
+    assert_pins(&store, &expected);
+
+    // A second import of N rows that fails part-way, through the real path: it unpins a quarter
+    // of the users, re-pins another quarter elsewhere and adds N / 2 new ones. The store applies
+    // rows in id order, and the row of the 150,000th id holds a name that cannot be stored, so
+    // the transaction has inserted or removed 150,000 pins when it fails.
+    let mut rows: Vec<(String, Option<StoredPlacement>)> = (0..N)
+        .map(|i| match i % 4 {
+            0 => (bulk_user(i), None),
+            1 => (bulk_user(i), Some(bulk_placement(i, 1))),
+            _ => (bulk_user(N + i), Some(bulk_placement(N + i, 1))),
+        })
+        .collect();
+    let mut ids: Vec<&str> = rows.iter().map(|(user, _)| user.as_str()).collect();
+    ids.sort_unstable();
+    let bad_user = ids[150_000].to_owned();
+    let bad_row = rows
+        .iter()
+        .position(|(user, _)| *user == bad_user)
+        .expect("the id is a row's");
+    rows[bad_row].1 = Some(placement("eu\0west", "us-east"));
+    let error = store
+        .apply(&pins_change(rows.clone()), &audit("import", "pins"))
+        .expect_err("a NUL in a name");
+    assert!(
+        matches!(&error, StoreError::Unencodable { table: "directory_pins", key, .. } if *key == bad_user),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("NUL"), "{error}");
+    assert_pins(&store, &expected);
+    assert_eq!(store.audit_log(None, 10).expect("audit").len(), 1);
+
+    // The same import interrupted by a crash before its commit: the file as it is mid-write
+    // recovers to the first import, and dropping the transaction keeps nothing of it.
+    rows[bad_row].1 = None;
+    {
+        let txn = store.db.begin_write().expect("begin");
+        let seq = write_change(&txn, &pins_change(rows), &audit("import", "pins")).expect("write");
+        assert_eq!(seq, 2);
+        std::fs::copy(db_path(dir.path()), db_path(crashed.path())).expect("copy");
+        assert!(
+            needs_repair(&db_path(crashed.path())),
+            "the copy is not a crash image"
+        );
+        // Dropped without commit: aborted.
+    }
+    assert_pins(&store, &expected);
+    let recovered = Store::open(crashed.path()).expect("recover");
+    assert_pins(&recovered, &expected);
+    assert_eq!(recovered.audit_log(None, 10).expect("audit").len(), 1);
+    drop(store);
+    assert_pins(&Store::open(dir.path()).expect("reopen"), &expected);
+}
+
+#[test]
+fn directory_values_are_compact_text() {
+    let store = Store::in_memory().expect("memory");
+    store.init_directory(2, &layout(2)).expect("init");
+    store
+        .apply(
+            &pins_change(vec![pin("alice", "eu-west", "us-east")]),
+            &audit("pin", "alice"),
+        )
+        .expect("apply");
+    let txn = store.db.begin_read().expect("begin");
+    let pins = txn.open_table(directory::PINS).expect("table");
+    let value = pins.get("alice").expect("get").expect("present");
+    assert_eq!(value.value(), b"eu-west\0us-east");
+    let buckets = txn.open_table(directory::BUCKETS).expect("table");
+    let value = buckets.get(1).expect("get").expect("present");
+    assert_eq!(value.value(), b"us-east\0ap-south");
+    let meta = txn.open_table(META).expect("table");
+    let count = meta
+        .get(directory::N_BUCKETS_KEY)
+        .expect("get")
+        .expect("set");
+    assert_eq!(count.value(), b"2");
+}
+
+#[test]
+fn names_holding_a_nul_byte_are_refused() {
+    let store = Store::in_memory().expect("memory");
+    let error = store
+        .init_directory(1, &[placement("eu-west", "us\0east")])
+        .expect_err("NUL in replica");
+    assert_eq!(
+        error.to_string(),
+        "cannot store value in state table directory_buckets at key 0: \
+         replica name \"us\\0east\" contains a NUL byte"
+    );
+    assert_eq!(directory(&store), (None, Vec::new()));
+
+    store.init_directory(1, &layout(1)).expect("init");
+    for change in [
+        DirectoryChange::Buckets(vec![(0, placement("\0", "x"))]),
+        DirectoryChange::Replace {
+            n_buckets: 1,
+            buckets: layout(1),
+            pins: vec![("alice".to_owned(), placement("x", "y\0"))],
+        },
+    ] {
+        let error = store
+            .apply(&Change::Directory(change), &audit("place", "x"))
+            .expect_err("NUL in a name");
+        assert!(matches!(error, StoreError::Unencodable { .. }), "{error:?}");
+    }
+    assert_eq!(directory(&store), (Some((1, layout(1))), Vec::new()));
+    assert!(store.audit_log(None, 10).expect("audit").is_empty());
+}
+
+#[test]
+fn corrupt_directory_values_are_reported_with_table_and_key() {
+    let store = Store::in_memory().expect("memory");
+    store.init_directory(4, &layout(4)).expect("init");
+    // Raw writes stand in for an altered file; each case is undone by the next.
+    let write_raw = |edit: &dyn Fn(&WriteTransaction)| {
+        let txn = store.db.begin_write().expect("begin");
+        edit(&txn);
+        txn.commit().expect("commit");
+    };
+    let load_error = || {
+        store
+            .load_directory(&mut |_, _, _| {})
+            .expect_err("corrupt directory")
+    };
+
+    for bad in [b"eu-west".as_slice(), b"eu\0west\0us", b"\xff\0us-east"] {
+        write_raw(&|txn| {
+            txn.open_table(directory::PINS)
+                .expect("table")
+                .insert("mallory", bad)
+                .expect("insert");
+        });
+        let error = load_error();
+        assert!(
+            matches!(&error, StoreError::Corrupt { table: "directory_pins", key, .. } if key == "mallory"),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("corrupt value in state table directory_pins at key mallory: "),
+            "{error}"
+        );
+    }
+    write_raw(&|txn| {
+        txn.open_table(directory::PINS)
+            .expect("table")
+            .remove("mallory")
+            .expect("remove");
+    });
+
+    let bucket_error = |key: &str| {
+        let error = load_error();
+        assert!(
+            matches!(&error, StoreError::Corrupt { table: "directory_buckets", key: found, .. } if found == key),
+            "{error:?}"
+        );
+    };
+    write_raw(&|txn| {
+        txn.open_table(directory::BUCKETS)
+            .expect("table")
+            .insert(2, b"x".as_slice())
+            .expect("insert");
+    });
+    bucket_error("2");
+    // A bucket missing in the middle and at the end of the map.
+    write_raw(&|txn| {
+        txn.open_table(directory::BUCKETS)
+            .expect("table")
+            .remove(2)
+            .expect("remove");
+    });
+    bucket_error("2");
+    write_raw(&|txn| {
+        let mut table = txn.open_table(directory::BUCKETS).expect("table");
+        table.insert(2, b"a\0b".as_slice()).expect("insert");
+        table.remove(3).expect("remove");
+    });
+    bucket_error("3");
+    // A bucket beyond the count.
+    write_raw(&|txn| {
+        let mut table = txn.open_table(directory::BUCKETS).expect("table");
+        table.insert(3, b"a\0b".as_slice()).expect("insert");
+        table.insert(9, b"a\0b".as_slice()).expect("insert");
+    });
+    bucket_error("9");
+    write_raw(&|txn| {
+        txn.open_table(directory::BUCKETS)
+            .expect("table")
+            .remove(9)
+            .expect("remove");
+    });
+    assert!(directory(&store).0.is_some());
+
+    // A bucket count that does not decode, or is missing while buckets are stored.
+    write_raw(&|txn| {
+        txn.open_table(META)
+            .expect("table")
+            .insert(directory::N_BUCKETS_KEY, b"\"four\"".as_slice())
+            .expect("insert");
+    });
+    let error = load_error();
+    assert!(
+        matches!(&error, StoreError::Corrupt { table: "meta", key, .. } if key == "directory_n_buckets"),
+        "{error:?}"
+    );
+    write_raw(&|txn| {
+        txn.open_table(META)
+            .expect("table")
+            .remove(directory::N_BUCKETS_KEY)
+            .expect("remove");
+    });
+    let error = load_error();
+    assert!(
+        matches!(&error, StoreError::Corrupt { table: "meta", key, .. } if key == "directory_n_buckets"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("holds 4 buckets"), "{error}");
+}
+
+/// The number of pins [`bulk_import_and_load_timing`] writes: `STORE_BENCH_PINS`, or 200,000.
+fn bench_pins() -> u64 {
+    match std::env::var("STORE_BENCH_PINS") {
+        Ok(value) => value.parse().expect("STORE_BENCH_PINS is a number"),
+        Err(_) => 200_000,
+    }
+}
+
+/// Measures (without asserting) a bulk import and a full load on a file store.
+///
+/// `cargo test` runs it for 200,000 pins; for the figure at ten times that, run
+/// `STORE_BENCH_PINS=1000000 cargo test --release --lib bulk_import_and_load_timing -- --nocapture`.
+#[test]
+fn bulk_import_and_load_timing() {
+    let n = bench_pins();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let change = pins_change(bulk_pins(n, 0));
+
+    let started = std::time::Instant::now();
+    store
+        .apply(&change, &audit("import", "pins"))
+        .expect("import");
+    let applied = started.elapsed();
+    drop(change);
+
+    let started = std::time::Instant::now();
+    let mut visited = 0_u64;
+    let mut name_bytes = 0;
+    store
+        .load_directory(&mut |user, home, replica| {
+            visited += 1;
+            name_bytes += user.len() + home.len() + replica.len();
+        })
+        .expect("load directory");
+    let loaded = started.elapsed();
+    assert_eq!(visited, n);
+    assert!(name_bytes > 0);
+    drop(store);
+
+    // Opening verifies every checksum in the file, so it grows with the directory too.
+    let started = std::time::Instant::now();
+    let store = Store::open(dir.path()).expect("reopen");
+    let reopened = started.elapsed();
+    assert_eq!(store.count_pins().expect("count"), n);
+    let file_bytes = std::fs::metadata(db_path(dir.path()))
+        .expect("metadata")
+        .len();
+    eprintln!(
+        "directory timing, {n} pins: apply {applied:?}, load_directory {loaded:?}, \
+         reopen {reopened:?}, file {} MiB",
+        file_bytes / (1024 * 1024)
+    );
+}

@@ -1,8 +1,12 @@
-//! The values the store persists: reports, drains, audit entries and configuration versions.
+//! The values the store persists: reports, drains, audit entries, configuration versions and the
+//! user directory.
 //!
-//! These are plain data with serde derives, because each is stored as JSON (see the module doc of
-//! [`crate::store`]). They carry no rules: the control plane decides what a valid report or drain
-//! is, and the store keeps whatever it is given.
+//! These are plain data with serde derives: most are stored as JSON (see the module doc of
+//! [`crate::store`]), and every [`Change`], directory changes included, is serialisable so a
+//! caller can log or forward it. The directory's pins and buckets are the exception on disk: they
+//! use a compact two-name encoding instead of JSON, because there can be millions of them. These
+//! types carry no rules: the control plane decides what a valid report, drain or placement is,
+//! and the store keeps whatever it is given.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,6 +66,50 @@ pub enum Change {
     },
     /// A write that changes no stored state but must be audited (e.g. a reload).
     AuditOnly,
+    /// A change to the user directory: pins, buckets, or the whole directory at once.
+    ///
+    /// However many rows it holds, it is applied in one write transaction with one audit entry.
+    /// For a bulk import the caller puts a summary in the audit entry's `detail`, not the rows.
+    Directory(DirectoryChange),
+}
+
+/// A home and a replica datacenter, by name.
+///
+/// Neither name may contain a NUL byte: the store separates the two names with one (see
+/// [`crate::store`]), and refuses a name holding one rather than store a value that would not
+/// load back the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPlacement {
+    /// The datacenter that serves the user or bucket.
+    pub home: String,
+    /// The datacenter that holds the replica.
+    pub replica: String,
+}
+
+/// A change to the user directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DirectoryChange {
+    /// Pin (Some) or unpin (None) users; any number, applied together.
+    ///
+    /// A user listed more than once gets what their last row says. Unpinning a user who is not
+    /// pinned changes nothing and is not an error.
+    Pins(Vec<(String, Option<StoredPlacement>)>),
+    /// Place buckets.
+    ///
+    /// Every bucket number must be below the stored bucket count, or nothing of the change is
+    /// stored.
+    Buckets(Vec<(u32, StoredPlacement)>),
+    /// Replace the whole directory (restore): the bucket count, every bucket, every pin.
+    ///
+    /// `buckets[i]` is bucket `i`, so `buckets` must hold exactly `n_buckets` placements.
+    Replace {
+        /// The new bucket count.
+        n_buckets: u32,
+        /// Every bucket's placement, in bucket order.
+        buckets: Vec<StoredPlacement>,
+        /// Every pin; all pins not listed are removed.
+        pins: Vec<(String, StoredPlacement)>,
+    },
 }
 
 /// One accepted write, as recorded in the append-only audit log.

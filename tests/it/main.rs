@@ -23,3 +23,4 @@ mod listeners;
 mod reload;
 mod support;
 mod truncation;
+mod users;
