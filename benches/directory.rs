@@ -32,6 +32,7 @@ fn directory(c: &mut Criterion) {
                 .expect("DIRECTORY_BENCH_PINS is a number")
         })
         .unwrap_or(DEFAULT_PINS);
+    assert!(n_pins > 0, "DIRECTORY_BENCH_PINS must be at least 1");
     let mut rng = SplitMix(42);
 
     let at_start = Memory::now();

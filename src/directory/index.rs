@@ -153,9 +153,10 @@ impl PinIndex {
     /// compares).
     ///
     /// The index is in hash order, so this sorts: a most-significant-digit radix sort with
-    /// 8-byte digits. Each round reads 8 bytes of every id still tied once and sorts integers;
-    /// comparing ids directly would read two random ids per comparison, some 25 times more
-    /// memory traffic for 10 million pins. Needs 16 bytes a pin while it runs.
+    /// 8-byte digits. Each round reads 8 bytes of every id still tied, once, and sorts integers;
+    /// comparing ids directly reads two ids at random places per comparison, which took six
+    /// times as long for 10 million pins (23 s against 3.7 s). Needs 16 bytes a pin while it
+    /// runs.
     pub(super) fn sorted_by_id(&self, hidden: &[u32]) -> Vec<IdKey> {
         let mut hidden = hidden.iter().peekable();
         let mut keys: Vec<IdKey> = Vec::with_capacity(self.len());
@@ -165,32 +166,35 @@ impl PinIndex {
                 keys.push(IdKey::new(self.id_bytes(i as usize), 0, i));
             }
         }
-        self.sort_keys(&mut keys, 0);
-        keys
-    }
-
-    /// Sorts `keys`, whose first `depth` id bytes are all equal, by id; their digit is the one
-    /// at `depth`.
-    fn sort_keys(&self, keys: &mut [IdKey], depth: usize) {
-        keys.sort_unstable();
-        // Runs with the same digit, of ids longer than it, are still tied: sort them by their
-        // next digit.
-        let mut rest = keys;
-        while let Some(first) = rest.first().copied() {
-            let run = rest
-                .iter()
-                .take_while(|k| (k.digit, k.tail) == (first.digit, first.tail))
-                .count();
-            let (tied, after) = rest.split_at_mut(run);
-            if run > 1 && first.tail == IdKey::MORE {
-                let depth = depth + IdKey::DIGIT_BYTES;
+        // Ranges of `keys` still to sort, with the depth of their digits. A stack rather than
+        // recursion: ids are stored unchecked, and one very long shared prefix must not
+        // overflow the call stack.
+        let mut pending = vec![(0..keys.len(), 0)];
+        while let Some((range, depth)) = pending.pop() {
+            let tied = &mut keys[range.clone()];
+            if depth > 0 {
                 for key in tied.iter_mut() {
                     *key = IdKey::new(self.id_bytes(key.index as usize), depth, key.index);
                 }
-                self.sort_keys(tied, depth);
             }
-            rest = after;
+            tied.sort_unstable();
+            // Runs with the same digit, of ids longer than it, are still tied: they sort by
+            // their next digit.
+            let mut start = 0;
+            while start < tied.len() {
+                let first = tied[start];
+                let run = tied[start..]
+                    .iter()
+                    .take_while(|k| (k.digit, k.tail) == (first.digit, first.tail))
+                    .count();
+                if run > 1 && first.tail == IdKey::MORE {
+                    let offset = range.start + start;
+                    pending.push((offset..offset + run, depth + IdKey::DIGIT_BYTES));
+                }
+                start += run;
+            }
         }
+        keys
     }
 
     /// A new index: this one with `changes` applied (`None` removes a pin).
@@ -447,7 +451,7 @@ mod tests {
     fn sorted_by_id_is_bytewise_order() {
         // Shared prefixes longer than one 8-byte digit, ids that are prefixes of others
         // (including ones continuing with zero bytes, which look like digit padding), the
-        // empty id, and multi-byte UTF-8.
+        // empty id, multi-byte UTF-8, and ids far longer than valid ones.
         let mut ids: Vec<String> = vec![
             "".into(),
             "a".into(),
@@ -463,6 +467,9 @@ mod tests {
             "ユーザー42".into(),
             "\u{10ffff}".into(),
         ];
+        // A prefix shared over 12,500 digits.
+        ids.push(format!("{}b", "x".repeat(100_000)));
+        ids.push(format!("{}a", "x".repeat(100_000)));
         for i in 0..3000 {
             ids.push(format!("user-{i}"));
             ids.push(format!("a-very-long-shared-prefix-of-thirty-{i}"));

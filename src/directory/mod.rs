@@ -20,8 +20,10 @@
 //! A [`Directory`] is an immutable snapshot: lookups take no lock, do no I/O and do not
 //! allocate. Changes build a new directory that shares what did not change. Pins live in a
 //! compact index built for millions of entries (see `index.rs`), plus a small overlay of the
-//! changes made since that index was built; when the overlay grows past a threshold, the next
-//! change merges it into a new index, so one pin change never copies every pin.
+//! changes made since that index was built. A change copies only the overlay; the change that
+//! takes the overlay past its limit (about twice the square root of the number of pins) merges
+//! it into a new index. So one pin change does not copy every pin, and lookups check at most
+//! one small hash map before the index.
 //!
 //! This module does not decide eligibility (the caller passes it in), parse configuration,
 //! store pins or speak DNS; [`id_to_label`] and [`label_to_id`] only define the label form.
@@ -123,7 +125,7 @@ impl Directory {
     /// with the same id, the last wins.
     ///
     /// Ids are stored as given; callers check them with [`check_user_id`] where they come in.
-    /// Building 10 million pins takes about 1.5 s and 215 MB (see `benches/directory.rs`).
+    /// Building 10 million pins takes 1 to 2 s and 215 MB (see `benches/directory.rs`).
     ///
     /// # Panics
     ///
@@ -312,9 +314,9 @@ impl Directory {
     /// Every pin, sorted by id (byte order, as `str` compares), for export.
     ///
     /// The index is kept in hash order for lookups, so this sorts, which takes 16 bytes a pin
-    /// while the iterator lives and about a second for 10 million pins (see
-    /// `benches/directory.rs`). It is meant for exports; to count or test pins, use
-    /// [`Directory::n_pins`] and [`Directory::pin`].
+    /// while the iterator lives and about 4 s for 10 million pins (see
+    /// `benches/directory.rs`). It is meant for exports; to count pins or look one up, use
+    /// [`Directory::n_pins`] and [`Directory::pin`], which cost nothing.
     pub fn pins(&self) -> impl Iterator<Item = (&str, Placement)> + '_ {
         // The index entries the overlay overrides or removes: found by probing the index for
         // each overlay id, which is small, rather than the overlay for every indexed id.
@@ -387,10 +389,11 @@ impl fmt::Debug for Directory {
 /// twice the square root of the number of indexed pins, within [`MIN_OVERLAY`, `MAX_OVERLAY`].
 ///
 /// Each change copies the overlay, and each compaction copies the index, at similar costs per
-/// entry (about 20 ns on the benchmark machine). For changes made one at a time to `n` pins, the
-/// copying per change is about `limit / 2 + n / limit` entries, least at `limit = sqrt(2n)`; twice
-/// the square root costs 6% more and compacts (which briefly holds two indexes) 30% less often. For 10 million pins that is 6,324 entries: about 0.1 ms a change, every change
-/// included, rather than about 1 ms with a 65,536-entry overlay.
+/// entry (about 20 ns on the benchmark machine). For changes made one at a time to `n` pins,
+/// the copying per change is about `limit / 2 + n / limit` entries, least at
+/// `limit = sqrt(2n)`; twice the square root costs 6% more and compacts (which briefly holds
+/// two indexes) 30% less often. For 10 million pins that is 6,324 entries: about 0.1 ms a
+/// change, compactions included, where a 65,536-entry overlay would cost about 1 ms.
 fn overlay_limit(n_base: usize) -> usize {
     (2 * n_base.isqrt()).clamp(MIN_OVERLAY, MAX_OVERLAY)
 }
