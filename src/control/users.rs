@@ -505,10 +505,12 @@ pub(crate) async fn restore(
             Some(_) => {}
         }
     }
-    report.pins_removed = directory
-        .pins()
-        .filter(|(u, _)| !incoming.contains_key(u))
+    // Counted without walking (and sorting) every pin: the pins not in the export are removed.
+    let kept = incoming
+        .keys()
+        .filter(|u| directory.pin(u).is_some())
         .count();
+    report.pins_removed = directory.n_pins() - kept;
     let pin_population = directory.n_pins().max(incoming.len()).max(1);
     let pin_share = (report.pins_added + report.pins_changed + report.pins_removed) as f64
         / pin_population as f64;
