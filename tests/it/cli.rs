@@ -60,12 +60,14 @@ impl Guard {
         }
     }
 
+    /// Sends a signal through the shell's built-in `kill`: `/bin/sh` is on every machine,
+    /// the `kill` program (procps) is not.
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {}", self.child.id()))
             .status()
-            .expect("run kill");
+            .expect("run sh -c kill");
         assert!(status.success(), "kill -{name} failed");
     }
 }
