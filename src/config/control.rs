@@ -113,22 +113,12 @@ pub(super) fn validate_control(
             }
         }
     };
-    let allow_texts = raw.explain_allow.unwrap_or_else(|| {
-        raw::DEFAULT_EXPLAIN_ALLOW
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect()
-    });
-    let mut explain_allow = Vec::new();
-    for (i, text) in allow_texts.iter().enumerate() {
-        match text.parse::<IpNet>() {
-            Ok(net) => explain_allow.push(net.trunc()),
-            Err(_) => problems.push(Problem::new(
-                format!("control.explain_allow[{i}]"),
-                format!("{text:?} is not a network (address/prefix)"),
-            )),
-        }
-    }
+    let explain_allow = super::parse_networks(
+        "control.explain_allow",
+        raw.explain_allow,
+        raw::DEFAULT_EXPLAIN_ALLOW,
+        problems,
+    );
     let mut tokens = Vec::new();
     for (i, token) in raw.tokens.into_iter().enumerate() {
         let path = format!("control.tokens[{i}]");

@@ -106,22 +106,12 @@ pub(super) fn validate_directory(
             None
         }
     });
-    let allow_texts = raw.allow.unwrap_or_else(|| {
-        raw::DEFAULT_EXPLAIN_ALLOW
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect()
-    });
-    let mut allow = Vec::new();
-    for (i, text) in allow_texts.iter().enumerate() {
-        match text.parse::<IpNet>() {
-            Ok(net) => allow.push(net.trunc()),
-            Err(_) => problems.push(Problem::new(
-                format!("directory.allow[{i}]"),
-                format!("{text:?} is not a network (address/prefix)"),
-            )),
-        }
-    }
+    let allow = super::parse_networks(
+        "directory.allow",
+        raw.allow,
+        raw::DEFAULT_EXPLAIN_ALLOW,
+        problems,
+    );
     let change_limit = raw.change_limit.unwrap_or(raw::DEFAULT_CHANGE_LIMIT);
     if !(0.0..=1.0).contains(&change_limit) {
         problems.push(Problem::new(

@@ -641,6 +641,28 @@ fn validate_order(
     order
 }
 
+/// Parses a list of networks (`address/prefix`) at `path`, or `defaults` when the list is
+/// absent; host bits are cleared.
+pub(super) fn parse_networks(
+    path: &str,
+    texts: Option<Vec<String>>,
+    defaults: &[&str],
+    problems: &mut Vec<Problem>,
+) -> Vec<ipnet::IpNet> {
+    let texts = texts.unwrap_or_else(|| defaults.iter().map(|s| (*s).to_owned()).collect());
+    let mut networks = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        match text.parse::<ipnet::IpNet>() {
+            Ok(net) => networks.push(net.trunc()),
+            Err(_) => problems.push(Problem::new(
+                format!("{path}[{i}]"),
+                format!("{text:?} is not a network (address/prefix)"),
+            )),
+        }
+    }
+    networks
+}
+
 /// Lower-cases a domain name, drops one trailing dot and checks its shape (RFC 1035 §2.3.4:
 /// labels of 1 to 63 octets, 253 characters in all).
 ///

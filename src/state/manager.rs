@@ -454,17 +454,7 @@ fn refuse_last_drain(
         if !touched {
             continue;
         }
-        let id = ServiceId(s as u16);
-        let any_eligible = service.pools.iter().any(|pool| {
-            Standing::of(
-                &config.datacenters[pool.datacenter],
-                &states[pool.datacenter],
-                id,
-                service,
-            )
-            .is_eligible()
-        });
-        if !any_eligible {
+        if !has_eligible(config, &states, ServiceId(s as u16)) {
             return Err(ApplyError::Refused(format!(
                 "draining {} would leave service {} with no eligible datacenter; add \"force\": true to drain anyway",
                 key.datacenter, service.id
