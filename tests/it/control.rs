@@ -130,6 +130,13 @@ async fn a_report_changes_answers_as_soon_as_it_is_accepted() {
     );
 }
 
+/// eu-west reports itself healthy with `load` of a capacity of 100.
+async fn eu_west_load(server: &TestServer, load: u32) {
+    let body = json!({"healthy": true, "capacity": 100, "load": load});
+    let (status, reply) = put_report(server, "eu-west", Some(EU_WEST), body).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+}
+
 /// How many of `n` GB /48 networks (inside the fixture's 2a02:8800::/32) get eu-west for `api`.
 async fn gb_networks_on_eu_west(server: &TestServer, n: u16) -> usize {
     let mut kept = 0;
@@ -155,43 +162,19 @@ async fn an_overloaded_datacenter_sheds_a_share_of_networks_and_gets_them_back()
         "idle: every GB network on eu-west"
     );
     // Utilization 0.9: (0.9 - 0.8) / (0.95 - 0.8) = 2/3 of the networks spill.
-    put_report(
-        &server,
-        "eu-west",
-        Some(EU_WEST),
-        json!({"healthy": true, "capacity": 100, "load": 90}),
-    )
-    .await;
+    eu_west_load(&server, 90).await;
     let kept = gb_networks_on_eu_west(&server, n).await;
     assert!((70..=130).contains(&kept), "{kept} of {n} kept at 90 %");
     // The same networks keep their answers while nothing changes.
     assert_eq!(gb_networks_on_eu_west(&server, n).await, kept);
     // Over the high watermark: nobody new.
-    put_report(
-        &server,
-        "eu-west",
-        Some(EU_WEST),
-        json!({"healthy": true, "capacity": 100, "load": 97}),
-    )
-    .await;
+    eu_west_load(&server, 97).await;
     assert_eq!(gb_networks_on_eu_west(&server, n).await, 0);
     // Hysteresis: 0.93 is under the watermark but not under 0.95 - 0.05.
-    put_report(
-        &server,
-        "eu-west",
-        Some(EU_WEST),
-        json!({"healthy": true, "capacity": 100, "load": 93}),
-    )
-    .await;
+    eu_west_load(&server, 93).await;
     assert_eq!(gb_networks_on_eu_west(&server, n).await, 0);
     // Recovered: everybody back.
-    put_report(
-        &server,
-        "eu-west",
-        Some(EU_WEST),
-        json!({"healthy": true, "capacity": 100, "load": 40}),
-    )
-    .await;
+    eu_west_load(&server, 40).await;
     assert_eq!(gb_networks_on_eu_west(&server, n).await, 300);
 }
 
@@ -235,13 +218,7 @@ async fn a_stale_report_counts_as_down_after_its_grace_period() {
         "{metrics}"
     );
     // A fresh report brings it back.
-    put_report(
-        &server,
-        "eu-west",
-        Some(EU_WEST),
-        json!({"healthy": true, "capacity": 100, "load": 10}),
-    )
-    .await;
+    eu_west_load(&server, 10).await;
     assert_eq!(
         answer(&server, "www.example.com", "81.2.69.0/24").await,
         [EU_WEST_IP]
@@ -405,13 +382,7 @@ async fn bad_tokens_and_bodies_are_rejected_and_change_nothing() {
 #[tokio::test]
 async fn writes_are_audited_in_order() {
     let server = server().await;
-    put_report(
-        &server,
-        "eu-west",
-        Some(EU_WEST),
-        json!({"healthy": true, "capacity": 100, "load": 10}),
-    )
-    .await;
+    eu_west_load(&server, 10).await;
     post(
         &server,
         "/v1/datacenters/us-east/drain",
@@ -743,13 +714,7 @@ async fn a_restart_keeps_reports_drains_and_the_audit_log() {
     let audit: Value = response.json().await.unwrap();
     assert_eq!(audit.as_array().unwrap().len(), 2);
     // A fresh report verifies it again.
-    put_report(
-        &server,
-        "eu-west",
-        Some(EU_WEST),
-        json!({"healthy": true, "capacity": 100, "load": 0}),
-    )
-    .await;
+    eu_west_load(&server, 0).await;
     let (_, body) = get(&server, "/v1/datacenters/eu-west").await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["unverified"],
