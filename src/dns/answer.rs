@@ -106,6 +106,9 @@ pub(crate) struct Reply<'a> {
     pub(crate) scope: u8,
     /// The routed part of the answer, if any.
     pub(crate) routed: Option<RoutedInfo>,
+    /// Records of a wildcard that answer the question; the handler gives them the question's
+    /// name and makes them the answer (RFC 4592 §3.3.1).
+    pub(crate) wildcard: Option<&'a RecordSet>,
 }
 
 impl<'a> Reply<'a> {
@@ -134,6 +137,15 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// This reply with `records` as its whole answer section (a wildcard's synthesized records).
+    pub(crate) fn with_answer(self, records: &'a RecordSet) -> Self {
+        Reply {
+            answers: Section::one(records),
+            wildcard: None,
+            ..self
+        }
+    }
+
     /// An authoritative negative reply (NXDOMAIN or NODATA) with the zone's SOA.
     pub(crate) fn negative(rcode: ResponseCode, soa: Option<&'a RecordSet>) -> Self {
         let mut reply = Reply {
@@ -156,6 +168,7 @@ impl<'a> Reply<'a> {
             additionals: Section::EMPTY,
             scope: 0,
             routed: None,
+            wildcard: None,
         }
     }
 }
@@ -289,6 +302,25 @@ impl Catalog {
             let name = target.as_ref().unwrap_or(question.name);
             let node = match zone.lookup(name) {
                 Lookup::Node(node) => node,
+                Lookup::Wildcard(node) => {
+                    if hop > 0 {
+                        // A CNAME into a wildcard: the resolver follows it from here.
+                        return reply;
+                    }
+                    let records = node
+                        .rrset(question.qtype)
+                        .or_else(|| node.rrset(RecordType::CNAME))
+                        .or_else(|| {
+                            (question.qtype == RecordType::ANY)
+                                .then(|| node.first_rrset())
+                                .flatten()
+                        });
+                    match records {
+                        Some(records) => reply.wildcard = Some(records),
+                        None => reply.authorities = Section::one(&zone.negative_soa),
+                    }
+                    return reply;
+                }
                 Lookup::NxDomain => {
                     // RFC 6604 §3: the rcode describes the last name of a CNAME chain.
                     reply.rcode = ResponseCode::NXDomain;

@@ -74,6 +74,26 @@ impl RequestHandler for Handler {
             Some(Built::Error(rcode)) => Reply::error(rcode),
             None => decide(request, &snapshot, client.as_ref().ok()),
         };
+        // A wildcard match: its records, owned by the question's name (RFC 4592 §3.3.1).
+        let synthesized: RecordSet;
+        let reply = match (reply.wildcard, request.queries.queries().first()) {
+            (Some(source), Some(query)) => {
+                let owner = query.original().name();
+                synthesized = RecordSet::new(
+                    source
+                        .records()
+                        .iter()
+                        .map(|record| {
+                            let mut record = record.clone();
+                            record.name = owner.clone();
+                            record
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                reply.with_answer(&synthesized)
+            }
+            _ => reply,
+        };
         if let Some(routed) = reply.routed {
             let counters = &snapshot.loaded.counters;
             if let Some(first) = routed.first {

@@ -49,6 +49,9 @@ pub(crate) struct Cut {
 pub(crate) enum Lookup<'z> {
     /// The name exists.
     Node(&'z Node),
+    /// The name does not exist, but its closest encloser has a wildcard child that answers for
+    /// it (RFC 4592 §3.3.1); the records must be given the queried name as owner.
+    Wildcard(&'z Node),
     /// The name is at or below a delegation point.
     Referral(&'z Cut),
     /// The name does not exist.
@@ -155,9 +158,25 @@ impl Zone {
         if let Some(cut) = self.cuts.iter().find(|cut| cut.name.zone_of(name)) {
             return Lookup::Referral(cut);
         }
-        match self.nodes.get(name) {
-            Some(node) => Lookup::Node(node),
-            None => Lookup::NxDomain,
+        if let Some(node) = self.nodes.get(name) {
+            return Lookup::Node(node);
+        }
+        // Only names that do not exist get here, so the walk (which allocates) is off the path
+        // of every existing name. The closest encloser is the nearest existing ancestor (empty
+        // non-terminals count: they are nodes); its `*` child, if any, is the source of synthesis.
+        let mut child = name.clone();
+        loop {
+            let parent = child.base_name();
+            if parent == self.origin || self.nodes.contains_key(&parent) {
+                return match self.nodes.get(&child.into_wildcard()) {
+                    Some(node) => Lookup::Wildcard(node),
+                    None => Lookup::NxDomain,
+                };
+            }
+            if !self.origin.zone_of(&parent) {
+                return Lookup::NxDomain;
+            }
+            child = parent;
         }
     }
 

@@ -26,6 +26,11 @@ ns.sub   IN A   192.0.2.99
 ; A CNAME to a name that does not exist, and one that leaves our zones.
 dangling IN CNAME gone.example.com.
 away     IN CNAME www.example.net.
+; Wildcards (RFC 4592): a name of its own below one, and a wildcard CNAME.
+*.dyn    IN A   192.0.2.77
+*.dyn    IN TXT \"wild\"
+host.dyn IN A   192.0.2.78
+*.alias  IN CNAME www.example.com.
 "
     )
 }
@@ -538,4 +543,54 @@ async fn one_tcp_connection_carries_several_queries() {
     assert_eq!(a_records(&replies[0]), [Ipv4Addr::new(192, 0, 2, 3)]);
     assert_eq!(a_records(&replies[1]), [Ipv4Addr::new(192, 0, 2, 53)]);
     assert_eq!(replies[2].metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[tokio::test]
+async fn wildcards_answer_for_names_that_do_not_exist() {
+    let server = server().await;
+    // Synthesized for any missing name below dyn, at any depth, owned by the name asked.
+    for name in ["x.dyn.example.com", "A.b.Dyn.example.com"] {
+        let reply = Ask::new(name, RecordType::A).udp(server.udp).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(reply.metadata.authoritative, "{name}");
+        assert_eq!(a_records(&reply), [Ipv4Addr::new(192, 0, 2, 77)], "{name}");
+        assert_eq!(
+            reply.answers[0].name.to_string(),
+            format!("{name}."),
+            "{name}: owner"
+        );
+    }
+    let reply = Ask::new("x.dyn.example.com", RecordType::TXT)
+        .udp(server.udp)
+        .await;
+    assert_eq!(txt_strings(&reply.answers[0]), ["wild"]);
+    // A name that exists is never answered by the wildcard (RFC 4592 §2.2.1).
+    let reply = Ask::new("host.dyn.example.com", RecordType::A)
+        .udp(server.udp)
+        .await;
+    assert_eq!(a_records(&reply), [Ipv4Addr::new(192, 0, 2, 78)]);
+    let reply = Ask::new("host.dyn.example.com", RecordType::TXT)
+        .udp(server.udp)
+        .await;
+    assert_negative(&reply, ResponseCode::NoError);
+    // The wildcard has no MX: NODATA.
+    let reply = Ask::new("x.dyn.example.com", RecordType::MX)
+        .udp(server.udp)
+        .await;
+    assert_negative(&reply, ResponseCode::NoError);
+    // A wildcard CNAME is synthesized too (the resolver follows it).
+    let reply = Ask::new("y.alias.example.com", RecordType::A)
+        .udp(server.udp)
+        .await;
+    assert_eq!(types(&reply.answers), [RecordType::CNAME]);
+    assert_eq!(reply.answers[0].name.to_string(), "y.alias.example.com.");
+    // No wildcard at the closest encloser: NXDOMAIN, even below an empty non-terminal.
+    for name in ["nope.example.com", "x.deep.example.com"] {
+        let reply = Ask::new(name, RecordType::A).udp(server.udp).await;
+        assert_negative(&reply, ResponseCode::NXDomain);
+    }
 }
