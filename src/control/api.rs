@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::dns::{ExplainError, explain_query};
-use crate::routing::{DcTrace, ServiceId, Standing};
+use crate::routing::{DcState, DcTrace, ServiceId, Standing};
 use crate::state::{ApplyError, Snapshot, unix_ms};
 use crate::store::{AuditEntry, Change, DrainKey, StoredReport};
 
@@ -367,12 +367,11 @@ pub(crate) async fn list_datacenters(
     State(state): State<ControlState>,
 ) -> Json<Vec<DatacenterView>> {
     let snapshot = state.shared.load();
-    let views = snapshot
-        .loaded
-        .config
-        .datacenters
-        .iter()
-        .map(|dc| datacenter_view(&snapshot, &dc.name, state.clock.now()))
+    let config = &snapshot.loaded.config;
+    // Every datacenter's state at one instant, computed once for the whole list.
+    let states = snapshot.live.dc_states(config, state.clock.now());
+    let views = (0..config.datacenters.len())
+        .map(|index| datacenter_view(&snapshot, index, &states[index]))
         .collect();
     Json(views)
 }
@@ -385,20 +384,19 @@ pub(crate) async fn get_datacenter(
     Path(dc): Path<String>,
 ) -> Result<Json<DatacenterView>, ApiError> {
     let snapshot = state.shared.load();
-    if snapshot.loaded.config.datacenter_index(&dc).is_none() {
+    let Some(index) = snapshot.loaded.config.datacenter_index(&dc) else {
         return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
-    }
-    Ok(Json(datacenter_view(&snapshot, &dc, state.clock.now())))
+    };
+    let states = snapshot
+        .live
+        .dc_states(&snapshot.loaded.config, state.clock.now());
+    Ok(Json(datacenter_view(&snapshot, index, &states[index])))
 }
 
-fn datacenter_view(snapshot: &Snapshot, name: &str, now: SystemTime) -> DatacenterView {
+/// The view of datacenter `index` in `state` (its entry of `LiveState::dc_states`).
+fn datacenter_view(snapshot: &Snapshot, index: usize, state: &DcState) -> DatacenterView {
     let config = &snapshot.loaded.config;
-    let index = config
-        .datacenter_index(name)
-        .expect("checked by the caller");
     let dc = &config.datacenters[index];
-    let states = snapshot.live.dc_states(config, now);
-    let state = &states[index];
     let report = state.report.as_ref();
     let freshness = match report {
         None => "unreported",

@@ -401,36 +401,22 @@ impl Manager {
     }
 
     fn update_gauges(&self, loaded: &Loaded, live: &LiveState, now: std::time::SystemTime) {
-        let now_ms = unix_ms(now);
-        for dc in &loaded.config.datacenters {
-            let report = live.reports.get(&dc.name);
-            let drained = live.drains.contains(&DrainKey {
-                datacenter: dc.name.clone(),
-                service: None,
-            });
-            let state = match report {
-                _ if drained => DcStateLabel::Drained,
+        let states = live.dc_states(&loaded.config, now);
+        for (dc, state) in loaded.config.datacenters.iter().zip(&states) {
+            let label = match &state.report {
+                _ if state.drained => DcStateLabel::Drained,
                 None => DcStateLabel::Unreported,
-                Some(r) => {
-                    let age = now_ms.saturating_sub(r.received_unix_ms);
-                    let fresh = age <= u64::from(r.ttl_seconds) * 1000;
-                    match (r.healthy, fresh) {
-                        (false, _) => DcStateLabel::Down,
-                        (true, true) => DcStateLabel::Fresh,
-                        (true, false) => DcStateLabel::Stale,
-                    }
-                }
+                Some(r) if !r.healthy => DcStateLabel::Down,
+                Some(r) if r.age <= r.ttl => DcStateLabel::Fresh,
+                Some(_) => DcStateLabel::Stale,
             };
-            self.metrics.set_datacenter_state(&dc.name, state);
-            if let Some(r) = report {
-                let age = now_ms.saturating_sub(r.received_unix_ms) as f64 / 1000.0;
-                self.metrics.set_report_age(&dc.name, age);
-                let utilization = if r.capacity > 0.0 {
-                    r.load / r.capacity
-                } else {
-                    0.0
-                };
-                self.metrics.set_utilization(&dc.name, utilization);
+            self.metrics.set_datacenter_state(&dc.name, label);
+            if let Some(r) = &state.report {
+                self.metrics.set_report_age(&dc.name, r.age.as_secs_f64());
+                // A datacenter with no capacity exports 0, not infinity.
+                let utilization = Some(r.utilization()).filter(|u| u.is_finite());
+                self.metrics
+                    .set_utilization(&dc.name, utilization.unwrap_or(0.0));
             }
         }
     }
