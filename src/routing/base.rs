@@ -67,11 +67,6 @@ impl BaseTable {
     pub(super) fn service(&self, service: ServiceId) -> &BaseService {
         &self.services[usize::from(service.0)]
     }
-
-    /// How many services the table routes.
-    pub fn n_services(&self) -> usize {
-        self.services.len()
-    }
 }
 
 impl BaseService {

@@ -18,7 +18,7 @@ pub use live::{Clock, LiveState, apply_directory, unix_ms};
 pub use manager::{
     ApplyError, Manager, REFRESH_INTERVAL, StateCommands, StateHandle, state_channel,
 };
-pub use snapshot::{Counters, Loaded, Snapshot, version_of};
+pub use snapshot::{Counters, Loaded, Snapshot};
 
 /// The current snapshot, shared by every query.
 #[derive(Clone)]

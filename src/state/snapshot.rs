@@ -205,7 +205,7 @@ impl Snapshot {
 }
 
 /// The version of a configuration text: its hex SHA-256.
-pub fn version_of(text: &str) -> String {
+fn version_of(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
