@@ -10,6 +10,7 @@
 //! - `listeners`: binding the DNS sockets;
 //! - `reload`: reloads and shutdown of a running server;
 //! - `cli`: `meridian check-config` and `meridian serve`, exit codes and signals.
+//! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
@@ -24,3 +25,4 @@ mod reload;
 mod support;
 mod truncation;
 mod users;
+mod zone_files;
