@@ -282,7 +282,7 @@ fn load_problems(zone_text: &str) -> Vec<String> {
     let dir = config_dir(CONFIG);
     std::fs::write(dir.path().join(ZONE_FILE), zone_text).unwrap();
     let source = meridian::config::Source::File(dir.path().join(CONFIG_FILE));
-    match meridian::state::Loaded::load(&source) {
+    match meridian::dns::Loaded::load(&source) {
         Ok(_) => Vec::new(),
         Err(error) => error
             .problems
