@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Source;
-use crate::control::{self, ControlState, Readiness};
+use crate::control::{self, ControlState};
 use crate::dns::{DnsServer, Handler};
+use crate::dns::{Loaded, Manager};
 use crate::metrics::Metrics;
-use crate::state::{Clock, Loaded, Manager, StateCommands, StateHandle, unix_ms};
+use crate::state::{Clock, Readiness, StateCommands, StateHandle, unix_ms};
 use crate::store::{AuditEntry, Change, Store};
 
 pub use crate::state::state_channel;

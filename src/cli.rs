@@ -10,7 +10,8 @@ use tracing::{error, warn};
 
 use crate::app;
 use crate::config::Source;
-use crate::state::{Clock, Loaded, Snapshot};
+use crate::dns::{Loaded, Snapshot};
+use crate::state::Clock;
 use crate::store::Store;
 
 /// Exit code for an invalid configuration.
@@ -98,7 +99,7 @@ fn source_of(config: Option<PathBuf>) -> Source {
 fn check_config(source: &Source) -> ExitCode {
     match Snapshot::load(source, 0) {
         Ok(snapshot) => {
-            let (zones, names) = snapshot.loaded.catalog.summary();
+            let (zones, names) = snapshot.loaded.zones.summary();
             #[allow(clippy::print_stdout)]
             {
                 println!("{source}: ok");

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::state::Snapshot;
+use crate::dns::Snapshot;
 
 use super::ControlState;
 use super::auth::Need;

@@ -13,8 +13,9 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::dns::Snapshot;
 use crate::routing::{DcState, ServiceId, Standing};
-use crate::state::{Snapshot, unix_ms};
+use crate::state::unix_ms;
 use crate::store::{Change, DrainKey, StoredReport};
 
 use super::ControlState;

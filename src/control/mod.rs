@@ -27,7 +27,6 @@ mod users;
 mod write;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -44,8 +43,9 @@ pub use error::ApiError;
 
 use openapi::StandardResponses;
 
+use crate::dns::Shared;
 use crate::metrics::Metrics;
-use crate::state::{Clock, Shared, StateHandle};
+use crate::state::{Clock, Readiness, StateHandle};
 use crate::store::Store;
 
 /// How long one control request may take.
@@ -80,33 +80,6 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/healthz"),
     (Method::GET, "/readyz"),
 ];
-
-/// Whether the server should receive traffic: serving, not drained by an operator, not
-/// shutting down.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness {
-    /// Atomic flags rather than a lock: probes only read them, and each has one writer (the app
-    /// for serving, the state manager for drained).
-    serving: Arc<AtomicBool>,
-    drained: Arc<AtomicBool>,
-}
-
-impl Readiness {
-    /// Marks the server as serving DNS from a published snapshot, or as shutting down.
-    pub fn set(&self, serving: bool) {
-        self.serving.store(serving, Ordering::Release);
-    }
-
-    /// Marks the instance as drained by an operator (or `--drained`), or undrained.
-    pub fn set_drained(&self, drained: bool) {
-        self.drained.store(drained, Ordering::Release);
-    }
-
-    /// Whether the server is ready.
-    pub fn get(&self) -> bool {
-        self.serving.load(Ordering::Acquire) && !self.drained.load(Ordering::Acquire)
-    }
-}
 
 /// What the handlers share.
 #[derive(Clone)]

@@ -13,7 +13,8 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::state::{ApplyError, Snapshot, unix_ms};
+use crate::dns::Snapshot;
+use crate::state::{ApplyError, unix_ms};
 use crate::store::AuditEntry;
 
 use super::ControlState;

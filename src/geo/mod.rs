@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
-pub use countries::CountryTable;
+pub use countries::{COUNTRIES_CSV, CountryTable};
 pub use location::{Continent, Coordinates, CountryCode, Location};
 
 /// Index of a distinct located record of the geo database: clients in the same cell share every

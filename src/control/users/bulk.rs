@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::state::Snapshot;
+use crate::dns::Snapshot;
 use crate::store::{Change, DirectoryChange, StoredPlacement};
 
 use super::super::ControlState;

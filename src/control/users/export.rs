@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::directory::check_user_id;
-use crate::state::Snapshot;
+use crate::dns::Snapshot;
 use crate::store::StoredPlacement;
 
 use super::super::ControlState;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use tokio_stream::StreamExt;
 
 use crate::directory::check_user_id;
-use crate::state::Snapshot;
+use crate::dns::Snapshot;
 use crate::store::StoredPlacement;
 
 use super::super::error::ApiError;

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::directory::{Directory, Placement, check_user_id};
-use crate::state::{DirectoryView, Snapshot, reason_label, source_label};
+use crate::dns::Snapshot;
+use crate::state::{DirectoryView, reason_label, source_label};
 use crate::store::{Change, DirectoryChange, StoredPlacement};
 
 use super::ControlState;
