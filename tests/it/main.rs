@@ -23,6 +23,7 @@ mod client;
 mod control;
 mod ecs;
 mod listeners;
+mod policies;
 mod reload;
 mod support;
 mod truncation;
