@@ -7,7 +7,8 @@
 //!   sends;
 //! - `answer.rs` turns a question into records (zones, CNAMEs, routed services, CHAOS);
 //! - `routed.rs` prepares the records of every routing outcome;
-//! - `zone.rs` holds static zone data parsed from master files;
+//! - `zone/` reads master files (our own reader, octet-exact), checks them and holds the static
+//!   zone data;
 //! - `rrset.rs` keeps record sets with their wire size, for the truncation decision;
 //! - `explain.rs` explains a query (HTTP and `_explain.` TXT) by running it;
 //! - `edns.rs` reads EDNS Client Subnet and builds the response's OPT record.

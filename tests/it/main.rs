@@ -11,7 +11,8 @@
 //! - `listeners`: binding the DNS sockets;
 //! - `reload`: reloads and shutdown of a running server;
 //! - `cli`: `meridian check-config` and `meridian serve`, exit codes and signals;
-//! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them.
+//! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
+//! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
@@ -28,3 +29,4 @@ mod reload;
 mod support;
 mod truncation;
 mod users;
+mod zone_files;
