@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::dns::Snapshot;
+use crate::store::ConfigVersion;
 
 use super::ControlState;
 use super::auth::Need;
@@ -21,7 +22,7 @@ use super::write::{admit, audit};
 /// The running configuration.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConfigView {
-    /// Hex SHA-256 of the text.
+    /// Hex SHA-256 of the text and the zone files it names.
     version: String,
     generation: u64,
     text: String,
@@ -107,7 +108,7 @@ pub(crate) async fn config_versions(
     ))
 }
 
-/// A unified diff between two configuration versions.
+/// A unified diff between two configuration versions: the configuration, then each zone file.
 #[utoipa::path(get, path = "/v1/config/diff", params(DiffParams),
     responses((status = 200, body = String, content_type = "text/plain"), (status = 404, body = super::error::ErrorBody)))]
 pub(crate) async fn config_diff(
@@ -133,9 +134,49 @@ pub(crate) async fn config_diff(
     })?;
     let to =
         to.ok_or_else(|| ApiError::not_found(format!("no configuration version {to_version:?}")))?;
-    let diff = similar::TextDiff::from_lines(&from.text, &to.text)
-        .unified_diff()
-        .header(&from.hash, &to.hash)
-        .to_string();
+    let diff = diff_versions(&from, &to);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], diff).into_response())
+}
+
+/// The unified diff between two versions: the configuration, then each zone file that changed,
+/// each with a `---`/`+++` header naming the file and the version. A file only one version has
+/// is compared with nothing.
+fn diff_versions(from: &ConfigVersion, to: &ConfigVersion) -> String {
+    let file_text = |version: &ConfigVersion, name: &str| -> String {
+        version
+            .files
+            .iter()
+            .find(|file| file.name == name)
+            .map(|file| file.text.clone())
+            .unwrap_or_default()
+    };
+    let mut names: Vec<&str> = from.files.iter().map(|file| file.name.as_str()).collect();
+    for file in &to.files {
+        if !names.contains(&file.name.as_str()) {
+            names.push(&file.name);
+        }
+    }
+    let mut res = unified(
+        &from.text,
+        &to.text,
+        &format!("configuration {}", from.hash),
+        &format!("configuration {}", to.hash),
+    );
+    for name in names {
+        res.push_str(&unified(
+            &file_text(from, name),
+            &file_text(to, name),
+            &format!("{name} {}", from.hash),
+            &format!("{name} {}", to.hash),
+        ));
+    }
+    res
+}
+
+/// A unified diff of two texts; empty when they are equal.
+fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .header(old_name, new_name)
+        .to_string()
 }

@@ -18,7 +18,7 @@ use crate::directory::Directory;
 use crate::metrics::{DcStateLabel, Metrics};
 use crate::routing::{DcState, ServiceId, Standing};
 use crate::store::{
-    AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement,
+    AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement, VersionFile,
 };
 
 use super::directory::{placement_named, placement_of};
@@ -535,6 +535,14 @@ fn record_version<P: Prepare>(store: &Store, loaded: &Loaded<P>, clock: &Clock) 
         hash: loaded.config_version.clone(),
         first_seen_unix_ms: unix_ms(clock.now()),
         text: loaded.config_text.to_string(),
+        files: loaded
+            .zone_files
+            .iter()
+            .map(|(name, text)| VersionFile {
+                name: name.clone(),
+                text: text.to_string(),
+            })
+            .collect(),
     };
     if let Err(error) = store.put_config_version(&version) {
         warn!(%error, "could not record the configuration version");

@@ -56,7 +56,9 @@ pub struct Loaded<P: Prepare> {
     pub config: Arc<Config>,
     /// The configuration's text, as read.
     pub config_text: Arc<str>,
-    /// The configuration's version: the hex SHA-256 of its text.
+    /// The zone files as read: each one's path as written in the configuration, and its text.
+    pub zone_files: Vec<(String, Arc<str>)>,
+    /// The version of the configuration and its zone files (see [`version_of`]).
     pub config_version: String,
     /// The geo database.
     pub geo: Arc<GeoDb>,
@@ -169,8 +171,15 @@ impl<P: Prepare> Loaded<P> {
         let zones = P::load_zones(&config, &zone_texts, &identity)
             .map_err(|problems| ConfigError { problems })?;
         let base = BaseTable::build(&config, geo.locations());
+        let zone_files: Vec<(String, Arc<str>)> = config
+            .zones
+            .iter()
+            .zip(zone_texts)
+            .map(|(zone, (text, _))| (zone.file.clone(), text.into()))
+            .collect();
         Ok(Loaded {
-            config_version: version_of(&text),
+            config_version: version_of(&text, &zone_files),
+            zone_files,
             config_text: text.into(),
             config: Arc::new(config),
             geo: Arc::new(geo),
@@ -239,12 +248,19 @@ impl<P: Prepare> Snapshot<P> {
     }
 }
 
-/// The version of a configuration text: its hex SHA-256.
-fn version_of(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The version of a configuration and its zone files: the hex SHA-256 of the configuration
+/// text followed, for each zone file in configuration order, by a NUL, its path as written, a
+/// NUL and its text. A zone edit therefore makes a new version, as a configuration edit does.
+fn version_of(text: &str, zone_files: &[(String, Arc<str>)]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(text.as_bytes());
+    for (name, text) in zone_files {
+        hash.update(b"\0");
+        hash.update(name.as_bytes());
+        hash.update(b"\0");
+        hash.update(text.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The host's name, for the default NSID / `id.server` identity.

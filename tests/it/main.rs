@@ -25,6 +25,7 @@ mod control;
 mod ecs;
 mod explain;
 mod listeners;
+mod policies;
 mod reload;
 mod support;
 mod truncation;
