@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
-use super::write::admit;
+use super::write::{admit, store_read_failed};
 
 /// Query parameters of `/v1/audit`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -51,7 +51,7 @@ pub(crate) async fn audit_log(
     let entries = tokio::task::spawn_blocking(move || store.audit_log(params.after, limit))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| store_read_failed("audit log", &e))?;
     Ok(Json(
         entries
             .into_iter()

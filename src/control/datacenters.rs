@@ -75,6 +75,10 @@ pub(crate) struct DatacenterView {
     ttl_seconds: Option<u32>,
     /// Restored after a restart and not yet confirmed by a fresh report.
     unverified: bool,
+    /// The state store cannot write, so reports are refused (503) and routing keeps the state
+    /// last published: this view is that state, judged as of when it was published, so no
+    /// datacenter turns stale because of our own failure.
+    frozen: bool,
     /// Drained for every service.
     drained: bool,
     /// Drained for these services only.
@@ -182,11 +186,22 @@ pub(crate) async fn list_datacenters(
     let snapshot = state.shared.load();
     let config = &snapshot.loaded.config;
     // Every datacenter's state at one instant, computed once for the whole list.
-    let states = snapshot.live.dc_states(config, state.clock.now());
+    let (at, frozen) = judged_at(&state, &snapshot);
+    let states = snapshot.live.dc_states(config, at);
     let views = (0..config.datacenters.len())
-        .map(|index| datacenter_view(&snapshot, index, &states[index]))
+        .map(|index| datacenter_view(&snapshot, index, &states[index], frozen))
         .collect();
     Json(views)
+}
+
+/// The instant datacenters are judged at in a view, and whether that is frozen: now, or while
+/// the store cannot write, the instant the serving snapshot was built (what routing uses).
+fn judged_at(state: &ControlState, snapshot: &Snapshot) -> (std::time::SystemTime, bool) {
+    if state.readiness.store_failing() {
+        (snapshot.built_at, true)
+    } else {
+        (state.clock.now(), false)
+    }
 }
 
 /// One datacenter's state.
@@ -200,14 +215,23 @@ pub(crate) async fn get_datacenter(
     let Some(index) = snapshot.loaded.config.datacenter_index(&dc) else {
         return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
     };
-    let states = snapshot
-        .live
-        .dc_states(&snapshot.loaded.config, state.clock.now());
-    Ok(Json(datacenter_view(&snapshot, index, &states[index])))
+    let (at, frozen) = judged_at(&state, &snapshot);
+    let states = snapshot.live.dc_states(&snapshot.loaded.config, at);
+    Ok(Json(datacenter_view(
+        &snapshot,
+        index,
+        &states[index],
+        frozen,
+    )))
 }
 
 /// The view of datacenter `index` in `state` (its entry of `LiveState::dc_states`).
-fn datacenter_view(snapshot: &Snapshot, index: usize, state: &DcState) -> DatacenterView {
+fn datacenter_view(
+    snapshot: &Snapshot,
+    index: usize,
+    state: &DcState,
+    frozen: bool,
+) -> DatacenterView {
     let config = &snapshot.loaded.config;
     let dc = &config.datacenters[index];
     let report = state.report.as_ref();
@@ -238,6 +262,7 @@ fn datacenter_view(snapshot: &Snapshot, index: usize, state: &DcState) -> Datace
         report_age_seconds: report.map(|r| r.age.as_secs_f64()),
         ttl_seconds: report.map(|r| r.ttl.as_secs() as u32),
         unverified: state.unverified,
+        frozen,
         drained: state.drained,
         drained_services: state
             .drained_services

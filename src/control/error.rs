@@ -21,7 +21,8 @@ pub struct ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
     /// A stable code: `unauthorized`, `forbidden`, `bad_request`, `not_found`, `conflict`,
-    /// `payload_too_large`, `rate_limited`, `invalid_configuration`, `internal`.
+    /// `payload_too_large`, `rate_limited`, `invalid_configuration`, `internal`, `unavailable`,
+    /// `read_only`, `request_timeout`.
     error: &'static str,
     /// What is wrong.
     message: String,
@@ -94,6 +95,14 @@ impl ApiError {
     /// 503: shutting down.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 503: the state store cannot write, so the control plane is read-only for now.
+    pub fn read_only(message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "read_only", message)
+        }
     }
 }
 

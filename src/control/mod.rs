@@ -7,7 +7,8 @@
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
 //! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
-//! - `auth.rs`: bearer tokens, roles and per-token rate limits;
+//! - `auth.rs`: bearer tokens, roles, and rate limits per address and per token;
+//! - `serve.rs`: the HTTP accept loop (connection cap, header and idle timeouts, accept errors);
 //! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem;
 //! - this file: the router, its route list and the OpenAPI document.
 //!
@@ -21,23 +22,26 @@ mod datacenters;
 mod error;
 mod explain;
 mod probes;
+mod serve;
 mod users;
 mod write;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
-pub use auth::{Caller, Limiter, Need};
+pub use auth::{AddressKey, Budget, Caller, Limiter, Need};
 pub use error::ApiError;
+pub use serve::serve;
 
 use crate::dns::Shared;
 use crate::metrics::Metrics;
@@ -109,11 +113,58 @@ pub struct ControlState {
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonResponses)
 )]
 pub struct ApiDoc;
 
 struct BearerAuth;
+
+/// Responses any route can give, whatever it does: 429 from the per-address limit (checked
+/// before anything else), 408 when a request takes longer than [`REQUEST_TIMEOUT`], and for
+/// every write 503 while the state store cannot write (read-only) or the server shuts down.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let reads = [&mut item.get];
+            let writes = [&mut item.put, &mut item.post, &mut item.delete];
+            for (operation, write) in reads
+                .into_iter()
+                .map(|o| (o, false))
+                .chain(writes.into_iter().map(|o| (o, true)))
+            {
+                let Some(operation) = operation else {
+                    continue;
+                };
+                let responses = &mut operation.responses.responses;
+                responses.entry("429".to_owned()).or_insert_with(|| {
+                    error("too many requests from this address, or for this token").into()
+                });
+                responses.entry("408".to_owned()).or_insert_with(|| {
+                    error("the request took longer than the server allows").into()
+                });
+                if write {
+                    responses.entry("503".to_owned()).or_insert_with(|| {
+                        error("read-only: the state store cannot write; or shutting down").into()
+                    });
+                }
+            }
+        }
+    }
+}
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -159,6 +210,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/metrics", get(probes::metrics))
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_address))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -168,6 +220,39 @@ pub fn router(state: ControlState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .with_state(state)
+}
+
+/// Counts every request against its client address's budget before anything else (and so before
+/// authentication): a flood of unauthenticated or wrong-token requests is refused with 429 as
+/// cheaply as possible. Directory lookups are counted against their own, larger budget. A request
+/// without a peer address (none in production: [`serve`] records one for every connection) is
+/// not limited here.
+async fn limit_address(
+    State(state): State<ControlState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let lookup = request.method() == Method::GET
+            && request
+                .extensions()
+                .get::<MatchedPath>()
+                .is_some_and(|path| path.as_str() == "/v1/users/{id}");
+        let budget = if lookup {
+            Budget::Lookups
+        } else {
+            Budget::General
+        };
+        let snapshot = state.shared.load();
+        if let Err(error) =
+            state
+                .limiter
+                .check_address(peer.ip(), &snapshot.loaded.config.control, budget)
+        {
+            return error.into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Counts requests by route template (bounded) and status.

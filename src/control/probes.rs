@@ -26,11 +26,17 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: serving, not drained, not shutting down.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, body = String), (status = 503, body = String)))]
+/// Readiness: serving, not drained, not shutting down, and the state store writes.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = String),
+    (status = 503, body = String, description = "starting, drained, shutting down, or the state store cannot write")))]
 pub(crate) async fn readyz(State(state): State<ControlState>) -> (StatusCode, &'static str) {
     if state.readiness.get() {
         (StatusCode::OK, "ready\n")
+    } else if state.readiness.store_failing() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the state store cannot write (the control plane is read-only)\n",
+        )
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }

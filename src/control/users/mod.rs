@@ -34,9 +34,9 @@ use crate::state::{DirectoryView, reason_label, source_label};
 use crate::store::{Change, DirectoryChange, StoredPlacement};
 
 use super::ControlState;
-use super::auth::Need;
+use super::auth::{Budget, Need};
 use super::error::ApiError;
-use super::write::{Accepted, admit, applied, audit, read_json};
+use super::write::{Accepted, admit, admit_to, applied, audit, read_json};
 
 pub(crate) use bulk::{
     __path_import, __path_move_buckets, __path_restore, import, move_buckets, restore,
@@ -113,7 +113,13 @@ pub(crate) async fn get_user(
     headers: HeaderMap,
 ) -> Result<Json<UserView>, ApiError> {
     let snapshot = state.shared.load();
-    admit(&state, &snapshot, &headers, Need::Directory)?;
+    admit_to(
+        &state,
+        &snapshot,
+        &headers,
+        Need::Directory,
+        Budget::Lookups,
+    )?;
     checked_id(&id)?;
     let facts = view(&snapshot)?.facts(&id);
     let (source, reason) = facts.metric_labels();
