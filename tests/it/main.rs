@@ -29,6 +29,7 @@ mod ecs;
 mod faults;
 mod hardening;
 mod listeners;
+mod policies;
 mod reload;
 mod support;
 mod truncation;
