@@ -9,7 +9,7 @@
 #![allow(unused_qualifications)]
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ use crate::store::ConfigVersion;
 use super::ControlState;
 use super::auth::Need;
 use super::error::{ApiError, invalid_configuration};
+use super::extract::Query;
 use super::write::{admit, audit, store_read_failed};
 
 /// What a token hash is replaced with in every response.
@@ -54,9 +55,10 @@ pub(crate) struct DiffParams {
 
 /// Reload configuration, zones and geo database (as SIGHUP does).
 #[utoipa::path(post, path = "/v1/reload", security(("bearer" = [])),
-    responses((status = 200, body = ConfigView), (status = 422, body = super::error::ErrorBody,
-        description = "the configuration is invalid; the previous one keeps serving"),
-        (status = 503, body = super::error::ErrorBody, description = "the state store cannot write: read-only")))]
+    responses((status = 200, description = "reloaded: the configuration now serving", body = ConfigView),
+        (status = 422, body = super::error::ErrorBody,
+        description = "the configuration is invalid (every problem in `problems`); the previous one keeps serving"),
+        (status = 503, body = super::error::ErrorBody, description = "read-only: the state store cannot write")))]
 pub(crate) async fn reload(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -116,8 +118,7 @@ pub(crate) fn redact_hashes(text: &str) -> String {
 
 /// The running configuration and its version, token hashes redacted (operator).
 #[utoipa::path(get, path = "/v1/config", security(("bearer" = [])),
-    responses((status = 200, body = ConfigView), (status = 401, body = super::error::ErrorBody),
-        (status = 403, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the configuration now serving", body = ConfigView)))]
 pub(crate) async fn get_config(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -129,9 +130,9 @@ pub(crate) async fn get_config(
 
 /// Every configuration version this server has run (operator).
 #[utoipa::path(get, path = "/v1/config/versions", security(("bearer" = [])),
-    responses((status = 200, body = [VersionView]), (status = 401, body = super::error::ErrorBody),
-        (status = 403, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody),
-        (status = 503, body = super::error::ErrorBody, description = "the state store cannot be read")))]
+    responses((status = 200, description = "every version, oldest first", body = [VersionView]),
+        (status = 500, description = "the state store could not be read", body = super::error::ErrorBody),
+        (status = 503, description = "the state store cannot be read now (I/O error)", body = super::error::ErrorBody)))]
 pub(crate) async fn config_versions(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -159,10 +160,10 @@ pub(crate) async fn config_versions(
 /// A unified diff between two configuration versions: the configuration (token hashes
 /// redacted), then each zone file (operator).
 #[utoipa::path(get, path = "/v1/config/diff", params(DiffParams), security(("bearer" = [])),
-    responses((status = 200, body = String, content_type = "text/plain"), (status = 401, body = super::error::ErrorBody),
-        (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
-        (status = 429, body = super::error::ErrorBody),
-        (status = 503, body = super::error::ErrorBody, description = "the state store cannot be read")))]
+    responses((status = 200, description = "a unified diff", body = String, content_type = "text/plain"),
+        (status = 404, description = "no such configuration version", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not be read", body = super::error::ErrorBody),
+        (status = 503, description = "the state store cannot be read now (I/O error)", body = super::error::ErrorBody)))]
 pub(crate) async fn config_diff(
     State(state): State<ControlState>,
     headers: HeaderMap,

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -20,6 +20,7 @@ use crate::routing::DcTrace;
 use super::ControlState;
 use super::datacenters::standing_label;
 use super::error::ApiError;
+use super::extract::Query;
 
 /// Query parameters of `/v1/explain`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -77,7 +78,7 @@ pub(crate) struct DcTraceView {
 
 /// Explain the answer to one query.
 #[utoipa::path(get, path = "/v1/explain", params(ExplainParams),
-    responses((status = 200, body = ExplainView), (status = 400, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the answer DNS gives this query, and why", body = ExplainView)))]
 pub(crate) async fn explain(
     State(state): State<ControlState>,
     Query(params): Query<ExplainParams>,
