@@ -4,7 +4,7 @@
 #![allow(unused_qualifications)]
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
+use super::extract::Query;
 use super::write::admit;
 
 /// Query parameters of `/v1/audit`.
@@ -32,13 +33,15 @@ pub(crate) struct AuditView {
     role: String,
     action: String,
     target: String,
-    #[schema(value_type = Object)]
+    /// What the change carried; `null` for changes without details (reload, instance drains).
+    #[schema(value_type = Option<Object>)]
     detail: serde_json::Value,
 }
 
 /// The audit log (operator).
 #[utoipa::path(get, path = "/v1/audit", params(AuditParams), security(("bearer" = [])),
-    responses((status = 200, body = [AuditView])))]
+    responses((status = 200, description = "audit entries, oldest first", body = [AuditView]),
+        (status = 500, description = "the state store could not be read", body = super::error::ErrorBody)))]
 pub(crate) async fn audit_log(
     State(state): State<ControlState>,
     headers: HeaderMap,

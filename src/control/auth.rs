@@ -3,6 +3,7 @@
 //! Tokens are configured as SHA-256 hashes; a request's token is hashed and compared in
 //! constant time (`subtle`). Each token has its own rate limit (governor), kept across reloads.
 
+use std::cell::RefCell;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 
@@ -119,10 +120,31 @@ pub(crate) fn authenticate(
         }
     }
     let configured = found.ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+    // The access log names the token; outside a request (unit tests) there is no slot.
+    let _ = CALLER.try_with(|slot| slot.replace(Some(configured.name.clone())));
     Ok(Caller {
         name: configured.name.clone(),
         role: configured.role.clone(),
     })
+}
+
+tokio::task_local! {
+    /// The name of the token that authenticated the current request, for its access log line.
+    /// A task-local rather than a request extension because handlers authenticate from the
+    /// headers alone; the request's middleware and its handler run in one task, and
+    /// `RefCell` suffices since nothing else touches the slot.
+    static CALLER: RefCell<Option<String>>;
+}
+
+/// Runs `request` (a control-plane request's future) with a slot for its caller's token name,
+/// and returns its output with the name, if the request authenticated.
+pub(crate) async fn with_caller_slot<T>(request: impl Future<Output = T>) -> (T, Option<String>) {
+    CALLER
+        .scope(RefCell::new(None), async {
+            let output = request.await;
+            (output, CALLER.with(RefCell::take))
+        })
+        .await
 }
 
 impl Caller {

@@ -5,7 +5,7 @@
 #![allow(unused_qualifications)]
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use crate::store::ConfigVersion;
 use super::ControlState;
 use super::auth::Need;
 use super::error::{ApiError, invalid_configuration};
+use super::extract::Query;
 use super::write::{admit, audit};
 
 /// The running configuration.
@@ -47,8 +48,9 @@ pub(crate) struct DiffParams {
 
 /// Reload configuration, zones and geo database (as SIGHUP does).
 #[utoipa::path(post, path = "/v1/reload", security(("bearer" = [])),
-    responses((status = 200, body = ConfigView), (status = 422, body = super::error::ErrorBody,
-        description = "the configuration is invalid; the previous one keeps serving")))]
+    responses((status = 200, description = "reloaded: the configuration now serving", body = ConfigView),
+        (status = 422, body = super::error::ErrorBody,
+        description = "the configuration is invalid (every problem in `problems`); the previous one keeps serving")))]
 pub(crate) async fn reload(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -80,13 +82,16 @@ fn config_view(snapshot: &Snapshot) -> ConfigView {
 }
 
 /// The running configuration and its version.
-#[utoipa::path(get, path = "/v1/config", responses((status = 200, body = ConfigView)))]
+#[utoipa::path(get, path = "/v1/config",
+    responses((status = 200, description = "the configuration now serving", body = ConfigView)))]
 pub(crate) async fn get_config(State(state): State<ControlState>) -> Json<ConfigView> {
     Json(config_view(&state.shared.load()))
 }
 
 /// Every configuration version this server has run.
-#[utoipa::path(get, path = "/v1/config/versions", responses((status = 200, body = [VersionView])))]
+#[utoipa::path(get, path = "/v1/config/versions",
+    responses((status = 200, description = "every version, oldest first", body = [VersionView]),
+        (status = 500, description = "the state store could not be read", body = super::error::ErrorBody)))]
 pub(crate) async fn config_versions(
     State(state): State<ControlState>,
 ) -> Result<Json<Vec<VersionView>>, ApiError> {
@@ -110,7 +115,9 @@ pub(crate) async fn config_versions(
 
 /// A unified diff between two configuration versions: the configuration, then each zone file.
 #[utoipa::path(get, path = "/v1/config/diff", params(DiffParams),
-    responses((status = 200, body = String, content_type = "text/plain"), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "a unified diff", body = String, content_type = "text/plain"),
+        (status = 404, description = "no such configuration version", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not be read", body = super::error::ErrorBody)))]
 pub(crate) async fn config_diff(
     State(state): State<ControlState>,
     Query(params): Query<DiffParams>,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,6 +21,7 @@ use crate::store::{Change, DrainKey, StoredReport};
 use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
+use super::extract::Path;
 use super::write::{Accepted, admit, applied, audit, read_json};
 
 /// Longest report TTL accepted: a day.
@@ -35,15 +36,45 @@ pub(crate) struct ReportBody {
     /// Whether the datacenter can serve.
     healthy: bool,
     /// Capacity, in the datacenter's own units (≥ 0).
+    #[schema(minimum = 0)]
     capacity: f64,
     /// Current load, in the same units (≥ 0).
+    #[schema(minimum = 0)]
     load: f64,
-    /// How long this report stays fresh; default `control.report_ttl_seconds`.
+    /// How long this report stays fresh, 1 to 86400 (`MAX_REPORT_TTL_SECONDS`); default
+    /// `control.report_ttl_seconds`.
+    #[schema(minimum = 1, maximum = 86400)]
     ttl_seconds: Option<u32>,
-    /// Measured latency by client region: an ISO country code or a continent code.
+    /// Measured latency (≥ 0) by client region: an ISO country code or a continent code, at most
+    /// 512 (`MAX_LATENCY_REGIONS`).
+    #[schema(schema_with = latency_schema)]
     latency_ms: Option<BTreeMap<String, f64>>,
     /// Relative cost of serving from here (≥ 0).
+    #[schema(minimum = 0)]
     cost: Option<f64>,
+}
+
+/// The schema of `ReportBody::latency_ms`: what `validate_report` accepts.
+fn latency_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Object,
+            Type::Null,
+        ]))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z]{2}$")),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(0.0))
+                .into(),
+        )))
+        .max_properties(Some(MAX_LATENCY_REGIONS))
+        .build()
 }
 
 /// Drain or undrain options.
@@ -88,10 +119,11 @@ pub(crate) struct DatacenterView {
 #[utoipa::path(put, path = "/v1/datacenters/{dc}/report", request_body = ReportBody,
     params(("dc" = String, Path, description = "datacenter name")),
     security(("bearer" = [])),
-    responses((status = 200, body = Accepted), (status = 400, body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-        (status = 404, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
-        (status = 429, body = super::error::ErrorBody)))]
+    responses(
+        (status = 200, description = "stored and published: DNS answers follow the report", body = Accepted),
+        (status = 404, description = "no such datacenter", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn put_report(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -175,7 +207,8 @@ fn validate_report(
 }
 
 /// Every datacenter's state.
-#[utoipa::path(get, path = "/v1/datacenters", responses((status = 200, body = [DatacenterView])))]
+#[utoipa::path(get, path = "/v1/datacenters",
+    responses((status = 200, description = "every datacenter, in configuration order", body = [DatacenterView])))]
 pub(crate) async fn list_datacenters(
     State(state): State<ControlState>,
 ) -> Json<Vec<DatacenterView>> {
@@ -191,7 +224,8 @@ pub(crate) async fn list_datacenters(
 
 /// One datacenter's state.
 #[utoipa::path(get, path = "/v1/datacenters/{dc}", params(("dc" = String, Path, description = "datacenter name")),
-    responses((status = 200, body = DatacenterView), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the datacenter's state", body = DatacenterView),
+        (status = 404, description = "no such datacenter", body = super::error::ErrorBody)))]
 pub(crate) async fn get_datacenter(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -261,10 +295,14 @@ pub(super) fn standing_label(standing: &Standing) -> &'static str {
 }
 
 /// Drain a datacenter (for one service or all).
-#[utoipa::path(post, path = "/v1/datacenters/{dc}/drain", request_body = DrainBody,
+#[utoipa::path(post, path = "/v1/datacenters/{dc}/drain", request_body = Option<DrainBody>,
     params(("dc" = String, Path, description = "datacenter name")), security(("bearer" = [])),
-    responses((status = 200, body = Accepted), (status = 409, body = super::error::ErrorBody,
-        description = "would leave a service with no eligible datacenter")))]
+    responses(
+        (status = 200, description = "stored and published: DNS answers avoid the datacenter", body = Accepted),
+        (status = 404, description = "no such datacenter or service", body = super::error::ErrorBody),
+        (status = 409, description = "would leave a service with no eligible datacenter (`force` overrides)", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn drain(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -275,9 +313,13 @@ pub(crate) async fn drain(
 }
 
 /// Lift a datacenter's drain.
-#[utoipa::path(post, path = "/v1/datacenters/{dc}/undrain", request_body = DrainBody,
+#[utoipa::path(post, path = "/v1/datacenters/{dc}/undrain", request_body = Option<DrainBody>,
     params(("dc" = String, Path, description = "datacenter name")), security(("bearer" = [])),
-    responses((status = 200, body = Accepted)))]
+    responses(
+        (status = 200, description = "stored and published: the drain is lifted", body = Accepted),
+        (status = 404, description = "no such datacenter or service", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn undrain(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -329,7 +371,11 @@ async fn set_drain(
 }
 
 /// Drain this instance: `/readyz` fails until undrained.
-#[utoipa::path(post, path = "/v1/drain", security(("bearer" = [])), responses((status = 200, body = Accepted)))]
+#[utoipa::path(post, path = "/v1/drain", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "stored: `/readyz` now fails", body = Accepted),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn drain_instance(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -338,7 +384,11 @@ pub(crate) async fn drain_instance(
 }
 
 /// Undrain this instance.
-#[utoipa::path(post, path = "/v1/undrain", security(("bearer" = [])), responses((status = 200, body = Accepted)))]
+#[utoipa::path(post, path = "/v1/undrain", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "stored: `/readyz` answers 200 again", body = Accepted),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn undrain_instance(
     State(state): State<ControlState>,
     headers: HeaderMap,

@@ -20,24 +20,28 @@ mod configuration;
 mod datacenters;
 mod error;
 mod explain;
+mod extract;
+mod openapi;
 mod probes;
 mod users;
 mod write;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use tower_http::timeout::TimeoutLayer;
+use tracing::info;
 use utoipa::OpenApi;
 
 pub use auth::{Caller, Limiter, Need};
 pub use error::ApiError;
+
+use openapi::StandardResponses;
 
 use crate::dns::Shared;
 use crate::metrics::Metrics;
@@ -109,7 +113,7 @@ pub struct ControlState {
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &StandardResponses)
 )]
 pub struct ApiDoc;
 
@@ -127,7 +131,8 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "the OpenAPI document")))]
+#[utoipa::path(get, path = "/v1/openapi.json",
+    responses((status = 200, description = "this OpenAPI document", body = Object)))]
 async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())
 }
@@ -159,30 +164,57 @@ pub fn router(state: ControlState) -> Router {
         .route("/metrics", get(probes::metrics))
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-/// Counts requests by route template (bounded) and status.
-async fn count_requests(
-    State(state): State<ControlState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// 404 for a path no route matches, with the JSON error body.
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+/// 405 for a method a path does not have, with the JSON error body; the router adds `Allow`.
+async fn no_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(format!("{} does not allow {method}", uri.path()))
+}
+
+/// Bounds, counts and logs every request: 408 (JSON) past [`REQUEST_TIMEOUT`], a count by route
+/// template (bounded) and status, and one access log line at `info` (target
+/// `meridian::access`: method, path, status, token name, duration to the response head).
+/// The access log is for traffic; the audit log records what writes changed.
+async fn observe(State(state): State<ControlState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .and_then(|path| ROUTES.iter().find(|(_, p)| *p == path.as_str()))
         .map_or("unmatched", |(_, p)| *p);
-    let response = next.run(request).await;
-    state.metrics.record_http(route, response.status().as_u16());
+    let (response, token) = auth::with_caller_slot(async {
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::request_timeout(format!(
+                "the request took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+            .into_response(),
+        }
+    })
+    .await;
+    let status = response.status().as_u16();
+    state.metrics.record_http(route, status);
+    info!(
+        target: "meridian::access",
+        %method,
+        path,
+        status,
+        token = token.as_deref().unwrap_or("-"),
+        duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+        "http request"
+    );
     response
 }
 
@@ -214,5 +246,72 @@ mod tests {
         documented.sort();
         routed.sort();
         assert_eq!(documented, routed);
+    }
+
+    /// Every operation of the served document, as JSON (what clients and validators read).
+    fn operations() -> Vec<(String, serde_json::Value)> {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        let mut res = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                res.push((format!("{method} {path}"), operation.clone()));
+            }
+        }
+        res
+    }
+
+    #[test]
+    fn every_response_is_described() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        for (name, operation) in operations() {
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                let response = match response["$ref"].as_str() {
+                    Some(reference) => {
+                        let name = reference
+                            .strip_prefix("#/components/responses/")
+                            .expect("a response reference");
+                        &doc["components"]["responses"][name]
+                    }
+                    None => response,
+                };
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(!description.is_empty(), "{name} {status}");
+            }
+        }
+    }
+
+    #[test]
+    fn shared_error_statuses_are_documented_where_they_can_occur() {
+        for (name, operation) in operations() {
+            let statuses = operation["responses"].as_object().expect("responses");
+            let has = |status: &str| statuses.contains_key(status);
+            assert!(has("200") && has("408"), "{name}");
+            if operation.get("security").is_some() {
+                for status in ["401", "403", "429"] {
+                    assert!(has(status), "{name} {status}");
+                }
+            }
+            if operation.get("requestBody").is_some() {
+                assert!(has("400") && has("413"), "{name}");
+            }
+            if operation.get("parameters").is_some() {
+                assert!(has("400"), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn optional_bodies_are_not_required() {
+        for (name, operation) in operations() {
+            // OpenAPI 3.1 §4.8.13: `required` defaults to false.
+            let required = operation["requestBody"]["required"]
+                .as_bool()
+                .unwrap_or(false);
+            // Drains take an empty body as "every service, no force".
+            let optional = name.ends_with("/drain") || name.ends_with("/undrain");
+            if operation.get("requestBody").is_some() {
+                assert_eq!(required, !optional, "{name}");
+            }
+        }
     }
 }

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use super::ControlState;
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<ControlState>) -> Response {
     (
         [(
@@ -21,13 +22,15 @@ pub(crate) async fn metrics(State(state): State<ControlState>) -> Response {
 }
 
 /// Liveness: the process is up.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is alive", body = String)))]
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Readiness: serving, not drained, not shutting down.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, body = String), (status = 503, body = String)))]
+#[utoipa::path(get, path = "/readyz",
+    responses((status = 200, description = "ready for traffic", body = String),
+        (status = 503, description = "not ready: starting, drained or shutting down", body = String)))]
 pub(crate) async fn readyz(State(state): State<ControlState>) -> (StatusCode, &'static str) {
     if state.readiness.get() {
         (StatusCode::OK, "ready\n")

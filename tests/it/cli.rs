@@ -477,6 +477,55 @@ fn logs_written_to_a_pipe_have_no_colour_codes() {
 }
 
 #[tokio::test]
+async fn every_http_request_gets_an_access_log_line() {
+    let dir = config_dir(&crate::control::config());
+    let path = dir.path().join(CONFIG_FILE);
+    let (mut server, _) =
+        Server::serve(&["--config", path.to_str().unwrap(), "--dns", "127.0.0.1:0"]);
+    let http = server.address("listening for HTTP on ");
+    let client = reqwest::Client::new();
+    let audit = client
+        .get(format!("http://{http}/v1/audit?limit=5"))
+        .bearer_auth("example-operator-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audit.status(), 200);
+    let missing = client
+        .get(format!("http://{http}/v1/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // `http request` at info: method, path (without the query), status, token name, duration.
+    let line = server.wait_for("the access line of GET /v1/audit", |line| {
+        line.contains("http request") && line.contains("path=\"/v1/audit\"")
+    });
+    for field in [
+        " INFO ",
+        "method=GET",
+        "status=200",
+        "token=\"example-operator\"",
+        "duration_ms=",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    assert!(!line.contains("limit=5"), "{line}");
+    let line = server.wait_for("the access line of GET /v1/nope", |line| {
+        line.contains("http request") && line.contains("path=\"/v1/nope\"")
+    });
+    assert!(
+        line.contains("status=404") && line.contains("token=\"-\""),
+        "{line}"
+    );
+    // The access log is not the audit log: reading wrote no audit entry.
+    let audit: serde_json::Value = audit.json().await.unwrap();
+    assert_eq!(audit, serde_json::json!([]));
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[tokio::test]
 async fn a_killed_server_restarts_from_its_stored_state() {
     let dir = config_dir(&crate::control::config());
     let path = dir.path().join(CONFIG_FILE);

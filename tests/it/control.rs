@@ -665,6 +665,100 @@ async fn metrics_count_queries_answers_and_reloads() {
 }
 
 #[tokio::test]
+async fn every_error_is_json_with_one_shape() {
+    let server = server().await;
+    let client = http();
+    let cases = [
+        // The router: no such path, no such method (which keeps `Allow`).
+        (
+            client.get(server.url("/v1/nope")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            client.delete(server.url("/v1/datacenters")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        // Query strings and path parameters that do not parse.
+        (
+            client.get(server.url("/v1/explain")),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            client
+                .get(server.url("/v1/audit?limit=-1"))
+                .bearer_auth(OPERATOR),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            client
+                .get(server.url("/v1/users/%FF"))
+                .bearer_auth(OPERATOR),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        // Handlers: tokens, roles, unknown things, bodies, safety rails.
+        (
+            client.post(server.url("/v1/drain")),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            client.post(server.url("/v1/drain")).bearer_auth(EU_WEST),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            client.get(server.url("/v1/datacenters/mars")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            client
+                .put(server.url("/v1/datacenters/eu-west/report"))
+                .bearer_auth(EU_WEST)
+                .body(vec![b' '; 100_000]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            client
+                .post(server.url("/v1/datacenters/eu-west/drain"))
+                .bearer_auth(OPERATOR)
+                .json(&json!({"service": "solo"})),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.expect("HTTP request");
+        let url = response.url().clone();
+        assert_eq!(response.status(), status, "{url}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{url}"
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert_eq!(response.headers()["allow"], "GET,HEAD", "{url}");
+        }
+        let body: Value = response.json().await.expect("a JSON body");
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["error", "message"], "{url}: {body}");
+        assert_eq!(body["error"], code, "{url}: {body}");
+        assert!(!body["message"].as_str().unwrap().is_empty(), "{url}");
+    }
+}
+
+#[tokio::test]
 async fn every_documented_route_exists() {
     let server = server().await;
     let (status, body) = get(&server, "/v1/openapi.json").await;

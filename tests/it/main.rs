@@ -6,6 +6,7 @@
 //! - `answers`: authoritative behaviour (flags, rcodes, negative answers, CNAME, ANY, CHAOS,
 //!   NSID, header checks);
 //! - `ecs`: routing by EDNS Client Subnet and the scope of replies;
+//! - `explain`: `/v1/explain` against DNS for every kind of name;
 //! - `truncation`: UDP size limits, TC and TCP;
 //! - `listeners`: binding the DNS sockets;
 //! - `reload`: reloads and shutdown of a running server;
@@ -22,6 +23,7 @@ mod cli;
 mod client;
 mod control;
 mod ecs;
+mod explain;
 mod listeners;
 mod policies;
 mod reload;

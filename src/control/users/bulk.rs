@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use crate::store::{Change, DirectoryChange, StoredPlacement};
 use super::super::ControlState;
 use super::super::auth::{Caller, Need};
 use super::super::error::ApiError;
+use super::super::extract::Query;
 use super::super::write::{admit, applied, audit, read_json};
 use super::export::read_export;
 use super::lines::read_rows;
@@ -89,7 +90,11 @@ pub(crate) struct ChangeReport {
 
 /// Move buckets to another home or replica.
 #[utoipa::path(post, path = "/v1/directory/buckets", request_body = BucketMoves, security(("bearer" = [])),
-    responses((status = 200, body = ChangeReport), (status = 409, body = ChangeReport, description = "over the change limit")))]
+    responses((status = 200, description = "applied, or measured only (`dry_run`)", body = ChangeReport),
+        (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
+        (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
+        (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::super::error::ErrorBody)))]
 pub(crate) async fn move_buckets(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -143,7 +148,11 @@ pub(crate) async fn move_buckets(
 /// `user,home,replica`, streamed.
 #[utoipa::path(post, path = "/v1/directory/import", params(BulkParams), request_body(content = String, content_type = "application/x-ndjson"),
     security(("bearer" = [])),
-    responses((status = 200, body = ChangeReport), (status = 400, body = super::super::error::ErrorBody), (status = 409, body = ChangeReport)))]
+    responses((status = 200, description = "applied in one transaction, or measured only (`dry_run`)", body = ChangeReport),
+        (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
+        (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
+        (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::super::error::ErrorBody)))]
 pub(crate) async fn import(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -209,7 +218,12 @@ pub(crate) async fn import(
 
 /// Restore an export: the whole directory, or with `user=` one user's entry only.
 #[utoipa::path(post, path = "/v1/directory/restore", params(BulkParams), request_body(content = String, content_type = "application/x-ndjson"),
-    security(("bearer" = [])), responses((status = 200, body = ChangeReport), (status = 409, body = ChangeReport)))]
+    security(("bearer" = [])),
+    responses((status = 200, description = "restored in one transaction, or measured only (`dry_run`)", body = ChangeReport),
+        (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
+        (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
+        (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::super::error::ErrorBody)))]
 pub(crate) async fn restore(
     State(state): State<ControlState>,
     headers: HeaderMap,

@@ -26,7 +26,8 @@ const EXPORT_CHUNK: usize = 64 * 1024;
 
 /// Export the whole directory as JSON lines: a header, every bucket, every pin.
 #[utoipa::path(get, path = "/v1/directory/export", security(("bearer" = [])),
-    responses((status = 200, body = String, content_type = "application/x-ndjson")))]
+    responses((status = 200, description = "every bucket and pin, one JSON object per line", body = String, content_type = "application/x-ndjson"),
+        (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody)))]
 pub(crate) async fn export(
     State(state): State<ControlState>,
     headers: HeaderMap,

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -36,6 +36,7 @@ use crate::store::{Change, DirectoryChange, StoredPlacement};
 use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
+use super::extract::Path;
 use super::write::{Accepted, admit, applied, audit, read_json};
 
 pub(crate) use bulk::{
@@ -106,7 +107,9 @@ pub(super) fn checked_id(id: &str) -> Result<(), ApiError> {
 
 /// Where a user's data lives and which datacenter to use now.
 #[utoipa::path(get, path = "/v1/users/{id}", params(("id" = String, Path, description = "user id, URL-escaped")),
-    security(("bearer" = [])), responses((status = 200, body = UserView), (status = 400, body = super::error::ErrorBody)))]
+    security(("bearer" = [])),
+    responses((status = 200, description = "where the user's data lives and which datacenter serves it now", body = UserView),
+        (status = 404, description = "no user directory is configured", body = super::error::ErrorBody)))]
 pub(crate) async fn get_user(
     State(state): State<ControlState>,
     Path(id): Path<String>,
@@ -130,7 +133,9 @@ pub(crate) async fn get_user(
 }
 
 /// The directory's size and layout.
-#[utoipa::path(get, path = "/v1/directory", security(("bearer" = [])), responses((status = 200, body = DirectorySummary)))]
+#[utoipa::path(get, path = "/v1/directory", security(("bearer" = [])),
+    responses((status = 200, description = "the directory's size and bucket homes", body = DirectorySummary),
+        (status = 404, description = "no user directory is configured", body = super::error::ErrorBody)))]
 pub(crate) async fn summary(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -153,7 +158,10 @@ pub(crate) async fn summary(
 /// Pin a user to a home and replica.
 #[utoipa::path(put, path = "/v1/users/{id}/pin", request_body = PlacementBody,
     params(("id" = String, Path, description = "user id, URL-escaped")), security(("bearer" = [])),
-    responses((status = 200, body = Accepted)))]
+    responses((status = 200, description = "stored and published", body = Accepted),
+        (status = 404, description = "no user directory is configured", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn pin(
     State(state): State<ControlState>,
     Path(id): Path<String>,
@@ -180,7 +188,11 @@ pub(crate) async fn pin(
 
 /// Remove a user's pin (back to its bucket).
 #[utoipa::path(delete, path = "/v1/users/{id}/pin", params(("id" = String, Path, description = "user id, URL-escaped")),
-    security(("bearer" = [])), responses((status = 200, body = Accepted)))]
+    security(("bearer" = [])),
+    responses((status = 200, description = "stored and published: the user follows its bucket again", body = Accepted),
+        (status = 404, description = "no user directory is configured", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn unpin(
     State(state): State<ControlState>,
     Path(id): Path<String>,

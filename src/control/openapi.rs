@@ -1,0 +1,139 @@
+//! The error responses that every route shares, added to the OpenAPI document from the shape of
+//! each operation, so that the document cannot forget one when a route is added.
+//!
+//! What the shared machinery answers, and therefore what is added here:
+//! - every route: 408 (the request timeout in `mod.rs`);
+//! - a route with a bearer `security` requirement: 401 (`auth::authenticate`), 403
+//!   (`Caller::require`) and 429 (`Limiter::check`);
+//! - a route with parameters or a request body: 400 (the `extract` wrappers, `read_json`);
+//! - a route with a request body: 413 (`read_json` and the directory line reader).
+//!
+//! Statuses that depend on what a handler does (404 for an unknown datacenter, 409 for a
+//! refused drain, 422 for an invalid configuration, 500 and 503 for the state store and
+//! shutdown) are written on each route's own `#[utoipa::path]`. This file defines no route.
+
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{
+    ContentBuilder, Object, OpenApi, Ref, RefOr, Response, ResponseBuilder, Type,
+};
+
+/// Adds the shared error responses (as `#/components/responses/…`) to every operation.
+pub(super) struct StandardResponses;
+
+/// A shared response: status, component name, description.
+const SHARED: &[(u16, &str, &str)] = &[
+    (
+        400,
+        "BadRequest",
+        "the request is malformed: a query string, path parameter or body that does not parse, or a value out of range",
+    ),
+    (
+        401,
+        "Unauthorized",
+        "no bearer token, or one that is not configured",
+    ),
+    (403, "Forbidden", "the token's role may not do this"),
+    (
+        408,
+        "RequestTimeout",
+        "the request took longer than the control plane allows (30 s)",
+    ),
+    (
+        413,
+        "PayloadTooLarge",
+        "the body or one of its lines is larger than the configured limit",
+    ),
+    (
+        429,
+        "RateLimited",
+        "over the token's rate limit; retry after `Retry-After` seconds",
+    ),
+];
+
+impl utoipa::Modify for StandardResponses {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for &(status, name, description) in SHARED {
+            components.responses.insert(
+                name.to_owned(),
+                RefOr::T(shared_response(status, description)),
+            );
+        }
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for status in shared_statuses(operation) {
+                    let name = SHARED
+                        .iter()
+                        .find(|(s, _, _)| *s == status)
+                        .map(|(_, name, _)| *name)
+                        .expect("shared_statuses returns statuses from SHARED");
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+                }
+            }
+        }
+    }
+}
+
+/// The shared statuses `operation` can answer, by its shape.
+fn shared_statuses(operation: &Operation) -> Vec<u16> {
+    let authenticated = operation
+        .security
+        .as_ref()
+        .is_some_and(|requirements| !requirements.is_empty());
+    let has_body = operation.request_body.is_some();
+    let has_params = operation
+        .parameters
+        .as_ref()
+        .is_some_and(|params| !params.is_empty());
+    let mut statuses = vec![408];
+    if authenticated {
+        statuses.extend([401, 403, 429]);
+    }
+    if has_body || has_params {
+        statuses.push(400);
+    }
+    if has_body {
+        statuses.push(413);
+    }
+    statuses
+}
+
+fn shared_response(status: u16, description: &str) -> Response {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    );
+    let header = |kind: Type, description: &str| {
+        HeaderBuilder::new()
+            .schema(Some(Object::with_type(kind)))
+            .description(Some(description))
+            .build()
+    };
+    match status {
+        401 => response = response.header("WWW-Authenticate", header(Type::String, "`Bearer`")),
+        429 => {
+            response = response.header(
+                "Retry-After",
+                header(Type::Integer, "seconds to wait before retrying"),
+            );
+        }
+        _ => {}
+    }
+    response.build()
+}
