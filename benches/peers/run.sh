@@ -59,6 +59,7 @@ MERIDIAN_CONTROL_PORT=5499
 # PIN: the prefix that runs a command on one CPU at priority $NICE in a session of its own.
 # setsid, sh, nice and taskset each exec the next, so the PID stays the command's own.
 pin() { # cpu
+    # shellcheck disable=SC2016  # $1, $2 and $@ are the inner shell's
     PIN=(setsid sh -c 'n=$1 c=$2; shift 2; echo "$n" > /proc/self/autogroup 2> /dev/null
         exec nice -n "$n" taskset -c "$c" "$@"' pin "$NICE" "$1")
 }
@@ -146,7 +147,7 @@ start_server() { # name
     pin "$SERVER_CPU"
     port=$(port_of "$name")
     dir=$WORK/$name
-    if ss -Hlun "sport = :$port" | grep -q .; then log "port $port is already in use"; return 1; fi
+    if [ -n "$(ss -Hlun "sport = :$port")" ]; then log "port $port is already in use"; return 1; fi
     rm -rf "$dir"
     mkdir -p "$dir/run" "$dir/state" "$dir/db" "$WORK/pids"
     case $name in
@@ -172,10 +173,11 @@ start_server() { # name
             pid=$! ;;
     esac
     echo "$pid" > "$WORK/pids/$name"
-    local i
-    for i in $(seq 1 240); do
+    local reply
+    for _ in $(seq 1 240); do
         if ! kill -0 "$pid" 2> /dev/null; then log "$name exited:"; cat "$dir/server.log" >&2; return 1; fi
-        if dig +time=1 +tries=1 @127.0.0.1 -p "$port" static.example.test A 2> /dev/null | grep -q 'status: NOERROR'; then
+        reply=$(dig +time=1 +tries=1 @127.0.0.1 -p "$port" static.example.test A 2> /dev/null || true)
+        if [[ $reply == *"status: NOERROR"* ]]; then
             log "$name answers on 127.0.0.1:$port (pid $pid: $(cat "/proc/$pid/comm"), CPU $SERVER_CPU)"
             return 0
         fi
@@ -186,12 +188,12 @@ start_server() { # name
 }
 
 stop_server() { # name
-    local file=$WORK/pids/$1 pid i
+    local file=$WORK/pids/$1 pid
     [ -f "$file" ] || return 0
     pid=$(cat "$file")
     if kill -0 "$pid" 2> /dev/null; then
         kill -TERM "$pid" 2> /dev/null || true
-        for i in $(seq 1 40); do kill -0 "$pid" 2> /dev/null || break; sleep 0.25; done
+        for _ in $(seq 1 40); do kill -0 "$pid" 2> /dev/null || break; sleep 0.25; done
         if kill -0 "$pid" 2> /dev/null; then kill -KILL "$pid" 2> /dev/null || true; fi
     fi
     rm -f "$file"
@@ -225,8 +227,8 @@ run_one() { # server mix rep
     logf=$OUT/logs/$server-$mix-$rep.txt
     s0=$(process_ticks "$pid"); b0=$(machine_busy_ticks); k0=$(softirq_thread_ticks); t0=$(date +%s.%N)
     TIMEFORMAT='%U %S'
-    # shellcheck disable=SC2046
     pin "$CLIENT_CPU"
+    # shellcheck disable=SC2046  # the dnsperf options of the mix are meant to split
     { time "${PIN[@]}" dnsperf -s 127.0.0.1 -p "$port" -l "$DURATION" -c "$CLIENTS" \
         -q "$OUTSTANDING" $(dnsperf_input "$mix") > "$logf" 2>&1; } 2> "$logf.time"
     s1=$(process_ticks "$pid"); b1=$(machine_busy_ticks); k1=$(softirq_thread_ticks); t1=$(date +%s.%N)
