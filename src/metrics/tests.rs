@@ -492,7 +492,10 @@ fn build_info_and_process_metrics_are_exported() {
         value(
             &text,
             BUILD_INFO,
-            &[("version", env!("CARGO_PKG_VERSION")), ("commit", BUILD_COMMIT)]
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", BUILD_COMMIT)
+            ]
         ),
         Some(1.0),
         "{text}"
