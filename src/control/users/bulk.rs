@@ -23,7 +23,7 @@ use super::super::ControlState;
 use super::super::auth::{Caller, Need};
 use super::super::error::ApiError;
 use super::super::extract::Query;
-use super::super::write::{admit, applied, audit, read_json};
+use super::super::write::{Whole, admit, applied, audit, read_json};
 use super::export::read_export;
 use super::lines::read_rows;
 use super::{checked_id, placement, placement_names, view};
@@ -45,7 +45,9 @@ pub(crate) struct BucketMoves {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BucketMove {
-    bucket: u32,
+    /// Below the directory's number of buckets.
+    #[schema(value_type = u32)]
+    bucket: Whole<u32>,
     home: String,
     replica: String,
 }
@@ -112,20 +114,20 @@ pub(crate) async fn move_buckets(
         ..ChangeReport::default()
     };
     for (i, m) in body.moves.iter().enumerate() {
-        if m.bucket >= directory.n_buckets() {
+        let Whole(bucket) = m.bucket;
+        if bucket >= directory.n_buckets() {
             return Err(ApiError::bad_request(format!(
-                "moves[{i}].bucket: {} is not below {}",
-                m.bucket,
+                "moves[{i}].bucket: {bucket} is not below {}",
                 directory.n_buckets()
             )));
         }
         let stored = placement(&snapshot, &m.home, &m.replica)?;
-        if placement_names(directory, directory.bucket(m.bucket))
+        if placement_names(directory, directory.bucket(bucket))
             != (m.home.as_str(), m.replica.as_str())
         {
             report.buckets_changed += 1;
         }
-        moves.push((m.bucket, stored));
+        moves.push((bucket, stored));
     }
     report.share = report.buckets_changed as f64 / f64::from(directory.n_buckets());
     let detail =
