@@ -45,6 +45,8 @@ pub(crate) struct ExplainView {
     qtype: String,
     rcode: String,
     answers: Vec<String>,
+    /// The authority section: the SOA of a negative answer, the NS records of a referral.
+    authority: Vec<String>,
     /// The address located.
     client: String,
     /// `ecs` or `resolver`.
@@ -107,6 +109,7 @@ pub(crate) async fn explain(
         qtype: qtype.to_ascii_uppercase(),
         rcode: explained.rcode,
         answers: explained.answers,
+        authority: explained.authority,
         client: explained.client.to_string(),
         client_source: if explained.from_ecs {
             "ecs"

@@ -16,7 +16,7 @@ const OPERATOR: &str = "example-operator-token";
 const FRONTEND: &str = "example-frontend-token";
 
 /// The control test configuration plus a directory over the five datacenters.
-fn config() -> String {
+pub(crate) fn config() -> String {
     crate::control::config().replace(
         "\ncontrol:\n",
         "\ndirectory:
