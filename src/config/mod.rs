@@ -223,18 +223,6 @@ impl Config {
         }
     }
 
-    /// Reads and validates the configuration of `source`.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for an unreadable file, a syntax error or invalid values.
-    pub fn load(source: &Source) -> Result<Config, ConfigError> {
-        let text = source.read_config().map_err(|error| ConfigError {
-            problems: vec![Problem::new(source.to_string(), error)],
-        })?;
-        Config::from_yaml_str(&text)
-    }
-
     /// Validates the serde mirror, collecting every problem.
     ///
     /// # Errors
