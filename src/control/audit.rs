@@ -70,7 +70,9 @@ pub(crate) async fn audit_log(
         .limit
         .map(|limit| non_negative("limit", limit))
         .transpose()?
-        .map_or(DEFAULT_PAGE, |limit| usize::try_from(limit).unwrap_or(MAX_PAGE))
+        .map_or(DEFAULT_PAGE, |limit| {
+            usize::try_from(limit).unwrap_or(MAX_PAGE)
+        })
         .min(MAX_PAGE);
     let store = state.store.clone();
     let entries = tokio::task::spawn_blocking(move || store.audit_log(after, limit))
