@@ -133,12 +133,13 @@ impl Loaded {
         let identity = config.server.identity.clone().unwrap_or_else(host_name);
         let catalog = Catalog::build(&config, &zone_texts, &identity)
             .map_err(|problems| ConfigError { problems })?;
-        let base = BaseTable::build(&config, geo.locations());
+        let geo = Arc::new(geo);
+        let base = BaseTable::build(&config, geo.clone());
         Ok(Loaded {
             config_version: version_of(&text),
             config_text: text.into(),
             config: Arc::new(config),
-            geo: Arc::new(geo),
+            geo,
             base: Arc::new(base),
             catalog: Arc::new(catalog),
             counters: Counters::default(),

@@ -1,0 +1,494 @@
+//! Our own index of a geo database: a binary trie of its networks (one per address family) and a
+//! quadtree of its locations, both built once per database load.
+//!
+//! The trie replaces the MaxMind tree walk on the query path: a leaf is one database network
+//! with its cell, and every inner node carries a summary of what lies below it (one cell, or
+//! the smallest quad holding every located address below, and whether unlocated space is mixed
+//! in). Routing uses the summaries to find, for a client, the widest prefix over which its
+//! answer cannot change.
+//!
+//! The quadtree splits the longitude/latitude rectangle into four per level, down to
+//! [`FINEST_LEVEL`]; only quads holding at least one location exist. Quads are numbered in
+//! depth-first preorder, so every quad's subtree is the id range `id..end`. Each quad knows a
+//! centre and a radius that bound every location in it: routing decides a whole quad at once
+//! when, seen from its centre, the ranking cannot change anywhere within the radius.
+//!
+//! Nothing here knows about datacenters or policies.
+
+use std::net::IpAddr;
+use std::ops::Range;
+
+use super::{CellId, Continent, Coordinates, CountryCode, Location};
+
+/// The deepest quadtree level: 2^11 × 2^11 quads over the world, about 19 km × 10 km at the
+/// equator.
+pub const FINEST_LEVEL: u8 = 11;
+
+/// Index of a quad, in depth-first preorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QuadId(pub u32);
+
+/// Index of a distinct (country, continent) pair of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionId(pub u16);
+
+/// A country and continent, as the database places a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// The country, when known.
+    pub country: Option<CountryCode>,
+    /// The continent, when known.
+    pub continent: Option<Continent>,
+}
+
+/// One square of the quadtree.
+#[derive(Debug, Clone)]
+pub struct Quad {
+    /// One past the last id of this quad's subtree.
+    pub end: u32,
+    /// The enclosing quad (the root is its own parent).
+    pub parent: u32,
+    /// Depth in the tree: 0 is the whole world.
+    pub level: u8,
+    /// A point inside the quad's locations' bounding box.
+    pub center: Coordinates,
+    /// Every location in the quad is at most this far from `center`, in kilometres.
+    pub radius_km: f64,
+    /// The region of every location in the quad, or `None` when they differ.
+    pub region: Option<RegionId>,
+    /// The quad's cells (finest level only; empty above).
+    pub cells: Range<u32>,
+}
+
+/// What lies under a trie node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    /// Only addresses the database cannot place.
+    Unlocated,
+    /// Located addresses all in one cell; `unlocated` when unplaced addresses are mixed in.
+    Cell {
+        /// The cell.
+        cell: CellId,
+        /// Whether unlocated addresses are below as well.
+        unlocated: bool,
+    },
+    /// Located addresses in several cells, all inside `quad`.
+    Quad {
+        /// The smallest quad holding every located address below.
+        quad: QuadId,
+        /// Whether unlocated addresses are below as well.
+        unlocated: bool,
+    },
+}
+
+/// What the database says about one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeoHit {
+    /// The client's cell, or `None` when the database cannot place it (private or unknown
+    /// network, or a record with neither coordinates nor a known country).
+    pub cell: Option<CellId>,
+    /// Prefix length, in the address's own family, of the database network that matched (or of
+    /// the empty region around the address). No other answer can exist inside it.
+    pub prefix_len: u8,
+}
+
+/// The quadtree and the regions, built from the cells' locations.
+#[derive(Debug)]
+pub(super) struct Quadtree {
+    pub(super) quads: Vec<Quad>,
+    /// Cells ordered by finest quad; `Quad::cells` indexes into it.
+    pub(super) cells_by_quad: Vec<CellId>,
+    /// Each cell's finest quad.
+    pub(super) cell_quad: Vec<QuadId>,
+    /// Distinct regions.
+    pub(super) regions: Vec<Region>,
+    /// Each cell's region.
+    pub(super) cell_region: Vec<RegionId>,
+}
+
+impl Quadtree {
+    pub(super) fn build(locations: &[Location]) -> Quadtree {
+        let mut regions: Vec<Region> = Vec::new();
+        let mut region_ids = std::collections::HashMap::new();
+        let cell_region: Vec<RegionId> = locations
+            .iter()
+            .map(|location| {
+                let region = Region {
+                    country: location.country,
+                    continent: location.continent,
+                };
+                *region_ids.entry(region).or_insert_with(|| {
+                    regions.push(region);
+                    RegionId(u16::try_from(regions.len() - 1).expect("fewer than 65536 regions"))
+                })
+            })
+            .collect();
+        let mut keyed: Vec<(u32, CellId)> = locations
+            .iter()
+            .enumerate()
+            .map(|(i, location)| (morton(&location.coordinates), CellId(i as u32)))
+            .collect();
+        keyed.sort_unstable();
+        let mut tree = Quadtree {
+            quads: Vec::new(),
+            cells_by_quad: keyed.iter().map(|(_, cell)| *cell).collect(),
+            cell_quad: vec![QuadId(0); locations.len()],
+            regions,
+            cell_region,
+        };
+        if !keyed.is_empty() {
+            tree.build_quad(0, 0, &keyed, 0, locations);
+        }
+        tree
+    }
+
+    /// Builds the quad at `level` holding `keyed[..]` (which starts at `offset` of the sorted
+    /// cells), then its children; returns its id.
+    fn build_quad(
+        &mut self,
+        level: u8,
+        parent: u32,
+        keyed: &[(u32, CellId)],
+        offset: usize,
+        locations: &[Location],
+    ) -> u32 {
+        let id = self.quads.len() as u32;
+        self.quads.push(Quad {
+            end: id + 1,
+            parent,
+            level,
+            center: locations[keyed[0].1.0 as usize].coordinates,
+            radius_km: 0.0,
+            region: None,
+            cells: 0..0,
+        });
+        let (center, radius_km, region) = if level == FINEST_LEVEL {
+            for (_, cell) in keyed {
+                self.cell_quad[cell.0 as usize] = QuadId(id);
+            }
+            self.quads[id as usize].cells = offset as u32..(offset + keyed.len()) as u32;
+            let points: Vec<Coordinates> = keyed
+                .iter()
+                .map(|(_, cell)| locations[cell.0 as usize].coordinates)
+                .collect();
+            let center = bounding_center(points.iter().copied());
+            let radius = points
+                .iter()
+                .map(|point| center.distance_km(point))
+                .fold(0.0, f64::max);
+            let first = self.cell_region[keyed[0].1.0 as usize];
+            let uniform = keyed
+                .iter()
+                .all(|(_, cell)| self.cell_region[cell.0 as usize] == first);
+            (center, radius, uniform.then_some(first))
+        } else {
+            // The two bits below this level's in the Morton key pick the child.
+            let shift = 2 * u32::from(FINEST_LEVEL - level - 1);
+            let mut children = Vec::new();
+            let mut start = 0;
+            while start < keyed.len() {
+                let quarter = (keyed[start].0 >> shift) & 3;
+                let len = keyed[start..]
+                    .iter()
+                    .take_while(|(key, _)| (key >> shift) & 3 == quarter)
+                    .count();
+                let child = self.build_quad(
+                    level + 1,
+                    id,
+                    &keyed[start..start + len],
+                    offset + start,
+                    locations,
+                );
+                children.push(child);
+                start += len;
+            }
+            let center = bounding_center(children.iter().map(|&c| self.quads[c as usize].center));
+            let radius = children
+                .iter()
+                .map(|&c| {
+                    let child = &self.quads[c as usize];
+                    center.distance_km(&child.center) + child.radius_km
+                })
+                .fold(0.0, f64::max);
+            let first = self.quads[children[0] as usize].region;
+            let uniform = first.is_some()
+                && children
+                    .iter()
+                    .all(|&c| self.quads[c as usize].region == first);
+            (center, radius, if uniform { first } else { None })
+        };
+        let end = self.quads.len() as u32;
+        let quad = &mut self.quads[id as usize];
+        quad.end = end;
+        quad.center = center;
+        // Distances are rounded; a little slack keeps the bound a bound.
+        quad.radius_km = radius_km * (1.0 + 1e-9) + 1e-6;
+        quad.region = region;
+        id
+    }
+
+    /// The smallest quad holding both `a` and `b`.
+    pub(super) fn common_ancestor(&self, mut a: u32, mut b: u32) -> u32 {
+        while self.quads[a as usize].level > self.quads[b as usize].level {
+            a = self.quads[a as usize].parent;
+        }
+        while self.quads[b as usize].level > self.quads[a as usize].level {
+            b = self.quads[b as usize].parent;
+        }
+        while a != b {
+            a = self.quads[a as usize].parent;
+            b = self.quads[b as usize].parent;
+        }
+        a
+    }
+}
+
+/// A binary trie of one address family's networks, with a summary on every inner node.
+#[derive(Debug, Default)]
+pub(super) struct Trie {
+    /// Children of each inner node: [`EMPTY`], a leaf ([`LEAF`] | cell, or [`UNPLACED`]) or
+    /// the index of an inner node. Node 0 is the root.
+    nodes: Vec<[u32; 2]>,
+    /// Each inner node's summary, encoded (see [`encode`]).
+    summaries: Vec<u32>,
+    /// Address width: 32 or 128.
+    bits: u8,
+}
+
+const EMPTY: u32 = 0;
+const LEAF: u32 = 1 << 31;
+/// A database record we cannot place.
+const UNPLACED: u32 = LEAF | (LEAF - 1);
+
+impl Trie {
+    pub(super) fn new(bits: u8) -> Trie {
+        Trie {
+            nodes: vec![[EMPTY; 2]],
+            summaries: Vec::new(),
+            bits,
+        }
+    }
+
+    /// Adds the network `addr`/`prefix_len` (address left-aligned in a u128) holding `cell`.
+    /// Networks must not overlap (a MaxMind tree's never do).
+    pub(super) fn insert(&mut self, addr: u128, prefix_len: u8, cell: Option<CellId>) {
+        let leaf = cell.map_or(UNPLACED, |cell| LEAF | cell.0);
+        if prefix_len == 0 {
+            // The whole family is one network: the root's two halves are the same leaf.
+            self.nodes[0] = [leaf, leaf];
+            return;
+        }
+        let mut node = 0usize;
+        for depth in 0..prefix_len - 1 {
+            let bit = bit_at(addr, depth);
+            let child = self.nodes[node][bit];
+            node = if child == EMPTY {
+                let new = self.nodes.len() as u32;
+                self.nodes.push([EMPTY; 2]);
+                self.nodes[node][bit] = new;
+                new as usize
+            } else if child & LEAF != 0 {
+                // Inside an existing network: the database is not a tree; keep the first.
+                return;
+            } else {
+                child as usize
+            };
+        }
+        let bit = bit_at(addr, prefix_len - 1);
+        self.nodes[node][bit] = leaf;
+    }
+
+    /// Computes every inner node's summary; call once after the last insert.
+    pub(super) fn summarize(&mut self, tree: &Quadtree) {
+        self.summaries = vec![0; self.nodes.len()];
+        // Children are always created after their parent, so a reverse scan sees them first.
+        for node in (0..self.nodes.len()).rev() {
+            let [left, right] = self.nodes[node];
+            let left = self.child_summary(left);
+            let right = self.child_summary(right);
+            self.summaries[node] = encode(combine(left, right, tree));
+        }
+    }
+
+    fn child_summary(&self, child: u32) -> Summary {
+        match child {
+            EMPTY | UNPLACED => Summary::Unlocated,
+            leaf if leaf & LEAF != 0 => Summary::Cell {
+                cell: CellId(leaf & !LEAF),
+                unlocated: false,
+            },
+            node => decode(self.summaries[node as usize]),
+        }
+    }
+
+    /// The cell and network of `addr` (left-aligned).
+    pub(super) fn lookup(&self, addr: u128) -> GeoHit {
+        if let Some(child) = self.whole_family() {
+            let cell = (child != EMPTY && child != UNPLACED).then_some(CellId(child & !LEAF));
+            return GeoHit {
+                cell,
+                prefix_len: 0,
+            };
+        }
+        let mut node = 0usize;
+        for depth in 0..self.bits {
+            let child = self.nodes[node][bit_at(addr, depth)];
+            match child {
+                EMPTY | UNPLACED => {
+                    return GeoHit {
+                        cell: None,
+                        prefix_len: depth + 1,
+                    };
+                }
+                leaf if leaf & LEAF != 0 => {
+                    return GeoHit {
+                        cell: Some(CellId(leaf & !LEAF)),
+                        prefix_len: depth + 1,
+                    };
+                }
+                inner => node = inner as usize,
+            }
+        }
+        unreachable!("a path through the trie ends in a leaf within the address width")
+    }
+
+    /// The shortest prefix length `p <= end` such that `accept` holds for the summary of the
+    /// node at depth `p` on `addr`'s path (`end` itself, the client's network, is always
+    /// accepted). The whole family is depth 0, when the root is an inner node.
+    pub(super) fn widest(
+        &self,
+        addr: u128,
+        end: u8,
+        accept: &mut dyn FnMut(Summary) -> bool,
+    ) -> u8 {
+        if self.whole_family().is_some() {
+            return 0;
+        }
+        let mut node = 0usize;
+        for depth in 0..end {
+            if accept(decode(self.summaries[node])) {
+                return depth;
+            }
+            let child = self.nodes[node][bit_at(addr, depth)];
+            if child == EMPTY || child & LEAF != 0 {
+                return end;
+            }
+            node = child as usize;
+        }
+        end
+    }
+
+    /// The one leaf (or emptiness) covering the whole family, when the root is not split.
+    fn whole_family(&self) -> Option<u32> {
+        let [left, right] = self.nodes[0];
+        (left == right && (left == EMPTY || left & LEAF != 0)).then_some(left)
+    }
+
+    /// Number of inner nodes, for logs.
+    pub(super) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// Left-aligns an address in a u128 and gives its family's width.
+pub(super) fn left_aligned(ip: IpAddr) -> (u128, bool) {
+    match ip {
+        IpAddr::V4(v4) => (u128::from(v4.to_bits()) << 96, true),
+        IpAddr::V6(v6) => (v6.to_bits(), false),
+    }
+}
+
+fn bit_at(addr: u128, depth: u8) -> usize {
+    ((addr >> (127 - u32::from(depth))) & 1) as usize
+}
+
+fn combine(a: Summary, b: Summary, tree: &Quadtree) -> Summary {
+    use Summary::{Cell, Quad, Unlocated};
+    let quad_of = |s: Summary| match s {
+        Cell { cell, .. } => Some(tree.cell_quad[cell.0 as usize].0),
+        Quad { quad, .. } => Some(quad.0),
+        Unlocated => None,
+    };
+    let unlocated = |s: Summary| match s {
+        Unlocated => true,
+        Cell { unlocated, .. } | Quad { unlocated, .. } => unlocated,
+    };
+    let mixed = unlocated(a) || unlocated(b);
+    match (a, b) {
+        (Unlocated, Unlocated) => Unlocated,
+        (Unlocated, Cell { cell, .. }) | (Cell { cell, .. }, Unlocated) => Cell {
+            cell,
+            unlocated: true,
+        },
+        (Unlocated, Quad { quad, .. }) | (Quad { quad, .. }, Unlocated) => Quad {
+            quad,
+            unlocated: true,
+        },
+        (Cell { cell: x, .. }, Cell { cell: y, .. }) if x == y => Cell {
+            cell: x,
+            unlocated: mixed,
+        },
+        _ => {
+            let (qa, qb) = (quad_of(a).expect("located"), quad_of(b).expect("located"));
+            Quad {
+                quad: QuadId(tree.common_ancestor(qa, qb)),
+                unlocated: mixed,
+            }
+        }
+    }
+}
+
+const TAG_CELL: u32 = 1 << 30;
+const TAG_QUAD: u32 = 2 << 30;
+const MIXED: u32 = 1 << 29;
+const ID_MASK: u32 = MIXED - 1;
+
+fn encode(summary: Summary) -> u32 {
+    match summary {
+        Summary::Unlocated => 0,
+        Summary::Cell { cell, unlocated } => TAG_CELL | cell.0 | if unlocated { MIXED } else { 0 },
+        Summary::Quad { quad, unlocated } => TAG_QUAD | quad.0 | if unlocated { MIXED } else { 0 },
+    }
+}
+
+fn decode(code: u32) -> Summary {
+    let unlocated = code & MIXED != 0;
+    match code & (3 << 30) {
+        TAG_CELL => Summary::Cell {
+            cell: CellId(code & ID_MASK),
+            unlocated,
+        },
+        TAG_QUAD => Summary::Quad {
+            quad: QuadId(code & ID_MASK),
+            unlocated,
+        },
+        _ => Summary::Unlocated,
+    }
+}
+
+/// The Morton (Z-order) key of a point at the finest level: x from longitude, y from latitude,
+/// interleaved so that every quad's locations are contiguous once sorted.
+fn morton(point: &Coordinates) -> u32 {
+    let side = f64::from(1u32 << FINEST_LEVEL);
+    let x = (((point.longitude + 180.0) / 360.0 * side) as u32).min((1 << FINEST_LEVEL) - 1);
+    let y = (((point.latitude + 90.0) / 180.0 * side) as u32).min((1 << FINEST_LEVEL) - 1);
+    let mut key = 0;
+    for bit in (0..u32::from(FINEST_LEVEL)).rev() {
+        key = (key << 2) | (((y >> bit) & 1) << 1) | ((x >> bit) & 1);
+    }
+    key
+}
+
+/// The middle of the bounding box of `points` (longitudes do not wrap: quads never straddle the
+/// antimeridian).
+fn bounding_center(points: impl Iterator<Item = Coordinates>) -> Coordinates {
+    let (mut lat_lo, mut lat_hi, mut lon_lo, mut lon_hi) = (90.0f64, -90.0f64, 180.0f64, -180.0f64);
+    for point in points {
+        lat_lo = lat_lo.min(point.latitude);
+        lat_hi = lat_hi.max(point.latitude);
+        lon_lo = lon_lo.min(point.longitude);
+        lon_hi = lon_hi.max(point.longitude);
+    }
+    Coordinates::new((lat_lo + lat_hi) / 2.0, (lon_lo + lon_hi) / 2.0)
+        .expect("the middle of valid coordinates is valid")
+}
