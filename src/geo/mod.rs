@@ -72,7 +72,7 @@ impl GeoDb {
         let mut by_offset: HashMap<usize, Option<CellId>> = HashMap::new();
         let mut cells: HashMap<LocationKey, CellId> = HashMap::new();
         let mut locations: Vec<Location> = Vec::new();
-        let mut networks: Vec<(IpAddr, u8, Option<CellId>)> = Vec::new();
+        let (mut v4, mut v6) = (Trie::new(32), Trie::new(128));
         for network in reader.networks(WithinOptions::default())? {
             let network = network?;
             let Some(offset) = network.offset() else {
@@ -93,21 +93,17 @@ impl GeoDb {
                 }
             };
             let net = network.network()?;
-            networks.push((net.network(), net.prefix(), cell));
+            let (bits, is_v4) = left_aligned(net.network());
+            if is_v4 {
+                v4.insert(bits, net.prefix(), cell);
+            } else {
+                v6.insert(bits, net.prefix(), cell);
+            }
         }
         if locations.is_empty() {
             return Err(GeoError::NoLocations);
         }
         let tree = Quadtree::build(&locations);
-        let (mut v4, mut v6) = (Trie::new(32), Trie::new(128));
-        for (addr, prefix_len, cell) in networks {
-            let (bits, is_v4) = left_aligned(addr);
-            if is_v4 {
-                v4.insert(bits, prefix_len, cell);
-            } else {
-                v6.insert(bits, prefix_len, cell);
-            }
-        }
         v4.summarize(&tree);
         v6.summarize(&tree);
         let metadata = reader.metadata();

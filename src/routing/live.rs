@@ -152,7 +152,8 @@ impl Standing {
 #[derive(Debug)]
 pub struct RoutingTable {
     base: Arc<BaseTable>,
-    services: Vec<LiveService>,
+    /// Shared with the previous table where nothing the service depends on changed.
+    services: Vec<Arc<LiveService>>,
 }
 
 #[derive(Debug)]
@@ -171,6 +172,8 @@ pub(super) struct LiveService {
     pub(super) overloaded: Vec<bool>,
     /// `nearest-with-capacity`: how many hash buckets each datacenter sends on, by `DcId`.
     spill: Vec<u16>,
+    /// Which datacenters may receive clients, by `DcId`.
+    eligible: Vec<bool>,
 }
 
 /// A service's decision map with the live choice of each of its rankings.
@@ -204,15 +207,19 @@ pub struct MapReport {
 }
 
 impl RoutingTable {
-    /// Applies `states` (indexed by `DcId`) to `base`. `previous` is the table being replaced,
-    /// if it was built from the same base: its overload flags give the watermarks hysteresis,
-    /// and its decision maps are reused where their inputs did not change.
+    /// Applies `states` (indexed by `DcId`) to `base`. `previous` is the table being replaced:
+    /// its decision maps are reused where their inputs did not change (when it used the same
+    /// geo database), and if it was built from the same base, its overload flags give the
+    /// watermarks hysteresis and its unchanged services are kept whole.
     pub fn build(
         base: Arc<BaseTable>,
         config: &Config,
         states: &[DcState],
         previous: Option<&RoutingTable>,
     ) -> RoutingTable {
+        // Maps depend on the geo database and their inputs only, so they outlive reloads that
+        // keep the database; everything else is kept only within one configuration.
+        let same_geo = previous.filter(|p| Arc::ptr_eq(&p.base.geo, &base.geo));
         let previous = previous.filter(|p| Arc::ptr_eq(&p.base, &base));
         let facts: Vec<ServiceFacts> = config
             .services
@@ -224,7 +231,7 @@ impl RoutingTable {
                 ServiceFacts::judge(&base, config, service, id, states, overloaded)
             })
             .collect();
-        let maps = build_maps(&base, &facts, previous);
+        let maps = build_maps(&base, &facts, same_geo);
         let services = config
             .services
             .iter()
@@ -232,7 +239,18 @@ impl RoutingTable {
             .zip(facts)
             .zip(maps)
             .map(|(((i, service), facts), map)| {
-                build_service(&base, service, ServiceId(i as u16), facts, map)
+                if let Some(before) = previous.map(|p| &p.services[i])
+                    && before.unchanged(&facts, map.as_ref().map(|(m, _)| m))
+                {
+                    return before.clone();
+                }
+                Arc::new(build_service(
+                    &base,
+                    service,
+                    ServiceId(i as u16),
+                    facts,
+                    map,
+                ))
             })
             .collect();
         RoutingTable { base, services }
@@ -340,6 +358,32 @@ impl RoutingTable {
     pub fn base(&self) -> &Arc<BaseTable> {
         &self.base
     }
+
+    /// Whether `service` has exactly the rankings it had in `other` (a table it was built
+    /// from), so that what was prepared for them can be kept.
+    pub fn same_rankings(&self, other: &RoutingTable, service: ServiceId) -> bool {
+        let i = usize::from(service.0);
+        Arc::ptr_eq(&self.base, &other.base)
+            && other
+                .services
+                .get(i)
+                .is_some_and(|o| Arc::ptr_eq(o, &self.services[i]))
+    }
+}
+
+impl LiveService {
+    /// Whether this service would be built the same from `facts` and `map`.
+    fn unchanged(&self, facts: &ServiceFacts, map: Option<&Arc<GeoMap>>) -> bool {
+        let same_map = match (&self.geo, map) {
+            (Some(part), Some(map)) => Arc::ptr_eq(&part.map, map),
+            (None, None) => true,
+            _ => false,
+        };
+        same_map
+            && self.eligible == facts.eligible
+            && self.overloaded == facts.overloaded
+            && self.spill == facts.spill
+    }
 }
 
 impl From<u32> for RankingId {
@@ -365,11 +409,20 @@ impl ServiceFacts {
         states: &[DcState],
         previous_overload: Option<&[bool]>,
     ) -> ServiceFacts {
+        // Only the service's own datacenters count, so that a report from another one leaves
+        // the service as it was.
+        let mut in_pool = vec![false; states.len()];
+        for pool in &service.pools {
+            in_pool[pool.datacenter] = true;
+        }
         let eligible: Vec<bool> = config
             .datacenters
             .iter()
             .zip(states)
-            .map(|(dc, state)| Standing::of(dc, state, id, service).is_eligible())
+            .enumerate()
+            .map(|(i, (dc, state))| {
+                in_pool[i] && Standing::of(dc, state, id, service).is_eligible()
+            })
             .collect();
         let capacity = service.policy == Policy::NearestWithCapacity;
         let utilization =
@@ -382,13 +435,16 @@ impl ServiceFacts {
                     .and_then(|p| p.get(i))
                     .copied()
                     .unwrap_or(false);
-                capacity && policy::still_overloaded(was, utilization(state), &service.capacity)
+                capacity
+                    && in_pool[i]
+                    && policy::still_overloaded(was, utilization(state), &service.capacity)
             })
             .collect();
         let spill: Vec<u16> = states
             .iter()
-            .map(|state| {
-                if capacity {
+            .enumerate()
+            .map(|(i, state)| {
+                if capacity && in_pool[i] {
                     policy::spill_buckets(utilization(state), &service.capacity) as u16
                 } else {
                     0
@@ -714,6 +770,7 @@ fn build_service(
         geo,
         overloaded: facts.overloaded,
         spill: facts.spill,
+        eligible: facts.eligible,
     }
 }
 

@@ -415,3 +415,41 @@ fn maps_are_shared_and_reused() {
         }
     }
 }
+
+#[test]
+fn pools_of_hundreds_of_datacenters_route() {
+    // 300 datacenters on a grid over the world, one service using all of them.
+    let mut yaml = String::from(
+        "geo: { database: unused.mmdb }\nzones: [{ origin: example.com, file: unused.zone }]\ndatacenters:\n",
+    );
+    let mut pools = String::new();
+    for i in 0..300 {
+        let (lat, lon) = (
+            -60.0 + f64::from(i / 20) * 8.0,
+            -170.0 + f64::from(i % 20) * 17.0,
+        );
+        yaml.push_str(&format!(
+            "  dc{i}: {{ latitude: {lat}, longitude: {lon}, country: US, continent: NA }}\n"
+        ));
+        pools.push_str(&format!("      dc{i}: {{ a: [192.0.2.1] }}\n"));
+    }
+    yaml.push_str(
+        "services:\n  big:\n    name: big.example.com\n    policy: nearest\n    pools:\n",
+    );
+    yaml.push_str(&pools);
+    let config = Config::from_yaml_str(&yaml).expect("a 300-datacenter pool is valid");
+    let geo = world().geo.clone();
+    let base = Arc::new(BaseTable::build(&config, geo.clone()));
+    let states = vec![DcState::default(); config.datacenters.len()];
+    let table = RoutingTable::build(base, &config, &states, None);
+    let london: IpAddr = "3.2.38.64".parse().unwrap();
+    let decision = table.resolve(ServiceId(0), &client(&geo, london));
+    let here = geo.location(geo.lookup(london).cell.unwrap()).coordinates;
+    let nearest = (0..300)
+        .min_by(|&a, &b| {
+            let d = |i: usize| here.distance_km(&config.datacenters[i].coordinates);
+            d(a).total_cmp(&d(b))
+        })
+        .unwrap();
+    assert_eq!(decision.datacenters[0], DcId(nearest as u16));
+}

@@ -237,9 +237,11 @@ impl Manager {
 
     async fn reload(&self, audit: Option<AuditEntry>) -> Result<u64, ConfigError> {
         let source = self.source.clone();
-        let loaded = tokio::task::spawn_blocking(move || Loaded::load(&source))
-            .await
-            .expect("loading a configuration does not panic");
+        let current = self.publisher.current();
+        let loaded =
+            tokio::task::spawn_blocking(move || Loaded::reload(&source, Some(&current.loaded)))
+                .await
+                .expect("loading a configuration does not panic");
         let loaded = match loaded {
             Ok(loaded) => with_counters(loaded, &self.metrics),
             Err(error) => {
@@ -276,10 +278,11 @@ impl Manager {
                 Err(error) => warn!(%error, "could not load the user directory"),
             }
         }
+        // The previous snapshot lends its decision maps where their inputs are unchanged.
         let snapshot = Snapshot::assemble(
             Arc::new(loaded),
             live,
-            None,
+            Some(&current),
             current.generation + 1,
             self.clock.now(),
         );

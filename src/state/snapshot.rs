@@ -26,6 +26,9 @@ pub struct Loaded {
     pub config_version: String,
     /// The geo database.
     pub geo: Arc<GeoDb>,
+    /// What the geo database and country table were read from (paths, sizes, times): a reload
+    /// that finds the same keeps the indexed database instead of reading it again.
+    pub geo_fingerprint: Option<String>,
     /// Rankings that depend on configuration and geo database only.
     pub base: Arc<BaseTable>,
     /// Zones and identity records.
@@ -73,6 +76,17 @@ impl Loaded {
     /// A [`ConfigError`] listing every problem in the configuration, the zone files, the country
     /// table and the geo database.
     pub fn load(source: &Source) -> Result<Loaded, ConfigError> {
+        Loaded::reload(source, None)
+    }
+
+    /// As [`Loaded::load`], but keeps `previous`'s geo database when its files did not change
+    /// (same path, size and modification time), so a configuration change does not read and
+    /// index the database again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Loaded::load`].
+    pub fn reload(source: &Source, previous: Option<&Loaded>) -> Result<Loaded, ConfigError> {
         let text = source.read_config().map_err(|error| ConfigError {
             problems: vec![Problem::new(source.to_string(), error)],
         })?;
@@ -94,20 +108,33 @@ impl Loaded {
             CountryTable::default()
         });
 
-        let geo = match source.read(&config.geo.database) {
-            Ok(bytes) => GeoDb::build(bytes, &countries).map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        }
-        .map_err(|error| {
-            problems.push(Problem::new(
-                format!(
-                    "geo.database ({})",
-                    source.resolve(&config.geo.database).display()
-                ),
-                error,
-            ));
-        })
-        .ok();
+        let geo_fingerprint = source.fingerprint(&config.geo.database).map(|db| {
+            let table = config.geo.countries.as_ref().map_or_else(
+                || Some("shipped".to_owned()),
+                |path| source.fingerprint(path),
+            );
+            format!("{db} / {table:?}")
+        });
+        let kept = previous
+            .filter(|p| p.geo_fingerprint.is_some() && p.geo_fingerprint == geo_fingerprint)
+            .map(|p| Ok(p.geo.clone()));
+        let geo = kept
+            .unwrap_or_else(|| match source.read(&config.geo.database) {
+                Ok(bytes) => GeoDb::build(bytes, &countries)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            })
+            .map_err(|error| {
+                problems.push(Problem::new(
+                    format!(
+                        "geo.database ({})",
+                        source.resolve(&config.geo.database).display()
+                    ),
+                    error,
+                ));
+            })
+            .ok();
 
         let mut zone_texts = Vec::new();
         for (i, zone) in config.zones.iter().enumerate() {
@@ -133,13 +160,13 @@ impl Loaded {
         let identity = config.server.identity.clone().unwrap_or_else(host_name);
         let catalog = Catalog::build(&config, &zone_texts, &identity)
             .map_err(|problems| ConfigError { problems })?;
-        let geo = Arc::new(geo);
         let base = BaseTable::build(&config, geo.clone());
         Ok(Loaded {
             config_version: version_of(&text),
             config_text: text.into(),
             config: Arc::new(config),
             geo,
+            geo_fingerprint,
             base: Arc::new(base),
             catalog: Arc::new(catalog),
             counters: Counters::default(),
@@ -165,7 +192,13 @@ impl Snapshot {
             &states,
             previous.map(|p| &p.routing),
         );
-        let answers = Answers::build(&loaded.config, &routing);
+        let answers = Answers::build(
+            &loaded.config,
+            &routing,
+            previous
+                .filter(|p| Arc::ptr_eq(&p.loaded, &loaded))
+                .map(|p| (&p.answers, &p.routing)),
+        );
         let directory = match (&live.directory, &loaded.config.directory) {
             (Some(directory), Some(settings)) => Some(DirectoryView::new(
                 directory.clone(),
