@@ -3,11 +3,14 @@
 //! [`run`] takes sockets that are already bound and a shutdown token, so tests hand it port-0
 //! sockets and cancel it when done. Signals are wired separately ([`watch_signals`]) so that only
 //! the real binary reacts to SIGHUP and SIGTERM.
+//! Under systemd (`Type=notify`) the server says READY=1 once it serves, RELOADING=1 and READY=1
+//! around a SIGHUP reload, and STOPPING=1 when it begins to stop.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use sd_notify::NotifyState;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -16,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Source;
-use crate::control::{self, ControlState, Readiness};
+use crate::control::{self, ControlState};
 use crate::dns::{DnsServer, Handler};
+use crate::dns::{Loaded, Manager};
 use crate::metrics::Metrics;
-use crate::state::{Clock, Loaded, Manager, StateCommands, StateHandle, unix_ms};
+use crate::state::{Clock, Readiness, StateCommands, StateHandle, unix_ms};
 use crate::store::{AuditEntry, Change, Store};
 
 pub use crate::state::state_channel;
@@ -209,9 +213,13 @@ pub async fn run(
         tcp_idle_timeout,
     );
     readiness.set(true);
+    // The first snapshot is published (Manager::start) and every socket is bound and served:
+    // this is the moment `Type=notify` waits for.
+    notify_systemd(&[NotifyState::Ready, NotifyState::Status("serving")]);
 
     shutdown.cancelled().await;
     info!("shutting down");
+    notify_systemd(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     readiness.set(false);
     let stopped = async {
         let dns = dns.shutdown().await;
@@ -233,7 +241,17 @@ pub async fn run(
     }
 }
 
-/// Turns SIGHUP into reloads and SIGTERM/SIGINT into shutdown.
+/// Tells the service manager how the service is doing, when it asked to be told (systemd's
+/// `Type=notify` sets `$NOTIFY_SOCKET`; elsewhere this does nothing). A failure to notify does
+/// not stop the server: it is logged, and systemd's own start timeout reports a missing READY.
+fn notify_systemd(states: &[NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        warn!(%error, "could not notify the service manager (NOTIFY_SOCKET)");
+    }
+}
+
+/// Turns SIGHUP into reloads and SIGTERM/SIGINT into shutdown. Under systemd, a SIGHUP reload
+/// is announced with RELOADING=1 and its end with READY=1.
 ///
 /// # Errors
 ///
@@ -250,8 +268,24 @@ pub fn watch_signals(reload: StateHandle, shutdown: CancellationToken) -> anyhow
                 _ = hangup.recv() => {
                     info!("SIGHUP: reloading");
                     let reload = reload.clone();
+                    let shutdown = shutdown.clone();
                     // The outcome is logged by the reloader; don't hold up the other signals.
-                    tokio::spawn(async move { let _ = reload.reload().await; });
+                    tokio::spawn(async move {
+                        // systemd shows the unit as "reloading" until READY=1 follows; it
+                        // matches the two by MONOTONIC_USEC (sd_notify(3)).
+                        let mut reloading = vec![NotifyState::Reloading];
+                        reloading.extend(NotifyState::monotonic_usec_now().ok());
+                        notify_systemd(&reloading);
+                        let status = match reload.reload().await {
+                            Ok(_) => "serving",
+                            Err(_) => "serving; the last reload failed, see the log",
+                        };
+                        // A failed reload keeps serving the previous configuration, so the
+                        // service is ready either way, unless it has begun to stop meanwhile.
+                        if !shutdown.is_cancelled() {
+                            notify_systemd(&[NotifyState::Ready, NotifyState::Status(status)]);
+                        }
+                    });
                 }
                 _ = terminate.recv() => { info!("SIGTERM"); shutdown.cancel(); break; }
                 _ = interrupt.recv() => { info!("SIGINT"); shutdown.cancel(); break; }

@@ -10,7 +10,8 @@ use tracing::{error, warn};
 
 use crate::app;
 use crate::config::Source;
-use crate::state::{Clock, Loaded, Snapshot};
+use crate::dns::{Loaded, Snapshot};
+use crate::state::Clock;
 use crate::store::Store;
 
 /// Exit code for an invalid configuration.
@@ -100,7 +101,7 @@ fn check_config(source: &Source) -> ExitCode {
     match Snapshot::load(source, 0) {
         Ok(snapshot) => {
             let elapsed = started.elapsed();
-            let (zones, names) = snapshot.loaded.catalog.summary();
+            let (zones, names) = snapshot.loaded.zones.summary();
             let config = &snapshot.loaded.config;
             #[allow(clippy::print_stdout)]
             {
@@ -220,13 +221,20 @@ fn serve(source: Source, flags: Flags) -> ExitCode {
 
 /// Logs go to stderr. `RUST_LOG` overrides the default filter, which keeps hickory's per-query
 /// `info` lines out: nothing per query may log above `debug`.
+///
+/// Text logs are coloured only on a terminal, and not even there when `NO_COLOR` is set
+/// (no-color.org): a file, a pipe or the journal gets plain text without escape codes.
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn")
     });
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -1,15 +1,20 @@
 //! meridian: a geo-routing authoritative DNS server, a global DNS load balancer.
 //!
-//! Module map (see `docs/ARCHITECTURE.md` for the data flow and invariants):
+//! Module map, top down; a module refers only to modules below it (`docs/ARCHITECTURE.md` has
+//! the data flow and invariants, and `tests/it/architecture.rs` checks the directions):
 //! - [`cli`]: the command line; [`app`]: wiring, reloads, shutdown;
-//! - [`config`]: the YAML configuration, validated with every problem's path;
-//! - [`geo`]: client location from a MaxMind-format database (the only `maxminddb` user);
-//! - [`routing`]: the pure routing core, rankings precomputed per geo cell;
-//! - [`state`]: the immutable [`state::Snapshot`] and its lock-free shared handle;
+//! - [`control`]: the HTTP control plane (the only `axum` user);
+//! - [`dns`]: everything that speaks DNS (the only `hickory` user), and what a query reads:
+//!   [`dns::Snapshot`] is the state's snapshot carrying the zones and prepared answers;
+//! - [`state`]: the immutable [`state::Snapshot`], its lock-free shared handle, the state
+//!   manager and readiness;
+//! - [`metrics`]: Prometheus (a leaf: it imports nothing of ours);
+//! - [`store`]: the durable state (redb);
 //! - [`directory`]: the user directory's pure core (hash buckets, pins, serving rules);
-//! - [`store`]: the durable state (redb); [`metrics`]: Prometheus;
-//! - [`dns`]: everything that speaks DNS (the only `hickory` user);
-//! - [`control`]: the HTTP control plane (the only `axum` user).
+//! - [`routing`]: the pure routing core, rankings precomputed per geo cell;
+//! - [`config`]: the YAML configuration, validated with every problem's path;
+//! - [`geo`]: client location from a MaxMind-format database (the only `maxminddb` user) and
+//!   our place vocabulary.
 #![deny(unsafe_code)]
 
 pub mod app;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::raw::{self, RawControl};
-use super::{DatacenterConfig, Problem};
+use super::{DcNames, Problem};
 
 /// The control plane's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +75,7 @@ impl ControlConfig {
 
 pub(super) fn validate_control(
     raw: RawControl,
-    datacenters: &[DatacenterConfig],
+    datacenters: &DcNames<'_>,
     problems: &mut Vec<Problem>,
 ) -> ControlConfig {
     let report_ttl = raw
@@ -133,16 +133,9 @@ pub(super) fn validate_control(
             "operator" => Some(Role::Operator),
             "frontend" => Some(Role::Frontend),
             other => match other.strip_prefix("datacenter:") {
-                Some(dc) if datacenters.iter().any(|d| d.name == dc) => {
-                    Some(Role::Datacenter(dc.to_owned()))
-                }
-                Some(dc) => {
-                    problems.push(Problem::new(
-                        format!("{path}.role"),
-                        format!("unknown datacenter {dc:?}"),
-                    ));
-                    None
-                }
+                Some(dc) => datacenters
+                    .index(dc, &format!("{path}.role"), problems)
+                    .map(|_| Role::Datacenter(dc.to_owned())),
                 None => {
                     problems.push(Problem::new(
                         format!("{path}.role"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::raw::{self, RawDirectory};
-use super::{DatacenterConfig, Problem, ZoneConfig, is_in_zone, normalize_name};
+use super::{DcNames, Problem, ZoneConfig, is_in_zone, normalize_name};
 
 /// The user directory's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,8 +52,8 @@ impl DirectoryConfig {
 
 pub(super) fn validate_directory(
     raw: RawDirectory,
-    datacenters: &[DatacenterConfig],
-    zones: &[ZoneConfig],
+    datacenters: &DcNames<'_>,
+    zones: Option<&[ZoneConfig]>,
     problems: &mut Vec<Problem>,
 ) -> DirectoryConfig {
     let n_buckets = raw.buckets.unwrap_or(4096);
@@ -63,34 +63,37 @@ pub(super) fn validate_directory(
             format!("{n_buckets} is not a power of two between 1 and 1048576"),
         ));
     }
-    let dc_index = |name: &str| datacenters.iter().position(|dc| dc.name == name);
     let mut layout = Vec::new();
+    // Names that are declared but invalid are reported at the datacenter, not here.
+    let mut n_named = datacenters.valid().len();
     match raw.datacenters {
-        None => layout.extend(0..datacenters.len()),
+        None => layout.extend(0..datacenters.valid().len()),
         Some(names) => {
+            n_named = names.len();
             for (i, name) in names.iter().enumerate() {
-                match dc_index(name) {
+                let path = format!("directory.datacenters[{i}]");
+                match datacenters.index(name, &path, problems) {
                     Some(dc) if !layout.contains(&dc) => layout.push(dc),
-                    Some(_) => problems.push(Problem::new(
-                        format!("directory.datacenters[{i}]"),
-                        format!("{name:?} is listed twice"),
-                    )),
-                    None => problems.push(Problem::new(
-                        format!("directory.datacenters[{i}]"),
-                        format!("unknown datacenter {name:?}"),
-                    )),
+                    Some(_) => {
+                        problems.push(Problem::new(path, format!("{name:?} is listed twice")));
+                    }
+                    None => {}
                 }
             }
         }
     }
-    if layout.is_empty() {
+    if n_named == 0 {
         problems.push(Problem::new(
             "directory.datacenters",
             "at least one datacenter is needed",
         ));
     }
     let zone_name = raw.zone_name.and_then(|name| match normalize_name(&name) {
-        Ok(name) if zones.iter().any(|z| is_in_zone(&name, &z.origin)) => Some(name),
+        Ok(name)
+            if zones.is_none_or(|zones| zones.iter().any(|z| is_in_zone(&name, &z.origin))) =>
+        {
+            Some(name)
+        }
         Ok(name) => {
             problems.push(Problem::new(
                 "directory.zone_name",
@@ -122,8 +125,7 @@ pub(super) fn validate_directory(
     let mut frontends = Vec::new();
     for (name, pool) in raw.frontends {
         let path = format!("directory.frontends.{name}");
-        let Some(datacenter) = dc_index(&name) else {
-            problems.push(Problem::new(&path, format!("unknown datacenter {name:?}")));
+        let Some(datacenter) = datacenters.index(&name, &path, problems) else {
             continue;
         };
         let a = super::parse_addresses::<Ipv4Addr>(&path, "a", "IPv4", &pool.a, problems);

@@ -7,6 +7,7 @@
 
 mod control;
 mod directory;
+mod parse;
 mod policy;
 pub mod raw;
 mod source;
@@ -23,6 +24,7 @@ pub use policy::{AllDown, ClientRule, MetricWeights, Watermarks};
 pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Source};
 
 use crate::geo::{Continent, Coordinates, CountryCode};
+use parse::Damaged;
 use raw::RawConfig;
 
 /// Most datacenters one service may use. Nothing in routing is sized by it (decision maps
@@ -213,12 +215,14 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] with the syntax error, or with every validation problem.
+    /// A [`ConfigError`] with every problem: syntax, duplicate keys, values of the wrong type,
+    /// missing sections and invalid values, each reported once.
     pub fn from_yaml_str(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|error| ConfigError {
-            problems: vec![syntax_problem(&error)],
-        })?;
-        Config::from_raw(raw)
+        let mut problems = Vec::new();
+        match parse::parse(text, &mut problems) {
+            Some((raw, damaged)) => validate(raw, &damaged, problems),
+            None => Err(ConfigError { problems }),
+        }
     }
 
     /// Reads and validates the configuration of `source`.
@@ -239,39 +243,7 @@ impl Config {
     ///
     /// A [`ConfigError`] listing every problem found, in file order.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let mut problems = Vec::new();
-        let server = validate_server(raw.server, &mut problems);
-        let geo = GeoConfig {
-            database: raw.geo.database,
-            countries: raw.geo.countries,
-        };
-        let zones = validate_zones(raw.zones, &mut problems);
-        let datacenters = validate_datacenters(raw.datacenters, &mut problems);
-        let services = validate_services(raw.services, &datacenters, &zones, &mut problems);
-        let control = control::validate_control(raw.control, &datacenters, &mut problems);
-        let directory = raw
-            .directory
-            .map(|d| directory::validate_directory(d, &datacenters, &zones, &mut problems));
-        // Datacenters and services are numbered with u16 on the query path.
-        if datacenters.len() > usize::from(u16::MAX) {
-            problems.push(Problem::new("datacenters", "at most 65535 datacenters"));
-        }
-        if services.len() > usize::from(u16::MAX) {
-            problems.push(Problem::new("services", "at most 65535 services"));
-        }
-        if problems.is_empty() {
-            Ok(Config {
-                server,
-                geo,
-                zones,
-                datacenters,
-                services,
-                control,
-                directory,
-            })
-        } else {
-            Err(ConfigError { problems })
-        }
+        validate(raw, &Damaged::default(), Vec::new())
     }
 
     /// The index of the datacenter called `name`.
@@ -280,13 +252,131 @@ impl Config {
     }
 }
 
-/// Turns a serde_yaml error into a problem with the best path we have (line and column).
-fn syntax_problem(error: &serde_yaml::Error) -> Problem {
-    let path = match error.location() {
-        Some(location) => format!("line {} column {}", location.line(), location.column()),
-        None => "configuration".to_owned(),
+/// Validates `raw`, adding to `problems` (those found while reading it). Parts listed in
+/// `damaged` were present but unreadable: their problems are reported already, so nothing that
+/// depends on them is reported again.
+fn validate(
+    raw: RawConfig,
+    damaged: &Damaged,
+    mut problems: Vec<Problem>,
+) -> Result<Config, ConfigError> {
+    let missing = |name: &str| -> bool { !damaged.section(name) };
+    if raw.geo.is_none() && missing("geo") {
+        problems.push(Problem::new(
+            "geo",
+            "missing section: the geo database that locates clients (geo: { database: FILE })",
+        ));
+    }
+    if raw.zones.is_none() && missing("zones") {
+        problems.push(Problem::new(
+            "zones",
+            "missing section: at least one zone is needed (zones: [{ origin: NAME, file: FILE }])",
+        ));
+    }
+    if raw.datacenters.is_none() && missing("datacenters") {
+        problems.push(Problem::new(
+            "datacenters",
+            "missing section: at least one datacenter is needed",
+        ));
+    }
+    let server = validate_server(raw.server, &mut problems);
+    let geo = raw.geo.map(|geo| GeoConfig {
+        database: geo.database,
+        countries: geo.countries,
+    });
+    // Service and directory names are checked against the zones only when every zone could be
+    // read: otherwise a name inside a broken zone would be reported a second time.
+    let (zones, zones_complete) = match raw.zones {
+        Some(zones) => validate_zones(zones, &mut problems),
+        None => (Vec::new(), false),
     };
-    Problem::new(path, error)
+    let zones_known = zones_complete.then_some(zones.as_slice());
+    let declared = raw.datacenters.as_ref().and_then(|map| {
+        (!damaged.section("datacenters")).then(|| {
+            map.keys()
+                .chain(&damaged.datacenters)
+                .cloned()
+                .collect::<HashSet<_>>()
+        })
+    });
+    let datacenters = match raw.datacenters {
+        Some(map) if map.is_empty() && damaged.datacenters.is_empty() => {
+            problems.push(Problem::new(
+                "datacenters",
+                "at least one datacenter is needed",
+            ));
+            Vec::new()
+        }
+        Some(map) => validate_datacenters(map, &mut problems),
+        None => Vec::new(),
+    };
+    let names = DcNames {
+        valid: &datacenters,
+        declared,
+    };
+    let services = validate_services(raw.services, &names, zones_known, &mut problems);
+    let control = control::validate_control(raw.control, &names, &mut problems);
+    let directory = raw
+        .directory
+        .map(|d| directory::validate_directory(d, &names, zones_known, &mut problems));
+    // Datacenters and services are numbered with u16 on the query path.
+    if datacenters.len() > usize::from(u16::MAX) {
+        problems.push(Problem::new("datacenters", "at most 65535 datacenters"));
+    }
+    if services.len() > usize::from(u16::MAX) {
+        problems.push(Problem::new("services", "at most 65535 services"));
+    }
+    match geo {
+        Some(geo) if problems.is_empty() => Ok(Config {
+            server,
+            geo,
+            zones,
+            datacenters,
+            services,
+            control,
+            directory,
+        }),
+        _ => Err(ConfigError { problems }),
+    }
+}
+
+/// Looks datacenters up by name for the parts that refer to them (pools, tokens, the directory).
+///
+/// A name the file declares counts as known even when its entry is invalid: that entry's own
+/// problem is reported once, not again at every pool, token and frontend that names it.
+pub(super) struct DcNames<'a> {
+    valid: &'a [DatacenterConfig],
+    /// Every name the file declares; `None` when the `datacenters` section is missing or
+    /// unreadable, so that no name can be called unknown.
+    declared: Option<HashSet<String>>,
+}
+
+impl DcNames<'_> {
+    /// The index of the valid datacenter `name`; a problem at `path` only when the file does not
+    /// declare it at all.
+    pub(super) fn index(
+        &self,
+        name: &str,
+        path: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<usize> {
+        if let Some(index) = self.valid.iter().position(|dc| dc.name == name) {
+            return Some(index);
+        }
+        if self
+            .declared
+            .as_ref()
+            .is_some_and(|declared| !declared.contains(name))
+        {
+            problems.push(Problem::new(path, format!("unknown datacenter {name:?}")));
+        }
+        None
+    }
+
+    /// The valid datacenters, in configuration order.
+    pub(super) fn valid(&self) -> &[DatacenterConfig] {
+        self.valid
+    }
 }
 
 fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerConfig {
@@ -348,7 +438,9 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
     }
 }
 
-fn validate_zones(raw: Vec<raw::RawZone>, problems: &mut Vec<Problem>) -> Vec<ZoneConfig> {
+/// The valid zones, and whether every zone was valid.
+fn validate_zones(raw: Vec<raw::RawZone>, problems: &mut Vec<Problem>) -> (Vec<ZoneConfig>, bool) {
+    let n_zones = raw.len();
     let mut zones = Vec::new();
     let mut seen = HashSet::new();
     for (i, zone) in raw.into_iter().enumerate() {
@@ -371,10 +463,11 @@ fn validate_zones(raw: Vec<raw::RawZone>, problems: &mut Vec<Problem>) -> Vec<Zo
             )),
         }
     }
-    if zones.is_empty() && problems.is_empty() {
+    if n_zones == 0 {
         problems.push(Problem::new("zones", "at least one zone is needed"));
     }
-    zones
+    let complete = zones.len() == n_zones;
+    (zones, complete)
 }
 
 fn validate_datacenters(
@@ -427,10 +520,12 @@ fn validate_datacenters(
     datacenters
 }
 
+/// Validates the services; `zones` is `None` when some zone is invalid, and then names are not
+/// checked against the zones.
 fn validate_services(
     raw: indexmap::IndexMap<String, raw::RawService>,
-    datacenters: &[DatacenterConfig],
-    zones: &[ZoneConfig],
+    datacenters: &DcNames<'_>,
+    zones: Option<&[ZoneConfig]>,
     problems: &mut Vec<Problem>,
 ) -> Vec<ServiceConfig> {
     let mut services = Vec::new();
@@ -440,7 +535,9 @@ fn validate_services(
         let before = problems.len();
         let name = match normalize_name(&service.name) {
             Ok(name) => {
-                if !zones.iter().any(|zone| is_in_zone(&name, &zone.origin)) {
+                if let Some(zones) = zones
+                    && !zones.iter().any(|zone| is_in_zone(&name, &zone.origin))
+                {
                     problems.push(Problem::new(
                         format!("{path}.name"),
                         format!("{name} is not inside any configured zone"),
@@ -538,7 +635,7 @@ fn validate_services(
 fn validate_pools(
     path: &str,
     raw: indexmap::IndexMap<String, raw::RawPool>,
-    datacenters: &[DatacenterConfig],
+    datacenters: &DcNames<'_>,
     problems: &mut Vec<Problem>,
 ) -> Vec<PoolConfig> {
     if raw.is_empty() {
@@ -556,13 +653,7 @@ fn validate_pools(
     let mut pools = Vec::new();
     for (dc_name, pool) in raw {
         let pool_path = format!("{path}.pools.{dc_name}");
-        let datacenter = datacenters.iter().position(|dc| dc.name == dc_name);
-        if datacenter.is_none() {
-            problems.push(Problem::new(
-                &pool_path,
-                format!("unknown datacenter {dc_name:?}"),
-            ));
-        }
+        let datacenter = datacenters.index(&dc_name, &pool_path, problems);
         let a = parse_addresses::<Ipv4Addr>(&pool_path, "a", "IPv4", &pool.a, problems);
         let aaaa = parse_addresses::<Ipv6Addr>(&pool_path, "aaaa", "IPv6", &pool.aaaa, problems);
         if pool.a.is_empty() && pool.aaaa.is_empty() {

@@ -45,18 +45,22 @@ pub const DEFAULT_LATENCY_WEIGHT: f64 = 1.0;
 pub const DEFAULT_COST_WEIGHT: f64 = 1.0;
 
 /// The whole configuration file.
-#[derive(Debug, Deserialize)]
+///
+/// `geo`, `zones` and `datacenters` are required; they are `Option`s here so that a file missing
+/// several of them is told about all of them at once.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Listen addresses and server identity.
     #[serde(default)]
     pub server: RawServer,
-    /// The geo database used to locate clients.
-    pub geo: RawGeo,
-    /// Authoritative zones, each an RFC 1035 master file.
-    pub zones: Vec<RawZone>,
-    /// Datacenters by name, in the order used when nothing else decides.
-    pub datacenters: IndexMap<String, RawDatacenter>,
+    /// The geo database used to locate clients (required).
+    pub geo: Option<RawGeo>,
+    /// Authoritative zones, each an RFC 1035 master file (required, at least one).
+    pub zones: Option<Vec<RawZone>>,
+    /// Datacenters by name, in the order used when nothing else decides (required, at least
+    /// one).
+    pub datacenters: Option<IndexMap<String, RawDatacenter>>,
     /// Dynamically answered service names, by a short identifier.
     #[serde(default)]
     pub services: IndexMap<String, RawService>,

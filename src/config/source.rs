@@ -26,9 +26,8 @@ const EXAMPLE_FILES: &[(&str, &[u8])] = &[
     ("../geodata/countries.csv", COUNTRIES_CSV.as_bytes()),
 ];
 
-/// The shipped country table (ISO code → continent and a representative point), used whenever a
-/// configuration does not name its own.
-pub const COUNTRIES_CSV: &str = include_str!("../../geodata/countries.csv");
+/// The shipped country table, owned by `geo`; named here because the example embeds it.
+pub use crate::geo::COUNTRIES_CSV;
 
 /// A configuration file and the directory its relative paths are resolved against.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,7 +79,8 @@ services:
         "datacenters.us-east: latitude 99 / longitude -77.5 out of range",
         "datacenters.us-east.country: \"USA\": not a two-letter ISO 3166-1 country code",
         "datacenters.us-east.continent: \"XX\": not a continent code",
-        "services.www.name: www.example.org is not inside any configured zone",
+        // Not "services.www.name: not inside any configured zone": with zones[0] invalid, that
+        // cannot be known.
         "services.www.policy: unknown policy \"closest\"",
         "services.www.answers: must be at least 1",
         "services.www.pools.eu-west.a[1]: \"192.0.2.300\" is not an IPv4 address",
@@ -148,4 +149,159 @@ fn names_are_checked() {
     assert!(is_in_zone("www.example.com", "example.com"));
     assert!(is_in_zone("example.com", "example.com"));
     assert!(!is_in_zone("badexample.com", "example.com"));
+}
+
+/// The problems of `yaml` as text, for tests that compare them whole.
+fn all_problems(yaml: &str) -> String {
+    problems(yaml).join("\n")
+}
+
+#[test]
+fn a_name_outside_every_zone_is_reported() {
+    let got = problems(&VALID.replace("WWW.example.com.", "www.example.org"));
+    assert_eq!(
+        got,
+        ["services.www.name: www.example.org is not inside any configured zone"]
+    );
+}
+
+#[test]
+fn an_empty_file_lists_every_missing_section() {
+    for yaml in ["", "# nothing yet\n", "server: {}\n", "server:\n"] {
+        let got = problems(yaml);
+        let sections: Vec<&str> = got
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            sections,
+            ["geo", "zones", "datacenters"],
+            "{yaml:?}: {got:#?}"
+        );
+        assert!(
+            got.iter().all(|p| p.contains("missing section")),
+            "{yaml:?}: {got:#?}"
+        );
+    }
+    // Missing sections are listed beside the problems of the sections that are there.
+    let got = problems("geo: { database: geo.mmdb }\nserver: { max_udp_payload: 100 }\n");
+    assert_eq!(
+        got,
+        [
+            "zones: missing section: at least one zone is needed (zones: [{ origin: NAME, file: FILE }])",
+            "datacenters: missing section: at least one datacenter is needed",
+            "server.max_udp_payload: 100 is below the DNS minimum of 512",
+        ]
+    );
+}
+
+#[test]
+fn a_duplicate_key_is_reported_where_it_is() {
+    // At the top level serde_yaml would say "line 1 column 1".
+    let got = problems(&format!("{VALID}geo: {{ database: other.mmdb }}\n"));
+    assert_eq!(
+        got,
+        ["geo (line 15 column 1): duplicate key, first defined on line 2"]
+    );
+
+    // A datacenter defined twice would otherwise silently replace the first.
+    let yaml = VALID.replace(
+        "  eu-west: { latitude: 53.3",
+        "  us-east: { latitude: 1.0, longitude: 1.0, country: US, continent: NA }\n  eu-west: { latitude: 53.3",
+    );
+    assert_eq!(
+        problems(&yaml),
+        ["datacenters.us-east (line 6 column 3): duplicate key, first defined on line 5"]
+    );
+
+    // Inside a flow mapping, and inside a list.
+    let yaml = VALID
+        .replace("country: IE,", "country: IE, country: GB,")
+        .replace("file: example.com.zone }", "file: a.zone, file: b.zone }");
+    assert_eq!(
+        all_problems(&yaml),
+        "zones[0].file (line 3 column 47): duplicate key, first defined on line 3\n\
+         datacenters.eu-west.country (line 6 column 60): duplicate key, first defined on line 6"
+    );
+}
+
+#[test]
+fn a_location_is_printed_once() {
+    let got = problems(&VALID.replace("latitude: 53.3", "latitude: north"));
+    assert_eq!(
+        got,
+        [
+            "datacenters.eu-west.latitude (line 6 column 24): invalid type: string \"north\", expected a number"
+        ]
+    );
+    let got = problems("zones: [\n");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("line 2 column 1: "), "{got:?}");
+    assert_eq!(got[0].matches("line").count(), 1, "{got:?}");
+}
+
+#[test]
+fn one_bad_value_is_one_problem() {
+    // A datacenter with a value out of range is named by a pool, the order, a token and the
+    // directory: it is reported once, at the datacenter.
+    let config = format!(
+        "{}{}",
+        VALID.replace("latitude: 53.3", "latitude: 153.3"),
+        r#"
+control:
+  tokens:
+    - { name: eu, role: "datacenter:eu-west", sha256: 39c53d0bfc485a57d5063f9113aa49600c17c3dc68db6b7441cf07495c495a19 }
+directory:
+  datacenters: [eu-west]
+  frontends:
+    eu-west: { a: [192.0.2.103] }
+"#
+    );
+    assert_eq!(
+        all_problems(&config),
+        "datacenters.eu-west: latitude 153.3 / longitude -6.3 out of range (-90..90, -180..180)"
+    );
+    // The same with a value that cannot be read at all.
+    assert_eq!(
+        all_problems(&config.replace("latitude: 153.3", "latitude: [53]")),
+        "datacenters.eu-west.latitude (line 6 column 24): invalid type: sequence, expected a number"
+    );
+    // A misspelt section: it is reported, and the section it should have been is missing, but the
+    // pools that name its datacenters are not each an unknown datacenter.
+    assert_eq!(
+        all_problems(&VALID.replace("datacenters:", "datacentres:")),
+        "datacentres (line 4): unknown section (expected one of server, geo, zones, datacenters, services, control, directory)\n\
+         datacenters: missing section: at least one datacenter is needed"
+    );
+    // An invalid zone does not make every service name "outside every zone".
+    assert_eq!(
+        all_problems(&VALID.replace("origin: Example.COM.", "origin: \"Example..COM\"")),
+        "zones[0].origin: \"Example..COM\": every label must be 1 to 63 characters"
+    );
+}
+
+#[test]
+fn every_unreadable_entry_is_reported_and_the_rest_still_checked() {
+    let yaml = format!(
+        "{}{}",
+        VALID
+            .replace("policy: nearest", "policy: nearest\n    ttl: -1")
+            .replace("latitude: 39.0", "latitude: [39]"),
+        r#"  api:
+    name: api.example.com
+    policy: failover
+    answers: many
+  mail:
+    name: mail.example.com
+    policy: nearest
+    pools: { eu-west: { a: [192.0.2.300] } }
+"#
+    );
+    assert_eq!(
+        all_problems(&yaml),
+        "datacenters.us-east.latitude (line 5 column 24): invalid type: sequence, expected a number\n\
+         services.www.ttl (line 11 column 10): invalid type: integer `-1`, expected a whole number from 0 to 4294967295\n\
+         services.api.answers (line 19 column 14): invalid type: string \"many\", expected a whole number from 0 to 4294967295\n\
+         services.mail.pools.eu-west.a[0]: \"192.0.2.300\" is not an IPv4 address"
+    );
 }

@@ -1,7 +1,7 @@
 //! Bearer tokens: who is calling, what they may do, and how often.
 //!
 //! Tokens are configured as SHA-256 hashes; a request's token is hashed and compared in
-//! constant time. Each token has its own rate limit (governor), kept across reloads.
+//! constant time (`subtle`). Each token has its own rate limit (governor), kept across reloads.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -10,6 +10,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::config::{ControlConfig, RateLimit, Role};
 
@@ -113,7 +114,7 @@ pub(crate) fn authenticate(
     // (or whether one) matched early.
     let mut found = None;
     for configured in &control.tokens {
-        if constant_time_eq(&configured.sha256, &hash) {
+        if bool::from(configured.sha256.ct_eq(&hash)) {
             found = Some(configured);
         }
     }
@@ -156,10 +157,6 @@ impl Caller {
             }))
         }
     }
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -1,21 +1,30 @@
 //! The HTTP control plane (axum): the only module that speaks HTTP.
 //!
-//! - `api.rs`: the handlers (reports, datacenters, drain, explain, reload, configuration,
-//!   audit, metrics, probes);
+//! - `datacenters.rs`: reports, datacenter state, drains (per datacenter and of the instance);
+//! - `explain.rs`: `GET /v1/explain`;
+//! - `configuration.rs`: reload, the running configuration, its versions and diffs;
+//! - `audit.rs`: the audit log;
+//! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
+//! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
+//! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
 //! - `auth.rs`: bearer tokens, roles and per-token rate limits;
-//! - `users.rs`: the user directory (lookups, pins, bucket moves, import, export, restore);
-//! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem.
+//! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem;
+//! - this file: the router, its route list and the OpenAPI document.
 //!
 //! Reads come from the current snapshot; writes go to the state manager
 //! ([`crate::state::StateHandle`]), which stores and publishes them before the handler answers.
 
-mod api;
+mod audit;
 mod auth;
+mod configuration;
+mod datacenters;
 mod error;
+mod explain;
+mod probes;
 mod users;
+mod write;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,8 +39,9 @@ use utoipa::OpenApi;
 pub use auth::{Caller, Limiter, Need};
 pub use error::ApiError;
 
+use crate::dns::Shared;
 use crate::metrics::Metrics;
-use crate::state::{Clock, Shared, StateHandle};
+use crate::state::{Clock, Readiness, StateHandle};
 use crate::store::Store;
 
 /// How long one control request may take.
@@ -67,33 +77,6 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/readyz"),
 ];
 
-/// Whether the server should receive traffic: serving, not drained by an operator, not
-/// shutting down.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness {
-    /// Atomic flags rather than a lock: probes only read them, and each has one writer (the app
-    /// for serving, the state manager for drained).
-    serving: Arc<AtomicBool>,
-    drained: Arc<AtomicBool>,
-}
-
-impl Readiness {
-    /// Marks the server as serving DNS from a published snapshot, or as shutting down.
-    pub fn set(&self, serving: bool) {
-        self.serving.store(serving, Ordering::Release);
-    }
-
-    /// Marks the instance as drained by an operator (or `--drained`), or undrained.
-    pub fn set_drained(&self, drained: bool) {
-        self.drained.store(drained, Ordering::Release);
-    }
-
-    /// Whether the server is ready.
-    pub fn get(&self) -> bool {
-        self.serving.load(Ordering::Acquire) && !self.drained.load(Ordering::Acquire)
-    }
-}
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ControlState {
@@ -118,12 +101,13 @@ pub struct ControlState {
 #[openapi(
     info(title = "meridian control plane", description = "Datacenter reports, drains, explanations, configuration and metrics of a meridian DNS load balancer."),
     paths(
-        api::put_report, api::list_datacenters, api::get_datacenter, api::drain, api::undrain,
-        api::drain_instance, api::undrain_instance, api::explain, api::reload, api::get_config,
-        api::config_versions, api::config_diff, api::audit_log, users::get_user, users::pin,
-        users::unpin, users::summary, users::move_buckets, users::import, users::export,
-        users::restore, openapi, api::metrics,
-        api::healthz, api::readyz
+        datacenters::put_report, datacenters::list_datacenters, datacenters::get_datacenter,
+        datacenters::drain, datacenters::undrain, datacenters::drain_instance,
+        datacenters::undrain_instance, explain::explain, configuration::reload,
+        configuration::get_config, configuration::config_versions, configuration::config_diff,
+        audit::audit_log, users::get_user, users::pin, users::unpin, users::summary,
+        users::move_buckets, users::import, users::export, users::restore, openapi,
+        probes::metrics, probes::healthz, probes::readyz
     ),
     modifiers(&BearerAuth)
 )]
@@ -151,19 +135,19 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
 /// The control plane's routes.
 pub fn router(state: ControlState) -> Router {
     Router::new()
-        .route("/v1/datacenters/{dc}/report", put(api::put_report))
-        .route("/v1/datacenters", get(api::list_datacenters))
-        .route("/v1/datacenters/{dc}", get(api::get_datacenter))
-        .route("/v1/datacenters/{dc}/drain", post(api::drain))
-        .route("/v1/datacenters/{dc}/undrain", post(api::undrain))
-        .route("/v1/drain", post(api::drain_instance))
-        .route("/v1/undrain", post(api::undrain_instance))
-        .route("/v1/explain", get(api::explain))
-        .route("/v1/reload", post(api::reload))
-        .route("/v1/config", get(api::get_config))
-        .route("/v1/config/versions", get(api::config_versions))
-        .route("/v1/config/diff", get(api::config_diff))
-        .route("/v1/audit", get(api::audit_log))
+        .route("/v1/datacenters/{dc}/report", put(datacenters::put_report))
+        .route("/v1/datacenters", get(datacenters::list_datacenters))
+        .route("/v1/datacenters/{dc}", get(datacenters::get_datacenter))
+        .route("/v1/datacenters/{dc}/drain", post(datacenters::drain))
+        .route("/v1/datacenters/{dc}/undrain", post(datacenters::undrain))
+        .route("/v1/drain", post(datacenters::drain_instance))
+        .route("/v1/undrain", post(datacenters::undrain_instance))
+        .route("/v1/explain", get(explain::explain))
+        .route("/v1/reload", post(configuration::reload))
+        .route("/v1/config", get(configuration::get_config))
+        .route("/v1/config/versions", get(configuration::config_versions))
+        .route("/v1/config/diff", get(configuration::config_diff))
+        .route("/v1/audit", get(audit::audit_log))
         .route("/v1/users/{id}", get(users::get_user))
         .route("/v1/users/{id}/pin", put(users::pin).delete(users::unpin))
         .route("/v1/directory", get(users::summary))
@@ -172,9 +156,9 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/directory/export", get(users::export))
         .route("/v1/directory/restore", post(users::restore))
         .route("/v1/openapi.json", get(openapi))
-        .route("/metrics", get(api::metrics))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(probes::metrics))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -8,6 +8,10 @@
 //! accepts exactly the labels [`id_to_label`] produces (ignoring ASCII case, as DNS does), so one
 //! user is never cached or logged under two names.
 
+use std::sync::LazyLock;
+
+use data_encoding::{Encoding, Specification};
+
 use super::MAX_USER_ID_BYTES;
 
 /// Why a string is not a valid user id.
@@ -67,7 +71,7 @@ pub fn id_to_label(id: &str) -> Option<String> {
     if is_plain_label(id) {
         return Some(id.to_owned());
     }
-    let encoded_len = (id.len() * 8).div_ceil(5);
+    let encoded_len = BASE32HEX_LOWER.encode_len(id.len());
     if B32_PREFIX.len() + encoded_len > MAX_LABEL_BYTES {
         return None;
     }
@@ -105,9 +109,6 @@ const B32_PREFIX: &str = "b32-";
 /// RFC 1035 §2.3.4: a label is at most 63 bytes.
 const MAX_LABEL_BYTES: usize = 63;
 
-/// RFC 4648 §7 "Extended Hex" alphabet, in lowercase.
-const BASE32HEX: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
-
 /// Whether `id` is its own label.
 fn is_plain_label(id: &str) -> bool {
     (1..=MAX_LABEL_BYTES).contains(&id.len())
@@ -117,50 +118,28 @@ fn is_plain_label(id: &str) -> bool {
             .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'))
 }
 
-/// Appends the unpadded base32hex encoding of `bytes` to `out`.
+/// RFC 4648 §7 "Extended Hex" in lowercase and without padding, built once.
+///
+/// `data-encoding`'s own `BASE32HEX_NOPAD` is uppercase; labels are lowercase, and decoding
+/// only ever sees lowercased input, so one lowercase alphabet serves both ways. Trailing bits
+/// are checked (the default), which refuses nonzero padding bits in the last digit.
+static BASE32HEX_LOWER: LazyLock<Encoding> = LazyLock::new(|| {
+    let mut spec = Specification::new();
+    spec.symbols.push_str("0123456789abcdefghijklmnopqrstuv");
+    spec.encoding()
+        .expect("32 distinct ASCII symbols make a valid base32 specification")
+});
+
+/// Appends the unpadded lowercase base32hex encoding of `bytes` to `out`.
 fn encode_base32hex(bytes: &[u8], out: &mut String) {
-    let mut buffer: u32 = 0;
-    let mut n_bits = 0;
-    for &byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        n_bits += 8;
-        while n_bits >= 5 {
-            n_bits -= 5;
-            out.push(char::from(BASE32HEX[((buffer >> n_bits) & 31) as usize]));
-        }
-        // Keep only the bits not yet written, so the buffer never overflows.
-        buffer &= (1 << n_bits) - 1;
-    }
-    if n_bits > 0 {
-        out.push(char::from(
-            BASE32HEX[((buffer << (5 - n_bits)) & 31) as usize],
-        ));
-    }
+    BASE32HEX_LOWER.encode_append(bytes, out);
 }
 
 /// Decodes unpadded lowercase base32hex; `None` for an unknown digit, a length no byte string
 /// encodes to (1, 3 or 6 digits past a multiple of 8), or nonzero bits in the last digit's
 /// padding.
 fn decode_base32hex(digits: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(digits.len() * 5 / 8);
-    let mut buffer: u32 = 0;
-    let mut n_bits = 0;
-    for digit in digits.bytes() {
-        let value = match digit {
-            b'0'..=b'9' => digit - b'0',
-            b'a'..=b'v' => digit - b'a' + 10,
-            _ => return None,
-        };
-        buffer = (buffer << 5) | u32::from(value);
-        n_bits += 5;
-        if n_bits >= 8 {
-            n_bits -= 8;
-            out.push(u8::try_from(buffer >> n_bits).expect("at most 8 bits are above n_bits"));
-            buffer &= (1 << n_bits) - 1;
-        }
-    }
-    // Fewer than 5 bits may remain (a partial last digit), and they must be zero.
-    (n_bits < 5 && buffer == 0).then_some(out)
+    BASE32HEX_LOWER.decode(digits.as_bytes()).ok()
 }
 
 #[cfg(test)]

@@ -12,10 +12,10 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use ipnet::IpNet;
 
+use super::Snapshot;
 use crate::geo::Location;
 use crate::metrics::Rcode;
 use crate::routing::{self, Explanation};
-use crate::state::Snapshot;
 
 use super::answer::{Located, Question};
 use super::edns::{ClientAddr, masked};
@@ -115,8 +115,8 @@ pub(crate) fn explain_client(
         qtype,
         qclass: DNSClass::IN,
     };
-    let reply = loaded.catalog.respond(
-        &snapshot.answers,
+    let reply = loaded.zones.respond(
+        &snapshot.prepared,
         &snapshot.routing,
         &loaded.geo,
         question,

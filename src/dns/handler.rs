@@ -21,7 +21,9 @@ use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 
 use crate::directory::label_to_id;
 use crate::metrics::{Metrics, QueryType, Rcode};
-use crate::state::{Shared, Snapshot, reason_label, source_label};
+use crate::state::{reason_label, source_label};
+
+use super::{Shared, Snapshot};
 
 use super::answer::{Question, Reply};
 use super::edns::{ClientAddr, opt_wire_len, response_opt};
@@ -53,7 +55,7 @@ impl RequestHandler for Handler {
         let started = Instant::now();
         // One snapshot for the whole query: every record sent comes from this consistent view.
         let snapshot = self.state.load();
-        let catalog = &snapshot.loaded.catalog;
+        let catalog = &snapshot.loaded.zones;
         let request_edns = request.edns.as_ref();
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
@@ -69,7 +71,7 @@ impl RequestHandler for Handler {
             }
             Some(Built::Negative(rcode)) => {
                 let name = request.queries.queries()[0].name();
-                Reply::negative(rcode, snapshot.loaded.catalog.negative_soa(name))
+                Reply::negative(rcode, snapshot.loaded.zones.negative_soa(name))
             }
             Some(Built::Error(rcode)) => Reply::error(rcode),
             None => decide(request, &snapshot, client.as_ref().ok()),
@@ -228,7 +230,7 @@ impl Handler {
     /// frontend addresses (A/AAAA); REFUSED outside `directory.allow`. `None` for other names.
     fn directory_answer(&self, request: &Request, snapshot: &Snapshot) -> Option<Built> {
         let query = single_question(request)?;
-        let label = snapshot.loaded.catalog.directory_label(query.name())?;
+        let label = snapshot.loaded.zones.directory_label(query.name())?;
         let (Some(view), Some(settings)) = (&snapshot.directory, &snapshot.loaded.config.directory)
         else {
             return None;
@@ -340,8 +342,8 @@ fn decide<'a>(request: &Request, snapshot: &'a Snapshot, client: Option<&ClientA
         qtype: query.query_type(),
         qclass: query.query_class(),
     };
-    snapshot.loaded.catalog.respond(
-        &snapshot.answers,
+    snapshot.loaded.zones.respond(
+        &snapshot.prepared,
         &snapshot.routing,
         &snapshot.loaded.geo,
         question,

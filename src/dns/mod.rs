@@ -4,7 +4,8 @@
 //! - `handler.rs` is our `RequestHandler`: header checks, EDNS, then `answer.rs`;
 //! - `answer.rs` turns a question into records (zones, CNAMEs, routed services, CHAOS);
 //! - `routed.rs` prepares the records of every routing outcome;
-//! - `zone.rs` holds static zone data parsed from master files;
+//! - `zone/` reads master files (our own reader, octet-exact), checks them and holds the static
+//!   zone data;
 //! - `rrset.rs` keeps record sets with their wire size, for the truncation decision;
 //! - `explain.rs` explains a query (HTTP and `_explain.` TXT) by running it;
 //! - `edns.rs` reads EDNS Client Subnet and builds the response's OPT record.
@@ -18,8 +19,51 @@ mod rrset;
 mod server;
 mod zone;
 
+use std::path::PathBuf;
+
+use crate::config::{Config, Problem};
+use crate::routing::RoutingTable;
+use crate::state::{self, Prepare};
+
 pub use answer::Catalog;
 pub use explain::{ExplainError, QueryExplanation, explain_query};
 pub use handler::Handler;
 pub use routed::Answers;
 pub use server::DnsServer;
+
+/// The snapshot queries read: the state's snapshot carrying our zones ([`Catalog`]) and
+/// prepared records ([`Answers`]).
+pub type Snapshot = state::Snapshot<Answers>;
+/// What a load reads from files, with our zones.
+pub type Loaded = state::Loaded<Answers>;
+/// The read handle of [`Snapshot`]s.
+pub type Shared = state::Shared<Answers>;
+/// The state manager, publishing [`Snapshot`]s.
+pub type Manager = state::Manager<Answers>;
+
+/// The snapshot carries our zones and prepared records without knowing them: `state` sits
+/// below `dns` and builds them through this.
+impl Prepare for Answers {
+    type Zones = Catalog;
+
+    fn load_zones(
+        config: &Config,
+        zone_texts: &[(String, PathBuf)],
+        identity: &str,
+    ) -> Result<Catalog, Vec<Problem>> {
+        Catalog::build(config, zone_texts, identity)
+    }
+
+    fn prepare(
+        _zones: &Catalog,
+        config: &Config,
+        routing: &RoutingTable,
+        previous: Option<(&Answers, &RoutingTable)>,
+    ) -> Answers {
+        Answers::build(config, routing, previous)
+    }
+
+    fn summary(zones: &Catalog) -> (usize, usize) {
+        zones.summary()
+    }
+}

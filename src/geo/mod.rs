@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
-pub use countries::CountryTable;
+pub use countries::{COUNTRIES_CSV, CountryTable};
 pub use index::{FINEST_LEVEL, GeoHit, Quad, QuadId, Region, RegionId, Summary};
 pub use location::{Continent, Coordinates, CountryCode, Location};
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::*;
 
 fn fixture_db() -> GeoDb {
-    let countries = CountryTable::parse(crate::config::COUNTRIES_CSV).expect("country table");
+    let countries = CountryTable::parse(COUNTRIES_CSV).expect("country table");
     GeoDb::build(Cow::Owned(fixture::standard()), &countries).expect("fixture database")
 }
 

@@ -354,6 +354,15 @@ impl RoutingTable {
             })
     }
 
+    /// The decision map of `service`, to tell shared and reused maps apart in tests.
+    #[cfg(test)]
+    pub(super) fn map_of(&self, service: ServiceId) -> Option<&Arc<GeoMap>> {
+        self.services[usize::from(service.0)]
+            .geo
+            .as_ref()
+            .map(|part| &part.map)
+    }
+
     /// The base table this table applies state to.
     pub fn base(&self) -> &Arc<BaseTable> {
         &self.base

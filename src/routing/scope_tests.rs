@@ -87,6 +87,16 @@ services:
       us-east:  { a: [192.0.2.1] }
       eu-west:  { a: [192.0.2.3] }
       ap-south: { a: [192.0.2.4] }
+  mirror:
+    name: mirror.example.com
+    policy: nearest-with-capacity
+    pools:
+      us-east:  { a: [192.0.2.1] }
+      us-west:  { a: [192.0.2.2] }
+      eu-west:  { a: [192.0.2.3] }
+      eu-central: { a: [192.0.2.6] }
+      ap-south: { a: [192.0.2.4] }
+      sa-east:  { a: [192.0.2.5] }
 "#;
 
 /// Places records are drawn from: (latitude, longitude, country, continent).
@@ -400,18 +410,44 @@ fn maps_are_shared_and_reused() {
     let world = world();
     let states = vec![DcState::default(); world.config.datacenters.len()];
     let first = RoutingTable::build(world.base.clone(), &world.config, &states, None);
-    // `www` and `api` differ in policy but not in inputs while nothing is full: one map.
+    // `www` and `mirror` differ in policy but not in inputs while nothing is full: one map.
     let www = first.map_report(ServiceId(0)).unwrap();
-    let api = first.map_report(ServiceId(2)).unwrap();
     assert!(www.stats.quads + www.stats.cells > 0);
-    assert!(www.build_time.is_zero() != api.build_time.is_zero() || www.stats != api.stats);
+    assert!(Arc::ptr_eq(
+        first.map_of(ServiceId(0)).unwrap(),
+        first.map_of(ServiceId(7)).unwrap()
+    ));
+    assert!(!www.build_time.is_zero());
+    assert!(first.map_report(ServiceId(7)).unwrap().build_time.is_zero());
     // A load report that crosses no watermark reuses every map.
     let mut loaded = states.clone();
     loaded[0].report = Some(report(true, 10.0));
     let second = RoutingTable::build(world.base.clone(), &world.config, &loaded, Some(&first));
     for s in 0..world.config.services.len() {
-        if let Some(map) = second.map_report(ServiceId(s as u16)) {
-            assert!(map.build_time.is_zero(), "service {s} rebuilt its map");
+        let id = ServiceId(s as u16);
+        if let Some(map) = second.map_of(id) {
+            assert!(
+                Arc::ptr_eq(map, first.map_of(id).unwrap()),
+                "service {s} rebuilt its map"
+            );
+        }
+    }
+    // Draining a datacenter rebuilds the maps of the services that use it, and only those.
+    let mut drained = states.clone();
+    drained[5].drained = true; // sa-east: `www`, `fenced` and `mirror`
+    let third = RoutingTable::build(world.base.clone(), &world.config, &drained, Some(&first));
+    for s in 0..world.config.services.len() {
+        let id = ServiceId(s as u16);
+        let uses = world.config.services[s]
+            .pools
+            .iter()
+            .any(|p| p.datacenter == 5);
+        if let Some(map) = third.map_of(id) {
+            assert_eq!(
+                !Arc::ptr_eq(map, first.map_of(id).unwrap()),
+                uses,
+                "service {s}"
+            );
         }
     }
 }

@@ -14,17 +14,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, Problem, Source};
-use crate::control::Readiness;
 use crate::directory::Directory;
 use crate::metrics::{DcStateLabel, Metrics};
 use crate::routing::{DcState, ServiceId, Standing};
 use crate::store::{
-    AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement,
+    AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement, VersionFile,
 };
 
 use super::directory::{placement_named, placement_of};
 use super::live::{Clock, LiveState, unix_ms};
-use super::snapshot::{Counters, Loaded, Snapshot};
+use super::readiness::Readiness;
+use super::snapshot::{Counters, Loaded, Prepare, Snapshot};
 use super::{Publisher, Shared};
 
 /// How often the manager re-judges report freshness when nothing else happens.
@@ -147,8 +147,8 @@ impl StateHandle {
 }
 
 /// The manager: owns the publisher, the live state and the store.
-pub struct Manager {
-    publisher: Publisher,
+pub struct Manager<P: Prepare> {
+    publisher: Publisher<P>,
     source: Source,
     store: Arc<Store>,
     clock: Clock,
@@ -156,7 +156,7 @@ pub struct Manager {
     readiness: Readiness,
 }
 
-impl Manager {
+impl<P: Prepare> Manager<P> {
     /// Restores the live state from `store`, builds and shares the first snapshot.
     ///
     /// # Errors
@@ -164,12 +164,12 @@ impl Manager {
     /// When the store cannot be read.
     pub fn start(
         source: Source,
-        loaded: Loaded,
+        loaded: Loaded<P>,
         store: Arc<Store>,
         clock: Clock,
         metrics: Arc<Metrics>,
         readiness: Readiness,
-    ) -> Result<(Manager, Shared), StoreError> {
+    ) -> Result<(Manager<P>, Shared<P>), StoreError> {
         let persisted = store.load()?;
         let restored = persisted.reports.len();
         let mut live = LiveState::restored(persisted);
@@ -238,10 +238,11 @@ impl Manager {
     async fn reload(&self, audit: Option<AuditEntry>) -> Result<u64, ConfigError> {
         let source = self.source.clone();
         let current = self.publisher.current();
-        let loaded =
-            tokio::task::spawn_blocking(move || Loaded::reload(&source, Some(&current.loaded)))
-                .await
-                .expect("loading a configuration does not panic");
+        let loaded = tokio::task::spawn_blocking(move || {
+            Loaded::<P>::reload(&source, Some(&current.loaded))
+        })
+        .await
+        .expect("loading a configuration does not panic");
         let loaded = match loaded {
             Ok(loaded) => with_counters(loaded, &self.metrics),
             Err(error) => {
@@ -368,7 +369,7 @@ impl Manager {
     }
 
     /// Logs, readiness and gauges after a publish; forgets datacenters a reload removed.
-    fn after_publish(&self, replaced: Option<&Snapshot>) {
+    fn after_publish(&self, replaced: Option<&Snapshot<P>>) {
         let snapshot = self.publisher.current();
         let config = &snapshot.loaded.config;
         if let Some(replaced) = replaced {
@@ -392,7 +393,7 @@ impl Manager {
         }
         self.readiness.set_drained(snapshot.live.instance_drained);
         self.update_gauges(&snapshot.loaded, &snapshot.live, snapshot.built_at);
-        let (zones, names) = snapshot.loaded.catalog.summary();
+        let (zones, names) = P::summary(&snapshot.loaded.zones);
         info!(
             generation = snapshot.generation,
             zones,
@@ -403,7 +404,7 @@ impl Manager {
         );
     }
 
-    fn update_gauges(&self, loaded: &Loaded, live: &LiveState, now: std::time::SystemTime) {
+    fn update_gauges(&self, loaded: &Loaded<P>, live: &LiveState, now: std::time::SystemTime) {
         let states = live.dc_states(&loaded.config, now);
         for (dc, state) in loaded.config.datacenters.iter().zip(&states) {
             let label = match &state.report {
@@ -426,8 +427,8 @@ impl Manager {
 }
 
 /// Refuses a drain that would leave a service it touches with no eligible datacenter.
-fn refuse_last_drain(
-    current: &Snapshot,
+fn refuse_last_drain<P: Prepare>(
+    current: &Snapshot<P>,
     next: &LiveState,
     key: &DrainKey,
     clock: &Clock,
@@ -513,7 +514,7 @@ fn has_eligible(config: &Config, states: &[DcState], id: ServiceId) -> bool {
     })
 }
 
-fn with_counters(mut loaded: Loaded, metrics: &Metrics) -> Loaded {
+fn with_counters<P: Prepare>(mut loaded: Loaded<P>, metrics: &Metrics) -> Loaded<P> {
     let services: Vec<&str> = loaded
         .config
         .services
@@ -533,11 +534,19 @@ fn with_counters(mut loaded: Loaded, metrics: &Metrics) -> Loaded {
     loaded
 }
 
-fn record_version(store: &Store, loaded: &Loaded, clock: &Clock) {
+fn record_version<P: Prepare>(store: &Store, loaded: &Loaded<P>, clock: &Clock) {
     let version = ConfigVersion {
         hash: loaded.config_version.clone(),
         first_seen_unix_ms: unix_ms(clock.now()),
         text: loaded.config_text.to_string(),
+        files: loaded
+            .zone_files
+            .iter()
+            .map(|(name, text)| VersionFile {
+                name: name.clone(),
+                text: text.to_string(),
+            })
+            .collect(),
     };
     if let Err(error) = store.put_config_version(&version) {
         warn!(%error, "could not record the configuration version");

@@ -3,10 +3,14 @@
 //! [`Shared`] is the read side: any number of clones, each [`Shared::load`] an atomic load with
 //! no lock. [`Publisher`] is the write side: exactly one exists, owned by whoever rebuilds
 //! snapshots (the reloader), so every answer comes from one consistent, fully built view.
+//!
+//! This module sits below `dns` and `control`: it never names them. What queries read is a
+//! type parameter ([`Prepare`]) that `dns` fills in; readiness ([`Readiness`]) lives here.
 
 mod directory;
 mod live;
 mod manager;
+mod readiness;
 mod snapshot;
 
 use std::sync::Arc;
@@ -18,24 +22,33 @@ pub use live::{Clock, LiveState, apply_directory, unix_ms};
 pub use manager::{
     ApplyError, Manager, REFRESH_INTERVAL, StateCommands, StateHandle, state_channel,
 };
-pub use snapshot::{Counters, Loaded, Snapshot};
+pub use readiness::Readiness;
+pub use snapshot::{Counters, Loaded, Prepare, Snapshot};
 
 /// The current snapshot, shared by every query.
-#[derive(Clone)]
-pub struct Shared {
+pub struct Shared<P: Prepare> {
     /// `ArcSwap` rather than a lock: readers on the query path never wait, even while a reload
     /// publishes a new snapshot.
-    current: Arc<ArcSwap<Snapshot>>,
+    current: Arc<ArcSwap<Snapshot<P>>>,
+}
+
+// Not derived: a derive would demand `P: Clone`, and only the `Arc` is cloned.
+impl<P: Prepare> Clone for Shared<P> {
+    fn clone(&self) -> Self {
+        Shared {
+            current: self.current.clone(),
+        }
+    }
 }
 
 /// The only writer of [`Shared`].
-pub struct Publisher {
-    shared: Shared,
+pub struct Publisher<P: Prepare> {
+    shared: Shared<P>,
 }
 
-impl Shared {
+impl<P: Prepare> Shared<P> {
     /// Starts sharing `first`, and returns the one publisher allowed to replace it.
-    pub fn new(first: Snapshot) -> (Shared, Publisher) {
+    pub fn new(first: Snapshot<P>) -> (Shared<P>, Publisher<P>) {
         let shared = Shared {
             current: Arc::new(ArcSwap::from_pointee(first)),
         };
@@ -46,19 +59,19 @@ impl Shared {
     }
 
     /// The current snapshot; one atomic reference-count increment.
-    pub fn load(&self) -> Arc<Snapshot> {
+    pub fn load(&self) -> Arc<Snapshot<P>> {
         self.current.load_full()
     }
 }
 
-impl Publisher {
+impl<P: Prepare> Publisher<P> {
     /// Replaces the snapshot; queries already running keep the one they loaded.
-    pub fn publish(&self, snapshot: Snapshot) {
+    pub fn publish(&self, snapshot: Snapshot<P>) {
         self.shared.current.store(Arc::new(snapshot));
     }
 
     /// The snapshot currently published.
-    pub fn current(&self) -> Arc<Snapshot> {
+    pub fn current(&self) -> Arc<Snapshot<P>> {
         self.shared.load()
     }
 }

@@ -1,13 +1,18 @@
 //! Building snapshots: [`Loaded`] is what a reload reads from files; a [`Snapshot`] adds the
 //! live state of every datacenter to it.
+//!
+//! What a DNS query reads (parsed zones, prepared answer records) is owned by `dns`, which sits
+//! above this module: the snapshot carries it as a type parameter implementing [`Prepare`] and
+//! never looks inside, so data flows one way (dns reads state; state never names dns).
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
 use crate::config::{COUNTRIES_CSV, Config, ConfigError, Problem, Source};
-use crate::dns::{Answers, Catalog};
 use crate::geo::{CountryTable, GeoDb};
 use crate::metrics::{AnswerCounters, ServiceCounters};
 use crate::routing::{BaseTable, DcState, RoutingTable};
@@ -15,14 +20,52 @@ use crate::routing::{BaseTable, DcState, RoutingTable};
 use super::directory::DirectoryView;
 use super::live::LiveState;
 
+/// What the module answering queries prepares from a snapshot: zones from files on every load,
+/// and its own view of every routing outcome on every snapshot.
+///
+/// Implemented by `dns` (zones are its `Catalog`, the prepared value its `Answers`); tests may
+/// use any type.
+pub trait Prepare: fmt::Debug + Send + Sync + Sized + 'static {
+    /// Built from the zone files with each configuration load.
+    type Zones: fmt::Debug + Send + Sync + 'static;
+
+    /// Parses the zones: `zone_texts` holds each configured zone's text and path, in
+    /// configuration order; `identity` names this server (NSID, `id.server`).
+    ///
+    /// # Errors
+    ///
+    /// Every problem in every zone, with its path in the configuration.
+    fn load_zones(
+        config: &Config,
+        zone_texts: &[(String, PathBuf)],
+        identity: &str,
+    ) -> Result<Self::Zones, Vec<Problem>>;
+
+    /// Prepares what queries read for one routing table. Called on every published snapshot, so
+    /// it works per distinct ranking, never per geo cell. `previous` is what was prepared for
+    /// the table being replaced, under the same configuration: what it prepared for a service
+    /// whose rankings did not change ([`RoutingTable::same_rankings`]) may be kept.
+    fn prepare(
+        zones: &Self::Zones,
+        config: &Config,
+        routing: &RoutingTable,
+        previous: Option<(&Self, &RoutingTable)>,
+    ) -> Self;
+
+    /// Number of zones and of names with records, for the "snapshot published" log line.
+    fn summary(zones: &Self::Zones) -> (usize, usize);
+}
+
 /// Everything that comes from files: configuration, zones, geo database, base rankings.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct Loaded<P: Prepare> {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The configuration's text, as read.
     pub config_text: Arc<str>,
-    /// The configuration's version: the hex SHA-256 of its text.
+    /// The zone files as read: each one's path as written in the configuration, and its text.
+    pub zone_files: Vec<(String, Arc<str>)>,
+    /// The version of the configuration and its zone files (see [`version_of`]).
     pub config_version: String,
     /// The geo database.
     pub geo: Arc<GeoDb>,
@@ -31,8 +74,8 @@ pub struct Loaded {
     pub geo_fingerprint: Option<String>,
     /// Rankings that depend on configuration and geo database only.
     pub base: Arc<BaseTable>,
-    /// Zones and identity records.
-    pub catalog: Arc<Catalog>,
+    /// Zones and identity records, as the query side parsed them.
+    pub zones: Arc<P::Zones>,
     /// Metric handles for this configuration's services and datacenters.
     pub counters: Counters,
 }
@@ -48,26 +91,27 @@ pub struct Counters {
 
 /// Everything one query needs, immutable once built.
 #[derive(Debug)]
-pub struct Snapshot {
+pub struct Snapshot<P: Prepare> {
     /// Increases by one with every published snapshot; logged on publish.
     pub generation: u64,
     /// What came from files.
-    pub loaded: Arc<Loaded>,
+    pub loaded: Arc<Loaded<P>>,
     /// The live state it was built from.
     pub live: Arc<LiveState>,
     /// Routing's view of each datacenter when it was built, by `DcId`.
     pub states: Vec<DcState>,
     /// Rankings with the live state applied.
     pub routing: RoutingTable,
-    /// Prepared records of every ranking.
-    pub answers: Answers,
+    /// What queries read, prepared by the query side from `routing` (the records of every
+    /// ranking).
+    pub prepared: P,
     /// The user directory with its datacenters judged, when configured.
     pub directory: Option<DirectoryView>,
     /// When it was built (by the control plane's clock).
     pub built_at: SystemTime,
 }
 
-impl Loaded {
+impl<P: Prepare> Loaded<P> {
     /// Reads and checks everything `source` names. CPU-heavy (it walks the geo database and
     /// ranks every cell): call it from `spawn_blocking` on a running server.
     ///
@@ -75,7 +119,7 @@ impl Loaded {
     ///
     /// A [`ConfigError`] listing every problem in the configuration, the zone files, the country
     /// table and the geo database.
-    pub fn load(source: &Source) -> Result<Loaded, ConfigError> {
+    pub fn load(source: &Source) -> Result<Loaded<P>, ConfigError> {
         Loaded::reload(source, None)
     }
 
@@ -86,7 +130,7 @@ impl Loaded {
     /// # Errors
     ///
     /// As [`Loaded::load`].
-    pub fn reload(source: &Source, previous: Option<&Loaded>) -> Result<Loaded, ConfigError> {
+    pub fn reload(source: &Source, previous: Option<&Loaded<P>>) -> Result<Loaded<P>, ConfigError> {
         let text = source.read_config().map_err(|error| ConfigError {
             problems: vec![Problem::new(source.to_string(), error)],
         })?;
@@ -158,33 +202,40 @@ impl Loaded {
             return Err(ConfigError { problems });
         };
         let identity = config.server.identity.clone().unwrap_or_else(host_name);
-        let catalog = Catalog::build(&config, &zone_texts, &identity)
+        let zones = P::load_zones(&config, &zone_texts, &identity)
             .map_err(|problems| ConfigError { problems })?;
         let base = BaseTable::build(&config, geo.clone());
+        let zone_files: Vec<(String, Arc<str>)> = config
+            .zones
+            .iter()
+            .zip(zone_texts)
+            .map(|(zone, (text, _))| (zone.file.clone(), text.into()))
+            .collect();
         Ok(Loaded {
-            config_version: version_of(&text),
+            config_version: version_of(&text, &zone_files),
+            zone_files,
             config_text: text.into(),
             config: Arc::new(config),
             geo,
             geo_fingerprint,
             base: Arc::new(base),
-            catalog: Arc::new(catalog),
+            zones: Arc::new(zones),
             counters: Counters::default(),
         })
     }
 }
 
-impl Snapshot {
+impl<P: Prepare> Snapshot<P> {
     /// Applies `live` (as of `now`) to `loaded`. `previous` is the snapshot being replaced, for
     /// the capacity watermarks' hysteresis. Cheap next to [`Loaded::load`]: it works on the
     /// distinct base rankings, not on every geo cell (except for `metric` services).
     pub fn assemble(
-        loaded: Arc<Loaded>,
+        loaded: Arc<Loaded<P>>,
         live: Arc<LiveState>,
-        previous: Option<&Snapshot>,
+        previous: Option<&Snapshot<P>>,
         generation: u64,
         now: SystemTime,
-    ) -> Snapshot {
+    ) -> Snapshot<P> {
         let states = live.dc_states(&loaded.config, now);
         let routing = RoutingTable::build(
             loaded.base.clone(),
@@ -192,13 +243,11 @@ impl Snapshot {
             &states,
             previous.map(|p| &p.routing),
         );
-        let answers = Answers::build(
-            &loaded.config,
-            &routing,
-            previous
-                .filter(|p| Arc::ptr_eq(&p.loaded, &loaded))
-                .map(|p| (&p.answers, &p.routing)),
-        );
+        // What was prepared for rankings that did not change is kept (same configuration only).
+        let kept = previous
+            .filter(|p| Arc::ptr_eq(&p.loaded, &loaded))
+            .map(|p| (&p.prepared, &p.routing));
+        let prepared = P::prepare(&loaded.zones, &loaded.config, &routing, kept);
         let directory = match (&live.directory, &loaded.config.directory) {
             (Some(directory), Some(settings)) => Some(DirectoryView::new(
                 directory.clone(),
@@ -214,7 +263,7 @@ impl Snapshot {
             live,
             states,
             routing,
-            answers,
+            prepared,
             directory,
             built_at: now,
         }
@@ -226,7 +275,7 @@ impl Snapshot {
     /// # Errors
     ///
     /// As [`Loaded::load`].
-    pub fn load(source: &Source, generation: u64) -> Result<Snapshot, ConfigError> {
+    pub fn load(source: &Source, generation: u64) -> Result<Snapshot<P>, ConfigError> {
         let loaded = Loaded::load(source)?;
         Ok(Snapshot::assemble(
             Arc::new(loaded),
@@ -238,12 +287,19 @@ impl Snapshot {
     }
 }
 
-/// The version of a configuration text: its hex SHA-256.
-fn version_of(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The version of a configuration and its zone files: the hex SHA-256 of the configuration
+/// text followed, for each zone file in configuration order, by a NUL, its path as written, a
+/// NUL and its text. A zone edit therefore makes a new version, as a configuration edit does.
+fn version_of(text: &str, zone_files: &[(String, Arc<str>)]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(text.as_bytes());
+    for (name, text) in zone_files {
+        hash.update(b"\0");
+        hash.update(name.as_bytes());
+        hash.update(b"\0");
+        hash.update(text.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The host's name, for the default NSID / `id.server` identity.

@@ -40,7 +40,7 @@ mod types;
 
 pub use types::{
     AuditEntry, Change, ConfigVersion, ConfigVersionMeta, DirectoryChange, DrainKey, Persisted,
-    StoredPlacement, StoredReport,
+    StoredPlacement, StoredReport, VersionFile,
 };
 
 use std::fmt::Display;

@@ -43,6 +43,10 @@ fn version(hash: &str, first_seen_unix_ms: u64, text: &str) -> ConfigVersion {
         hash: hash.to_owned(),
         first_seen_unix_ms,
         text: text.to_owned(),
+        files: vec![VersionFile {
+            name: "example.com.zone".to_owned(),
+            text: format!("; zone of {hash}\n"),
+        }],
     }
 }
 

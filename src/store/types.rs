@@ -140,7 +140,7 @@ pub struct Persisted {
     pub instance_drained: bool,
 }
 
-/// A configuration the server has run, with its full text.
+/// A configuration the server has run, with its full text and the zone files it named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigVersion {
     /// The content hash that identifies this version (computed by the caller).
@@ -148,6 +148,19 @@ pub struct ConfigVersion {
     /// When this version was first recorded, Unix milliseconds.
     pub first_seen_unix_ms: u64,
     /// The configuration text.
+    pub text: String,
+    /// The zone files, in configuration order; empty in versions recorded before zone files
+    /// were part of a version.
+    #[serde(default)]
+    pub files: Vec<VersionFile>,
+}
+
+/// One file a configuration version names, as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionFile {
+    /// The path as written in the configuration (`zones[].file`).
+    pub name: String,
+    /// The file's text.
     pub text: String,
 }
 

@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -141,8 +142,14 @@ impl Server {
     /// Starts `meridian serve args..`, with the control plane on an ephemeral loopback port
     /// unless `args` choose one.
     fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables.
+    fn start_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Server {
         let mut command = meridian();
         command.arg("serve").args(args).stdout(Stdio::null());
+        command.envs(env.iter().copied());
         if !args.contains(&"--control") {
             command.args(["--control", "127.0.0.1:0"]);
         }
@@ -386,6 +393,87 @@ async fn serve_reloads_on_sighup() {
 
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "log:\n{}", server.log.join("\n"));
+}
+
+#[tokio::test]
+async fn serve_tells_systemd_when_it_is_ready_reloading_and_stopping() {
+    let dir = config_dir(CONFIG);
+    let path = dir.path().join(CONFIG_FILE);
+    // What systemd does for Type=notify: a datagram socket named by $NOTIFY_SOCKET.
+    let socket_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).unwrap();
+    notify.set_read_timeout(Some(STEP)).unwrap();
+    let mut server = Server::start_with_env(
+        &["--config", path.to_str().unwrap(), "--dns", "127.0.0.1:0"],
+        &[("NOTIFY_SOCKET", &socket_path)],
+    );
+    let udp = server.address("listening for DNS/UDP on ");
+    let http = server.address("listening for HTTP on ");
+
+    let ready = notification(&notify);
+    assert!(ready.contains(&"READY=1".to_owned()), "{ready:?}");
+    // By READY=1 the first snapshot is published and every socket serves.
+    let reply = Ask::new("www.example.com", RecordType::A)
+        .ecs("81.2.69.0/24")
+        .udp(udp)
+        .await;
+    assert_eq!(a_records(&reply), [Ipv4Addr::new(192, 0, 2, 3)]);
+    let readyz = reqwest::get(format!("http://{http}/readyz")).await.unwrap();
+    assert_eq!(readyz.status(), 200);
+
+    server.guard.signal("HUP");
+    let reloading = notification(&notify);
+    assert!(
+        reloading.contains(&"RELOADING=1".to_owned()),
+        "{reloading:?}"
+    );
+    let usec = reloading
+        .iter()
+        .find_map(|line| line.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|usec| usec.parse::<u64>().ok());
+    assert!(usec.is_some_and(|usec| usec > 0), "{reloading:?}");
+    let reloaded = notification(&notify);
+    assert!(reloaded.contains(&"READY=1".to_owned()), "{reloaded:?}");
+
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log.join("\n"));
+    let stopping = notification(&notify);
+    assert!(stopping.contains(&"STOPPING=1".to_owned()), "{stopping:?}");
+}
+
+/// The next sd_notify(3) message on `socket` (bounded by its read timeout): one
+/// `VARIABLE=value` per line.
+fn notification(socket: &UnixDatagram) -> Vec<String> {
+    let mut buffer = [0u8; 4096];
+    let len = socket
+        .recv(&mut buffer)
+        .expect("a notification within the read timeout");
+    String::from_utf8_lossy(&buffer[..len])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn logs_written_to_a_pipe_have_no_colour_codes() {
+    // As a pipe, a file or the journal receives them: no terminal, and NO_COLOR not set.
+    let dir = config_dir(&CONFIG.replace("policy: nearest", "policy: closest"));
+    let path = dir.path().join(CONFIG_FILE);
+    let mut command = meridian();
+    command.env_remove("NO_COLOR").args([
+        "serve",
+        "--config",
+        path.to_str().unwrap(),
+        "--dns",
+        "127.0.0.1:0",
+    ]);
+    let mut guard = Guard::spawn(&mut command);
+    let stderr = drain(guard.child.stderr.take().expect("piped stderr"));
+    assert_eq!(guard.wait().code(), Some(2));
+    let stderr = stderr.join().expect("stderr reader");
+    assert!(stderr.contains("ERROR"), "{stderr}");
+    assert!(stderr.contains("services.www.policy"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "escape codes in {stderr:?}");
 }
 
 #[tokio::test]

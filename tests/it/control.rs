@@ -594,6 +594,58 @@ async fn reload_over_http_reports_problems_and_versions_diff() {
 }
 
 #[tokio::test]
+async fn a_zone_edit_makes_a_new_version_whose_diff_shows_it() {
+    let server = server().await;
+    let (_, body) = get(&server, "/v1/config").await;
+    let first = serde_json::from_str::<Value>(&body).unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Reloading unchanged files is the same version.
+    let (status, body) = post(&server, "/v1/reload", OPERATOR, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], first.as_str());
+
+    let old_line = "mail    IN A    192.0.2.25";
+    let new_line = "mail    IN A    192.0.2.26";
+    assert!(ZONE.contains(old_line), "the example zone has {old_line:?}");
+    server.write_zone(&ZONE.replace(old_line, new_line));
+    // Versions are listed by when they were first seen.
+    server.advance(Duration::from_secs(1)).await;
+    let (status, body) = post(&server, "/v1/reload", OPERATOR, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = body["version"].as_str().unwrap().to_owned();
+    assert_ne!(first, second, "a zone edit is a new version");
+    let reply = Ask::new("mail.example.com", RecordType::A)
+        .udp(server.udp)
+        .await;
+    assert_eq!(a_records(&reply), [Ipv4Addr::new(192, 0, 2, 26)]);
+
+    let (_, versions) = get(&server, "/v1/config/versions").await;
+    let versions: Value = serde_json::from_str(&versions).unwrap();
+    let listed: Vec<&str> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [first.as_str(), second.as_str()]);
+
+    let (status, diff) = get(&server, &format!("/v1/config/diff?from={first}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let expected = format!("--- example.com.zone {first}\n+++ example.com.zone {second}\n");
+    assert!(diff.starts_with(&expected), "{diff}");
+    assert!(
+        diff.contains(&format!("\n-{old_line}\n+{new_line}\n")),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains("configuration "),
+        "the configuration did not change:\n{diff}"
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_queries_answers_and_reloads() {
     let server = server().await;
     answer(&server, "www.example.com", "81.2.69.0/24").await;

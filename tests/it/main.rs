@@ -9,12 +9,15 @@
 //! - `truncation`: UDP size limits, TC and TCP;
 //! - `listeners`: binding the DNS sockets;
 //! - `reload`: reloads and shutdown of a running server;
-//! - `cli`: `meridian check-config` and `meridian serve`, exit codes and signals.
+//! - `cli`: `meridian check-config` and `meridian serve`, exit codes and signals;
+//! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
+//! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
 
 mod answers;
+mod architecture;
 mod cli;
 mod client;
 mod control;
@@ -24,3 +27,4 @@ mod reload;
 mod support;
 mod truncation;
 mod users;
+mod zone_files;

@@ -4,15 +4,25 @@
 //! busy server takes (exact hits, NODATA). Routed names are marked here as services; their
 //! addresses come from `answer.rs`.
 
+mod checks;
+mod lexer;
+mod rdata;
+mod reader;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::txt::Parser;
 
 use crate::routing::ServiceId;
 
 use super::rrset::RecordSet;
+use checks::Drafts;
+use rdata::{to_rdata, type_name};
+
+/// At most this many problems are reported per zone file; the rest are counted.
+const MAX_PROBLEMS: usize = 100;
 
 /// One authoritative zone.
 #[derive(Debug)]
@@ -75,80 +85,108 @@ impl Node {
 
 impl Zone {
     /// Parses a master file for `origin` and marks the names of `services` (which must lie in
-    /// this zone).
+    /// this zone). `$INCLUDE`d files are read from disk, relative to `path`'s directory.
     ///
     /// # Errors
     ///
-    /// Every problem found, as text: a parse error (with its line), records outside the zone,
-    /// a missing SOA or NS at the apex, or static addresses at a service name.
+    /// Every problem found, each as `file:line: what is wrong` naming the offending text:
+    /// syntax errors, records outside the zone, and the semantic checks in `checks.rs`.
     pub(crate) fn parse(
         origin: &str,
         text: &str,
         path: PathBuf,
         services: &[(ServiceId, &str)],
     ) -> Result<Zone, Vec<String>> {
+        Zone::parse_with(
+            origin,
+            text.as_bytes(),
+            &path,
+            services,
+            &mut |path: &Path| std::fs::read(path),
+        )
+    }
+
+    /// [`Zone::parse`] with `include` reading the files `$INCLUDE` names.
+    fn parse_with(
+        origin: &str,
+        text: &[u8],
+        path: &Path,
+        services: &[(ServiceId, &str)],
+        include: &mut dyn FnMut(&Path) -> io::Result<Vec<u8>>,
+    ) -> Result<Zone, Vec<String>> {
         let origin_name =
             Name::from_ascii(format!("{origin}.")).map_err(|e| vec![e.to_string()])?;
         let origin_lower = LowerName::new(&origin_name);
-        let parser = Parser::new(text, Some(path), Some(origin_name.clone()));
-        let (_, rrsets) = parser.parse().map_err(|e| vec![e.to_string()])?;
-        let mut problems = Vec::new();
-        let mut nodes: HashMap<LowerName, Node> = HashMap::new();
-        for (key, rrset) in rrsets {
-            if !origin_lower.zone_of(&key.name) {
-                problems.push(format!("{} is outside the zone {origin}", key.name));
+        let read = reader::read(text, path, &origin_name, include);
+        let mut problems = read.problems;
+        let mut drafts = Drafts::default();
+        for parsed in read.records {
+            let owner = LowerName::new(&parsed.owner);
+            if !origin_lower.zone_of(&owner) {
+                problems.push((
+                    parsed.at,
+                    format!(
+                        "{} {} is outside the zone {origin_name}",
+                        parsed.owner,
+                        type_name(parsed.code)
+                    ),
+                ));
                 continue;
             }
-            let records: Vec<Record> = rrset.records_without_rrsigs().cloned().collect();
-            nodes
-                .entry(key.name)
-                .or_default()
-                .rrsets
-                .push((key.record_type, RecordSet::new(records)));
+            match to_rdata(parsed.code, &parsed.wire) {
+                Ok(rdata) => drafts.add(owner, parsed, rdata, &mut problems),
+                Err(message) => problems.push((parsed.at, message)),
+            }
         }
-        let negative_soa = match nodes
+        let service_names: Vec<(ServiceId, LowerName)> = services
+            .iter()
+            .map(|&(id, name)| {
+                let name = Name::from_ascii(format!("{name}.")).expect("validated");
+                (id, LowerName::new(&name))
+            })
+            .collect();
+        checks::check(&drafts, &origin_lower, &service_names, &mut problems);
+        let mut nodes = drafts.into_nodes();
+        let negative_soa = nodes
             .get(&origin_lower)
             .and_then(|n| n.rrset(RecordType::SOA))
-        {
-            Some(soa) if soa.records().len() == 1 => negative_soa(&soa.records()[0]),
-            Some(_) => {
-                problems.push("the apex must have exactly one SOA record".to_owned());
-                None
-            }
-            None => {
-                problems.push("the apex has no SOA record".to_owned());
-                None
-            }
-        };
-        if nodes
-            .get(&origin_lower)
-            .and_then(|n| n.rrset(RecordType::NS))
-            .is_none()
-        {
-            problems.push("the apex has no NS records".to_owned());
-        }
-        for &(id, name) in services {
-            let name = LowerName::new(&Name::from_ascii(format!("{name}.")).expect("validated"));
+            .and_then(|soa| negative_soa(&soa.records()[0]));
+        let mut messages = Vec::new();
+        for (id, name) in service_names {
             let node = nodes.entry(name.clone()).or_default();
             for rtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
                 if node.rrset(rtype).is_some() {
-                    problems.push(format!(
+                    messages.push(format!(
                         "{name} is a service: its {rtype} records come from routing, remove them from the zone file"
                     ));
                 }
             }
             node.service = Some(id);
         }
+        problems.sort_by(|(a, x), (b, y)| (&a.file, a.line, x).cmp(&(&b.file, b.line, y)));
+        let n_problems = problems.len();
+        messages.extend(
+            problems
+                .into_iter()
+                .take(MAX_PROBLEMS)
+                .map(|(at, message)| format!("{at}: {message}")),
+        );
+        if n_problems > MAX_PROBLEMS {
+            messages.push(format!(
+                "and {} more problems in this zone",
+                n_problems - MAX_PROBLEMS
+            ));
+        }
         add_empty_non_terminals(&mut nodes, &origin_lower);
         let cuts = find_cuts(&nodes, &origin_lower);
         match negative_soa {
-            Some(soa) if problems.is_empty() => Ok(Zone {
+            Some(soa) if messages.is_empty() => Ok(Zone {
                 origin: origin_lower,
                 negative_soa: RecordSet::new([soa]),
                 nodes,
                 cuts,
             }),
-            _ => Err(problems),
+            _ => Err(messages),
         }
     }
 

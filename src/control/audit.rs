@@ -1,0 +1,69 @@
+//! `GET /v1/audit`: the audit log of every write, oldest first, paged by sequence number.
+
+// utoipa's `#[utoipa::path]` expands `Query<T>` parameters with a path the lint flags.
+#![allow(unused_qualifications)]
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::ControlState;
+use super::auth::Need;
+use super::error::ApiError;
+use super::write::admit;
+
+/// Query parameters of `/v1/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct AuditParams {
+    /// Entries after this sequence number.
+    after: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// One audit log entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuditView {
+    seq: u64,
+    unix_ms: u64,
+    actor: String,
+    role: String,
+    action: String,
+    target: String,
+    #[schema(value_type = Object)]
+    detail: serde_json::Value,
+}
+
+/// The audit log (operator).
+#[utoipa::path(get, path = "/v1/audit", params(AuditParams), security(("bearer" = [])),
+    responses((status = 200, body = [AuditView])))]
+pub(crate) async fn audit_log(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<Vec<AuditView>>, ApiError> {
+    let snapshot = state.shared.load();
+    admit(&state, &snapshot, &headers, Need::Operator)?;
+    let limit = params.limit.unwrap_or(100).min(1000);
+    let store = state.store.clone();
+    let entries = tokio::task::spawn_blocking(move || store.audit_log(params.after, limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|(seq, e)| AuditView {
+                seq,
+                unix_ms: e.unix_ms,
+                actor: e.actor,
+                role: e.role,
+                action: e.action,
+                target: e.target,
+                detail: e.detail,
+            })
+            .collect(),
+    ))
+}

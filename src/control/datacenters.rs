@@ -1,0 +1,376 @@
+//! Datacenters over HTTP: reports pushed by their agents, their state as judged now, and drains
+//! (per datacenter and service, and of this whole instance).
+
+// utoipa's `#[utoipa::path]` expands `Query<T>` parameters with a path the lint flags.
+#![allow(unused_qualifications)]
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::dns::Snapshot;
+use crate::routing::{DcState, ServiceId, Standing};
+use crate::state::unix_ms;
+use crate::store::{Change, DrainKey, StoredReport};
+
+use super::ControlState;
+use super::auth::Need;
+use super::error::ApiError;
+use super::write::{Accepted, admit, applied, audit, read_json};
+
+/// Longest report TTL accepted: a day.
+const MAX_REPORT_TTL_SECONDS: u32 = 86_400;
+/// Most latency regions in one report.
+const MAX_LATENCY_REGIONS: usize = 512;
+
+/// A datacenter's health and capacity report.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportBody {
+    /// Whether the datacenter can serve.
+    healthy: bool,
+    /// Capacity, in the datacenter's own units (≥ 0).
+    capacity: f64,
+    /// Current load, in the same units (≥ 0).
+    load: f64,
+    /// How long this report stays fresh; default `control.report_ttl_seconds`.
+    ttl_seconds: Option<u32>,
+    /// Measured latency by client region: an ISO country code or a continent code.
+    latency_ms: Option<BTreeMap<String, f64>>,
+    /// Relative cost of serving from here (≥ 0).
+    cost: Option<f64>,
+}
+
+/// Drain or undrain options.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DrainBody {
+    /// Only this service (by its id); default every service.
+    service: Option<String>,
+    /// Drain even if a service would be left with no eligible datacenter.
+    #[serde(default)]
+    force: bool,
+}
+
+/// One datacenter's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DatacenterView {
+    name: String,
+    country: String,
+    continent: String,
+    /// `fresh`, `stale`, `unreported`.
+    freshness: &'static str,
+    /// The latest report says healthy (absent: never reported).
+    healthy: Option<bool>,
+    capacity: Option<f64>,
+    load: Option<f64>,
+    /// load / capacity.
+    utilization: Option<f64>,
+    report_age_seconds: Option<f64>,
+    ttl_seconds: Option<u32>,
+    /// Restored after a restart and not yet confirmed by a fresh report.
+    unverified: bool,
+    /// Drained for every service.
+    drained: bool,
+    /// Drained for these services only.
+    drained_services: Vec<String>,
+    /// Standing for each service using it: `healthy`, `unreported`, `stale`, `drained`,
+    /// `down`, `stale-past-grace`, `no-report`.
+    services: BTreeMap<String, String>,
+}
+
+/// Accept a datacenter's report.
+#[utoipa::path(put, path = "/v1/datacenters/{dc}/report", request_body = ReportBody,
+    params(("dc" = String, Path, description = "datacenter name")),
+    security(("bearer" = [])),
+    responses((status = 200, body = Accepted), (status = 400, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody)))]
+pub(crate) async fn put_report(
+    State(state): State<ControlState>,
+    Path(dc): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
+    let snapshot = state.shared.load();
+    let caller = admit(&state, &snapshot, &headers, Need::ReportFor(&dc))?;
+    let config = &snapshot.loaded.config;
+    if config.datacenter_index(&dc).is_none() {
+        return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
+    }
+    let body: ReportBody = read_json(body, config.control.body_limit, None).await?;
+    let report = validate_report(&body, config.control.report_ttl.as_secs() as u32, &state)?;
+    let detail = serde_json::to_value(&report).unwrap_or_default();
+    let change = Change::Report {
+        datacenter: dc.clone(),
+        report,
+    };
+    let entry = audit(&caller, "report", &dc, detail, state.clock.now());
+    applied(
+        state.handle.apply(change, entry, false).await,
+        "report",
+        &dc,
+    )
+}
+
+fn validate_report(
+    body: &ReportBody,
+    default_ttl: u32,
+    state: &ControlState,
+) -> Result<StoredReport, ApiError> {
+    let finite = |name: &str, value: f64| {
+        if value.is_finite() && value >= 0.0 {
+            Ok(value)
+        } else {
+            Err(ApiError::bad_request(format!(
+                "{name}: {value} is not a finite number ≥ 0"
+            )))
+        }
+    };
+    let capacity = finite("capacity", body.capacity)?;
+    let load = finite("load", body.load)?;
+    let cost = body.cost.map(|c| finite("cost", c)).transpose()?;
+    let ttl_seconds = body.ttl_seconds.unwrap_or(default_ttl);
+    if !(1..=MAX_REPORT_TTL_SECONDS).contains(&ttl_seconds) {
+        return Err(ApiError::bad_request(format!(
+            "ttl_seconds: {ttl_seconds} is not between 1 and {MAX_REPORT_TTL_SECONDS}"
+        )));
+    }
+    let mut latency_ms = BTreeMap::new();
+    if let Some(latency) = &body.latency_ms {
+        if latency.len() > MAX_LATENCY_REGIONS {
+            return Err(ApiError::bad_request(format!(
+                "latency_ms: {} regions, at most {MAX_LATENCY_REGIONS}",
+                latency.len()
+            )));
+        }
+        for (region, &ms) in latency {
+            let valid_region = region.len() == 2 && region.bytes().all(|b| b.is_ascii_alphabetic());
+            if !valid_region {
+                return Err(ApiError::bad_request(format!(
+                    "latency_ms: {region:?} is not a country or continent code"
+                )));
+            }
+            latency_ms.insert(
+                region.to_ascii_uppercase(),
+                finite(&format!("latency_ms.{region}"), ms)?,
+            );
+        }
+    }
+    Ok(StoredReport {
+        healthy: body.healthy,
+        capacity,
+        load,
+        ttl_seconds,
+        latency_ms,
+        cost,
+        received_unix_ms: unix_ms(state.clock.now()),
+    })
+}
+
+/// Every datacenter's state.
+#[utoipa::path(get, path = "/v1/datacenters", responses((status = 200, body = [DatacenterView])))]
+pub(crate) async fn list_datacenters(
+    State(state): State<ControlState>,
+) -> Json<Vec<DatacenterView>> {
+    let snapshot = state.shared.load();
+    let config = &snapshot.loaded.config;
+    // Every datacenter's state at one instant, computed once for the whole list.
+    let states = snapshot.live.dc_states(config, state.clock.now());
+    let views = (0..config.datacenters.len())
+        .map(|index| datacenter_view(&snapshot, index, &states[index]))
+        .collect();
+    Json(views)
+}
+
+/// One datacenter's state.
+#[utoipa::path(get, path = "/v1/datacenters/{dc}", params(("dc" = String, Path, description = "datacenter name")),
+    responses((status = 200, body = DatacenterView), (status = 404, body = super::error::ErrorBody)))]
+pub(crate) async fn get_datacenter(
+    State(state): State<ControlState>,
+    Path(dc): Path<String>,
+) -> Result<Json<DatacenterView>, ApiError> {
+    let snapshot = state.shared.load();
+    let Some(index) = snapshot.loaded.config.datacenter_index(&dc) else {
+        return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
+    };
+    let states = snapshot
+        .live
+        .dc_states(&snapshot.loaded.config, state.clock.now());
+    Ok(Json(datacenter_view(&snapshot, index, &states[index])))
+}
+
+/// The view of datacenter `index` in `state` (its entry of `LiveState::dc_states`).
+fn datacenter_view(snapshot: &Snapshot, index: usize, state: &DcState) -> DatacenterView {
+    let config = &snapshot.loaded.config;
+    let dc = &config.datacenters[index];
+    let report = state.report.as_ref();
+    let freshness = match report {
+        None => "unreported",
+        Some(r) if r.age <= r.ttl => "fresh",
+        Some(_) => "stale",
+    };
+    let services = config
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.pools.iter().any(|p| p.datacenter == index))
+        .map(|(i, s)| {
+            let standing = Standing::of(dc, state, ServiceId(i as u16), s);
+            (s.id.clone(), standing_label(&standing).to_owned())
+        })
+        .collect();
+    DatacenterView {
+        name: dc.name.clone(),
+        country: dc.country.to_string(),
+        continent: dc.continent.to_string(),
+        freshness,
+        healthy: report.map(|r| r.healthy),
+        capacity: report.map(|r| r.capacity),
+        load: report.map(|r| r.load),
+        utilization: report.map(|r| r.utilization()).filter(|u| u.is_finite()),
+        report_age_seconds: report.map(|r| r.age.as_secs_f64()),
+        ttl_seconds: report.map(|r| r.ttl.as_secs() as u32),
+        unverified: state.unverified,
+        drained: state.drained,
+        drained_services: state
+            .drained_services
+            .iter()
+            .map(|s| config.services[usize::from(s.0)].id.clone())
+            .collect(),
+        services,
+    }
+}
+
+pub(super) fn standing_label(standing: &Standing) -> &'static str {
+    match standing {
+        Standing::Healthy => "healthy",
+        Standing::Unreported => "unreported",
+        Standing::Stale { .. } => "stale",
+        Standing::Drained => "drained",
+        Standing::ReportedDown => "down",
+        Standing::StalePastGrace { .. } => "stale-past-grace",
+        Standing::NoReport => "no-report",
+    }
+}
+
+/// Drain a datacenter (for one service or all).
+#[utoipa::path(post, path = "/v1/datacenters/{dc}/drain", request_body = DrainBody,
+    params(("dc" = String, Path, description = "datacenter name")), security(("bearer" = [])),
+    responses((status = 200, body = Accepted), (status = 409, body = super::error::ErrorBody,
+        description = "would leave a service with no eligible datacenter")))]
+pub(crate) async fn drain(
+    State(state): State<ControlState>,
+    Path(dc): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
+    set_drain(state, dc, headers, body, true).await
+}
+
+/// Lift a datacenter's drain.
+#[utoipa::path(post, path = "/v1/datacenters/{dc}/undrain", request_body = DrainBody,
+    params(("dc" = String, Path, description = "datacenter name")), security(("bearer" = [])),
+    responses((status = 200, body = Accepted)))]
+pub(crate) async fn undrain(
+    State(state): State<ControlState>,
+    Path(dc): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
+    set_drain(state, dc, headers, body, false).await
+}
+
+async fn set_drain(
+    state: ControlState,
+    dc: String,
+    headers: HeaderMap,
+    body: Body,
+    drained: bool,
+) -> Result<Json<Accepted>, ApiError> {
+    let snapshot = state.shared.load();
+    let caller = admit(&state, &snapshot, &headers, Need::Operator)?;
+    let config = &snapshot.loaded.config;
+    if config.datacenter_index(&dc).is_none() {
+        return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
+    }
+    let body: DrainBody =
+        read_json(body, config.control.body_limit, Some(DrainBody::default())).await?;
+    if let Some(service) = &body.service
+        && !config.services.iter().any(|s| s.id == *service)
+    {
+        return Err(ApiError::not_found(format!("no service {service:?}")));
+    }
+    let action = if drained { "drain" } else { "undrain" };
+    let target = match &body.service {
+        Some(service) => format!("{dc}/{service}"),
+        None => dc.clone(),
+    };
+    let change = Change::Drain {
+        key: DrainKey {
+            datacenter: dc,
+            service: body.service.clone(),
+        },
+        drained,
+    };
+    let detail = serde_json::json!({ "service": body.service, "force": body.force });
+    let entry = audit(&caller, action, &target, detail, state.clock.now());
+    applied(
+        state.handle.apply(change, entry, body.force).await,
+        action,
+        &target,
+    )
+}
+
+/// Drain this instance: `/readyz` fails until undrained.
+#[utoipa::path(post, path = "/v1/drain", security(("bearer" = [])), responses((status = 200, body = Accepted)))]
+pub(crate) async fn drain_instance(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+) -> Result<Json<Accepted>, ApiError> {
+    set_instance_drain(state, headers, true).await
+}
+
+/// Undrain this instance.
+#[utoipa::path(post, path = "/v1/undrain", security(("bearer" = [])), responses((status = 200, body = Accepted)))]
+pub(crate) async fn undrain_instance(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+) -> Result<Json<Accepted>, ApiError> {
+    set_instance_drain(state, headers, false).await
+}
+
+async fn set_instance_drain(
+    state: ControlState,
+    headers: HeaderMap,
+    drained: bool,
+) -> Result<Json<Accepted>, ApiError> {
+    let snapshot = state.shared.load();
+    let caller = admit(&state, &snapshot, &headers, Need::Operator)?;
+    let action = if drained {
+        "drain-instance"
+    } else {
+        "undrain-instance"
+    };
+    let entry = audit(
+        &caller,
+        action,
+        "instance",
+        serde_json::Value::Null,
+        state.clock.now(),
+    );
+    applied(
+        state
+            .handle
+            .apply(Change::InstanceDrain { drained }, entry, true)
+            .await,
+        action,
+        "instance",
+    )
+}

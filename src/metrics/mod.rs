@@ -1,0 +1,452 @@
+//! Prometheus metrics: one [`Metrics`] value owns a private `Registry` and typed handles into it.
+//!
+//! The DNS query path (many tasks, hundreds of thousands of queries a second) only ever touches
+//! plain `IntCounter`/`Histogram` handles that were resolved ahead of time, so recording a query is
+//! a few atomic adds and never a lock: prometheus' `*Vec::with_label_values` takes a read lock on
+//! the vec's child map, so every label combination the query path can use is resolved once, at
+//! construction ([`QueryType`] x [`Rcode`]) or when a configuration is loaded
+//! ([`Metrics::answer_counters`], [`Metrics::failed_open_counters`]), and the hot path indexes
+//! arrays. Every label is bounded: enums, or names taken from the configuration; never a client
+//! address or a qname.
+//!
+//! This module deliberately knows nothing about hickory, HTTP or the routing types: the `dns` and
+//! `control` modules convert at their boundary (rcode and qtype as numbers, datacenters and
+//! services as indexes into the configuration's lists).
+//!
+//! - `names.rs`: every metric name, as a `const`, and the histogram buckets;
+//! - `labels.rs`: the bounded label vocabularies ([`QueryType`], [`Rcode`], [`DcStateLabel`],
+//!   [`LookupSource`], [`LookupReason`]);
+//! - `counters.rs`: per-configuration handles ([`AnswerCounters`], [`ServiceCounters`]);
+//! - this file: [`Metrics`], the registry and the methods that record and render.
+
+mod counters;
+mod labels;
+mod names;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub use counters::{AnswerCounters, ServiceCounters};
+pub use labels::{DcStateLabel, LookupReason, LookupSource, QueryType, Rcode};
+pub use names::*;
+
+/// All of meridian's metrics: a private registry plus typed handles into it.
+///
+/// `Send + Sync`; the application shares one in an `Arc`. Each value has its own registry (not
+/// prometheus' global one), so tests can create as many as they like.
+pub struct Metrics {
+    /// The registry every metric below is registered in; [`Metrics::render`] gathers it.
+    registry: Registry,
+    /// Query counters indexed `[QueryType as usize][Rcode as usize]`, resolved at construction so
+    /// that the query path indexes an array instead of locking the vec's child map.
+    queries: [[IntCounter; Rcode::ALL.len()]; QueryType::ALL.len()],
+    /// Query handling time; a plain histogram, whose `observe` is lock-free.
+    query_duration: Histogram,
+    /// Kept to resolve per-configuration handles ([`Metrics::answer_counters`]) and to forget
+    /// series; never touched per query.
+    answers: IntCounterVec,
+    /// As `answers`, for failed-open decisions.
+    failed_open: IntCounterVec,
+    /// Per-datacenter gauges, set by the control plane when a datacenter's state changes.
+    report_age: GaugeVec,
+    /// See [`DATACENTER_STATE`].
+    state: IntGaugeVec,
+    /// See [`DATACENTER_UTILIZATION_RATIO`].
+    utilization: GaugeVec,
+    /// `outcome="ok"`, resolved at construction.
+    reloads_ok: IntCounter,
+    /// `outcome="failed"`, resolved at construction.
+    reloads_failed: IntCounter,
+    /// Control-plane requests; resolved per request, which is fine off the query path.
+    control_requests: IntCounterVec,
+    /// See [`SNAPSHOT_GENERATION`].
+    generation: IntGauge,
+    /// Directory lookups indexed `[LookupSource as usize][LookupReason as usize]`, resolved at
+    /// construction (lookups are hot).
+    lookups: [[IntCounter; 3]; 2],
+    /// See [`DIRECTORY_FAILOVERS_TOTAL`].
+    failovers: IntCounter,
+    /// See [`DIRECTORY_PINS`].
+    pins: IntGauge,
+    /// Serializes [`Metrics::render`] with the multi-series updates (`set_datacenter_state`,
+    /// `forget_datacenter`, `forget_service`), so a scrape never sees a datacenter in two states
+    /// or in none. A `Mutex` because both sides are control-plane work and the sections are
+    /// short; the query path never takes it.
+    scrape: Mutex<()>,
+}
+
+impl Metrics {
+    /// Creates every metric in a new registry.
+    ///
+    /// Query counters for every [`QueryType`] x [`Rcode`] pair and both reload outcomes are
+    /// created at zero, so they are exported before the first event.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+
+        let queries_vec = IntCounterVec::new(
+            Opts::new(
+                DNS_QUERIES_TOTAL,
+                "DNS queries answered, by qtype and rcode.",
+            ),
+            &["qtype", "rcode"],
+        )
+        .expect("valid metric name and labels");
+        let queries = std::array::from_fn(|qtype| {
+            std::array::from_fn(|rcode| {
+                child(
+                    &queries_vec,
+                    &[QueryType::ALL[qtype].label(), Rcode::ALL[rcode].label()],
+                )
+            })
+        });
+        register(&registry, &queries_vec);
+
+        let query_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                DNS_QUERY_DURATION_SECONDS,
+                "Time spent handling one DNS query, in seconds.",
+            )
+            .buckets(QUERY_DURATION_BUCKETS.to_vec()),
+        )
+        .expect("valid metric name and increasing buckets");
+        register(&registry, &query_duration);
+
+        let answers = IntCounterVec::new(
+            Opts::new(
+                DNS_ANSWERS_TOTAL,
+                "Routed answers, by service and first-ranked datacenter.",
+            ),
+            &["service", "datacenter"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &answers);
+
+        let failed_open = IntCounterVec::new(
+            Opts::new(
+                ROUTING_FAILED_OPEN_TOTAL,
+                "Routing decisions that failed open (every datacenter ineligible), by service.",
+            ),
+            &["service"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &failed_open);
+
+        let report_age = GaugeVec::new(
+            Opts::new(
+                DATACENTER_REPORT_AGE_SECONDS,
+                "Age of the datacenter's latest report, in seconds.",
+            ),
+            &["datacenter"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &report_age);
+
+        let state = IntGaugeVec::new(
+            Opts::new(
+                DATACENTER_STATE,
+                "Datacenter state: 1 for the current state, 0 for the others.",
+            ),
+            &["datacenter", "state"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &state);
+
+        let utilization = GaugeVec::new(
+            Opts::new(
+                DATACENTER_UTILIZATION_RATIO,
+                "Datacenter load divided by its capacity.",
+            ),
+            &["datacenter"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &utilization);
+
+        let reloads = IntCounterVec::new(
+            Opts::new(CONFIG_RELOADS_TOTAL, "Configuration reloads, by outcome."),
+            &["outcome"],
+        )
+        .expect("valid metric name and labels");
+        let reloads_ok = child(&reloads, &["ok"]);
+        let reloads_failed = child(&reloads, &["failed"]);
+        register(&registry, &reloads);
+
+        let control_requests = IntCounterVec::new(
+            Opts::new(
+                CONTROL_REQUESTS_TOTAL,
+                "Control-plane HTTP requests, by route template and status.",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &control_requests);
+
+        let generation = IntGauge::new(
+            SNAPSHOT_GENERATION,
+            "Generation of the snapshot serving queries.",
+        )
+        .expect("valid metric name");
+        register(&registry, &generation);
+
+        let lookups_vec = IntCounterVec::new(
+            Opts::new(
+                DIRECTORY_LOOKUPS_TOTAL,
+                "User directory lookups, by placement source and serving reason.",
+            ),
+            &["source", "reason"],
+        )
+        .expect("valid metric name and labels");
+        let lookups = std::array::from_fn(|source| {
+            std::array::from_fn(|reason| {
+                child(
+                    &lookups_vec,
+                    &[
+                        ["bucket", "pin"][source],
+                        ["home", "replica", "fallback"][reason],
+                    ],
+                )
+            })
+        });
+        register(&registry, &lookups_vec);
+        let failovers = IntCounter::new(
+            DIRECTORY_FAILOVERS_TOTAL,
+            "User directory lookups served from the replica because the home was ineligible.",
+        )
+        .expect("valid metric name");
+        register(&registry, &failovers);
+        let pins = IntGauge::new(DIRECTORY_PINS, "Users pinned in the directory.")
+            .expect("valid metric name");
+        register(&registry, &pins);
+
+        Metrics {
+            registry,
+            queries,
+            query_duration,
+            answers,
+            failed_open,
+            report_age,
+            state,
+            utilization,
+            reloads_ok,
+            reloads_failed,
+            control_requests,
+            generation,
+            lookups,
+            failovers,
+            pins,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// Records one directory lookup. Lookup path: no lock.
+    pub fn record_lookup(&self, source: LookupSource, reason: LookupReason) {
+        self.lookups[source as usize][reason as usize].inc();
+        if reason == LookupReason::Replica {
+            self.failovers.inc();
+        }
+    }
+
+    /// Sets the number of pinned users.
+    pub fn set_pins(&self, pins: u64) {
+        self.pins.set(i64::try_from(pins).unwrap_or(i64::MAX));
+    }
+
+    /// Records one answered query and how long it took to handle. Query path: no lock.
+    ///
+    /// A negative or non-finite duration, which a monotonic clock cannot produce, is recorded as
+    /// zero: one NaN would otherwise poison the histogram's sum for the life of the process.
+    pub fn record_query(&self, qtype: QueryType, rcode: Rcode, seconds: f64) {
+        self.queries[qtype as usize][rcode as usize].inc();
+        let seconds = if seconds.is_finite() && seconds > 0.0 {
+            seconds
+        } else {
+            0.0
+        };
+        self.query_duration.observe(seconds);
+    }
+
+    /// Resolves the answer counter of every (service, datacenter) pair of a configuration.
+    ///
+    /// Call it when a validated configuration is loaded, off the query path: it locks the
+    /// underlying vec once per pair, and creates each series (at zero) if it does not exist yet,
+    /// so do not call it for a configuration that may still be rejected. Names already seen keep
+    /// counting into the same series across reloads; a name listed twice shares one series.
+    pub fn answer_counters(&self, services: &[&str], datacenters: &[&str]) -> AnswerCounters {
+        let counters = services
+            .iter()
+            .flat_map(|service| {
+                datacenters
+                    .iter()
+                    .map(move |datacenter| child(&self.answers, &[*service, *datacenter]))
+            })
+            .collect();
+        AnswerCounters {
+            counters,
+            n_datacenters: datacenters.len(),
+        }
+    }
+
+    /// Resolves the failed-open counter of every service of a configuration.
+    ///
+    /// Same rules as [`Metrics::answer_counters`]: off the query path, validated configurations
+    /// only.
+    pub fn failed_open_counters(&self, services: &[&str]) -> ServiceCounters {
+        ServiceCounters {
+            counters: services
+                .iter()
+                .map(|service| child(&self.failed_open, &[*service]))
+                .collect(),
+        }
+    }
+
+    /// Sets `datacenter`'s state: 1 on the `state` series, 0 on the four others.
+    pub fn set_datacenter_state(&self, datacenter: &str, state: DcStateLabel) {
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        for candidate in DcStateLabel::ALL {
+            child(&self.state, &[datacenter, candidate.label()]).set(i64::from(candidate == state));
+        }
+    }
+
+    /// Sets the age of `datacenter`'s latest report.
+    pub fn set_report_age(&self, datacenter: &str, seconds: f64) {
+        child(&self.report_age, &[datacenter]).set(seconds);
+    }
+
+    /// Sets `datacenter`'s utilization: its reported load divided by its capacity.
+    pub fn set_utilization(&self, datacenter: &str, ratio: f64) {
+        child(&self.utilization, &[datacenter]).set(ratio);
+    }
+
+    /// Removes every series labelled with `datacenter`: its gauges and its answer counters.
+    ///
+    /// For a datacenter removed from the configuration; call it after the snapshot without it is
+    /// published (increments through an older [`AnswerCounters`] are then dropped, not exported).
+    /// A later `set_*` call for the same name creates its series again, so the control plane
+    /// should ignore reports for datacenters it no longer knows. Unknown names are a no-op.
+    pub fn forget_datacenter(&self, datacenter: &str) {
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        // Each removal fails only if that series was never created, which is fine to ignore.
+        let _ = self.report_age.remove_label_values(&[datacenter]);
+        let _ = self.utilization.remove_label_values(&[datacenter]);
+        for state in DcStateLabel::ALL {
+            let _ = self.state.remove_label_values(&[datacenter, state.label()]);
+        }
+        for service in label_values_where(&self.answers, "datacenter", datacenter, "service") {
+            let _ = self
+                .answers
+                .remove_label_values(&[service.as_str(), datacenter]);
+        }
+    }
+
+    /// Removes every series labelled with `service`: its answer and failed-open counters.
+    ///
+    /// For a service removed from the configuration; the same ordering rules as
+    /// [`Metrics::forget_datacenter`] apply.
+    pub fn forget_service(&self, service: &str) {
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = self.failed_open.remove_label_values(&[service]);
+        for datacenter in label_values_where(&self.answers, "service", service, "datacenter") {
+            let _ = self
+                .answers
+                .remove_label_values(&[service, datacenter.as_str()]);
+        }
+    }
+
+    /// Counts one configuration reload attempt, successful or not.
+    pub fn record_reload(&self, ok: bool) {
+        if ok {
+            self.reloads_ok.inc();
+        } else {
+            self.reloads_failed.inc();
+        }
+    }
+
+    /// Counts one control-plane HTTP request.
+    ///
+    /// `route` is the route template (`"/v1/datacenters/{dc}/report"`), never the request path,
+    /// so the label set is bounded by the router's routes times the status codes it returns.
+    pub fn record_http(&self, route: &'static str, status: u16) {
+        let status = status.to_string();
+        child(&self.control_requests, &[route, status.as_str()]).inc();
+    }
+
+    /// Sets the generation of the snapshot now serving queries.
+    pub fn set_generation(&self, generation: u64) {
+        // Prometheus gauges are signed; a generation past i64::MAX would take millennia of reloads.
+        self.generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Renders every metric in the Prometheus text exposition format (version 0.0.4), for
+    /// `/metrics`.
+    pub fn render(&self) -> String {
+        let families = {
+            let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+            self.registry.gather()
+        };
+        TextEncoder::new()
+            .encode_to_string(&families)
+            .expect("gather drops empty families and writing to a String cannot fail")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The child of `vec` for `labels`, created if needed. Takes the vec's lock: never per query.
+fn child<T: MetricVecBuilder>(vec: &MetricVec<T>, labels: &[&str]) -> T::M {
+    vec.get_metric_with_label_values(labels)
+        .expect("label count matches the vec's declaration")
+}
+
+/// Registers `collector` in `registry`.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: &C) {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique within a Metrics");
+}
+
+/// The values of label `wanted` over the series of `vec` whose label `key` equals `value`.
+fn label_values_where<T: MetricVecBuilder>(
+    vec: &MetricVec<T>,
+    key: &str,
+    value: &str,
+    wanted: &str,
+) -> Vec<String> {
+    let mut res = Vec::new();
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels = metric.get_label();
+            let matches = labels
+                .iter()
+                .any(|pair| pair.name() == key && pair.value() == value);
+            if !matches {
+                continue;
+            }
+            res.extend(
+                labels
+                    .iter()
+                    .filter(|pair| pair.name() == wanted)
+                    .map(|pair| pair.value().to_owned()),
+            );
+        }
+    }
+    res
+}

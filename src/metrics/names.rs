@@ -1,0 +1,42 @@
+//! Metric names: every series meridian exports, as `const`s, and the query histogram's buckets.
+//!
+//! Names follow Prometheus conventions (`meridian_` prefix, counters end in `_total`, durations in
+//! `_seconds`); a test in `tests.rs` checks them. This file registers nothing.
+
+/// Queries answered, by query type and response code.
+pub const DNS_QUERIES_TOTAL: &str = "meridian_dns_queries_total";
+/// Time spent handling one query, from decoded request to encoded response.
+pub const DNS_QUERY_DURATION_SECONDS: &str = "meridian_dns_query_duration_seconds";
+/// Routed answers, by service and by the datacenter ranked first.
+pub const DNS_ANSWERS_TOTAL: &str = "meridian_dns_answers_total";
+/// Routing decisions that failed open: every datacenter was ineligible, so all were treated as
+/// healthy.
+pub const ROUTING_FAILED_OPEN_TOTAL: &str = "meridian_routing_failed_open_total";
+/// Age of a datacenter's latest health/load report.
+pub const DATACENTER_REPORT_AGE_SECONDS: &str = "meridian_datacenter_report_age_seconds";
+/// A datacenter's state: 1 for its current state, 0 for the others.
+pub const DATACENTER_STATE: &str = "meridian_datacenter_state";
+/// A datacenter's reported load divided by its configured capacity.
+pub const DATACENTER_UTILIZATION_RATIO: &str = "meridian_datacenter_utilization_ratio";
+/// Configuration reloads, by outcome ("ok" or "failed").
+pub const CONFIG_RELOADS_TOTAL: &str = "meridian_config_reloads_total";
+/// Control-plane HTTP requests, by route template and status code.
+pub const CONTROL_REQUESTS_TOTAL: &str = "meridian_control_requests_total";
+/// Generation of the snapshot currently serving queries.
+pub const SNAPSHOT_GENERATION: &str = "meridian_snapshot_generation";
+/// User directory lookups (HTTP and DNS), by where the placement came from and why the serving
+/// datacenter was chosen.
+pub const DIRECTORY_LOOKUPS_TOTAL: &str = "meridian_directory_lookups_total";
+/// User directory lookups served from the replica because the home was ineligible.
+pub const DIRECTORY_FAILOVERS_TOTAL: &str = "meridian_directory_failovers_total";
+/// Users pinned in the directory.
+pub const DIRECTORY_PINS: &str = "meridian_directory_pins";
+
+/// Upper bounds of the query duration histogram: 10 µs to 100 ms in 1-2.5-5 steps.
+///
+/// An authoritative answer from memory takes tens of microseconds; the upper buckets are there to
+/// catch scheduler stalls, not normal work.
+pub const QUERY_DURATION_BUCKETS: [f64; 13] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1,
+];
