@@ -18,7 +18,7 @@
 use std::net::IpAddr;
 use std::ops::Range;
 
-use super::{CellId, Continent, Coordinates, CountryCode, Location};
+use super::{CellId, Continent, Coordinates, CountryCode, Location, UnitVector};
 
 /// The deepest quadtree level: 2^11 × 2^11 quads over the world, about 19 km × 10 km at the
 /// equator.
@@ -52,6 +52,8 @@ pub struct Quad {
     pub level: u8,
     /// A point inside the quad's locations' bounding box.
     pub center: Coordinates,
+    /// `center` on the unit sphere.
+    pub center_point: UnitVector,
     /// Every location in the quad is at most this far from `center`, in kilometres.
     pub radius_km: f64,
     /// The region of every location in the quad, or `None` when they differ.
@@ -158,6 +160,7 @@ impl Quadtree {
             parent,
             level,
             center: locations[keyed[0].1.0 as usize].coordinates,
+            center_point: UnitVector::of(&locations[keyed[0].1.0 as usize].coordinates),
             radius_km: 0.0,
             region: None,
             cells: 0..0,
@@ -221,6 +224,7 @@ impl Quadtree {
         let quad = &mut self.quads[id as usize];
         quad.end = end;
         quad.center = center;
+        quad.center_point = UnitVector::of(&center);
         // Distances are rounded; a little slack keeps the bound a bound.
         quad.radius_km = radius_km * (1.0 + 1e-9) + 1e-6;
         quad.region = region;
@@ -253,6 +257,10 @@ pub(super) struct Trie {
     summaries: Vec<u32>,
     /// Address width: 32 or 128.
     bits: u8,
+    /// The inner nodes on the path of the last insert, by depth, and its address: networks
+    /// come in address order, so the next insert starts where the paths part.
+    path: Vec<u32>,
+    last: u128,
 }
 
 const EMPTY: u32 = 0;
@@ -266,6 +274,8 @@ impl Trie {
             nodes: vec![[EMPTY; 2]],
             summaries: Vec::new(),
             bits,
+            path: vec![0],
+            last: 0,
         }
     }
 
@@ -278,8 +288,14 @@ impl Trie {
             self.nodes[0] = [leaf, leaf];
             return;
         }
-        let mut node = 0usize;
-        for depth in 0..prefix_len - 1 {
+        // The shared path with the last insert is still valid: start below it.
+        let common = ((addr ^ self.last).leading_zeros() as usize)
+            .min(self.path.len() - 1)
+            .min(usize::from(prefix_len - 1));
+        self.path.truncate(common + 1);
+        self.last = addr;
+        let mut node = self.path[common] as usize;
+        for depth in common as u8..prefix_len - 1 {
             let bit = bit_at(addr, depth);
             let child = self.nodes[node][bit];
             node = if child == EMPTY {
@@ -293,6 +309,7 @@ impl Trie {
             } else {
                 child as usize
             };
+            self.path.push(node as u32);
         }
         let bit = bit_at(addr, prefix_len - 1);
         self.nodes[node][bit] = leaf;
@@ -376,6 +393,22 @@ impl Trie {
             node = child as usize;
         }
         end
+    }
+
+    /// Whether no network was inserted.
+    pub(super) fn is_empty(&self) -> bool {
+        self.nodes.len() == 1 && self.nodes[0] == [EMPTY; 2]
+    }
+
+    /// Replaces every leaf's cell `c` by `renumber[c]` (before [`Trie::summarize`]).
+    pub(super) fn renumber_cells(&mut self, renumber: &[u32]) {
+        for children in &mut self.nodes {
+            for child in children {
+                if *child & LEAF != 0 && *child != UNPLACED {
+                    *child = LEAF | renumber[(*child & !LEAF) as usize];
+                }
+            }
+        }
     }
 
     /// The one leaf (or emptiness) covering the whole family, when the root is not split.

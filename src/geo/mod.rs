@@ -16,12 +16,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use ipnetwork::IpNetwork;
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
 pub use countries::{COUNTRIES_CSV, CountryTable};
 pub use index::{FINEST_LEVEL, GeoHit, Quad, QuadId, Region, RegionId, Summary};
-pub use location::{Continent, Coordinates, CountryCode, Location};
+pub use location::{Continent, Coordinates, CountryCode, Location, UnitVector};
 
 use index::{Quadtree, Trie, left_aligned};
 
@@ -34,6 +35,8 @@ pub struct CellId(pub u32);
 pub struct GeoDb {
     /// The location of each cell, indexed by [`CellId`].
     locations: Vec<Location>,
+    /// Each cell's point on the unit sphere, for fast distances.
+    points: Vec<UnitVector>,
     /// Quads and regions of the locations.
     tree: Quadtree,
     /// IPv4 networks.
@@ -68,38 +71,29 @@ impl GeoDb {
     /// [`GeoError`] when the file is not a MaxMind DB or nothing in it can be located.
     pub fn build(bytes: Cow<'static, [u8]>, countries: &CountryTable) -> Result<GeoDb, GeoError> {
         let reader = Reader::from_source(bytes)?;
-        // Records by data offset, each decoded once; equal locations share a cell.
-        let mut by_offset: HashMap<usize, Option<CellId>> = HashMap::new();
-        let mut cells: HashMap<LocationKey, CellId> = HashMap::new();
-        let mut locations: Vec<Location> = Vec::new();
-        let (mut v4, mut v6) = (Trie::new(32), Trie::new(128));
-        for network in reader.networks(WithinOptions::default())? {
-            let network = network?;
-            let Some(offset) = network.offset() else {
-                continue;
-            };
-            let cell = match by_offset.get(&offset) {
-                Some(cell) => *cell,
-                None => {
-                    let record: Option<RawRecord<'_>> = network.decode()?;
-                    let cell = record.and_then(|r| r.locate(countries)).map(|location| {
-                        *cells.entry(LocationKey::of(&location)).or_insert_with(|| {
-                            locations.push(location);
-                            CellId(locations.len() as u32 - 1)
-                        })
-                    });
-                    by_offset.insert(offset, cell);
-                    cell
-                }
-            };
-            let net = network.network()?;
-            let (bits, is_v4) = left_aligned(net.network());
-            if is_v4 {
-                v4.insert(bits, net.prefix(), cell);
+        let ipv6 = reader.metadata().ip_version == 6;
+        // IPv4 and IPv6 are walked at once when the database has both: they are separate
+        // subtrees, and together the walk is most of a reload's work.
+        let (mut v4, mut v6, locations) = if ipv6 {
+            let everything_but_ipv4 = ipv6_outside_ipv4();
+            let (part4, part6) = std::thread::scope(|scope| {
+                let v4 =
+                    scope.spawn(|| Walk::run(&reader, &[IpNetwork::V4(all_ipv4())], countries));
+                let v6 = Walk::run(&reader, &everything_but_ipv4, countries);
+                (v4.join().expect("walks do not panic"), v6)
+            });
+            let (part4, part6) = (part4?, part6?);
+            if part4.v6.is_empty() && part6.v4.is_empty() {
+                part4.merge(part6)
             } else {
-                v6.insert(bits, net.prefix(), cell);
+                // No IPv4 subtree (IPv4 lives in IPv6 space): walk the tree as one.
+                let whole = Walk::run(&reader, &[IpNetwork::V6(all_ipv6())], countries)?;
+                (whole.v4, whole.v6, whole.locations)
             }
-        }
+        } else {
+            let whole = Walk::run(&reader, &[IpNetwork::V4(all_ipv4())], countries)?;
+            (whole.v4, whole.v6, whole.locations)
+        };
         if locations.is_empty() {
             return Err(GeoError::NoLocations);
         }
@@ -115,8 +109,13 @@ impl GeoDb {
             tree.quads.len(),
             v4.len() + v6.len(),
         );
+        let points = locations
+            .iter()
+            .map(|l| UnitVector::of(&l.coordinates))
+            .collect();
         Ok(GeoDb {
             locations,
+            points,
             tree,
             v4,
             v6,
@@ -145,6 +144,11 @@ impl GeoDb {
     /// Every cell's location, indexed by [`CellId`].
     pub fn locations(&self) -> &[Location] {
         &self.locations
+    }
+
+    /// A cell's point on the unit sphere.
+    pub fn point(&self, cell: CellId) -> &UnitVector {
+        &self.points[cell.0 as usize]
     }
 
     /// The location of one cell.
@@ -190,6 +194,110 @@ impl std::fmt::Debug for GeoDb {
             .field("description", &self.description)
             .finish_non_exhaustive()
     }
+}
+
+/// One walk over part of the database: its networks in tries, its distinct locations.
+struct Walk {
+    v4: Trie,
+    v6: Trie,
+    locations: Vec<Location>,
+}
+
+impl Walk {
+    fn run<S: AsRef<[u8]>>(
+        reader: &Reader<S>,
+        cidrs: &[IpNetwork],
+        countries: &CountryTable,
+    ) -> Result<Walk, GeoError> {
+        // Records by data offset, each decoded once; equal locations share a cell.
+        let mut by_offset: HashMap<usize, Option<CellId>> = HashMap::new();
+        let mut cells: HashMap<LocationKey, CellId> = HashMap::new();
+        let mut walk = Walk {
+            v4: Trie::new(32),
+            v6: Trie::new(128),
+            locations: Vec::new(),
+        };
+        let mut last: Option<(usize, Option<CellId>)> = None;
+        for cidr in cidrs {
+            for network in reader.within(*cidr, WithinOptions::default())? {
+                let network = network?;
+                let Some(offset) = network.offset() else {
+                    continue;
+                };
+                // Neighbouring networks often share a record: skip the lookup then.
+                let cell = match last.filter(|(o, _)| *o == offset) {
+                    Some((_, cell)) => cell,
+                    None => match by_offset.get(&offset) {
+                        Some(cell) => *cell,
+                        None => {
+                            let record: Option<RawRecord<'_>> = network.decode()?;
+                            let located = record.and_then(|r| r.locate(countries));
+                            let cell = located.map(|location| {
+                                *cells.entry(LocationKey::of(&location)).or_insert_with(|| {
+                                    walk.locations.push(location);
+                                    CellId(walk.locations.len() as u32 - 1)
+                                })
+                            });
+                            by_offset.insert(offset, cell);
+                            cell
+                        }
+                    },
+                };
+                last = Some((offset, cell));
+                let net = network.network()?;
+                let (bits, is_v4) = left_aligned(net.network());
+                if is_v4 {
+                    walk.v4.insert(bits, net.prefix(), cell);
+                } else {
+                    walk.v6.insert(bits, net.prefix(), cell);
+                }
+            }
+        }
+        Ok(walk)
+    }
+
+    /// The IPv4 walk's tries and locations joined with the IPv6 walk's, whose cells are
+    /// renumbered into one table.
+    fn merge(self, other: Walk) -> (Trie, Trie, Vec<Location>) {
+        let mut locations = self.locations;
+        let mut ids: HashMap<LocationKey, u32> = locations
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (LocationKey::of(l), i as u32))
+            .collect();
+        let renumber: Vec<u32> = other
+            .locations
+            .iter()
+            .map(|location| {
+                *ids.entry(LocationKey::of(location)).or_insert_with(|| {
+                    locations.push(*location);
+                    locations.len() as u32 - 1
+                })
+            })
+            .collect();
+        let mut v6 = other.v6;
+        v6.renumber_cells(&renumber);
+        (self.v4, v6, locations)
+    }
+}
+
+fn all_ipv4() -> ipnetwork::Ipv4Network {
+    ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")
+}
+
+fn all_ipv6() -> ipnetwork::Ipv6Network {
+    ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::UNSPECIFIED, 0).expect("/0 is valid")
+}
+
+/// IPv6 space without `::/96` (where an IPv6 database keeps IPv4): the networks `1` at bit
+/// `k` after `k` zero bits, for `k` from 0 to 95.
+fn ipv6_outside_ipv4() -> Vec<IpNetwork> {
+    (0..96u8)
+        .map(|k| {
+            let addr = std::net::Ipv6Addr::from_bits(1u128 << (127 - u32::from(k)));
+            IpNetwork::V6(ipnetwork::Ipv6Network::new(addr, k + 1).expect("prefix within 128"))
+        })
+        .collect()
 }
 
 /// Equality of locations, for sharing cells: coordinates by their bits.

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use crate::geo::{CellId, Coordinates, GeoDb, GeoHit, QuadId, RegionId, Summary};
+use crate::geo::{CellId, Coordinates, GeoDb, GeoHit, QuadId, RegionId, Summary, UnitVector};
 
 use super::DcId;
 
@@ -40,6 +40,8 @@ pub(super) struct Candidate {
     pub(super) position: u32,
     /// Where the datacenter is.
     pub(super) at: Coordinates,
+    /// `at` on the unit sphere (derived: not compared).
+    pub(super) point: UnitVector,
 }
 
 impl PartialEq for Candidate {
@@ -131,7 +133,9 @@ impl GeoMap {
         let mut builder = Builder {
             geo,
             inputs,
-            ids: HashMap::new(),
+            ids: [HashMap::new(), HashMap::new()],
+            scratch: Vec::new(),
+            ranking: Vec::new(),
             map: GeoMap {
                 rankings: Vec::new(),
                 quads: Vec::new(),
@@ -206,8 +210,12 @@ const SLACK: f64 = 1e-6;
 struct Builder<'a> {
     geo: &'a GeoDb,
     inputs: &'a MapInputs,
-    ids: HashMap<(Box<[DcId]>, bool), GeoRank>,
+    /// Ranking ids, by whether the ranking failed open.
+    ids: [HashMap<Box<[DcId]>, GeoRank>; 2],
     map: GeoMap,
+    /// Buffers reused from cell to cell.
+    scratch: Vec<(u8, f64, u32, DcId)>,
+    ranking: Vec<DcId>,
 }
 
 /// A candidate's score as seen from a quad's centre, with its error bound.
@@ -222,13 +230,14 @@ struct Scored {
 
 impl Builder<'_> {
     fn intern(&mut self, ranking: &[DcId], failed_open: bool) -> GeoRank {
-        let key = (ranking.to_vec().into_boxed_slice(), failed_open);
-        if let Some(&id) = self.ids.get(&key) {
+        let ids = &mut self.ids[usize::from(failed_open)];
+        if let Some(&id) = ids.get(ranking) {
             return id;
         }
         let id = self.map.rankings.len() as GeoRank;
-        self.map.rankings.push(key.clone());
-        self.ids.insert(key, id);
+        let key: Box<[DcId]> = ranking.into();
+        self.map.rankings.push((key.clone(), failed_open));
+        ids.insert(key, id);
         id
     }
 
@@ -264,7 +273,7 @@ impl Builder<'_> {
             .map(|(index, c)| Scored {
                 index,
                 tier: c.tier,
-                score: c.per_km * quad.center.distance_km(&c.at) + c.offset,
+                score: c.per_km * quad.center_point.distance_km(&c.point) + c.offset,
                 bound: c.per_km * quad.radius_km,
                 position: c.position,
             })
@@ -289,11 +298,11 @@ impl Builder<'_> {
             scored.iter().map(|s| (s.tier, s.score + s.bound)).collect();
         worst.sort_by(|a, b| a.partial_cmp(b).expect("scores are numbers"));
         let cutoff = worst[depth - 1];
-        let kept: Vec<Candidate> = candidates
+        // Candidate order does not matter: ties are broken by configured position.
+        let kept: Vec<Candidate> = scored
             .iter()
-            .zip(scored_by_index(&scored))
-            .filter(|(_, s)| (s.tier, s.score - s.bound - SLACK) <= cutoff)
-            .map(|(c, _)| *c)
+            .filter(|s| (s.tier, s.score - s.bound - SLACK) <= cutoff)
+            .map(|s| candidates[s.index])
             .collect();
         self.split(id, finest, Some(&kept))
     }
@@ -353,23 +362,26 @@ impl Builder<'_> {
             .expect("a cell has a region");
         let all = &inputs.contexts[context];
         let candidates = candidates.unwrap_or(&all.candidates);
-        let point = geo.location(cell).coordinates;
-        let mut scored: Vec<(u8, f64, u32, DcId)> = candidates
-            .iter()
-            .map(|c| {
-                let score = c.per_km * point.distance_km(&c.at) + c.offset;
-                (c.tier, score, c.position, c.dc)
-            })
-            .collect();
+        let point = geo.point(cell);
+        let mut scored = std::mem::take(&mut self.scratch);
+        scored.clear();
+        scored.extend(candidates.iter().map(|c| {
+            let score = c.per_km * point.distance_km(&c.point) + c.offset;
+            (c.tier, score, c.position, c.dc)
+        }));
         scored.sort_by(|a, b| {
             (a.0, a.1, a.2)
                 .partial_cmp(&(b.0, b.1, b.2))
                 .expect("scores are numbers")
         });
         let depth = inputs.depth.min(scored.len());
-        let ranking: Vec<DcId> = scored[..depth].iter().map(|s| s.3).collect();
-        let failed_open = all.failed_open;
-        self.intern(&ranking, failed_open)
+        let mut ranking = std::mem::take(&mut self.ranking);
+        ranking.clear();
+        ranking.extend(scored[..depth].iter().map(|s| s.3));
+        let rank = self.intern(&ranking, all.failed_open);
+        self.scratch = scored;
+        self.ranking = ranking;
+        rank
     }
 }
 
@@ -398,11 +410,4 @@ fn is_decided(scored: &[Scored], depth: usize) -> bool {
         }
     }
     true
-}
-
-/// `scored` in candidate order.
-fn scored_by_index(scored: &[Scored]) -> Vec<Scored> {
-    let mut by_index = scored.to_vec();
-    by_index.sort_by_key(|s| s.index);
-    by_index
 }

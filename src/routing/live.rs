@@ -14,7 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::{AllDown, ClientRule, Config, DatacenterConfig, Policy, ServiceConfig};
-use crate::geo::{Location, Region};
+use crate::geo::{Location, Region, UnitVector};
 
 use super::base::{self, BaseId, BaseTable, Interner};
 use super::geomap::{Candidate, Context, GeoMap, MapInputs, MapStats};
@@ -664,6 +664,7 @@ fn context_for(
                 offset,
                 position,
                 at: base.dc_coordinates[usize::from(dc.0)],
+                point: UnitVector::of(&base.dc_coordinates[usize::from(dc.0)]),
             }
         })
         .collect();
