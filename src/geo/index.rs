@@ -2,9 +2,9 @@
 //! quadtree of its locations, both built once per database load.
 //!
 //! The trie replaces the MaxMind tree walk on the query path: a leaf is one database network
-//! with its cell, and every inner node carries a summary of what lies below it (one cell, or
-//! the smallest quad holding every located address below, and whether unlocated space is mixed
-//! in). Routing uses the summaries to find, for a client, the widest prefix over which its
+//! with its cell, and every inner node carries a summary of what lies below it (up to
+//! [`COVER`] cells or quads holding every located address below, and whether unlocated space
+//! is mixed in). Routing uses the summaries to find, for a client, the widest prefix over which its
 //! answer cannot change.
 //!
 //! The quadtree splits the longitude/latitude rectangle into four per level, down to
@@ -62,25 +62,36 @@ pub struct Quad {
     pub cells: Range<u32>,
 }
 
-/// What lies under a trie node.
+/// Most places a trie node's [`Summary`] lists before it coarsens them to enclosing quads.
+pub const COVER: usize = 4;
+
+/// Where the located addresses under a trie node are: at most [`COVER`] cells or quads that
+/// hold all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Summary {
-    /// Only addresses the database cannot place.
-    Unlocated,
-    /// Located addresses all in one cell; `unlocated` when unplaced addresses are mixed in.
-    Cell {
-        /// The cell.
-        cell: CellId,
-        /// Whether unlocated addresses are below as well.
-        unlocated: bool,
-    },
-    /// Located addresses in several cells, all inside `quad`.
-    Quad {
-        /// The smallest quad holding every located address below.
-        quad: QuadId,
-        /// Whether unlocated addresses are below as well.
-        unlocated: bool,
-    },
+pub struct Summary {
+    /// Encoded places (see [`Place`]); 0 marks an unused slot.
+    places: [u32; COVER],
+    /// Whether addresses the database cannot place are below as well.
+    pub unlocated: bool,
+}
+
+/// One place of a [`Summary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Exactly this cell.
+    Cell(CellId),
+    /// Somewhere in this quad.
+    Quad(QuadId),
+}
+
+impl Summary {
+    /// The places, none when everything below is unlocated.
+    pub fn places(&self) -> impl Iterator<Item = Place> + '_ {
+        self.places
+            .iter()
+            .take_while(|code| **code != 0)
+            .map(|&code| decode(code))
+    }
 }
 
 /// What the database says about one address.
@@ -253,8 +264,8 @@ pub(super) struct Trie {
     /// Children of each inner node: [`EMPTY`], a leaf ([`LEAF`] | cell, or [`UNPLACED`]) or
     /// the index of an inner node. Node 0 is the root.
     nodes: Vec<[u32; 2]>,
-    /// Each inner node's summary, encoded (see [`encode`]).
-    summaries: Vec<u32>,
+    /// Each inner node's summary.
+    summaries: Vec<Summary>,
     /// Address width: 32 or 128.
     bits: u8,
     /// The inner nodes on the path of the last insert, by depth, and its address: networks
@@ -317,24 +328,35 @@ impl Trie {
 
     /// Computes every inner node's summary; call once after the last insert.
     pub(super) fn summarize(&mut self, tree: &Quadtree) {
-        self.summaries = vec![0; self.nodes.len()];
+        let empty = Summary {
+            places: [0; COVER],
+            unlocated: true,
+        };
+        self.summaries = vec![empty; self.nodes.len()];
         // Children are always created after their parent, so a reverse scan sees them first.
         for node in (0..self.nodes.len()).rev() {
             let [left, right] = self.nodes[node];
             let left = self.child_summary(left);
             let right = self.child_summary(right);
-            self.summaries[node] = encode(combine(left, right, tree));
+            self.summaries[node] = combine(&left, &right, tree);
         }
     }
 
     fn child_summary(&self, child: u32) -> Summary {
         match child {
-            EMPTY | UNPLACED => Summary::Unlocated,
-            leaf if leaf & LEAF != 0 => Summary::Cell {
-                cell: CellId(leaf & !LEAF),
-                unlocated: false,
+            EMPTY | UNPLACED => Summary {
+                places: [0; COVER],
+                unlocated: true,
             },
-            node => decode(self.summaries[node as usize]),
+            leaf if leaf & LEAF != 0 => {
+                let mut places = [0; COVER];
+                places[0] = encode(Place::Cell(CellId(leaf & !LEAF)));
+                Summary {
+                    places,
+                    unlocated: false,
+                }
+            }
+            node => self.summaries[node as usize],
         }
     }
 
@@ -383,7 +405,7 @@ impl Trie {
         }
         let mut node = 0usize;
         for depth in 0..end {
-            if accept(decode(self.summaries[node])) {
+            if accept(self.summaries[node]) {
                 return depth;
             }
             let child = self.nodes[node][bit_at(addr, depth)];
@@ -435,67 +457,81 @@ fn bit_at(addr: u128, depth: u8) -> usize {
     ((addr >> (127 - u32::from(depth))) & 1) as usize
 }
 
-fn combine(a: Summary, b: Summary, tree: &Quadtree) -> Summary {
-    use Summary::{Cell, Quad, Unlocated};
-    let quad_of = |s: Summary| match s {
-        Cell { cell, .. } => Some(tree.cell_quad[cell.0 as usize].0),
-        Quad { quad, .. } => Some(quad.0),
-        Unlocated => None,
-    };
-    let unlocated = |s: Summary| match s {
-        Unlocated => true,
-        Cell { unlocated, .. } | Quad { unlocated, .. } => unlocated,
-    };
-    let mixed = unlocated(a) || unlocated(b);
-    match (a, b) {
-        (Unlocated, Unlocated) => Unlocated,
-        (Unlocated, Cell { cell, .. }) | (Cell { cell, .. }, Unlocated) => Cell {
-            cell,
-            unlocated: true,
-        },
-        (Unlocated, Quad { quad, .. }) | (Quad { quad, .. }, Unlocated) => Quad {
-            quad,
-            unlocated: true,
-        },
-        (Cell { cell: x, .. }, Cell { cell: y, .. }) if x == y => Cell {
-            cell: x,
-            unlocated: mixed,
-        },
-        _ => {
-            let (qa, qb) = (quad_of(a).expect("located"), quad_of(b).expect("located"));
-            Quad {
-                quad: QuadId(tree.common_ancestor(qa, qb)),
-                unlocated: mixed,
-            }
+/// The places of both children, coarsened to enclosing quads when there are more than
+/// [`COVER`]: cells first become their finest quads, then the two places with the finest
+/// common quad are replaced by it, until they fit.
+fn combine(a: &Summary, b: &Summary, tree: &Quadtree) -> Summary {
+    let mut places: Vec<Place> = a.places().collect();
+    for place in b.places() {
+        if !places.contains(&place) {
+            places.push(place);
         }
     }
+    if places.len() > COVER {
+        let mut quads: Vec<u32> = places
+            .iter()
+            .map(|place| match place {
+                Place::Cell(cell) => tree.cell_quad[cell.0 as usize].0,
+                Place::Quad(quad) => quad.0,
+            })
+            .collect();
+        quads.sort_unstable();
+        quads.dedup();
+        drop_contained(&mut quads, tree);
+        while quads.len() > COVER {
+            let mut best = (0, 1, tree.common_ancestor(quads[0], quads[1]));
+            for i in 0..quads.len() {
+                for j in i + 1..quads.len() {
+                    let common = tree.common_ancestor(quads[i], quads[j]);
+                    if tree.quads[common as usize].level > tree.quads[best.2 as usize].level {
+                        best = (i, j, common);
+                    }
+                }
+            }
+            quads.push(best.2);
+            quads.sort_unstable();
+            quads.dedup();
+            drop_contained(&mut quads, tree);
+        }
+        places = quads.into_iter().map(|q| Place::Quad(QuadId(q))).collect();
+    }
+    let mut encoded = [0; COVER];
+    for (slot, place) in encoded.iter_mut().zip(&places) {
+        *slot = encode(*place);
+    }
+    Summary {
+        places: encoded,
+        unlocated: a.unlocated || b.unlocated,
+    }
+}
+
+/// Removes quads inside another of `quads` (sorted: a quad's subtree follows it).
+fn drop_contained(quads: &mut Vec<u32>, tree: &Quadtree) {
+    let mut kept: Vec<u32> = Vec::with_capacity(quads.len());
+    for &quad in quads.iter() {
+        match kept.last() {
+            Some(&outer) if quad < tree.quads[outer as usize].end => {}
+            _ => kept.push(quad),
+        }
+    }
+    *quads = kept;
 }
 
 const TAG_CELL: u32 = 1 << 30;
 const TAG_QUAD: u32 = 2 << 30;
-const MIXED: u32 = 1 << 29;
-const ID_MASK: u32 = MIXED - 1;
+const ID_MASK: u32 = TAG_CELL - 1;
 
-fn encode(summary: Summary) -> u32 {
-    match summary {
-        Summary::Unlocated => 0,
-        Summary::Cell { cell, unlocated } => TAG_CELL | cell.0 | if unlocated { MIXED } else { 0 },
-        Summary::Quad { quad, unlocated } => TAG_QUAD | quad.0 | if unlocated { MIXED } else { 0 },
+fn encode(place: Place) -> u32 {
+    match place {
+        Place::Cell(cell) => TAG_CELL | cell.0,
+        Place::Quad(quad) => TAG_QUAD | quad.0,
     }
 }
 
-fn decode(code: u32) -> Summary {
-    let unlocated = code & MIXED != 0;
+fn decode(code: u32) -> Place {
     match code & (3 << 30) {
-        TAG_CELL => Summary::Cell {
-            cell: CellId(code & ID_MASK),
-            unlocated,
-        },
-        TAG_QUAD => Summary::Quad {
-            quad: QuadId(code & ID_MASK),
-            unlocated,
-        },
-        _ => Summary::Unlocated,
+        TAG_CELL => Place::Cell(CellId(code & ID_MASK)),
+        _ => Place::Quad(QuadId(code & ID_MASK)),
     }
 }
 

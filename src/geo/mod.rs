@@ -21,7 +21,7 @@ use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
 pub use countries::{COUNTRIES_CSV, CountryTable};
-pub use index::{FINEST_LEVEL, GeoHit, Quad, QuadId, Region, RegionId, Summary};
+pub use index::{COVER, FINEST_LEVEL, GeoHit, Place, Quad, QuadId, Region, RegionId, Summary};
 pub use location::{Continent, Coordinates, CountryCode, Location, UnitVector};
 
 use index::{Quadtree, Trie, left_aligned};

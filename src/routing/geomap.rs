@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use crate::geo::{CellId, Coordinates, GeoDb, GeoHit, QuadId, RegionId, Summary, UnitVector};
+use crate::geo::{CellId, Coordinates, GeoDb, GeoHit, Place, QuadId, RegionId, UnitVector};
 
 use super::DcId;
 
@@ -171,15 +171,14 @@ impl GeoMap {
         let rank = hit
             .cell
             .map_or(self.unlocated, |cell| self.cell_rank(geo, cell));
-        let prefix_len = geo.widest(ip, hit.prefix_len, &mut |summary| match summary {
-            Summary::Unlocated => rank == self.unlocated,
-            Summary::Cell { cell, unlocated } => {
-                (!unlocated || rank == self.unlocated)
-                    && (Some(cell) == hit.cell || self.cell_rank(geo, cell) == rank)
-            }
-            Summary::Quad { quad, unlocated } => {
-                (!unlocated || rank == self.unlocated) && self.quad_rank(quad) == Some(rank)
-            }
+        let prefix_len = geo.widest(ip, hit.prefix_len, &mut |summary| {
+            (!summary.unlocated || rank == self.unlocated)
+                && summary.places().all(|place| match place {
+                    Place::Cell(cell) => {
+                        Some(cell) == hit.cell || self.cell_rank(geo, cell) == rank
+                    }
+                    Place::Quad(quad) => self.quad_rank(quad) == Some(rank),
+                })
         });
         GeoAnswer { rank, prefix_len }
     }
