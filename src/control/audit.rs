@@ -4,7 +4,7 @@
 #![allow(unused_qualifications)]
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,15 +12,18 @@ use utoipa::{IntoParams, ToSchema};
 use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
-use super::write::admit;
+use super::extract::Query;
+use super::write::{admit, store_read_failed};
 
 /// Query parameters of `/v1/audit`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub(crate) struct AuditParams {
     /// Entries after this sequence number.
-    after: Option<u64>,
-    /// At most this many (default 100, at most 1000).
-    limit: Option<usize>,
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// At most this many (default 100; more than 1000 counts as 1000).
+    #[param(minimum = 0)]
+    limit: Option<i64>,
 }
 
 /// One audit log entry.
@@ -32,13 +35,16 @@ pub(crate) struct AuditView {
     role: String,
     action: String,
     target: String,
-    #[schema(value_type = Object)]
+    /// What the change carried; `null` for changes without details (reload, instance drains).
+    #[schema(value_type = Option<Object>)]
     detail: serde_json::Value,
 }
 
 /// The audit log (operator).
 #[utoipa::path(get, path = "/v1/audit", params(AuditParams), security(("bearer" = [])),
-    responses((status = 200, body = [AuditView])))]
+    responses((status = 200, description = "audit entries, oldest first", body = [AuditView]),
+        (status = 500, description = "the state store could not be read", body = super::error::ErrorBody),
+        (status = 503, description = "the state store cannot be read now (I/O error)", body = super::error::ErrorBody)))]
 pub(crate) async fn audit_log(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -46,12 +52,26 @@ pub(crate) async fn audit_log(
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
     let snapshot = state.shared.load();
     admit(&state, &snapshot, &headers, Need::Operator)?;
-    let limit = params.limit.unwrap_or(100).min(1000);
+    // Signed in the query (what the document's int64 says), never negative in use.
+    let non_negative = |name: &str, value: i64| {
+        u64::try_from(value)
+            .map_err(|_| ApiError::bad_request(format!("{name}: {value} is negative")))
+    };
+    let after = params
+        .after
+        .map(|after| non_negative("after", after))
+        .transpose()?;
+    let limit = params
+        .limit
+        .map(|limit| non_negative("limit", limit))
+        .transpose()?
+        .unwrap_or(100)
+        .min(1000) as usize;
     let store = state.store.clone();
-    let entries = tokio::task::spawn_blocking(move || store.audit_log(params.after, limit))
+    let entries = tokio::task::spawn_blocking(move || store.audit_log(after, limit))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| store_read_failed("audit log", &e))?;
     Ok(Json(
         entries
             .into_iter()

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,7 +21,8 @@ use crate::store::{Change, DrainKey, StoredReport};
 use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
-use super::write::{Accepted, admit, applied, audit, read_json};
+use super::extract::Path;
+use super::write::{Accepted, Whole, admit, applied, audit, read_json};
 
 /// Longest report TTL accepted: a day.
 const MAX_REPORT_TTL_SECONDS: u32 = 86_400;
@@ -35,15 +36,45 @@ pub(crate) struct ReportBody {
     /// Whether the datacenter can serve.
     healthy: bool,
     /// Capacity, in the datacenter's own units (≥ 0).
+    #[schema(minimum = 0)]
     capacity: f64,
     /// Current load, in the same units (≥ 0).
+    #[schema(minimum = 0)]
     load: f64,
-    /// How long this report stays fresh; default `control.report_ttl_seconds`.
-    ttl_seconds: Option<u32>,
-    /// Measured latency by client region: an ISO country code or a continent code.
+    /// How long this report stays fresh, 1 to 86400 (`MAX_REPORT_TTL_SECONDS`); default
+    /// `control.report_ttl_seconds`.
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 86400)]
+    ttl_seconds: Option<Whole<u32>>,
+    /// Measured latency (≥ 0) by client region: an ISO country code or a continent code, at most
+    /// 512 (`MAX_LATENCY_REGIONS`).
+    #[schema(schema_with = latency_schema)]
     latency_ms: Option<BTreeMap<String, f64>>,
     /// Relative cost of serving from here (≥ 0).
+    #[schema(minimum = 0)]
     cost: Option<f64>,
+}
+
+/// The schema of `ReportBody::latency_ms`: what `validate_report` accepts.
+fn latency_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Object,
+            Type::Null,
+        ]))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z]{2}$")),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(0.0))
+                .into(),
+        )))
+        .max_properties(Some(MAX_LATENCY_REGIONS))
+        .build()
 }
 
 /// Drain or undrain options.
@@ -75,6 +106,10 @@ pub(crate) struct DatacenterView {
     ttl_seconds: Option<u32>,
     /// Restored after a restart and not yet confirmed by a fresh report.
     unverified: bool,
+    /// The state store cannot write, so reports are refused (503) and routing keeps the state
+    /// last published: this view is that state, judged as of when it was published, so no
+    /// datacenter turns stale because of our own failure.
+    frozen: bool,
     /// Drained for every service.
     drained: bool,
     /// Drained for these services only.
@@ -88,10 +123,11 @@ pub(crate) struct DatacenterView {
 #[utoipa::path(put, path = "/v1/datacenters/{dc}/report", request_body = ReportBody,
     params(("dc" = String, Path, description = "datacenter name")),
     security(("bearer" = [])),
-    responses((status = 200, body = Accepted), (status = 400, body = super::error::ErrorBody),
-        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-        (status = 404, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
-        (status = 429, body = super::error::ErrorBody)))]
+    responses(
+        (status = 200, description = "stored and published: DNS answers follow the report", body = Accepted),
+        (status = 404, description = "no such datacenter", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn put_report(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -136,7 +172,7 @@ fn validate_report(
     let capacity = finite("capacity", body.capacity)?;
     let load = finite("load", body.load)?;
     let cost = body.cost.map(|c| finite("cost", c)).transpose()?;
-    let ttl_seconds = body.ttl_seconds.unwrap_or(default_ttl);
+    let ttl_seconds = body.ttl_seconds.map_or(default_ttl, |Whole(ttl)| ttl);
     if !(1..=MAX_REPORT_TTL_SECONDS).contains(&ttl_seconds) {
         return Err(ApiError::bad_request(format!(
             "ttl_seconds: {ttl_seconds} is not between 1 and {MAX_REPORT_TTL_SECONDS}"
@@ -175,23 +211,36 @@ fn validate_report(
 }
 
 /// Every datacenter's state.
-#[utoipa::path(get, path = "/v1/datacenters", responses((status = 200, body = [DatacenterView])))]
+#[utoipa::path(get, path = "/v1/datacenters",
+    responses((status = 200, description = "every datacenter, in configuration order", body = [DatacenterView])))]
 pub(crate) async fn list_datacenters(
     State(state): State<ControlState>,
 ) -> Json<Vec<DatacenterView>> {
     let snapshot = state.shared.load();
     let config = &snapshot.loaded.config;
     // Every datacenter's state at one instant, computed once for the whole list.
-    let states = snapshot.live.dc_states(config, state.clock.now());
+    let (at, frozen) = judged_at(&state, &snapshot);
+    let states = snapshot.live.dc_states(config, at);
     let views = (0..config.datacenters.len())
-        .map(|index| datacenter_view(&snapshot, index, &states[index]))
+        .map(|index| datacenter_view(&snapshot, index, &states[index], frozen))
         .collect();
     Json(views)
 }
 
+/// The instant datacenters are judged at in a view, and whether that is frozen: now, or while
+/// the store cannot write, the instant the serving snapshot was built (what routing uses).
+fn judged_at(state: &ControlState, snapshot: &Snapshot) -> (std::time::SystemTime, bool) {
+    if state.readiness.store_failing() {
+        (snapshot.built_at, true)
+    } else {
+        (state.clock.now(), false)
+    }
+}
+
 /// One datacenter's state.
 #[utoipa::path(get, path = "/v1/datacenters/{dc}", params(("dc" = String, Path, description = "datacenter name")),
-    responses((status = 200, body = DatacenterView), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the datacenter's state", body = DatacenterView),
+        (status = 404, description = "no such datacenter", body = super::error::ErrorBody)))]
 pub(crate) async fn get_datacenter(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -200,14 +249,23 @@ pub(crate) async fn get_datacenter(
     let Some(index) = snapshot.loaded.config.datacenter_index(&dc) else {
         return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
     };
-    let states = snapshot
-        .live
-        .dc_states(&snapshot.loaded.config, state.clock.now());
-    Ok(Json(datacenter_view(&snapshot, index, &states[index])))
+    let (at, frozen) = judged_at(&state, &snapshot);
+    let states = snapshot.live.dc_states(&snapshot.loaded.config, at);
+    Ok(Json(datacenter_view(
+        &snapshot,
+        index,
+        &states[index],
+        frozen,
+    )))
 }
 
 /// The view of datacenter `index` in `state` (its entry of `LiveState::dc_states`).
-fn datacenter_view(snapshot: &Snapshot, index: usize, state: &DcState) -> DatacenterView {
+fn datacenter_view(
+    snapshot: &Snapshot,
+    index: usize,
+    state: &DcState,
+    frozen: bool,
+) -> DatacenterView {
     let config = &snapshot.loaded.config;
     let dc = &config.datacenters[index];
     let report = state.report.as_ref();
@@ -238,6 +296,7 @@ fn datacenter_view(snapshot: &Snapshot, index: usize, state: &DcState) -> Datace
         report_age_seconds: report.map(|r| r.age.as_secs_f64()),
         ttl_seconds: report.map(|r| r.ttl.as_secs() as u32),
         unverified: state.unverified,
+        frozen,
         drained: state.drained,
         drained_services: state
             .drained_services
@@ -261,10 +320,14 @@ pub(super) fn standing_label(standing: &Standing) -> &'static str {
 }
 
 /// Drain a datacenter (for one service or all).
-#[utoipa::path(post, path = "/v1/datacenters/{dc}/drain", request_body = DrainBody,
+#[utoipa::path(post, path = "/v1/datacenters/{dc}/drain", request_body = Option<DrainBody>,
     params(("dc" = String, Path, description = "datacenter name")), security(("bearer" = [])),
-    responses((status = 200, body = Accepted), (status = 409, body = super::error::ErrorBody,
-        description = "would leave a service with no eligible datacenter")))]
+    responses(
+        (status = 200, description = "stored and published: DNS answers avoid the datacenter", body = Accepted),
+        (status = 404, description = "no such datacenter or service", body = super::error::ErrorBody),
+        (status = 409, description = "would leave a service with no eligible datacenter (`force` overrides)", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn drain(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -275,9 +338,13 @@ pub(crate) async fn drain(
 }
 
 /// Lift a datacenter's drain.
-#[utoipa::path(post, path = "/v1/datacenters/{dc}/undrain", request_body = DrainBody,
+#[utoipa::path(post, path = "/v1/datacenters/{dc}/undrain", request_body = Option<DrainBody>,
     params(("dc" = String, Path, description = "datacenter name")), security(("bearer" = [])),
-    responses((status = 200, body = Accepted)))]
+    responses(
+        (status = 200, description = "stored and published: the drain is lifted", body = Accepted),
+        (status = 404, description = "no such datacenter or service", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn undrain(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -329,7 +396,11 @@ async fn set_drain(
 }
 
 /// Drain this instance: `/readyz` fails until undrained.
-#[utoipa::path(post, path = "/v1/drain", security(("bearer" = [])), responses((status = 200, body = Accepted)))]
+#[utoipa::path(post, path = "/v1/drain", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "stored: `/readyz` now fails", body = Accepted),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn drain_instance(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -338,7 +409,11 @@ pub(crate) async fn drain_instance(
 }
 
 /// Undrain this instance.
-#[utoipa::path(post, path = "/v1/undrain", security(("bearer" = [])), responses((status = 200, body = Accepted)))]
+#[utoipa::path(post, path = "/v1/undrain", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "stored: `/readyz` answers 200 again", body = Accepted),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn undrain_instance(
     State(state): State<ControlState>,
     headers: HeaderMap,

@@ -18,15 +18,19 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// The body of every error response, whatever produced it: a handler, an extractor that
+/// refused the query string or path, the router (404, 405) or the request timeout (408).
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
-    /// A stable code: `unauthorized`, `forbidden`, `bad_request`, `not_found`, `conflict`,
-    /// `payload_too_large`, `rate_limited`, `invalid_configuration`, `internal`.
+    /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `request_timeout`, `conflict`, `payload_too_large`,
+    /// `invalid_configuration`, `rate_limited`, `internal`, `unavailable`, `read_only`.
     error: &'static str,
     /// What is wrong.
     message: String,
-    /// Every problem, for `invalid_configuration`.
+    /// Every problem, for `invalid_configuration` only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     problems: Vec<String>,
 }
 
@@ -58,6 +62,39 @@ impl ApiError {
     /// 404: no such thing.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 405: the path exists, the method does not (the router adds `Allow`).
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+    }
+
+    /// 408: the request took longer than the control plane allows.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
+
+    /// An error with `status`, from an extractor's rejection: its code is the one this file
+    /// gives that status, else `internal` for a 5xx and `bad_request` for anything else.
+    pub(crate) fn with_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            status if status.is_server_error() => "internal",
+            _ => "bad_request",
+        };
+        Self::new(status, code, message)
     }
 
     /// 409: refused by a safety rail.
@@ -94,6 +131,14 @@ impl ApiError {
     /// 503: shutting down.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 503: the state store cannot write, so the control plane is read-only for now.
+    pub fn read_only(message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "read_only", message)
+        }
     }
 }
 

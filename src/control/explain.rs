@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -20,6 +20,7 @@ use crate::routing::DcTrace;
 use super::ControlState;
 use super::datacenters::standing_label;
 use super::error::ApiError;
+use super::extract::Query;
 
 /// Query parameters of `/v1/explain`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -44,6 +45,8 @@ pub(crate) struct ExplainView {
     qtype: String,
     rcode: String,
     answers: Vec<String>,
+    /// The authority section: the SOA of a negative answer, the NS records of a referral.
+    authority: Vec<String>,
     /// The address located.
     client: String,
     /// `ecs` or `resolver`.
@@ -80,7 +83,7 @@ pub(crate) struct DcTraceView {
 
 /// Explain the answer to one query.
 #[utoipa::path(get, path = "/v1/explain", params(ExplainParams),
-    responses((status = 200, body = ExplainView), (status = 400, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the answer DNS gives this query, and why", body = ExplainView)))]
 pub(crate) async fn explain(
     State(state): State<ControlState>,
     Query(params): Query<ExplainParams>,
@@ -109,6 +112,7 @@ pub(crate) async fn explain(
         qtype: qtype.to_ascii_uppercase(),
         rcode: explained.rcode,
         answers: explained.answers,
+        authority: explained.authority,
         client: explained.client.to_string(),
         client_source: if explained.from_ecs {
             "ecs"

@@ -7,7 +7,8 @@
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
 //! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
-//! - `auth.rs`: bearer tokens, roles and per-token rate limits;
+//! - `auth.rs`: bearer tokens, roles, and rate limits per address and per token;
+//! - `serve.rs`: the HTTP accept loop (connection cap, header and idle timeouts, accept errors);
 //! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem;
 //! - this file: the router, its route list and the OpenAPI document.
 //!
@@ -20,24 +21,31 @@ mod configuration;
 mod datacenters;
 mod error;
 mod explain;
+mod extract;
+mod openapi;
 mod probes;
+mod serve;
 mod users;
 mod write;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use tower_http::timeout::TimeoutLayer;
+use tracing::info;
 use utoipa::OpenApi;
 
-pub use auth::{Caller, Limiter, Need};
+pub use auth::{AddressKey, Budget, Caller, Limiter, Need};
 pub use error::ApiError;
+pub use serve::serve;
+
+use openapi::StandardResponses;
 
 use crate::dns::Shared;
 use crate::metrics::Metrics;
@@ -109,7 +117,7 @@ pub struct ControlState {
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &StandardResponses)
 )]
 pub struct ApiDoc;
 
@@ -127,9 +135,10 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "the OpenAPI document")))]
-async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+#[utoipa::path(get, path = "/v1/openapi.json",
+    responses((status = 200, description = "this OpenAPI document", body = Object)))]
+async fn openapi(State(state): State<ControlState>) -> axum::Json<serde_json::Value> {
+    axum::Json(openapi::for_deployment(&state.shared.load()))
 }
 
 /// The control plane's routes.
@@ -159,30 +168,91 @@ pub fn router(state: ControlState) -> Router {
         .route("/metrics", get(probes::metrics))
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(middleware::from_fn_with_state(state.clone(), limit_address))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-/// Counts requests by route template (bounded) and status.
-async fn count_requests(
+/// Counts every request against its client address's budget before anything else (and so before
+/// authentication): a flood of unauthenticated or wrong-token requests is refused with 429 as
+/// cheaply as possible. Directory lookups are counted against their own, larger budget. A request
+/// without a peer address (none in production: [`serve`] records one for every connection) is
+/// not limited here.
+async fn limit_address(
     State(state): State<ControlState>,
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let lookup = request.method() == Method::GET
+            && request
+                .extensions()
+                .get::<MatchedPath>()
+                .is_some_and(|path| path.as_str() == "/v1/users/{id}");
+        let budget = if lookup {
+            Budget::Lookups
+        } else {
+            Budget::General
+        };
+        let snapshot = state.shared.load();
+        if let Err(error) =
+            state
+                .limiter
+                .check_address(peer.ip(), &snapshot.loaded.config.control, budget)
+        {
+            return error.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// 404 for a path no route matches, with the JSON error body.
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+/// 405 for a method a path does not have, with the JSON error body; the router adds `Allow`.
+async fn no_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(format!("{} does not allow {method}", uri.path()))
+}
+
+/// Bounds, counts and logs every request: 408 (JSON) past [`REQUEST_TIMEOUT`], a count by route
+/// template (bounded) and status, and one access log line at `info` (target
+/// `meridian::access`: method, path, status, token name, duration to the response head).
+/// The access log is for traffic; the audit log records what writes changed.
+async fn observe(State(state): State<ControlState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .and_then(|path| ROUTES.iter().find(|(_, p)| *p == path.as_str()))
         .map_or("unmatched", |(_, p)| *p);
-    let response = next.run(request).await;
-    state.metrics.record_http(route, response.status().as_u16());
+    let (response, token) = auth::with_caller_slot(async {
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::request_timeout(format!(
+                "the request took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ))
+            .into_response(),
+        }
+    })
+    .await;
+    let status = response.status().as_u16();
+    state.metrics.record_http(route, status);
+    info!(
+        target: "meridian::access",
+        %method,
+        path,
+        status,
+        token = token.as_deref().unwrap_or("-"),
+        duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+        "http request"
+    );
     response
 }
 
@@ -214,5 +284,72 @@ mod tests {
         documented.sort();
         routed.sort();
         assert_eq!(documented, routed);
+    }
+
+    /// Every operation of the served document, as JSON (what clients and validators read).
+    fn operations() -> Vec<(String, serde_json::Value)> {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        let mut res = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                res.push((format!("{method} {path}"), operation.clone()));
+            }
+        }
+        res
+    }
+
+    #[test]
+    fn every_response_is_described() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        for (name, operation) in operations() {
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                let response = match response["$ref"].as_str() {
+                    Some(reference) => {
+                        let name = reference
+                            .strip_prefix("#/components/responses/")
+                            .expect("a response reference");
+                        &doc["components"]["responses"][name]
+                    }
+                    None => response,
+                };
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(!description.is_empty(), "{name} {status}");
+            }
+        }
+    }
+
+    #[test]
+    fn shared_error_statuses_are_documented_where_they_can_occur() {
+        for (name, operation) in operations() {
+            let statuses = operation["responses"].as_object().expect("responses");
+            let has = |status: &str| statuses.contains_key(status);
+            assert!(has("200") && has("408") && has("429"), "{name}");
+            if operation.get("security").is_some() {
+                for status in ["401", "403"] {
+                    assert!(has(status), "{name} {status}");
+                }
+            }
+            if operation.get("requestBody").is_some() {
+                assert!(has("400") && has("413"), "{name}");
+            }
+            if operation.get("parameters").is_some() {
+                assert!(has("400"), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn optional_bodies_are_not_required() {
+        for (name, operation) in operations() {
+            // OpenAPI 3.1 §4.8.13: `required` defaults to false.
+            let required = operation["requestBody"]["required"]
+                .as_bool()
+                .unwrap_or(false);
+            // Drains take an empty body as "every service, no force".
+            let optional = name.ends_with("/drain") || name.ends_with("/undrain");
+            if operation.get("requestBody").is_some() {
+                assert_eq!(required, !optional, "{name}");
+            }
+        }
     }
 }

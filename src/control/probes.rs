@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use super::ControlState;
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<ControlState>) -> Response {
     (
         [(
@@ -21,16 +22,23 @@ pub(crate) async fn metrics(State(state): State<ControlState>) -> Response {
 }
 
 /// Liveness: the process is up.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is alive", body = String)))]
 pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: serving, not drained, not shutting down.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, body = String), (status = 503, body = String)))]
+/// Readiness: serving, not drained, not shutting down, and the state store writes.
+#[utoipa::path(get, path = "/readyz",
+    responses((status = 200, description = "ready for traffic", body = String),
+        (status = 503, description = "not ready: starting, drained, shutting down, or the state store cannot write", body = String)))]
 pub(crate) async fn readyz(State(state): State<ControlState>) -> (StatusCode, &'static str) {
     if state.readiness.get() {
         (StatusCode::OK, "ready\n")
+    } else if state.readiness.store_failing() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the state store cannot write (the control plane is read-only)\n",
+        )
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }

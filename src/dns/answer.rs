@@ -106,8 +106,8 @@ pub(crate) struct Reply<'a> {
     pub(crate) scope: u8,
     /// The routed part of the answer, if any.
     pub(crate) routed: Option<RoutedInfo>,
-    /// Records of a wildcard that answer the question; the handler gives them the question's
-    /// name and makes them the answer (RFC 4592 §3.3.1).
+    /// Records of a wildcard that answer the question; `respond` gives them the question's name
+    /// and makes them the answer (RFC 4592 §3.3.1).
     pub(crate) wildcard: Option<&'a RecordSet>,
 }
 
@@ -128,21 +128,11 @@ impl<'a> Reply<'a> {
         }
     }
 
-    /// An authoritative NOERROR reply with `records` as its answer.
-    pub(crate) fn answer(records: &'a RecordSet) -> Self {
+    /// An authoritative NOERROR reply with no records yet.
+    pub(crate) fn no_error() -> Self {
         Reply {
             authoritative: true,
-            answers: Section::one(records),
             ..Reply::error(ResponseCode::NoError)
-        }
-    }
-
-    /// This reply with `records` as its whole answer section (a wildcard's synthesized records).
-    pub(crate) fn with_answer(self, records: &'a RecordSet) -> Self {
-        Reply {
-            answers: Section::one(records),
-            wildcard: None,
-            ..self
         }
     }
 

@@ -1,15 +1,17 @@
 //! Explaining a query: what meridian answers and why, for `/v1/explain` and `_explain.` TXT.
 //!
-//! Runs the same steps as a real query (the catalog's `respond`, the same client location),
+//! Runs the query through the one answer path ([`respond`]) exactly as a real query over TCP,
 //! then retraces the routing decision with every datacenter's reason, so the explanation
 //! always matches the answer.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use hickory_proto::op::Edns;
+use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::Request;
 use ipnet::IpNet;
 
 use super::Snapshot;
@@ -17,8 +19,9 @@ use crate::geo::Location;
 use crate::metrics::Rcode;
 use crate::routing::{self, Explanation};
 
-use super::answer::{Located, Question};
+use super::answer::Located;
 use super::edns::{ClientAddr, masked};
+use super::respond::{Transport, respond};
 
 /// The label that asks for an explanation over DNS: `_explain.www.example.com TXT`.
 pub(crate) const EXPLAIN_LABEL: &[u8] = b"_explain";
@@ -30,6 +33,8 @@ pub struct QueryExplanation {
     pub rcode: String,
     /// The answer section, as text (`www.example.com. 30 IN A 192.0.2.3`).
     pub answers: Vec<String>,
+    /// The authority section, as text (the SOA of a negative answer, the NS of a referral).
+    pub authority: Vec<String>,
     /// The address that was located.
     pub client: IpAddr,
     /// Whether it came from EDNS Client Subnet (else it is the resolver's).
@@ -81,50 +86,35 @@ pub fn explain_query(
     let name = Name::from_ascii(&fqdn).map_err(|_| ExplainError::Name(name.to_owned()))?;
     let qtype = RecordType::from_str(&qtype.to_ascii_uppercase())
         .map_err(|_| ExplainError::Type(qtype.to_owned()))?;
-    let edns = ecs.map(|net| {
-        let mut edns = Edns::new();
-        edns.options_mut()
-            .insert(EdnsOption::Subnet(ClientSubnet::new(
-                net.addr(),
-                net.prefix_len(),
-                0,
-            )));
-        edns
-    });
-    let client = ClientAddr::from_query(edns.as_ref(), resolver).map_err(|_| {
+    let ecs = ecs.map(|net| ClientSubnet::new(net.addr(), net.prefix_len(), 0));
+    // Checked here so that a bad network is the caller's error, not a FORMERR explained.
+    ClientAddr::from_query(edns_with(ecs).as_ref(), resolver).map_err(|_| {
         ExplainError::Ecs("the ECS network has bits set past its prefix length".to_owned())
     })?;
-    Ok(explain_client(
-        snapshot,
-        &LowerName::new(&name),
-        qtype,
-        &client,
-    ))
+    Ok(explain_client(snapshot, &name, qtype, resolver, ecs))
 }
 
-/// Explains a query for an already-validated client (the DNS `_explain.` path).
+/// Explains the query `name`/`qtype` from `resolver` (with `ecs`, if any) by running it through
+/// [`respond`], as a query over TCP (so nothing is truncated), then retracing its routing.
 pub(crate) fn explain_client(
     snapshot: &Snapshot,
-    name: &LowerName,
+    name: &Name,
     qtype: RecordType,
-    client: &ClientAddr,
+    resolver: IpAddr,
+    ecs: Option<ClientSubnet>,
 ) -> QueryExplanation {
     let loaded = &snapshot.loaded;
-    let question = Question {
-        name,
-        qtype,
-        qclass: DNSClass::IN,
-    };
-    let reply = loaded.zones.respond(
-        &snapshot.prepared,
-        &snapshot.routing,
-        &loaded.geo,
-        question,
-        client,
-    );
-    let located = Located::new(&loaded.geo, client);
+    let request = query_request(name, qtype, resolver, ecs);
+    let response = respond(snapshot, &request, resolver, Transport::Tcp);
+    // A malformed ECS option cannot reach here (see `explain_query`); treat it as absent.
+    let client = response.client.unwrap_or(ClientAddr {
+        ip: resolver,
+        source_prefix: full_prefix(resolver),
+        ecs: None,
+    });
+    let located = Located::new(&loaded.geo, &client);
     let location = located.hit.cell.map(|cell| *loaded.geo.location(cell));
-    let routing = reply.routed.map(|routed| {
+    let routing = response.reply.routed.map(|routed| {
         let explanation = routing::explain(
             &snapshot.routing,
             &loaded.config,
@@ -139,8 +129,11 @@ pub(crate) fn explain_client(
         (id, explanation)
     });
     QueryExplanation {
-        rcode: Rcode::from_code(u16::from(reply.rcode)).label().to_owned(),
-        answers: reply.answers.iter().map(Record::to_string).collect(),
+        rcode: Rcode::from_code(u16::from(response.metadata.response_code))
+            .label()
+            .to_owned(),
+        answers: response.answers().map(Record::to_string).collect(),
+        authority: response.authorities().map(Record::to_string).collect(),
         client: client.ip,
         from_ecs: client.ecs.is_some_and(|e| e.source_prefix() > 0),
         network: IpNet::new(
@@ -149,10 +142,48 @@ pub(crate) fn explain_client(
         )
         .expect("prefix lengths come from the address's family"),
         location,
-        ecs_scope: client.ecs.map(|_| client.reply_scope(reply.scope)),
-        scope_network: IpNet::new(masked(client.ip, reply.scope), reply.scope)
-            .expect("scopes come from the address's family"),
+        ecs_scope: client.ecs.map(|_| client.reply_scope(response.reply.scope)),
+        scope_network: IpNet::new(
+            masked(client.ip, response.reply.scope),
+            response.reply.scope,
+        )
+        .expect("scopes come from the address's family"),
         routing,
+    }
+}
+
+/// An EDNS record carrying `ecs`, or none.
+fn edns_with(ecs: Option<ClientSubnet>) -> Option<Edns> {
+    ecs.map(|ecs| {
+        let mut edns = Edns::new();
+        edns.options_mut().insert(EdnsOption::Subnet(ecs));
+        edns
+    })
+}
+
+/// The request a resolver at `resolver` would send for `name`/`qtype`, decoded as the server
+/// decodes it.
+fn query_request(
+    name: &Name,
+    qtype: RecordType,
+    resolver: IpAddr,
+    ecs: Option<ClientSubnet>,
+) -> Request {
+    let mut message = Message::query();
+    message.add_query(Query::query(name.clone(), qtype));
+    if let Some(edns) = edns_with(ecs) {
+        message.set_edns(edns);
+    }
+    let bytes = message.to_vec().expect("a one-question query encodes");
+    Request::from_bytes(bytes, SocketAddr::new(resolver, 0), Protocol::Tcp)
+        .expect("a query we encoded decodes")
+}
+
+/// The host prefix of `ip`'s family.
+fn full_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
     }
 }
 

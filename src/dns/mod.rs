@@ -1,7 +1,10 @@
 //! DNS: the only module that knows about hickory.
 //!
 //! - `server.rs` registers sockets with hickory's server;
-//! - `handler.rs` is our `RequestHandler`: header checks, EDNS, then `answer.rs`;
+//! - `respond.rs` is the one answer path: (snapshot, request, client address, transport) to a
+//!   response, with header checks, EDNS, `_explain.` and directory names, wildcards, truncation;
+//! - `handler.rs` is our `RequestHandler`, a thin adapter around `respond.rs` that counts and
+//!   sends;
 //! - `answer.rs` turns a question into records (zones, CNAMEs, routed services, CHAOS);
 //! - `routed.rs` prepares the records of every routing outcome;
 //! - `zone/` reads master files (our own reader, octet-exact), checks them and holds the static
@@ -14,6 +17,7 @@ mod answer;
 mod edns;
 mod explain;
 mod handler;
+mod respond;
 mod routed;
 mod rrset;
 mod server;
@@ -28,6 +32,7 @@ use crate::state::{self, Prepare};
 pub use answer::Catalog;
 pub use explain::{ExplainError, QueryExplanation, explain_query};
 pub use handler::Handler;
+pub use respond::{Response, Transport, respond};
 pub use routed::Answers;
 pub use server::DnsServer;
 

@@ -15,7 +15,7 @@ use crate::client::{self, Ask, a_records, aaaa_records, txt_strings, types};
 use crate::support::{CONFIG, IDENTITY, TestServer, ZONE};
 
 /// The example zone plus the shapes the example lacks.
-fn zone() -> String {
+pub(crate) fn zone() -> String {
     format!(
         "{ZONE}
 ; An empty non-terminal: deep and b.deep exist only because a.b.deep does (RFC 8020).

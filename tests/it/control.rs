@@ -84,11 +84,20 @@ async fn post(server: &TestServer, path: &str, token: &str, body: Value) -> (Sta
 }
 
 async fn get(server: &TestServer, path: &str) -> (StatusCode, String) {
-    let response = http()
-        .get(server.url(path))
-        .send()
-        .await
-        .expect("HTTP request");
+    get_with(server, path, None).await
+}
+
+/// A GET with a bearer token (configuration reads are operator-only).
+pub(crate) async fn get_with(
+    server: &TestServer,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = http().get(server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("HTTP request");
     (response.status(), response.text().await.expect("body"))
 }
 
@@ -548,7 +557,7 @@ async fn explain_over_dns_is_refused_outside_the_allowed_networks() {
 #[tokio::test]
 async fn reload_over_http_reports_problems_and_versions_diff() {
     let server = server().await;
-    let (_, body) = get(&server, "/v1/config").await;
+    let (_, body) = get_with(&server, "/v1/config", Some(OPERATOR)).await;
     let first: Value = serde_json::from_str(&body).unwrap();
     let first_version = first["version"].as_str().unwrap().to_owned();
     server.write_config(&config().replace("ttl: 30", "ttl: 60"));
@@ -560,9 +569,10 @@ async fn reload_over_http_reports_problems_and_versions_diff() {
         .udp(server.udp)
         .await;
     assert_eq!(reply.answers[0].ttl, 60);
-    let (status, diff) = get(
+    let (status, diff) = get_with(
         &server,
         &format!("/v1/config/diff?from={first_version}&to={second_version}"),
+        Some(OPERATOR),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -570,7 +580,7 @@ async fn reload_over_http_reports_problems_and_versions_diff() {
         diff.contains("-    ttl: 30") && diff.contains("+    ttl: 60"),
         "{diff}"
     );
-    let (_, versions) = get(&server, "/v1/config/versions").await;
+    let (_, versions) = get_with(&server, "/v1/config/versions", Some(OPERATOR)).await;
     let versions: Value = serde_json::from_str(&versions).unwrap();
     assert_eq!(versions.as_array().unwrap().len(), 2);
     // A broken file: 422 with every problem, and the running configuration stays.
@@ -584,19 +594,19 @@ async fn reload_over_http_reports_problems_and_versions_diff() {
             .starts_with("services.www.pools.eu-west.a[0]"),
         "{body}"
     );
-    let (_, body) = get(&server, "/v1/config").await;
+    let (_, body) = get_with(&server, "/v1/config", Some(OPERATOR)).await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["version"],
         second_version.as_str()
     );
-    let (status, _) = get(&server, "/v1/config/diff?from=nope").await;
+    let (status, _) = get_with(&server, "/v1/config/diff?from=nope", Some(OPERATOR)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn a_zone_edit_makes_a_new_version_whose_diff_shows_it() {
     let server = server().await;
-    let (_, body) = get(&server, "/v1/config").await;
+    let (_, body) = get_with(&server, "/v1/config", Some(OPERATOR)).await;
     let first = serde_json::from_str::<Value>(&body).unwrap()["version"]
         .as_str()
         .unwrap()
@@ -621,7 +631,7 @@ async fn a_zone_edit_makes_a_new_version_whose_diff_shows_it() {
         .await;
     assert_eq!(a_records(&reply), [Ipv4Addr::new(192, 0, 2, 26)]);
 
-    let (_, versions) = get(&server, "/v1/config/versions").await;
+    let (_, versions) = get_with(&server, "/v1/config/versions", Some(OPERATOR)).await;
     let versions: Value = serde_json::from_str(&versions).unwrap();
     let listed: Vec<&str> = versions
         .as_array()
@@ -631,7 +641,12 @@ async fn a_zone_edit_makes_a_new_version_whose_diff_shows_it() {
         .collect();
     assert_eq!(listed, [first.as_str(), second.as_str()]);
 
-    let (status, diff) = get(&server, &format!("/v1/config/diff?from={first}")).await;
+    let (status, diff) = get_with(
+        &server,
+        &format!("/v1/config/diff?from={first}"),
+        Some(OPERATOR),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let expected = format!("--- example.com.zone {first}\n+++ example.com.zone {second}\n");
     assert!(diff.starts_with(&expected), "{diff}");
@@ -666,6 +681,117 @@ async fn metrics_count_queries_answers_and_reloads() {
         !metrics.contains("81.2.69"),
         "no client addresses in labels"
     );
+}
+
+#[tokio::test]
+async fn every_error_is_json_with_one_shape() {
+    let server = server().await;
+    let client = http();
+    let cases = [
+        // The router: no such path, no such method (which keeps `Allow`).
+        (
+            client.get(server.url("/v1/nope")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            client.delete(server.url("/v1/datacenters")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        // Query strings and path parameters that do not parse.
+        (
+            client.get(server.url("/v1/explain")),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            client
+                .get(server.url("/v1/audit?limit=-1"))
+                .bearer_auth(OPERATOR),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            client
+                .get(server.url("/v1/users/%FF"))
+                .bearer_auth(OPERATOR),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        // Handlers: tokens, roles, unknown things, bodies, safety rails.
+        (
+            client.post(server.url("/v1/drain")),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            client.post(server.url("/v1/drain")).bearer_auth(EU_WEST),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            client.get(server.url("/v1/datacenters/mars")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            client
+                .put(server.url("/v1/datacenters/eu-west/report"))
+                .bearer_auth(EU_WEST)
+                .body(vec![b' '; 100_000]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            client
+                .post(server.url("/v1/datacenters/eu-west/drain"))
+                .bearer_auth(OPERATOR)
+                .json(&json!({"service": "solo"})),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.expect("HTTP request");
+        let url = response.url().clone();
+        assert_eq!(response.status(), status, "{url}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{url}"
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert_eq!(response.headers()["allow"], "GET,HEAD", "{url}");
+        }
+        let body: Value = response.json().await.expect("a JSON body");
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["error", "message"], "{url}: {body}");
+        assert_eq!(body["error"], code, "{url}: {body}");
+        assert!(!body["message"].as_str().unwrap().is_empty(), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn the_served_document_names_this_servers_datacenters() {
+    let server = server().await;
+    let (status, body) = get(&server, "/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let names = json!(["us-east", "us-west", "eu-west", "ap-south", "sa-east"]);
+    let dc = &doc["paths"]["/v1/datacenters/{dc}"]["get"]["parameters"][0];
+    assert_eq!(dc["name"], "dc");
+    assert_eq!(dc["schema"]["enum"], names);
+    let placement = &doc["components"]["schemas"]["PlacementBody"]["properties"];
+    assert_eq!(placement["home"]["enum"], names);
+    assert_eq!(placement["replica"]["enum"], names);
+    // Operations without parameters did not gain an empty list.
+    assert!(doc["paths"]["/healthz"]["get"].get("parameters").is_none());
 }
 
 #[tokio::test]

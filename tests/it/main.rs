@@ -6,10 +6,15 @@
 //! - `answers`: authoritative behaviour (flags, rcodes, negative answers, CNAME, ANY, CHAOS,
 //!   NSID, header checks);
 //! - `ecs`: routing by EDNS Client Subnet and the scope of replies;
+//! - `explain`: `/v1/explain` against DNS for every kind of name;
 //! - `truncation`: UDP size limits, TC and TCP;
 //! - `listeners`: binding the DNS sockets;
 //! - `reload`: reloads and shutdown of a running server;
-//! - `cli`: `meridian check-config` and `meridian serve`, exit codes and signals;
+//! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
+//!   signals;
+//! - `hardening`: the control plane under abuse (access, rate limits, slow and idle
+//!   connections, the connection cap, imports);
+//! - `faults`: the state store on a full disk;
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 
@@ -22,7 +27,11 @@ mod cli;
 mod client;
 mod control;
 mod ecs;
+mod explain;
+mod faults;
+mod hardening;
 mod listeners;
+mod policies;
 mod reload;
 mod support;
 mod truncation;

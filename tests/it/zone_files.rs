@@ -48,6 +48,7 @@ tlsa        IN TLSA  3 1 1 0a0b
 dnskey      IN DNSKEY 257 3 ECDSAP256SHA256 AQID BA==
 cds         IN CDS   0 0 0 00
 srv         IN SRV   1 2 443 target.example.net.
+https       IN HTTPS 1 . alpn="h2,h3" port=8443 ipv4hint=192.0.2.1
 "#
     )
 }
@@ -200,6 +201,18 @@ async fn records_are_sent_exactly_as_written() {
             [
                 &[0, 1, 0, 2, 0x01, 0xbb][..],
                 &wire_name(&[b"target", b"example", b"net"]),
+            ]
+            .concat(),
+        ),
+        // RFC 9460: parameters sorted by key, the value list as length-prefixed items.
+        (
+            b"https",
+            65,
+            [
+                &[0, 1, 0][..],
+                &[0, 1, 0, 6, 2, b'h', b'2', 2, b'h', b'3'],
+                &[0, 3, 0, 2, 0x20, 0xfb],
+                &[0, 4, 0, 4, 192, 0, 2, 1],
             ]
             .concat(),
         ),

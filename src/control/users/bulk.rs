@@ -6,26 +6,25 @@
 // utoipa's `#[utoipa::path]` expands `Query<T>` parameters with a path the lint flags.
 #![allow(unused_qualifications)]
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::dns::Snapshot;
-use crate::store::{Change, DirectoryChange, StoredPlacement};
+use crate::store::{Change, DirectoryChange};
 
 use super::super::ControlState;
 use super::super::auth::{Caller, Need};
 use super::super::error::ApiError;
-use super::super::write::{admit, applied, audit, read_json};
+use super::super::extract::Query;
+use super::super::write::{Whole, admit, applied, audit, read_json};
 use super::export::read_export;
 use super::lines::read_rows;
-use super::{checked_id, placement, placement_names, view};
+use super::{checked_id, placement, view};
 
 /// Bucket moves.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -44,7 +43,9 @@ pub(crate) struct BucketMoves {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BucketMove {
-    bucket: u32,
+    /// Below the directory's number of buckets.
+    #[schema(value_type = u32)]
+    bucket: Whole<u32>,
     home: String,
     replica: String,
 }
@@ -89,7 +90,11 @@ pub(crate) struct ChangeReport {
 
 /// Move buckets to another home or replica.
 #[utoipa::path(post, path = "/v1/directory/buckets", request_body = BucketMoves, security(("bearer" = [])),
-    responses((status = 200, body = ChangeReport), (status = 409, body = ChangeReport, description = "over the change limit")))]
+    responses((status = 200, description = "applied, or measured only (`dry_run`)", body = ChangeReport),
+        (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
+        (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
+        (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::super::error::ErrorBody)))]
 pub(crate) async fn move_buckets(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -107,21 +112,20 @@ pub(crate) async fn move_buckets(
         ..ChangeReport::default()
     };
     for (i, m) in body.moves.iter().enumerate() {
-        if m.bucket >= directory.n_buckets() {
+        let Whole(bucket) = m.bucket;
+        if bucket >= directory.n_buckets() {
             return Err(ApiError::bad_request(format!(
-                "moves[{i}].bucket: {} is not below {}",
-                m.bucket,
+                "moves[{i}].bucket: {bucket} is not below {}",
                 directory.n_buckets()
             )));
         }
-        let stored = placement(&snapshot, &m.home, &m.replica)?;
-        if placement_names(directory, directory.bucket(m.bucket))
-            != (m.home.as_str(), m.replica.as_str())
-        {
-            report.buckets_changed += 1;
-        }
-        moves.push((m.bucket, stored));
+        moves.push((bucket, placement(&snapshot, &m.home, &m.replica)?));
     }
+    report.buckets_changed = directory.count_bucket_changes(
+        body.moves
+            .iter()
+            .map(|m| (m.bucket.0, (m.home.as_str(), m.replica.as_str()))),
+    );
     report.share = report.buckets_changed as f64 / f64::from(directory.n_buckets());
     let detail =
         serde_json::json!({ "moves": moves.len(), "buckets_changed": report.buckets_changed });
@@ -143,7 +147,11 @@ pub(crate) async fn move_buckets(
 /// `user,home,replica`, streamed.
 #[utoipa::path(post, path = "/v1/directory/import", params(BulkParams), request_body(content = String, content_type = "application/x-ndjson"),
     security(("bearer" = [])),
-    responses((status = 200, body = ChangeReport), (status = 400, body = super::super::error::ErrorBody), (status = 409, body = ChangeReport)))]
+    responses((status = 200, description = "applied in one transaction, or measured only (`dry_run`)", body = ChangeReport),
+        (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
+        (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
+        (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::super::error::ErrorBody)))]
 pub(crate) async fn import(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -170,26 +178,14 @@ pub(crate) async fn import(
         ..ChangeReport::default()
     };
     // Duplicates: the last row of a user wins, as when applied.
-    let mut last: HashMap<&str, &StoredPlacement> = HashMap::with_capacity(rows.len());
-    for (user, p) in &rows {
-        last.insert(user.as_str(), p);
-    }
-    let mut moved = 0usize;
-    for (user, p) in &last {
-        let current = directory.lookup(user);
-        let now_names = placement_names(&directory, current.placement);
-        let same = now_names == (p.home.as_str(), p.replica.as_str());
-        match directory.pin(user) {
-            None => report.pins_added += 1,
-            Some(_) if !same => report.pins_changed += 1,
-            Some(_) => {}
-        }
-        if !same {
-            moved += 1;
-        }
-    }
-    let population = directory.n_pins() + report.pins_added;
-    report.share = moved as f64 / population.max(1) as f64;
+    let changes = directory.count_pin_changes(
+        rows.iter()
+            .map(|(user, p)| (user.as_str(), Some((p.home.as_str(), p.replica.as_str())))),
+    );
+    report.pins_added = changes.added;
+    report.pins_changed = changes.changed;
+    let population = directory.n_pins() + changes.added;
+    report.share = changes.moved as f64 / population.max(1) as f64;
     let detail = serde_json::json!({ "rows": rows.len(), "pins_added": report.pins_added, "pins_changed": report.pins_changed });
     let change = Change::Directory(DirectoryChange::Pins(
         rows.into_iter().map(|(user, p)| (user, Some(p))).collect(),
@@ -209,7 +205,12 @@ pub(crate) async fn import(
 
 /// Restore an export: the whole directory, or with `user=` one user's entry only.
 #[utoipa::path(post, path = "/v1/directory/restore", params(BulkParams), request_body(content = String, content_type = "application/x-ndjson"),
-    security(("bearer" = [])), responses((status = 200, body = ChangeReport), (status = 409, body = ChangeReport)))]
+    security(("bearer" = [])),
+    responses((status = 200, description = "restored in one transaction, or measured only (`dry_run`)", body = ChangeReport),
+        (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
+        (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
+        (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::super::error::ErrorBody)))]
 pub(crate) async fn restore(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -233,17 +234,15 @@ pub(crate) async fn restore(
             .rev()
             .find(|(u, _)| u == user)
             .map(|(_, p)| p.clone());
-        match (&wanted, directory.pin(user)) {
-            (Some(_), None) => report.pins_added = 1,
-            (Some(p), Some(current))
-                if placement_names(&directory, current)
-                    != (p.home.as_str(), p.replica.as_str()) =>
-            {
-                report.pins_changed = 1;
-            }
-            (None, Some(_)) => report.pins_removed = 1,
-            _ => {}
-        }
+        let changes = directory.count_pin_changes([(
+            user.as_str(),
+            wanted
+                .as_ref()
+                .map(|p| (p.home.as_str(), p.replica.as_str())),
+        )]);
+        report.pins_added = changes.added;
+        report.pins_changed = changes.changed;
+        report.pins_removed = changes.removed;
         // One user is always within the limit.
         let change = Change::Directory(DirectoryChange::Pins(vec![(user.clone(), wanted)]));
         let detail = serde_json::json!({ "user": user });
@@ -266,39 +265,24 @@ pub(crate) async fn restore(
             export.buckets.len()
         )));
     }
-    let mut moved_buckets = 0;
-    for (b, p) in export.buckets.iter().enumerate() {
-        let current = ((b as u32) < directory.n_buckets())
-            .then(|| placement_names(&directory, directory.bucket(b as u32)));
-        if current != Some((p.home.as_str(), p.replica.as_str())) {
-            moved_buckets += 1;
-        }
-    }
-    report.buckets_changed = moved_buckets;
-    let incoming: HashMap<&str, &StoredPlacement> =
-        export.pins.iter().map(|(u, p)| (u.as_str(), p)).collect();
-    for (user, p) in &incoming {
-        match directory.pin(user) {
-            None => report.pins_added += 1,
-            Some(current)
-                if placement_names(&directory, current)
-                    != (p.home.as_str(), p.replica.as_str()) =>
-            {
-                report.pins_changed += 1;
-            }
-            Some(_) => {}
-        }
-    }
-    // Counted without walking (and sorting) every pin: the pins not in the export are removed.
-    let kept = incoming
-        .keys()
-        .filter(|u| directory.pin(u).is_some())
-        .count();
-    report.pins_removed = directory.n_pins() - kept;
-    let pin_population = directory.n_pins().max(incoming.len()).max(1);
-    let pin_share = (report.pins_added + report.pins_changed + report.pins_removed) as f64
-        / pin_population as f64;
-    let bucket_share = moved_buckets as f64 / f64::from(export.n_buckets);
+    report.buckets_changed = directory.count_bucket_changes(
+        (0..)
+            .zip(&export.buckets)
+            .map(|(b, p)| (b, (p.home.as_str(), p.replica.as_str()))),
+    );
+    let changes = directory.count_pin_replacement(
+        export
+            .pins
+            .iter()
+            .map(|(user, p)| (user.as_str(), (p.home.as_str(), p.replica.as_str()))),
+    );
+    report.pins_added = changes.added;
+    report.pins_changed = changes.changed;
+    report.pins_removed = changes.removed;
+    let pin_population = directory.n_pins().max(changes.users).max(1);
+    let pin_share =
+        (changes.added + changes.changed + changes.removed) as f64 / pin_population as f64;
+    let bucket_share = report.buckets_changed as f64 / f64::from(export.n_buckets);
     report.share = pin_share.max(bucket_share);
     let detail = serde_json::json!({ "buckets": export.n_buckets, "pins": export.pins.len() });
     let change = Change::Directory(DirectoryChange::Replace {

@@ -23,20 +23,21 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::directory::{Directory, Placement, check_user_id};
+use crate::directory::check_user_id;
 use crate::dns::Snapshot;
 use crate::state::{DirectoryView, reason_label, source_label};
 use crate::store::{Change, DirectoryChange, StoredPlacement};
 
 use super::ControlState;
-use super::auth::Need;
+use super::auth::{Budget, Need};
 use super::error::ApiError;
-use super::write::{Accepted, admit, applied, audit, read_json};
+use super::extract::Path;
+use super::write::{Accepted, admit, admit_to, applied, audit, read_json};
 
 pub(crate) use bulk::{
     __path_import, __path_move_buckets, __path_restore, import, move_buckets, restore,
@@ -105,15 +106,24 @@ pub(super) fn checked_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// Where a user's data lives and which datacenter to use now.
-#[utoipa::path(get, path = "/v1/users/{id}", params(("id" = String, Path, description = "user id, URL-escaped")),
-    security(("bearer" = [])), responses((status = 200, body = UserView), (status = 400, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/users/{id}", params(("id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "user id, URL-escaped: 1 to 256 bytes of UTF-8 (`MAX_USER_ID_BYTES`) without control characters")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "where the user's data lives and which datacenter serves it now", body = UserView),
+        (status = 404, description = "no user directory is configured", body = super::error::ErrorBody)))]
 pub(crate) async fn get_user(
     State(state): State<ControlState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<UserView>, ApiError> {
     let snapshot = state.shared.load();
-    admit(&state, &snapshot, &headers, Need::Directory)?;
+    admit_to(
+        &state,
+        &snapshot,
+        &headers,
+        Need::Directory,
+        Budget::Lookups,
+    )?;
     checked_id(&id)?;
     let facts = view(&snapshot)?.facts(&id);
     let (source, reason) = facts.metric_labels();
@@ -130,7 +140,9 @@ pub(crate) async fn get_user(
 }
 
 /// The directory's size and layout.
-#[utoipa::path(get, path = "/v1/directory", security(("bearer" = [])), responses((status = 200, body = DirectorySummary)))]
+#[utoipa::path(get, path = "/v1/directory", security(("bearer" = [])),
+    responses((status = 200, description = "the directory's size and bucket homes", body = DirectorySummary),
+        (status = 404, description = "no user directory is configured", body = super::error::ErrorBody)))]
 pub(crate) async fn summary(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -152,8 +164,12 @@ pub(crate) async fn summary(
 
 /// Pin a user to a home and replica.
 #[utoipa::path(put, path = "/v1/users/{id}/pin", request_body = PlacementBody,
-    params(("id" = String, Path, description = "user id, URL-escaped")), security(("bearer" = [])),
-    responses((status = 200, body = Accepted)))]
+    params(("id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "user id, URL-escaped: 1 to 256 bytes of UTF-8 (`MAX_USER_ID_BYTES`) without control characters")), security(("bearer" = [])),
+    responses((status = 200, description = "stored and published", body = Accepted),
+        (status = 404, description = "no user directory is configured", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn pin(
     State(state): State<ControlState>,
     Path(id): Path<String>,
@@ -179,8 +195,13 @@ pub(crate) async fn pin(
 }
 
 /// Remove a user's pin (back to its bucket).
-#[utoipa::path(delete, path = "/v1/users/{id}/pin", params(("id" = String, Path, description = "user id, URL-escaped")),
-    security(("bearer" = [])), responses((status = 200, body = Accepted)))]
+#[utoipa::path(delete, path = "/v1/users/{id}/pin", params(("id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "user id, URL-escaped: 1 to 256 bytes of UTF-8 (`MAX_USER_ID_BYTES`) without control characters")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "stored and published: the user follows its bucket again", body = Accepted),
+        (status = 404, description = "no user directory is configured", body = super::error::ErrorBody),
+        (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn unpin(
     State(state): State<ControlState>,
     Path(id): Path<String>,
@@ -199,12 +220,4 @@ pub(crate) async fn unpin(
     );
     let change = Change::Directory(DirectoryChange::Pins(vec![(id.clone(), None)]));
     applied(state.handle.apply(change, entry, true).await, "unpin", &id)
-}
-
-pub(super) fn placement_names(directory: &Directory, p: Placement) -> (&str, &str) {
-    let names = directory.dc_names();
-    (
-        names[usize::from(p.home)].as_str(),
-        names[usize::from(p.replica)].as_str(),
-    )
 }

@@ -13,6 +13,9 @@
 //! an operator's configuration, and a record written twice is nearly always an edit that went
 //! wrong (a copied line whose address was meant to change), which `check-config` should catch
 //! before it is served. Records outside the zone are refused in `mod.rs` as they are read.
+//!
+//! Knot only warns about missing glue, a name server without an address and mixed TTLs, and
+//! merges duplicates; here they are errors, since a refused reload keeps the last good zone.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -95,8 +95,8 @@ const TYPES: &[Type] = &[
     t("OPENPGPKEY", 61, Syntax::Text(base64_only)),
     t("CSYNC", 62, Syntax::Generic),
     t("ZONEMD", 63, Syntax::Text(zonemd)),
-    t("SVCB", 64, Syntax::Generic),
-    t("HTTPS", 65, Syntax::Generic),
+    t("SVCB", 64, Syntax::Text(svcb)),
+    t("HTTPS", 65, Syntax::Text(svcb)),
     t("SPF", 99, Syntax::Text(txt)),
     t("EUI48", 108, Syntax::Text(eui48)),
     t("EUI64", 109, Syntax::Text(eui64)),
@@ -757,6 +757,154 @@ fn eui(fields: &mut Fields<'_>, wire: &mut Vec<u8>, n_octets: usize) -> Result<(
     }
 }
 
+/// RFC 9460 §2.1: priority, target and `key=value` parameters, sent sorted by key.
+fn svcb(fields: &mut Fields<'_>, wire: &mut Vec<u8>) -> Result<(), String> {
+    let priority: u16 = fields.number("priority")?;
+    wire.extend_from_slice(&priority.to_be_bytes());
+    fields.name("target name", wire)?;
+    let mut params: Vec<(u16, Vec<u8>)> = Vec::new();
+    while !fields.is_done() {
+        let token = fields.token("parameter")?;
+        if token.quoted {
+            return Err(format!(
+                "\"{}\" is not a key=value parameter",
+                show(&token.text)
+            ));
+        }
+        let text = String::from_utf8_lossy(&token.text).into_owned();
+        let (key, value) = match text.split_once('=') {
+            // `alpn="h2,h3"`: the lexer ends a word at a quote, so the value is the next token.
+            Some((key, "")) => {
+                let value = fields.token("parameter value")?;
+                (key.to_owned(), Some(value.text.clone()))
+            }
+            Some((key, value)) => (key.to_owned(), Some(value.as_bytes().to_vec())),
+            None => (text.clone(), None),
+        };
+        let code = svc_key(&key)?;
+        if params.iter().any(|(c, _)| *c == code) {
+            return Err(format!(
+                "the parameter \"{key}\" is given twice (RFC 9460 §2.2)"
+            ));
+        }
+        params.push((code, svc_value(code, &key, value.as_deref())?));
+    }
+    if priority == 0 && !params.is_empty() {
+        return Err("alias mode (priority 0) takes no parameters (RFC 9460 §2.4.2)".to_owned());
+    }
+    params.sort_by_key(|(code, _)| *code);
+    for (code, value) in params {
+        let len =
+            u16::try_from(value.len()).map_err(|_| "a parameter value is too long".to_owned())?;
+        wire.extend_from_slice(&code.to_be_bytes());
+        wire.extend_from_slice(&len.to_be_bytes());
+        wire.extend_from_slice(&value);
+    }
+    Ok(())
+}
+
+/// The SvcParamKeys of RFC 9460 §14.3.2 (and its registry), and `key<number>`.
+const SVC_KEYS: &[(&str, u16)] = &[
+    ("mandatory", 0),
+    ("alpn", 1),
+    ("no-default-alpn", 2),
+    ("port", 3),
+    ("ipv4hint", 4),
+    ("ech", 5),
+    ("ipv6hint", 6),
+    ("dohpath", 7),
+    ("ohttp", 8),
+];
+
+fn svc_key(key: &str) -> Result<u16, String> {
+    SVC_KEYS
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|&(_, code)| code)
+        .or_else(|| key.strip_prefix("key").and_then(decimal))
+        .filter(|&code| code != 65535)
+        .ok_or_else(|| format!("\"{key}\" is not a service parameter key (RFC 9460 §2.1)"))
+}
+
+/// A parameter's value in wire form (RFC 9460 §7 and Appendix A).
+fn svc_value(code: u16, key: &str, value: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let bad = |why: &str| format!("{key}: {why}");
+    let flag = matches!(code, 2 | 8);
+    let value = match value {
+        None if flag => return Ok(Vec::new()),
+        None => return Err(bad("needs a value")),
+        Some(_) if flag => return Err(bad("takes no value")),
+        Some(value) => value,
+    };
+    let items = || -> Result<Vec<Vec<u8>>, String> { Ok(value_list(&unescape(value)?)) };
+    let mut wire = Vec::new();
+    match code {
+        0 => {
+            let mut keys = Vec::new();
+            for item in items()? {
+                keys.push(svc_key(&String::from_utf8_lossy(&item))?);
+            }
+            keys.sort_unstable();
+            if keys.windows(2).any(|pair| pair[0] == pair[1]) || keys.contains(&0) {
+                return Err(bad("lists a key twice, or itself"));
+            }
+            keys.iter()
+                .for_each(|k| wire.extend_from_slice(&k.to_be_bytes()));
+        }
+        1 => {
+            for item in items()? {
+                let len = u8::try_from(item.len())
+                    .ok()
+                    .filter(|&len| len > 0)
+                    .ok_or_else(|| bad("an ALPN id is 1 to 255 octets"))?;
+                wire.push(len);
+                wire.extend_from_slice(&item);
+            }
+        }
+        3 => {
+            let port: u16 = decimal(&String::from_utf8_lossy(&unescape(value)?))
+                .ok_or_else(|| bad("not a port number"))?;
+            wire.extend_from_slice(&port.to_be_bytes());
+        }
+        4 | 6 => {
+            for item in items()? {
+                let text = String::from_utf8_lossy(&item);
+                match (code, text.parse::<Ipv4Addr>(), text.parse::<Ipv6Addr>()) {
+                    (4, Ok(v4), _) => wire.extend_from_slice(&v4.octets()),
+                    (6, _, Ok(v6)) => wire.extend_from_slice(&v6.octets()),
+                    _ => return Err(bad(&format!("\"{text}\" is not an address of its family"))),
+                }
+            }
+        }
+        5 => {
+            wire = BASE64
+                .decode(&unescape(value)?)
+                .map_err(|_| bad("not valid base64"))?;
+        }
+        _ => wire = unescape(value)?,
+    }
+    Ok(wire)
+}
+
+/// A comma-separated value list (RFC 9460 Appendix A.1), after the character-string escapes
+/// are decoded: `\,` is a comma inside an item and `\\` a backslash.
+fn value_list(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut items = vec![Vec::new()];
+    let mut bytes = value.iter();
+    while let Some(&byte) = bytes.next() {
+        match byte {
+            b',' => items.push(Vec::new()),
+            b'\\' => {
+                if let Some(&escaped) = bytes.next() {
+                    items.last_mut().expect("never empty").push(escaped);
+                }
+            }
+            byte => items.last_mut().expect("never empty").push(byte),
+        }
+    }
+    items
+}
+
 /// RFC 7553 §4.5: priority, weight and the target URI as one quoted string, which fills the
 /// rest of the data (it has no length octet and may exceed 255 octets).
 fn uri(fields: &mut Fields<'_>, wire: &mut Vec<u8>) -> Result<(), String> {
@@ -1081,6 +1229,79 @@ mod tests {
             b"\x00\x01\x15\x03\xc0\xa8\x20\x00\x01\x1c\x83\xc0\xa8\x26\x00\x02\x20\x04\x20\x01\x0d\xb8"
         );
         assert_eq!(ok("APL", ""), b"");
+    }
+
+    #[test]
+    fn service_bindings_follow_rfc_9460() {
+        // RFC 9460 Appendix D.1 and D.2's test vectors.
+        assert_eq!(
+            ok("SVCB", "0 foo.example.com."),
+            b"\x00\x00\x03foo\x07example\x03com\x00"
+        );
+        assert_eq!(ok("SVCB", "1 ."), b"\x00\x01\x00");
+        assert_eq!(
+            ok("SVCB", "16 foo.example.com. port=53"),
+            b"\x00\x10\x03foo\x07example\x03com\x00\x00\x03\x00\x02\x00\x35"
+        );
+        assert_eq!(
+            ok("SVCB", "1 foo.example.com. key667=hello"),
+            b"\x00\x01\x03foo\x07example\x03com\x00\x02\x9b\x00\x05hello"
+        );
+        assert_eq!(
+            ok("SVCB", r#"1 foo.example.com. key667="hello\210qoo""#),
+            b"\x00\x01\x03foo\x07example\x03com\x00\x02\x9b\x00\x09hello\xd2qoo"
+        );
+        assert_eq!(
+            ok(
+                "SVCB",
+                r#"1 foo.example.com. ipv6hint="2001:db8::1,2001:db8::53:1""#
+            ),
+            [
+                &b"\x00\x01\x03foo\x07example\x03com\x00\x00\x06\x00\x20"[..],
+                &[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                &[
+                    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53, 0, 1
+                ],
+            ]
+            .concat()
+        );
+        assert_eq!(
+            ok(
+                "SVCB",
+                r#"16 foo.example.org. alpn=h2,h3-19 mandatory=ipv4hint,alpn ipv4hint=192.0.2.1"#
+            ),
+            [
+                &b"\x00\x10\x03foo\x07example\x03org\x00"[..],
+                b"\x00\x00\x00\x04\x00\x01\x00\x04",
+                b"\x00\x01\x00\x09\x02h2\x05h3-19",
+                b"\x00\x04\x00\x04\xc0\x00\x02\x01",
+            ]
+            .concat()
+        );
+        assert_eq!(
+            ok("HTTPS", r#"16 foo.example.org. alpn="f\\\\oo\\,bar,h2""#),
+            [
+                &b"\x00\x10\x03foo\x07example\x03org\x00"[..],
+                b"\x00\x01\x00\x0c\x08f\\oo,bar\x02h2",
+            ]
+            .concat()
+        );
+        assert!(
+            wire("SVCB", "1 foo.example.com. port=53 port=54")
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            wire("SVCB", "0 foo.example.com. port=53")
+                .unwrap_err()
+                .contains("alias mode")
+        );
+        assert!(wire("SVCB", "1 foo.example.com. mandatory=mandatory").is_err());
+        assert!(
+            wire("HTTPS", "1 . bogus=1")
+                .unwrap_err()
+                .contains("not a service parameter key")
+        );
     }
 
     #[test]
