@@ -461,12 +461,22 @@ fn bit_at(addr: u128, depth: u8) -> usize {
 /// [`COVER`]: cells first become their finest quads, then the two places with the finest
 /// common quad are replaced by it, until they fit.
 fn combine(a: &Summary, b: &Summary, tree: &Quadtree) -> Summary {
-    let mut places: Vec<Place> = a.places().collect();
-    for place in b.places() {
-        if !places.contains(&place) {
-            places.push(place);
+    let unlocated = a.unlocated || b.unlocated;
+    // The common cases (one child's places hold the other's, or both fit) allocate nothing.
+    let mut union = [0u32; 2 * COVER];
+    let mut n = 0;
+    for &code in a.places.iter().chain(&b.places).filter(|c| **c != 0) {
+        if !union[..n].contains(&code) {
+            union[n] = code;
+            n += 1;
         }
     }
+    if n <= COVER {
+        let mut places = [0; COVER];
+        places[..n].copy_from_slice(&union[..n]);
+        return Summary { places, unlocated };
+    }
+    let mut places: Vec<Place> = union[..n].iter().map(|&code| decode(code)).collect();
     if places.len() > COVER {
         let mut quads: Vec<u32> = places
             .iter()
@@ -501,7 +511,7 @@ fn combine(a: &Summary, b: &Summary, tree: &Quadtree) -> Summary {
     }
     Summary {
         places: encoded,
-        unlocated: a.unlocated || b.unlocated,
+        unlocated,
     }
 }
 

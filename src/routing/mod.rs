@@ -20,11 +20,13 @@ mod explain;
 mod geomap;
 mod live;
 mod policy;
+mod status;
 
 pub use base::BaseTable;
 pub use explain::{DcTrace, Explanation, explain};
 pub use geomap::MapStats;
 pub use live::{DcState, MapReport, ReportState, RoutingTable, Standing};
+pub use status::DcStatus;
 
 use std::net::IpAddr;
 
