@@ -159,7 +159,10 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
     let store = Arc::new(options.store);
-    let tcp_idle_timeout = options.loaded.config.server.tcp_idle_timeout;
+    let server_config = options.loaded.config.server.clone();
+    for deprecated in &server_config.deprecations {
+        warn!(setting = %deprecated.path, "{}", deprecated.message);
+    }
     let (manager, shared) = Manager::start(
         options.source,
         options.loaded,
@@ -206,11 +209,13 @@ pub async fn run(
         }
         None => None,
     };
+    // `server.rrl` and `server.tcp` are read at start; a reload does not change them.
     let dns = DnsServer::start(
-        Handler::new(shared, metrics),
+        Handler::new(shared, metrics.clone()).with_rrl(server_config.rrl.clone()),
         listeners.udp,
         listeners.tcp,
-        tcp_idle_timeout,
+        &server_config.tcp,
+        metrics,
     );
     readiness.set(true);
     // The first snapshot is published (Manager::start) and every socket is bound and served:

@@ -1,18 +1,20 @@
-//! Registers already-bound DNS sockets with hickory's server and stops it gracefully.
+//! Serves already-bound DNS sockets with our own UDP and TCP loops, and stops them gracefully.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-use super::Handler;
+use crate::config::TcpConfig;
+use crate::metrics::Metrics;
 
-/// How many responses may queue per TCP connection before the connection waits.
-const TCP_RESPONSE_BUFFER: usize = 32;
+use super::{Handler, tcp, udp};
 
 /// A running DNS server (UDP and TCP).
 pub struct DnsServer {
-    server: Server<Handler>,
+    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
 }
 
 impl DnsServer {
@@ -21,25 +23,39 @@ impl DnsServer {
         handler: Handler,
         udp: Vec<UdpSocket>,
         tcp: Vec<TcpListener>,
-        tcp_idle_timeout: Duration,
+        tcp_limits: &TcpConfig,
+        metrics: Arc<Metrics>,
     ) -> DnsServer {
-        let mut server = Server::new(handler);
+        let shutdown = CancellationToken::new();
+        // One receive loop per core per socket: answering is CPU work with no await but the send.
+        let loops = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let mut tasks = JoinSet::new();
         for socket in udp {
-            server.register_socket(socket);
+            tasks.spawn(udp::serve(socket, handler.clone(), loops, shutdown.clone()));
         }
         for listener in tcp {
-            server.register_listener(listener, tcp_idle_timeout, TCP_RESPONSE_BUFFER);
+            tasks.spawn(tcp::serve(
+                listener,
+                handler.clone(),
+                tcp_limits.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
         }
-        DnsServer { server }
+        DnsServer { tasks, shutdown }
     }
 
-    /// Stops accepting queries and waits for the sockets' tasks to end.
+    /// Stops accepting queries and waits for the sockets' tasks to end (TCP connections close
+    /// between messages).
     ///
     /// # Errors
     ///
-    /// The first error a socket task ended with.
+    /// A task that panicked.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        self.server.shutdown_gracefully().await?;
+        self.shutdown.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            joined?;
+        }
         Ok(())
     }
 }

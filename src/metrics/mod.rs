@@ -36,7 +36,7 @@ use prometheus::{
 };
 
 pub use counters::{AnswerCounters, ServiceCounters};
-pub use labels::{DcStateLabel, LookupReason, LookupSource, QueryType, Rcode};
+pub use labels::{DcStateLabel, DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 pub use names::*;
 
 /// All of meridian's metrics: a private registry plus typed handles into it.
@@ -77,6 +77,8 @@ pub struct Metrics {
     failovers: IntCounter,
     /// See [`DIRECTORY_PINS`].
     pins: IntGauge,
+    /// DNS transport events, indexed by [`DnsEvent`] and resolved at construction.
+    dns_events: [IntCounter; DnsEvent::ALL.len()],
     /// Serializes [`Metrics::render`] with the multi-series updates (`set_datacenter_state`,
     /// `forget_datacenter`, `forget_service`), so a scrape never sees a datacenter in two states
     /// or in none. A `Mutex` because both sides are control-plane work and the sections are
@@ -226,8 +228,11 @@ impl Metrics {
             .expect("valid metric name");
         register(&registry, &pins);
 
+        let dns_events = dns_event_counters(&registry);
+
         Metrics {
             registry,
+            dns_events,
             queries,
             query_duration,
             answers,
@@ -244,6 +249,11 @@ impl Metrics {
             pins,
             scrape: Mutex::new(()),
         }
+    }
+
+    /// Counts one DNS transport event. Query path: no lock.
+    pub fn record_dns_event(&self, event: DnsEvent) {
+        self.dns_events[event as usize].inc();
     }
 
     /// Records one directory lookup. Lookup path: no lock.
@@ -449,4 +459,40 @@ fn label_values_where<T: MetricVecBuilder>(
         }
     }
     res
+}
+
+/// One counter per [`DnsEvent`], registered under its metric (a labelled series, or a plain
+/// counter), all created at zero so they are exported before the first event.
+fn dns_event_counters(registry: &Registry) -> [IntCounter; DnsEvent::ALL.len()] {
+    let help = |name: &str| match name {
+        DNS_RRL_LIMITED_TOTAL => "UDP responses held back by response rate limiting, by action.",
+        DNS_MALFORMED_QUERIES_TOTAL => "DNS queries that could not be decoded.",
+        DNS_TCP_REFUSED_TOTAL => "DNS/TCP connections closed on accept, by the limit they hit.",
+        DNS_TCP_TIMEOUTS_TOTAL => "DNS/TCP connections closed by a timeout, by which.",
+        _ => "Failed DNS/TCP accepts (such as running out of file descriptors).",
+    };
+    let mut vecs: Vec<(&str, IntCounterVec)> = Vec::new();
+    let counters = DnsEvent::ALL.map(|event| match event.series() {
+        (name, Some((label, value))) => {
+            let position = vecs
+                .iter()
+                .position(|(n, _)| *n == name)
+                .unwrap_or_else(|| {
+                    let vec = IntCounterVec::new(Opts::new(name, help(name)), &[label])
+                        .expect("valid metric name and labels");
+                    vecs.push((name, vec));
+                    vecs.len() - 1
+                });
+            child(&vecs[position].1, &[value])
+        }
+        (name, None) => {
+            let counter = IntCounter::new(name, help(name)).expect("valid metric name");
+            register(registry, &counter);
+            counter
+        }
+    });
+    for (_, vec) in &vecs {
+        register(registry, vec);
+    }
+    counters
 }
