@@ -11,7 +11,8 @@
 //!   replies in order (RFC 7766 §6.2.1.1 allows either order; in order is simplest for clients).
 //! - A frame that is not a query (shorter than a header, a response, or a message that does not
 //!   decode, after its FORMERR) closes the connection.
-//! - A failed accept (EMFILE, ENFILE, ENOBUFS) is counted, logged at most once per
+//! - A failed accept (EMFILE, ENFILE, ENOBUFS) is counted (`meridian_accept_errors_total`
+//!   with `listener="dns"`, as the control plane counts `"http"`), logged at most once per
 //!   [`ACCEPT_LOG_INTERVAL`] with how many failed since, and backs off from
 //!   [`ACCEPT_BACKOFF_MIN`] doubling to [`ACCEPT_BACKOFF_MAX`], instead of spinning a core.
 //!
@@ -72,7 +73,8 @@ pub(crate) async fn serve(
                 accepted
             }
             Err(error) => {
-                metrics.record_dns_event(DnsEvent::TcpAcceptError);
+                // One metric for every listener's failed accepts, shared with the control plane's.
+                metrics.record_accept_error("dns");
                 failures.log(&error, Instant::now());
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}

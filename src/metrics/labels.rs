@@ -228,13 +228,11 @@ pub enum DnsEvent {
     TcpMessageTimeout,
     /// A TCP connection closed: idle too long between messages.
     TcpIdleTimeout,
-    /// A failed accept.
-    TcpAcceptError,
 }
 
 impl DnsEvent {
     /// Every event, in counter-array order.
-    pub const ALL: [DnsEvent; 8] = [
+    pub const ALL: [DnsEvent; 7] = [
         DnsEvent::RrlSlipped,
         DnsEvent::RrlDropped,
         DnsEvent::Malformed,
@@ -242,7 +240,6 @@ impl DnsEvent {
         DnsEvent::TcpRefusedPerClient,
         DnsEvent::TcpMessageTimeout,
         DnsEvent::TcpIdleTimeout,
-        DnsEvent::TcpAcceptError,
     ];
 
     /// The metric it is counted in, and the label pair of its series, if any.
@@ -261,7 +258,6 @@ impl DnsEvent {
             ),
             DnsEvent::TcpMessageTimeout => (DNS_TCP_TIMEOUTS_TOTAL, Some(("timeout", "message"))),
             DnsEvent::TcpIdleTimeout => (DNS_TCP_TIMEOUTS_TOTAL, Some(("timeout", "idle"))),
-            DnsEvent::TcpAcceptError => (DNS_TCP_ACCEPT_ERRORS_TOTAL, None),
         }
     }
 }

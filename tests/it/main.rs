@@ -11,7 +11,11 @@
 //! - `transport`: rate limiting, TCP limits and timeouts, pipelining, FORMERR under abuse;
 //! - `listeners`: binding the DNS sockets;
 //! - `reload`: reloads and shutdown of a running server;
-//! - `cli`: `meridian check-config` and `meridian serve`, exit codes and signals;
+//! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
+//!   signals;
+//! - `hardening`: the control plane under abuse (access, rate limits, slow and idle
+//!   connections, the connection cap, imports);
+//! - `faults`: the state store on a full disk;
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 
@@ -25,6 +29,8 @@ mod client;
 mod control;
 mod ecs;
 mod explain;
+mod faults;
+mod hardening;
 mod listeners;
 mod policies;
 mod reload;
