@@ -258,18 +258,6 @@ impl Config {
         }
     }
 
-    /// Reads and validates the configuration of `source`.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for an unreadable file, a syntax error or invalid values.
-    pub fn load(source: &Source) -> Result<Config, ConfigError> {
-        let text = source.read_config().map_err(|error| ConfigError {
-            problems: vec![Problem::new(source.to_string(), error)],
-        })?;
-        Config::from_yaml_str(&text)
-    }
-
     /// Validates the serde mirror, collecting every problem.
     ///
     /// # Errors
@@ -466,7 +454,15 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
             "must be at least 1",
         ));
     }
-    let tcp = validate_tcp(raw.tcp, raw.tcp_idle_timeout_seconds, problems);
+    if raw.tcp_max_connections.is_some() {
+        deprecations.push(Problem::new(
+            "server.tcp_max_connections",
+            "is deprecated: use server.tcp.max_connections",
+        ));
+    }
+    let mut tcp = raw.tcp;
+    tcp.max_connections = tcp.max_connections.or(raw.tcp_max_connections);
+    let tcp = validate_tcp(tcp, raw.tcp_idle_timeout_seconds, problems);
     let rrl = raw.rrl.map(|rrl| validate_rrl(rrl, problems));
     if raw
         .version

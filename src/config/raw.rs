@@ -18,7 +18,9 @@ pub const DEFAULT_ANSWERS: u32 = 1;
 /// Default largest UDP response we send (bytes); 1232 avoids IP fragmentation on almost any path
 /// (DNS flag day 2020).
 pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
-/// Default most DNS/TCP connections open at once; further connections are closed on accept.
+/// Default most DNS/TCP connections open at once over all DNS addresses; further connections
+/// wait in the listen backlog until one closes. With the control plane's own cap, neither can
+/// take every file descriptor.
 pub const DEFAULT_TCP_MAX_CONNECTIONS: u32 = 1000;
 /// Default most DNS/TCP connections open at once from one client address.
 pub const DEFAULT_TCP_MAX_CONNECTIONS_PER_CLIENT: u32 = 20;
@@ -210,6 +212,9 @@ pub struct RawServer {
     /// Deprecated: idle timeout of DNS/TCP connections in seconds; use `tcp.idle_timeout_ms`.
     /// Still accepted, with a warning; when both are set, `tcp.idle_timeout_ms` wins.
     pub tcp_idle_timeout_seconds: Option<u64>,
+    /// Deprecated: most open DNS/TCP connections; use `tcp.max_connections`. Still accepted,
+    /// with a warning; when both are set, `tcp.max_connections` wins.
+    pub tcp_max_connections: Option<u32>,
     /// DNS/TCP connection limits and timeouts.
     #[serde(default)]
     pub tcp: RawTcp,

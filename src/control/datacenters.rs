@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::dns::Snapshot;
-use crate::routing::{DcState, ServiceId, Standing};
+use crate::routing::{DcState, DcStatus, ServiceId, Standing};
 use crate::state::unix_ms;
 use crate::store::{Change, DrainKey, StoredReport};
 
@@ -22,7 +22,7 @@ use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
 use super::extract::Path;
-use super::write::{Accepted, admit, applied, audit, read_json};
+use super::write::{Accepted, Whole, admit, applied, audit, read_json};
 
 /// Longest report TTL accepted: a day.
 const MAX_REPORT_TTL_SECONDS: u32 = 86_400;
@@ -43,8 +43,8 @@ pub(crate) struct ReportBody {
     load: f64,
     /// How long this report stays fresh, 1 to 86400 (`MAX_REPORT_TTL_SECONDS`); default
     /// `control.report_ttl_seconds`.
-    #[schema(minimum = 1, maximum = 86400)]
-    ttl_seconds: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 86400)]
+    ttl_seconds: Option<Whole<u32>>,
     /// Measured latency (≥ 0) by client region: an ISO country code or a continent code, at most
     /// 512 (`MAX_LATENCY_REGIONS`).
     #[schema(schema_with = latency_schema)]
@@ -172,7 +172,7 @@ fn validate_report(
     let capacity = finite("capacity", body.capacity)?;
     let load = finite("load", body.load)?;
     let cost = body.cost.map(|c| finite("cost", c)).transpose()?;
-    let ttl_seconds = body.ttl_seconds.unwrap_or(default_ttl);
+    let ttl_seconds = body.ttl_seconds.map_or(default_ttl, |Whole(ttl)| ttl);
     if !(1..=MAX_REPORT_TTL_SECONDS).contains(&ttl_seconds) {
         return Err(ApiError::bad_request(format!(
             "ttl_seconds: {ttl_seconds} is not between 1 and {MAX_REPORT_TTL_SECONDS}"
@@ -269,11 +269,7 @@ fn datacenter_view(
     let config = &snapshot.loaded.config;
     let dc = &config.datacenters[index];
     let report = state.report.as_ref();
-    let freshness = match report {
-        None => "unreported",
-        Some(r) if r.age <= r.ttl => "fresh",
-        Some(_) => "stale",
-    };
+    let freshness = DcStatus::freshness(state).label();
     let services = config
         .services
         .iter()
@@ -281,7 +277,7 @@ fn datacenter_view(
         .filter(|(_, s)| s.pools.iter().any(|p| p.datacenter == index))
         .map(|(i, s)| {
             let standing = Standing::of(dc, state, ServiceId(i as u16), s);
-            (s.id.clone(), standing_label(&standing).to_owned())
+            (s.id.clone(), standing.label().to_owned())
         })
         .collect();
     DatacenterView {
@@ -304,18 +300,6 @@ fn datacenter_view(
             .map(|s| config.services[usize::from(s.0)].id.clone())
             .collect(),
         services,
-    }
-}
-
-pub(super) fn standing_label(standing: &Standing) -> &'static str {
-    match standing {
-        Standing::Healthy => "healthy",
-        Standing::Unreported => "unreported",
-        Standing::Stale { .. } => "stale",
-        Standing::Drained => "drained",
-        Standing::ReportedDown => "down",
-        Standing::StalePastGrace { .. } => "stale-past-grace",
-        Standing::NoReport => "no-report",
     }
 }
 

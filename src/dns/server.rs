@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,10 @@ impl DnsServer {
         // One receive loop per core per socket: answering is CPU work with no await but the send.
         let loops = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let mut tasks = JoinSet::new();
+        // One connection budget over every DNS/TCP listener.
+        let permits = Arc::new(Semaphore::new(
+            usize::try_from(tcp_limits.max_connections).unwrap_or(usize::MAX),
+        ));
         for socket in udp {
             tasks.spawn(udp::serve(socket, handler.clone(), loops, shutdown.clone()));
         }
@@ -38,6 +43,7 @@ impl DnsServer {
                 listener,
                 handler.clone(),
                 tcp_limits.clone(),
+                permits.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             ));

@@ -1,8 +1,9 @@
 //! DNS over TCP (RFC 7766): our own accept loop and connection handling, with the limits a
 //! public authoritative server needs.
 //!
-//! - At most `max_connections` connections at once, and `max_connections_per_client` from one
-//!   address; a connection over either limit is closed as soon as it is accepted.
+//! - At most `max_connections` connections at once over all DNS addresses (the next waits in
+//!   the listen backlog until one closes), and `max_connections_per_client` from one address
+//!   (a connection over it is closed as soon as it is accepted).
 //! - A message must arrive whole within `message_timeout` of its first byte (a length prefix
 //!   followed by a stall is closed in about that time, as Knot does), and a connection may sit
 //!   idle between messages for `idle_timeout`. Writing a reply has `message_timeout` too, so a
@@ -12,19 +13,22 @@
 //! - A frame that is not a query (shorter than a header, a response, or a message that does not
 //!   decode, after its FORMERR) closes the connection.
 //! - A failed accept (EMFILE, ENFILE, ENOBUFS) is counted (`meridian_accept_errors_total`
-//!   with `listener="dns"`, as the control plane counts `"http"`), logged at most once per
-//!   [`ACCEPT_LOG_INTERVAL`] with how many failed since, and backs off from
-//!   [`ACCEPT_BACKOFF_MIN`] doubling to [`ACCEPT_BACKOFF_MAX`], instead of spinning a core.
+//!   with `listener="dns-tcp"`), logged at most once per [`ACCEPT_ERROR_LOG_INTERVAL`] with how
+//!   many failed since, and backs off from [`MIN_ACCEPT_BACKOFF`] doubling to
+//!   [`MAX_ACCEPT_BACKOFF`], instead of spinning a core: [`AcceptErrors`], which the control
+//!   plane's HTTP loop shares.
 //!
 //! Every answer comes from [`Handler::answer`]; this file does no DNS itself.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -36,63 +40,129 @@ use crate::metrics::{DnsEvent, Metrics};
 use super::Handler;
 use super::respond::Transport;
 
+/// The least time between two log lines about failed accepts on one listener.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The first pause after a failed accept.
-pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// The longest pause between failed accepts.
-pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// Failed accepts are logged at most this often.
-pub(crate) const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest pause after failed accepts in a row.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// Bytes read from a connection at a time: many pipelined queries fit in one read.
 const READ_BUFFER: usize = 4096;
 /// Header length (RFC 1035 §4.1.1): a shorter frame cannot be a query.
 const HEADER_LEN: usize = 12;
 
+/// What a listener does about failed accepts: count, log once per interval, back off.
+#[derive(Debug)]
+pub struct AcceptErrors {
+    listener: &'static str,
+    backoff: Duration,
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    /// For the listener named `listener` in logs and metrics (`http`, `dns-tcp`).
+    pub fn new(listener: &'static str) -> AcceptErrors {
+        AcceptErrors {
+            listener,
+            backoff: MIN_ACCEPT_BACKOFF,
+            last_logged: None,
+            unlogged: 0,
+        }
+    }
+
+    /// Waits for a connection, then for one of the connection budget's `permits`; a failed
+    /// accept is counted, logged (at most once per interval) and followed by a pause before the
+    /// next try. `None` once `shutdown` is cancelled.
+    ///
+    /// The permit is taken after the accept, not before: several listeners share one budget,
+    /// and a listener idle in `accept` must not hold a permit another listener's client needs.
+    /// Each listener so holds at most one accepted connection beyond the budget while it waits.
+    pub async fn accept(
+        &mut self,
+        listener: &TcpListener,
+        permits: &Arc<Semaphore>,
+        metrics: &Metrics,
+        shutdown: &CancellationToken,
+    ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+        let (stream, peer) = loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = shutdown.cancelled() => return None,
+            };
+            match accepted {
+                Ok(accepted) => {
+                    self.backoff = MIN_ACCEPT_BACKOFF;
+                    break accepted;
+                }
+                Err(error) => {
+                    let pause = self.failed(&error, metrics);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => return None,
+                    }
+                }
+            }
+        };
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = shutdown.cancelled() => return None,
+        };
+        Some((stream, peer, permit))
+    }
+
+    /// Counts and (at most once per interval) logs `error`; returns how long to pause.
+    fn failed(&mut self, error: &io::Error, metrics: &Metrics) -> Duration {
+        metrics.record_accept_error(self.listener);
+        self.unlogged += 1;
+        let pause = self.backoff;
+        if self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL)
+        {
+            warn!(
+                %error,
+                listener = self.listener,
+                failures = self.unlogged,
+                backoff = ?pause,
+                "accepting connections fails; backing off"
+            );
+            self.last_logged = Some(Instant::now());
+            self.unlogged = 0;
+        }
+        self.backoff = (self.backoff * 2).min(MAX_ACCEPT_BACKOFF);
+        pause
+    }
+}
+
 /// Serves DNS/TCP on `listener` until `shutdown` is cancelled, then closes every connection
-/// between messages and returns once they are all closed.
-pub(crate) async fn serve(
+/// between messages and returns once they are all closed. `permits` is the connection budget
+/// of all DNS/TCP listeners together.
+pub(super) async fn serve(
     listener: TcpListener,
     handler: Handler,
     limits: TcpConfig,
+    permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let counts = Arc::new(Counts::default());
     let mut connections = JoinSet::new();
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    let mut failures = AcceptFailures::default();
+    let mut errors = AcceptErrors::new("dns-tcp");
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => break,
-        };
         // Reap finished connections so the set does not grow with the total ever accepted.
         while connections.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(accepted) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                accepted
-            }
-            Err(error) => {
-                // One metric for every listener's failed accepts, shared with the control plane's.
-                metrics.record_accept_error("dns");
-                failures.log(&error, Instant::now());
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => break,
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                continue;
-            }
+        let Some((stream, peer, permit)) = errors
+            .accept(&listener, &permits, &metrics, &shutdown)
+            .await
+        else {
+            break;
         };
         let Some(slot) = counts.admit(peer.ip(), &limits) else {
-            // Over a limit: closing now is the cheapest answer, and the client may retry.
-            let event = if counts.total() >= limits.max_connections {
-                DnsEvent::TcpRefusedTotal
-            } else {
-                DnsEvent::TcpRefusedPerClient
-            };
-            metrics.record_dns_event(event);
-            debug!(%peer, ?event, "closing a DNS/TCP connection over the limit");
+            // Over the per-client cap: closing now is the cheapest answer, and the client may
+            // retry.
+            metrics.record_dns_event(DnsEvent::TcpRefusedPerClient);
+            debug!(%peer, "closing a DNS/TCP connection over the per-client limit");
             drop(stream);
             continue;
         };
@@ -109,8 +179,10 @@ pub(crate) async fn serve(
             }
             debug!(%peer, ?closed, "DNS/TCP connection closed");
             drop(slot);
+            drop(permit);
         });
     }
+    drop(listener);
     // Connections notice the cancellation between messages.
     while connections.join_next().await.is_some() {}
 }
@@ -156,7 +228,7 @@ async fn connection(
             let len = usize::from(read.read_u16().await?);
             let mut message = vec![0; len];
             read.read_exact(&mut message).await?;
-            Ok::<_, std::io::Error>(message)
+            Ok::<_, io::Error>(message)
         })
         .await;
         let message = match message {
@@ -194,18 +266,11 @@ fn is_form_error(reply: &[u8]) -> bool {
     reply.get(3).is_some_and(|flags| flags & 0x0f == 1)
 }
 
-/// Open connections, in total and per client address.
+/// Open connections per client address.
 #[derive(Debug, Default)]
 struct Counts {
-    /// A `Mutex` because it is touched only on accept and close, never per query, and both
-    /// numbers must change together.
-    inner: Mutex<CountsInner>,
-}
-
-#[derive(Debug, Default)]
-struct CountsInner {
-    total: u32,
-    per_client: HashMap<IpAddr, u32>,
+    /// A `Mutex` because it is touched only on accept and close, never per query.
+    per_client: Mutex<HashMap<IpAddr, u32>>,
 }
 
 /// One admitted connection; dropping it gives its place back.
@@ -215,72 +280,37 @@ struct Slot {
 }
 
 impl Counts {
-    /// Admits a connection from `client` when both limits allow it.
+    /// Admits a connection from `client` when the per-client limit allows it.
     fn admit(self: &Arc<Self>, client: IpAddr, limits: &TcpConfig) -> Option<Slot> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if inner.total >= limits.max_connections {
+        let mut per_client = self
+            .per_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = per_client.entry(client).or_default();
+        if *count >= limits.max_connections_per_client {
             return None;
         }
-        let per_client = inner.per_client.entry(client).or_default();
-        if *per_client >= limits.max_connections_per_client {
-            return None;
-        }
-        *per_client += 1;
-        inner.total += 1;
+        *count += 1;
         Some(Slot {
             counts: self.clone(),
             client,
         })
     }
-
-    fn total(&self) -> u32 {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .total
-    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut inner = self
+        let mut per_client = self
             .counts
-            .inner
+            .per_client
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        inner.total -= 1;
-        if let Some(count) = inner.per_client.get_mut(&self.client) {
+        if let Some(count) = per_client.get_mut(&self.client) {
             *count -= 1;
             if *count == 0 {
                 // Forget the address, so the map holds only clients with open connections.
-                inner.per_client.remove(&self.client);
+                per_client.remove(&self.client);
             }
         }
-    }
-}
-
-/// Rate-limits the log of failed accepts: one line per interval, saying how many failed.
-#[derive(Debug, Default)]
-struct AcceptFailures {
-    last_logged: Option<Instant>,
-    unlogged: u64,
-}
-
-impl AcceptFailures {
-    fn log(&mut self, error: &std::io::Error, now: Instant) {
-        self.unlogged += 1;
-        if self
-            .last_logged
-            .is_some_and(|last| now.duration_since(last) < ACCEPT_LOG_INTERVAL)
-        {
-            return;
-        }
-        warn!(
-            %error,
-            failed = self.unlogged,
-            "DNS/TCP accept failing; backing off (out of file descriptors?)"
-        );
-        self.last_logged = Some(now);
-        self.unlogged = 0;
     }
 }

@@ -1,5 +1,6 @@
-//! The bounded label vocabularies: query types, response codes, datacenter states and directory
-//! lookup outcomes, each an enum with its label text.
+//! The bounded label vocabularies: query types, response codes and directory lookup outcomes,
+//! each an enum with its label text (a datacenter's state is `routing::DcStatus`, shared with the
+//! HTTP API).
 //!
 //! Callers convert into these at their boundary (`dns` from hickory's codes, `state` from its
 //! own types), so no label value ever comes from a client.
@@ -173,43 +174,6 @@ impl Rcode {
     }
 }
 
-/// A datacenter's state as exported by [`DATACENTER_STATE`](super::DATACENTER_STATE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DcStateLabel {
-    /// Reporting, and its latest report is recent.
-    Fresh,
-    /// Its latest report is older than the freshness window.
-    Stale,
-    /// Reported down, or its report has expired.
-    Down,
-    /// Has never reported since the process started.
-    Unreported,
-    /// Drained by an operator: never ranked first.
-    Drained,
-}
-
-impl DcStateLabel {
-    /// Every state, in the order their series are written.
-    pub const ALL: [DcStateLabel; 5] = [
-        DcStateLabel::Fresh,
-        DcStateLabel::Stale,
-        DcStateLabel::Down,
-        DcStateLabel::Unreported,
-        DcStateLabel::Drained,
-    ];
-
-    /// The `state` label value, in lower case.
-    pub fn label(self) -> &'static str {
-        match self {
-            DcStateLabel::Fresh => "fresh",
-            DcStateLabel::Stale => "stale",
-            DcStateLabel::Down => "down",
-            DcStateLabel::Unreported => "unreported",
-            DcStateLabel::Drained => "drained",
-        }
-    }
-}
-
 /// Events of the DNS transport (rate limiting, malformed input, TCP limits), each counted in
 /// one series of its metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,8 +184,6 @@ pub enum DnsEvent {
     RrlDropped,
     /// A query that did not decode.
     Malformed,
-    /// A TCP connection closed on accept: too many connections.
-    TcpRefusedTotal,
     /// A TCP connection closed on accept: too many from its address.
     TcpRefusedPerClient,
     /// A TCP connection closed: a message did not arrive whole in time.
@@ -232,11 +194,10 @@ pub enum DnsEvent {
 
 impl DnsEvent {
     /// Every event, in counter-array order.
-    pub const ALL: [DnsEvent; 7] = [
+    pub const ALL: [DnsEvent; 6] = [
         DnsEvent::RrlSlipped,
         DnsEvent::RrlDropped,
         DnsEvent::Malformed,
-        DnsEvent::TcpRefusedTotal,
         DnsEvent::TcpRefusedPerClient,
         DnsEvent::TcpMessageTimeout,
         DnsEvent::TcpIdleTimeout,
@@ -249,9 +210,6 @@ impl DnsEvent {
             DnsEvent::RrlSlipped => (DNS_RRL_LIMITED_TOTAL, Some(("action", "slipped"))),
             DnsEvent::RrlDropped => (DNS_RRL_LIMITED_TOTAL, Some(("action", "dropped"))),
             DnsEvent::Malformed => (DNS_MALFORMED_QUERIES_TOTAL, None),
-            DnsEvent::TcpRefusedTotal => {
-                (DNS_TCP_REFUSED_TOTAL, Some(("reason", "max_connections")))
-            }
             DnsEvent::TcpRefusedPerClient => (
                 DNS_TCP_REFUSED_TOTAL,
                 Some(("reason", "max_connections_per_client")),
