@@ -197,12 +197,14 @@ pub async fn run(
                 readiness: readiness.clone(),
                 limiter: Arc::default(),
             });
-            let stop = shutdown.clone().cancelled_owned();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }))
+            let serving = control::serve(
+                listener,
+                router,
+                shared.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            );
+            Some(tokio::spawn(serving))
         }
         None => None,
     };

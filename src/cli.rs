@@ -1,4 +1,4 @@
-//! The command line: `meridian serve` and `meridian check-config`.
+//! The command line: `meridian serve`, `meridian check-config` and `meridian state`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use crate::app;
 use crate::config::Source;
 use crate::dns::{Loaded, Snapshot};
 use crate::state::Clock;
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// Exit code for an invalid configuration.
 pub const EXIT_INVALID_CONFIG: u8 = 2;
@@ -59,12 +59,49 @@ pub enum Command {
         /// Start drained: `/readyz` fails until an operator undrains (POST /v1/undrain).
         #[arg(long)]
         drained: bool,
+        /// When the state file is empty or damaged, keep it aside (renamed
+        /// `meridian.redb.bad`) and start with empty state instead of refusing to start.
+        #[arg(long, requires = "state_dir")]
+        state_reset: bool,
+    },
+    /// Check, back up or restore a state directory offline (the server must not be using it).
+    State {
+        /// What to do.
+        #[command(subcommand)]
+        action: StateAction,
     },
     /// Check a configuration, its zone files and geo database; exit 0 if valid, 2 if not.
     CheckConfig {
         /// Configuration file; without it, the shipped example.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+/// `meridian state ...`.
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Verify every checksum and value of the state database; exit 0 if sound, 1 if not.
+    Check {
+        /// The state directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+    },
+    /// Check the state database and copy it to FILE (which must not exist).
+    Backup {
+        /// The state directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// Where to write the copy.
+        file: PathBuf,
+    },
+    /// Check the backup FILE and make it the state database; the one it replaces is kept aside.
+    Restore {
+        /// The state directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The backup to restore.
+        file: PathBuf,
     },
 }
 
@@ -80,6 +117,7 @@ pub fn run(cli: Cli) -> ExitCode {
             control,
             state_dir,
             drained,
+            state_reset,
         } => serve(
             source_of(config),
             Flags {
@@ -87,9 +125,63 @@ pub fn run(cli: Cli) -> ExitCode {
                 control,
                 state_dir,
                 drained,
+                state_reset,
             },
         ),
+        Command::State { action } => state(action),
     }
+}
+
+/// Runs `meridian state ...`: prints what the database holds, exits 0, or the error and 1.
+#[allow(clippy::print_stdout)]
+fn state(action: StateAction) -> ExitCode {
+    let res = match &action {
+        StateAction::Check { state_dir } => store::check(state_dir).map(|summary| {
+            print_summary(&summary);
+            println!("ok");
+        }),
+        StateAction::Backup { state_dir, file } => store::backup(state_dir, file).map(|summary| {
+            print_summary(&summary);
+            println!("backed up to {}", file.display());
+        }),
+        StateAction::Restore { state_dir, file } => {
+            store::restore(state_dir, file).map(|(summary, aside)| {
+                print_summary(&summary);
+                if let Some(aside) = aside {
+                    println!("the previous database is kept as {}", aside.display());
+                }
+                println!("restored from {}", file.display());
+            })
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!(%error, "state {}", match action {
+                StateAction::Check { .. } => "check failed",
+                StateAction::Backup { .. } => "backup failed",
+                StateAction::Restore { .. } => "restore failed",
+            });
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_summary(summary: &store::Summary) {
+    println!("{} ({} bytes)", summary.path.display(), summary.bytes);
+    println!(
+        "reports {}, drains {}, instance drained {}, audit entries {}, configuration versions {}",
+        summary.reports,
+        summary.drains,
+        summary.instance_drained,
+        summary.audit_entries,
+        summary.config_versions
+    );
+    println!(
+        "directory: {} buckets, {} pins",
+        summary.directory_buckets, summary.pins
+    );
 }
 
 fn source_of(config: Option<PathBuf>) -> Source {
@@ -128,6 +220,7 @@ struct Flags {
     control: Option<SocketAddr>,
     state_dir: Option<PathBuf>,
     drained: bool,
+    state_reset: bool,
 }
 
 fn serve(source: Source, flags: Flags) -> ExitCode {
@@ -149,7 +242,15 @@ fn serve(source: Source, flags: Flags) -> ExitCode {
     };
     let control = flags.control.unwrap_or(loaded.config.server.control);
     let store = match &flags.state_dir {
-        Some(dir) => Store::open(dir),
+        Some(dir) => Store::open_or_reset(dir, flags.state_reset).map(|(store, aside)| {
+            if let Some(aside) = aside {
+                warn!(
+                    kept = %aside.display(),
+                    "--state-reset: the state file was damaged; it is kept aside and the server starts with empty state"
+                );
+            }
+            store
+        }),
         None => {
             warn!(
                 "no --state-dir: reports, drains and the audit log are kept in memory and lost on restart"

@@ -11,7 +11,7 @@
 #   bash benches/peers/run.sh table    the table again from $OUT/results.csv
 #
 # Tunables (environment): DURATION (s per run, 10) REPS (2) MIXES SERVERS SERVER_CPU (0)
-# CLIENT_CPU (1) CLIENTS (8) OUTSTANDING (100) SCOPE_NETWORKS (5000) CACHE (/work/cache)
+# CLIENT_CPU (1) CLIENTS (8) OUTSTANDING (100) NICE (-19) SCOPE_NETWORKS (5000) CACHE (/work/cache)
 # MMDB WORK (/tmp/meridian-peers) OUT ($WORK/out).
 # Servers are started in the background and stopped by their recorded PIDs, also on failure.
 set -euo pipefail
@@ -30,6 +30,10 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 CLIENTS=${CLIENTS:-8}
 OUTSTANDING=${OUTSTANDING:-100}
+# Servers and dnsperf run at this niceness, each in its own session whose autogroup gets it
+# too (the kernel shares CPU between sessions first, whatever a process's nice value), so that
+# other work on a shared machine takes what they leave rather than most of their core.
+NICE=${NICE:--19}
 ECS_NETWORKS=${ECS_NETWORKS:-100000}
 SCOPE_NETWORKS=${SCOPE_NETWORKS:-5000}
 
@@ -51,6 +55,14 @@ port_of() {
     esac
 }
 MERIDIAN_CONTROL_PORT=5499
+
+# PIN: the prefix that runs a command on one CPU at priority $NICE in a session of its own.
+# setsid, sh, nice and taskset each exec the next, so the PID stays the command's own.
+pin() { # cpu
+    # shellcheck disable=SC2016  # $1, $2 and $@ are the inner shell's
+    PIN=(setsid sh -c 'n=$1 c=$2; shift 2; echo "$n" > /proc/self/autogroup 2> /dev/null
+        exec nice -n "$n" taskset -c "$c" "$@"' pin "$NICE" "$1")
+}
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 
@@ -132,18 +144,19 @@ meridian_config() { # dir
 
 start_server() { # name
     local name=$1 port dir pid
+    pin "$SERVER_CPU"
     port=$(port_of "$name")
     dir=$WORK/$name
-    if ss -Hlun "sport = :$port" | grep -q .; then log "port $port is already in use"; return 1; fi
+    if [ -n "$(ss -Hlun "sport = :$port")" ]; then log "port $port is already in use"; return 1; fi
     rm -rf "$dir"
     mkdir -p "$dir/run" "$dir/state" "$dir/db" "$WORK/pids"
     case $name in
         reflector)
-            taskset -c "$SERVER_CPU" "$REFLECTOR" "127.0.0.1:$port" > "$dir/server.log" 2>&1 &
+            "${PIN[@]}" "$REFLECTOR" "127.0.0.1:$port" > "$dir/server.log" 2>&1 &
             pid=$! ;;
         meridian)
             meridian_config "$dir"
-            TOKIO_WORKER_THREADS=1 taskset -c "$SERVER_CPU" "$MERIDIAN" serve \
+            TOKIO_WORKER_THREADS=1 "${PIN[@]}" "$MERIDIAN" serve \
                 --config "$dir/meridian.yaml" > "$dir/server.log" 2>&1 &
             pid=$! ;;
         gdnsd)
@@ -151,20 +164,21 @@ start_server() { # name
             render "$HERE/conf/gdnsd.config" "$dir/etc/config" "$dir" "$port"
             cp "$HERE/conf/gdnsd.zone" "$dir/etc/zones/example.test"
             ln -s "$MMDB" "$dir/etc/geoip/city.mmdb"
-            taskset -c "$SERVER_CPU" gdnsd -c "$dir/etc" start > "$dir/server.log" 2>&1 &
+            "${PIN[@]}" gdnsd -c "$dir/etc" start > "$dir/server.log" 2>&1 &
             pid=$! ;;
         knot)
             render "$HERE/conf/knot.conf" "$dir/knot.conf" "$dir" "$port"
             cp "$HERE/conf/knot.zone" "$dir/example.test.zone"
-            taskset -c "$SERVER_CPU" knotd -c "$dir/knot.conf" > "$dir/server.log" 2>&1 &
+            "${PIN[@]}" knotd -c "$dir/knot.conf" > "$dir/server.log" 2>&1 &
             pid=$! ;;
     esac
     echo "$pid" > "$WORK/pids/$name"
-    local i
-    for i in $(seq 1 240); do
+    local reply
+    for _ in $(seq 1 240); do
         if ! kill -0 "$pid" 2> /dev/null; then log "$name exited:"; cat "$dir/server.log" >&2; return 1; fi
-        if dig +time=1 +tries=1 @127.0.0.1 -p "$port" static.example.test A 2> /dev/null | grep -q 'status: NOERROR'; then
-            log "$name answers on 127.0.0.1:$port (pid $pid, CPU $SERVER_CPU)"
+        reply=$(dig +time=1 +tries=1 @127.0.0.1 -p "$port" static.example.test A 2> /dev/null || true)
+        if [[ $reply == *"status: NOERROR"* ]]; then
+            log "$name answers on 127.0.0.1:$port (pid $pid: $(cat "/proc/$pid/comm"), CPU $SERVER_CPU)"
             return 0
         fi
         sleep 0.5
@@ -174,12 +188,12 @@ start_server() { # name
 }
 
 stop_server() { # name
-    local file=$WORK/pids/$1 pid i
+    local file=$WORK/pids/$1 pid
     [ -f "$file" ] || return 0
     pid=$(cat "$file")
     if kill -0 "$pid" 2> /dev/null; then
         kill -TERM "$pid" 2> /dev/null || true
-        for i in $(seq 1 40); do kill -0 "$pid" 2> /dev/null || break; sleep 0.25; done
+        for _ in $(seq 1 40); do kill -0 "$pid" 2> /dev/null || break; sleep 0.25; done
         if kill -0 "$pid" 2> /dev/null; then kill -KILL "$pid" 2> /dev/null || true; fi
     fi
     rm -f "$file"
@@ -213,8 +227,9 @@ run_one() { # server mix rep
     logf=$OUT/logs/$server-$mix-$rep.txt
     s0=$(process_ticks "$pid"); b0=$(machine_busy_ticks); k0=$(softirq_thread_ticks); t0=$(date +%s.%N)
     TIMEFORMAT='%U %S'
-    # shellcheck disable=SC2046
-    { time taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$port" -l "$DURATION" -c "$CLIENTS" \
+    pin "$CLIENT_CPU"
+    # shellcheck disable=SC2046  # the dnsperf options of the mix are meant to split
+    { time "${PIN[@]}" dnsperf -s 127.0.0.1 -p "$port" -l "$DURATION" -c "$CLIENTS" \
         -q "$OUTSTANDING" $(dnsperf_input "$mix") > "$logf" 2>&1; } 2> "$logf.time"
     s1=$(process_ticks "$pid"); b1=$(machine_busy_ticks); k1=$(softirq_thread_ticks); t1=$(date +%s.%N)
     local completed lost qps dnsperf_cpu rcodes
@@ -263,7 +278,7 @@ describe_machine() {
     echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "meridian $(git -C "$ROOT" rev-parse --short HEAD), gdnsd $(dpkg-query -W -f='${Version}' gdnsd)," \
         "Knot $(dpkg-query -W -f='${Version}' knot), dnsperf $(dpkg-query -W -f='${Version}' dnsperf)"
-    echo "servers on CPU $SERVER_CPU (one worker), dnsperf on CPU $CLIENT_CPU (-c $CLIENTS -q $OUTSTANDING)," \
+    echo "servers on CPU $SERVER_CPU (one worker), dnsperf on CPU $CLIENT_CPU (-c $CLIENTS -q $OUTSTANDING), nice $NICE," \
         "$DURATION s per run, $REPS interleaved repetitions; City database $MMDB_PACKAGE"
 }
 

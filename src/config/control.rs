@@ -18,6 +18,16 @@ pub struct ControlConfig {
     pub body_limit: usize,
     /// Per-token rate limit.
     pub rate_limit: RateLimit,
+    /// Per-client-address rate limit of every request, checked before authentication.
+    pub address_rate_limit: RateLimit,
+    /// Directory lookups' own rate limit, per address and per token.
+    pub directory_rate_limit: RateLimit,
+    /// Time a client has to send a request head (and the longest idle wait between requests).
+    pub header_read_timeout: Duration,
+    /// Time a connection may pass with no I/O before it is closed.
+    pub idle_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
     /// Networks allowed to ask `_explain.<name>` TXT queries.
     pub explain_allow: Vec<IpNet>,
     /// Access tokens.
@@ -96,23 +106,54 @@ pub(super) fn validate_control(
             format!("{body_limit} is too small for a report (at least 1024)"),
         ));
     }
-    let (per_second, burst) = match &raw.rate_limit {
-        Some(limit) => (limit.per_second, limit.burst),
-        None => (raw::DEFAULT_RATE_PER_SECOND, raw::DEFAULT_RATE_BURST),
-    };
-    let rate_limit = match (NonZeroU32::new(per_second), NonZeroU32::new(burst)) {
-        (Some(per_second), Some(burst)) => RateLimit { per_second, burst },
-        _ => {
-            problems.push(Problem::new(
-                "control.rate_limit",
-                "per_second and burst must be at least 1",
-            ));
-            RateLimit {
-                per_second: NonZeroU32::MIN,
-                burst: NonZeroU32::MIN,
-            }
+    let rate_limit = parse_rate_limit(
+        "control.rate_limit",
+        raw.rate_limit.as_ref(),
+        (raw::DEFAULT_RATE_PER_SECOND, raw::DEFAULT_RATE_BURST),
+        problems,
+    );
+    let address_rate_limit = parse_rate_limit(
+        "control.address_rate_limit",
+        raw.address_rate_limit.as_ref(),
+        (
+            raw::DEFAULT_ADDRESS_RATE_PER_SECOND,
+            raw::DEFAULT_ADDRESS_RATE_BURST,
+        ),
+        problems,
+    );
+    let directory_rate_limit = parse_rate_limit(
+        "control.directory_rate_limit",
+        raw.directory_rate_limit.as_ref(),
+        (
+            raw::DEFAULT_DIRECTORY_RATE_PER_SECOND,
+            raw::DEFAULT_DIRECTORY_RATE_BURST,
+        ),
+        problems,
+    );
+    let mut seconds = |path: &str, value: Option<u64>, default: u64| {
+        let value = value.unwrap_or(default);
+        if value == 0 {
+            problems.push(Problem::new(path, "must be at least 1"));
         }
+        Duration::from_secs(value.max(1))
     };
+    let header_read_timeout = seconds(
+        "control.header_read_timeout_seconds",
+        raw.header_read_timeout_seconds,
+        raw::DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+    );
+    let idle_timeout = seconds(
+        "control.idle_timeout_seconds",
+        raw.idle_timeout_seconds,
+        raw::DEFAULT_IDLE_TIMEOUT_SECONDS,
+    );
+    let max_connections = raw.max_connections.unwrap_or(raw::DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        problems.push(Problem::new(
+            "control.max_connections",
+            "must be at least 1",
+        ));
+    }
     let explain_allow = super::parse_networks(
         "control.explain_allow",
         raw.explain_allow,
@@ -172,8 +213,36 @@ pub(super) fn validate_control(
         report_ttl: Duration::from_secs(u64::from(report_ttl)),
         body_limit,
         rate_limit,
+        address_rate_limit,
+        directory_rate_limit,
+        header_read_timeout,
+        idle_timeout,
+        max_connections: max_connections.max(1),
         explain_allow,
         tokens,
+    }
+}
+
+/// A rate limit from the file (or `default`), both numbers at least 1.
+fn parse_rate_limit(
+    path: &str,
+    raw: Option<&raw::RawRateLimit>,
+    default: (u32, u32),
+    problems: &mut Vec<Problem>,
+) -> RateLimit {
+    let (per_second, burst) = raw.map_or(default, |limit| (limit.per_second, limit.burst));
+    match (NonZeroU32::new(per_second), NonZeroU32::new(burst)) {
+        (Some(per_second), Some(burst)) => RateLimit { per_second, burst },
+        _ => {
+            problems.push(Problem::new(
+                path,
+                "per_second and burst must be at least 1",
+            ));
+            RateLimit {
+                per_second: NonZeroU32::MIN,
+                burst: NonZeroU32::MIN,
+            }
+        }
     }
 }
 

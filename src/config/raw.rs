@@ -30,6 +30,27 @@ pub const DEFAULT_BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub const DEFAULT_RATE_PER_SECOND: u32 = 20;
 /// Default burst of requests per token.
 pub const DEFAULT_RATE_BURST: u32 = 40;
+/// Default sustained control-plane requests per second from one client address, counted before
+/// authentication (wrong tokens and probes included; directory lookups have their own budget).
+pub const DEFAULT_ADDRESS_RATE_PER_SECOND: u32 = 100;
+/// Default burst of requests from one client address.
+pub const DEFAULT_ADDRESS_RATE_BURST: u32 = 200;
+/// Default sustained directory lookups (`GET /v1/users/{id}`) per second, per client address and
+/// per token: frontends look users up at high rates, which the general limits would stop.
+pub const DEFAULT_DIRECTORY_RATE_PER_SECOND: u32 = 200_000;
+/// Default burst of directory lookups.
+pub const DEFAULT_DIRECTORY_RATE_BURST: u32 = 200_000;
+/// Default time a control-plane client has to send a whole request head, counted from when the
+/// server starts waiting for it (so it also bounds how long a kept-alive connection may idle
+/// between requests).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u64 = 10;
+/// Default time a control-plane connection may pass with no byte moving either way (a stalled
+/// request body, a client that stops reading a response) before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 60;
+/// Default most open control-plane connections; more wait in the listen backlog. Kept well
+/// under the usual 1024 file descriptor limit, so that the control plane cannot take the
+/// descriptors DNS over TCP needs.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Default networks allowed to ask `_explain.` TXT queries: loopback.
 pub const DEFAULT_EXPLAIN_ALLOW: &[&str] = &["127.0.0.0/8", "::1/128"];
 /// Default utilization below which a datacenter sends no clients elsewhere.
@@ -117,6 +138,19 @@ pub struct RawControl {
     pub body_limit_bytes: Option<usize>,
     /// Per-token rate limit.
     pub rate_limit: Option<RawRateLimit>,
+    /// Per-client-address rate limit of every request, before authentication; default
+    /// [`DEFAULT_ADDRESS_RATE_PER_SECOND`] and [`DEFAULT_ADDRESS_RATE_BURST`].
+    pub address_rate_limit: Option<RawRateLimit>,
+    /// Rate limit of directory lookups, per client address and per token, instead of the two
+    /// above; default [`DEFAULT_DIRECTORY_RATE_PER_SECOND`] and [`DEFAULT_DIRECTORY_RATE_BURST`].
+    pub directory_rate_limit: Option<RawRateLimit>,
+    /// Seconds a client has to send a request head; default
+    /// [`DEFAULT_HEADER_READ_TIMEOUT_SECONDS`].
+    pub header_read_timeout_seconds: Option<u64>,
+    /// Seconds a connection may pass with no I/O; default [`DEFAULT_IDLE_TIMEOUT_SECONDS`].
+    pub idle_timeout_seconds: Option<u64>,
+    /// Most open connections (read at startup); default [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: Option<usize>,
     /// Networks (CIDR) allowed to ask `_explain.<name>` TXT queries; default loopback.
     pub explain_allow: Option<Vec<String>>,
     /// Bearer tokens, stored as hashes.

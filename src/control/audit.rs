@@ -13,7 +13,7 @@ use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
 use super::extract::Query;
-use super::write::admit;
+use super::write::{admit, store_read_failed};
 
 /// Query parameters of `/v1/audit`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -41,7 +41,8 @@ pub(crate) struct AuditView {
 /// The audit log (operator).
 #[utoipa::path(get, path = "/v1/audit", params(AuditParams), security(("bearer" = [])),
     responses((status = 200, description = "audit entries, oldest first", body = [AuditView]),
-        (status = 500, description = "the state store could not be read", body = super::error::ErrorBody)))]
+        (status = 500, description = "the state store could not be read", body = super::error::ErrorBody),
+        (status = 503, description = "the state store cannot be read now (I/O error)", body = super::error::ErrorBody)))]
 pub(crate) async fn audit_log(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -54,7 +55,7 @@ pub(crate) async fn audit_log(
     let entries = tokio::task::spawn_blocking(move || store.audit_log(params.after, limit))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| store_read_failed("audit log", &e))?;
     Ok(Json(
         entries
             .into_iter()

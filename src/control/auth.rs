@@ -1,11 +1,16 @@
 //! Bearer tokens: who is calling, what they may do, and how often.
 //!
 //! Tokens are configured as SHA-256 hashes; a request's token is hashed and compared in
-//! constant time (`subtle`). Each token has its own rate limit (governor), kept across reloads.
+//! constant time (`subtle`). Every request is first counted against its client address's rate
+//! limit, and once authorized against its token's (governor); the limiters are kept across
+//! reloads.
 
 use std::cell::RefCell;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -37,11 +42,87 @@ pub enum Need<'a> {
     Directory,
 }
 
-/// Per-token rate limiting.
+/// Rate limits: per client address (every request, before authentication) and per token (after
+/// authorization, so a token is never charged for what it was not allowed to do), with
+/// directory lookups counted apart from everything else on both.
+#[derive(Default)]
 pub struct Limiter {
+    tokens: Keyed<String>,
+    addresses: Keyed<AddressKey>,
+    token_lookups: Keyed<String>,
+    address_lookups: Keyed<AddressKey>,
+}
+
+/// Which budget a request is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Directory lookups (`GET /v1/users/{id}`): `control.directory_rate_limit`.
+    Lookups,
+    /// Everything else: `control.address_rate_limit` and `control.rate_limit`.
+    General,
+}
+
+/// A client address as rate limits see it: IPv4 addresses one by one, IPv6 by /64, since one
+/// client usually holds a whole /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AddressKey(IpAddr);
+
+impl AddressKey {
+    /// The key of `ip`.
+    pub fn of(ip: IpAddr) -> AddressKey {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                AddressKey(IpAddr::V6(prefix.into()))
+            }
+            v4 => AddressKey(v4),
+        }
+    }
+}
+
+/// One keyed limiter and the quota it was built for.
+struct Keyed<K: Hash + Eq + Clone> {
     /// A `Mutex` around the limiter only to swap it when a reload changes the quota; checks hold
     /// it for a moment and never across `.await`. The limiter itself is lock-free inside.
-    limiter: Mutex<(RateLimit, DefaultKeyedRateLimiter<String>)>,
+    limiter: Mutex<(RateLimit, DefaultKeyedRateLimiter<K>)>,
+    /// Checks since the limiter last forgot idle keys.
+    checks: AtomicU32,
+}
+
+/// How many checks pass between two sweeps of keys whose budget is full again, so that a flood
+/// from many addresses does not grow the limiter's map without bound.
+const SWEEP_EVERY: u32 = 4096;
+
+impl<K: Hash + Eq + Clone> Default for Keyed<K> {
+    fn default() -> Self {
+        let limit = RateLimit {
+            per_second: NonZeroU32::MIN,
+            burst: NonZeroU32::MIN,
+        };
+        Keyed {
+            limiter: Mutex::new((limit, keyed(limit))),
+            checks: AtomicU32::new(0),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    /// Counts one request of `key` against `limit`; on refusal, the seconds to wait.
+    fn check(&self, key: &K, limit: RateLimit) -> Result<(), u64> {
+        let mut guard = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.0 != limit {
+            *guard = (limit, keyed(limit));
+        }
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            guard.1.retain_recent();
+        }
+        guard.1.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            wait.as_secs_f64().ceil() as u64
+        })
+    }
 }
 
 impl std::fmt::Debug for Limiter {
@@ -50,42 +131,53 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
-impl Default for Limiter {
-    fn default() -> Self {
-        let limit = RateLimit {
-            per_second: NonZeroU32::MIN,
-            burst: NonZeroU32::MIN,
-        };
-        Limiter {
-            limiter: Mutex::new((limit, keyed(limit))),
-        }
-    }
-}
-
-fn keyed(limit: RateLimit) -> DefaultKeyedRateLimiter<String> {
+fn keyed<K: Hash + Eq + Clone>(limit: RateLimit) -> DefaultKeyedRateLimiter<K> {
     RateLimiter::keyed(Quota::per_second(limit.per_second).allow_burst(limit.burst))
 }
 
 impl Limiter {
-    /// Counts one request of `caller` against `limit`.
+    /// Counts one request of `caller` against its token's budget.
     ///
     /// # Errors
     ///
     /// 429 with the seconds to wait.
-    pub fn check(&self, caller: &Caller, limit: RateLimit) -> Result<(), ApiError> {
-        let mut guard = self.limiter.lock().expect("limiter lock is never poisoned");
-        if guard.0 != limit {
-            *guard = (limit, keyed(limit));
-        }
-        match guard.1.check_key(&caller.name) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ));
-                Err(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64))
-            }
-        }
+    pub fn check(
+        &self,
+        caller: &Caller,
+        control: &ControlConfig,
+        budget: Budget,
+    ) -> Result<(), ApiError> {
+        let res = match budget {
+            Budget::General => self.tokens.check(&caller.name, control.rate_limit),
+            Budget::Lookups => self
+                .token_lookups
+                .check(&caller.name, control.directory_rate_limit),
+        };
+        res.map_err(ApiError::rate_limited)
+    }
+
+    /// Counts one request from `ip` against its address's budget, before anything else.
+    ///
+    /// # Errors
+    ///
+    /// 429 with the seconds to wait, naming the address's limit.
+    pub fn check_address(
+        &self,
+        ip: IpAddr,
+        control: &ControlConfig,
+        budget: Budget,
+    ) -> Result<(), ApiError> {
+        let key = AddressKey::of(ip);
+        let res = match budget {
+            Budget::General => self.addresses.check(&key, control.address_rate_limit),
+            Budget::Lookups => self
+                .address_lookups
+                .check(&key, control.directory_rate_limit),
+        };
+        res.map_err(|wait| ApiError {
+            message: "too many requests from this address".to_owned(),
+            ..ApiError::rate_limited(wait)
+        })
     }
 }
 
@@ -184,6 +276,15 @@ impl Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_keyed_by_ipv4_address_and_ipv6_64() {
+        let key = |ip: &str| AddressKey::of(ip.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+    }
     use crate::config::Config;
 
     fn control() -> ControlConfig {
@@ -228,10 +329,12 @@ mod tests {
     #[test]
     fn rate_limits_are_per_token() {
         let limiter = Limiter::default();
-        let limit = RateLimit {
+        let mut limit = control();
+        limit.rate_limit = RateLimit {
             per_second: NonZeroU32::new(1).unwrap(),
             burst: NonZeroU32::new(2).unwrap(),
         };
+        let limit = &limit;
         let a = Caller {
             name: "a".into(),
             role: Role::Operator,
@@ -240,14 +343,18 @@ mod tests {
             name: "b".into(),
             role: Role::Operator,
         };
-        assert!(limiter.check(&a, limit).is_ok());
-        assert!(limiter.check(&a, limit).is_ok());
-        let error = limiter.check(&a, limit).unwrap_err();
+        assert!(limiter.check(&a, limit, Budget::General).is_ok());
+        assert!(limiter.check(&a, limit, Budget::General).is_ok());
+        let error = limiter.check(&a, limit, Budget::General).unwrap_err();
         assert_eq!(error.status, 429);
         assert!(error.retry_after.is_some());
         assert!(
-            limiter.check(&b, limit).is_ok(),
+            limiter.check(&b, limit, Budget::General).is_ok(),
             "another token has its own budget"
+        );
+        assert!(
+            limiter.check(&a, limit, Budget::Lookups).is_ok(),
+            "lookups have their own budget"
         );
     }
 }

@@ -106,6 +106,10 @@ pub(crate) struct DatacenterView {
     ttl_seconds: Option<u32>,
     /// Restored after a restart and not yet confirmed by a fresh report.
     unverified: bool,
+    /// The state store cannot write, so reports are refused (503) and routing keeps the state
+    /// last published: this view is that state, judged as of when it was published, so no
+    /// datacenter turns stale because of our own failure.
+    frozen: bool,
     /// Drained for every service.
     drained: bool,
     /// Drained for these services only.
@@ -123,7 +127,7 @@ pub(crate) struct DatacenterView {
         (status = 200, description = "stored and published: DNS answers follow the report", body = Accepted),
         (status = 404, description = "no such datacenter", body = super::error::ErrorBody),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn put_report(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -215,11 +219,22 @@ pub(crate) async fn list_datacenters(
     let snapshot = state.shared.load();
     let config = &snapshot.loaded.config;
     // Every datacenter's state at one instant, computed once for the whole list.
-    let states = snapshot.live.dc_states(config, state.clock.now());
+    let (at, frozen) = judged_at(&state, &snapshot);
+    let states = snapshot.live.dc_states(config, at);
     let views = (0..config.datacenters.len())
-        .map(|index| datacenter_view(&snapshot, index, &states[index]))
+        .map(|index| datacenter_view(&snapshot, index, &states[index], frozen))
         .collect();
     Json(views)
+}
+
+/// The instant datacenters are judged at in a view, and whether that is frozen: now, or while
+/// the store cannot write, the instant the serving snapshot was built (what routing uses).
+fn judged_at(state: &ControlState, snapshot: &Snapshot) -> (std::time::SystemTime, bool) {
+    if state.readiness.store_failing() {
+        (snapshot.built_at, true)
+    } else {
+        (state.clock.now(), false)
+    }
 }
 
 /// One datacenter's state.
@@ -234,14 +249,23 @@ pub(crate) async fn get_datacenter(
     let Some(index) = snapshot.loaded.config.datacenter_index(&dc) else {
         return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
     };
-    let states = snapshot
-        .live
-        .dc_states(&snapshot.loaded.config, state.clock.now());
-    Ok(Json(datacenter_view(&snapshot, index, &states[index])))
+    let (at, frozen) = judged_at(&state, &snapshot);
+    let states = snapshot.live.dc_states(&snapshot.loaded.config, at);
+    Ok(Json(datacenter_view(
+        &snapshot,
+        index,
+        &states[index],
+        frozen,
+    )))
 }
 
 /// The view of datacenter `index` in `state` (its entry of `LiveState::dc_states`).
-fn datacenter_view(snapshot: &Snapshot, index: usize, state: &DcState) -> DatacenterView {
+fn datacenter_view(
+    snapshot: &Snapshot,
+    index: usize,
+    state: &DcState,
+    frozen: bool,
+) -> DatacenterView {
     let config = &snapshot.loaded.config;
     let dc = &config.datacenters[index];
     let report = state.report.as_ref();
@@ -272,6 +296,7 @@ fn datacenter_view(snapshot: &Snapshot, index: usize, state: &DcState) -> Datace
         report_age_seconds: report.map(|r| r.age.as_secs_f64()),
         ttl_seconds: report.map(|r| r.ttl.as_secs() as u32),
         unverified: state.unverified,
+        frozen,
         drained: state.drained,
         drained_services: state
             .drained_services
@@ -302,7 +327,7 @@ pub(super) fn standing_label(standing: &Standing) -> &'static str {
         (status = 404, description = "no such datacenter or service", body = super::error::ErrorBody),
         (status = 409, description = "would leave a service with no eligible datacenter (`force` overrides)", body = super::error::ErrorBody),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn drain(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -319,7 +344,7 @@ pub(crate) async fn drain(
         (status = 200, description = "stored and published: the drain is lifted", body = Accepted),
         (status = 404, description = "no such datacenter or service", body = super::error::ErrorBody),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn undrain(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
@@ -375,7 +400,7 @@ async fn set_drain(
     responses(
         (status = 200, description = "stored: `/readyz` now fails", body = Accepted),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn drain_instance(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -388,7 +413,7 @@ pub(crate) async fn drain_instance(
     responses(
         (status = 200, description = "stored: `/readyz` answers 200 again", body = Accepted),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn undrain_instance(
     State(state): State<ControlState>,
     headers: HeaderMap,

@@ -24,7 +24,7 @@ pub struct ApiError {
 pub(crate) struct ErrorBody {
     /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `method_not_allowed`, `request_timeout`, `conflict`, `payload_too_large`,
-    /// `invalid_configuration`, `rate_limited`, `internal`, `unavailable`.
+    /// `invalid_configuration`, `rate_limited`, `internal`, `unavailable`, `read_only`.
     error: &'static str,
     /// What is wrong.
     message: String,
@@ -131,6 +131,14 @@ impl ApiError {
     /// 503: shutting down.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 503: the state store cannot write, so the control plane is read-only for now.
+    pub fn read_only(message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "read_only", message)
+        }
     }
 }
 

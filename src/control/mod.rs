@@ -7,7 +7,8 @@
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
 //! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
-//! - `auth.rs`: bearer tokens, roles and per-token rate limits;
+//! - `auth.rs`: bearer tokens, roles, and rate limits per address and per token;
+//! - `serve.rs`: the HTTP accept loop (connection cap, header and idle timeouts, accept errors);
 //! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem;
 //! - this file: the router, its route list and the OpenAPI document.
 //!
@@ -23,14 +24,16 @@ mod explain;
 mod extract;
 mod openapi;
 mod probes;
+mod serve;
 mod users;
 mod write;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,8 +41,9 @@ use axum::routing::{get, post, put};
 use tracing::info;
 use utoipa::OpenApi;
 
-pub use auth::{Caller, Limiter, Need};
+pub use auth::{AddressKey, Budget, Caller, Limiter, Need};
 pub use error::ApiError;
+pub use serve::serve;
 
 use openapi::StandardResponses;
 
@@ -166,8 +170,42 @@ pub fn router(state: ControlState) -> Router {
         .route("/readyz", get(probes::readyz))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
+        .layer(middleware::from_fn_with_state(state.clone(), limit_address))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Counts every request against its client address's budget before anything else (and so before
+/// authentication): a flood of unauthenticated or wrong-token requests is refused with 429 as
+/// cheaply as possible. Directory lookups are counted against their own, larger budget. A request
+/// without a peer address (none in production: [`serve`] records one for every connection) is
+/// not limited here.
+async fn limit_address(
+    State(state): State<ControlState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let lookup = request.method() == Method::GET
+            && request
+                .extensions()
+                .get::<MatchedPath>()
+                .is_some_and(|path| path.as_str() == "/v1/users/{id}");
+        let budget = if lookup {
+            Budget::Lookups
+        } else {
+            Budget::General
+        };
+        let snapshot = state.shared.load();
+        if let Err(error) =
+            state
+                .limiter
+                .check_address(peer.ip(), &snapshot.loaded.config.control, budget)
+        {
+            return error.into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// 404 for a path no route matches, with the JSON error body.
@@ -285,9 +323,9 @@ mod tests {
         for (name, operation) in operations() {
             let statuses = operation["responses"].as_object().expect("responses");
             let has = |status: &str| statuses.contains_key(status);
-            assert!(has("200") && has("408"), "{name}");
+            assert!(has("200") && has("408") && has("429"), "{name}");
             if operation.get("security").is_some() {
-                for status in ["401", "403", "429"] {
+                for status in ["401", "403"] {
                     assert!(has(status), "{name} {status}");
                 }
             }

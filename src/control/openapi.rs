@@ -2,9 +2,10 @@
 //! each operation, so that the document cannot forget one when a route is added.
 //!
 //! What the shared machinery answers, and therefore what is added here:
-//! - every route: 408 (the request timeout in `mod.rs`);
+//! - every route: 408 (the request timeout in `mod.rs`) and 429 (the per-address limit,
+//!   `Limiter::check_address`, before anything else);
 //! - a route with a bearer `security` requirement: 401 (`auth::authenticate`), 403
-//!   (`Caller::require`) and 429 (`Limiter::check`);
+//!   (`Caller::require`) and 429 (`Limiter::check`, per token);
 //! - a route with parameters or a request body: 400 (the `extract` wrappers, `read_json`);
 //! - a route with a request body: 413 (`read_json` and the directory line reader).
 //!
@@ -47,7 +48,7 @@ const SHARED: &[(u16, &str, &str)] = &[
     (
         429,
         "RateLimited",
-        "over the token's rate limit; retry after `Retry-After` seconds",
+        "over the client address's or the token's rate limit; retry after `Retry-After` seconds",
     ),
 ];
 
@@ -99,9 +100,9 @@ fn shared_statuses(operation: &Operation) -> Vec<u16> {
         .parameters
         .as_ref()
         .is_some_and(|params| !params.is_empty());
-    let mut statuses = vec![408];
+    let mut statuses = vec![408, 429];
     if authenticated {
-        statuses.extend([401, 403, 429]);
+        statuses.extend([401, 403]);
     }
     if has_body || has_params {
         statuses.push(400);

@@ -27,13 +27,18 @@ pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: serving, not drained, not shutting down.
+/// Readiness: serving, not drained, not shutting down, and the state store writes.
 #[utoipa::path(get, path = "/readyz",
     responses((status = 200, description = "ready for traffic", body = String),
-        (status = 503, description = "not ready: starting, drained or shutting down", body = String)))]
+        (status = 503, description = "not ready: starting, drained, shutting down, or the state store cannot write", body = String)))]
 pub(crate) async fn readyz(State(state): State<ControlState>) -> (StatusCode, &'static str) {
     if state.readiness.get() {
         (StatusCode::OK, "ready\n")
+    } else if state.readiness.store_failing() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the state store cannot write (the control plane is read-only)\n",
+        )
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }

@@ -77,6 +77,14 @@ pub struct Metrics {
     failovers: IntCounter,
     /// See [`DIRECTORY_PINS`].
     pins: IntGauge,
+    /// See [`STORE_WRITABLE`].
+    store_writable: IntGauge,
+    /// See [`STORE_WRITE_FAILURES_TOTAL`].
+    store_failures: IntCounter,
+    /// See [`ACCEPT_ERRORS_TOTAL`]; resolved per error, which is rare.
+    accept_errors: IntCounterVec,
+    /// See [`CONTROL_CONNECTIONS`].
+    control_connections: IntGauge,
     /// Serializes [`Metrics::render`] with the multi-series updates (`set_datacenter_state`,
     /// `forget_datacenter`, `forget_service`), so a scrape never sees a datacenter in two states
     /// or in none. A `Mutex` because both sides are control-plane work and the sections are
@@ -225,6 +233,28 @@ impl Metrics {
         let pins = IntGauge::new(DIRECTORY_PINS, "Users pinned in the directory.")
             .expect("valid metric name");
         register(&registry, &pins);
+        let store_writable = IntGauge::new(
+            STORE_WRITABLE,
+            "1 while the state store accepts writes, 0 while the control plane is read-only.",
+        )
+        .expect("valid metric name");
+        register(&registry, &store_writable);
+        let store_failures = IntCounter::new(
+            STORE_WRITE_FAILURES_TOTAL,
+            "State store writes and recovery probes that failed.",
+        )
+        .expect("valid metric name");
+        register(&registry, &store_failures);
+        let accept_errors = IntCounterVec::new(
+            Opts::new(ACCEPT_ERRORS_TOTAL, "Failed accept calls, by listener."),
+            &["listener"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &accept_errors);
+        let control_connections =
+            IntGauge::new(CONTROL_CONNECTIONS, "Open control-plane HTTP connections.")
+                .expect("valid metric name");
+        register(&registry, &control_connections);
 
         Metrics {
             registry,
@@ -242,8 +272,32 @@ impl Metrics {
             lookups,
             failovers,
             pins,
+            store_writable,
+            store_failures,
+            accept_errors,
+            control_connections,
             scrape: Mutex::new(()),
         }
+    }
+
+    /// Sets whether the state store accepts writes.
+    pub fn set_store_writable(&self, writable: bool) {
+        self.store_writable.set(i64::from(writable));
+    }
+
+    /// Counts one failed state store write or probe.
+    pub fn record_store_failure(&self) {
+        self.store_failures.inc();
+    }
+
+    /// Counts one failed `accept` on `listener` (`http`).
+    pub fn record_accept_error(&self, listener: &'static str) {
+        self.accept_errors.with_label_values(&[listener]).inc();
+    }
+
+    /// Adds `delta` (1 or -1) to the open control-plane connections.
+    pub fn add_control_connections(&self, delta: i64) {
+        self.control_connections.add(delta);
     }
 
     /// Records one directory lookup. Lookup path: no lock.

@@ -31,6 +31,14 @@ pub const DIRECTORY_LOOKUPS_TOTAL: &str = "meridian_directory_lookups_total";
 pub const DIRECTORY_FAILOVERS_TOTAL: &str = "meridian_directory_failovers_total";
 /// Users pinned in the directory.
 pub const DIRECTORY_PINS: &str = "meridian_directory_pins";
+/// 1 while the state store accepts writes, 0 while it fails (the control plane is read-only).
+pub const STORE_WRITABLE: &str = "meridian_store_writable";
+/// State store writes (and recovery probes) that failed.
+pub const STORE_WRITE_FAILURES_TOTAL: &str = "meridian_store_write_failures_total";
+/// Failed `accept` calls on a listener (out of file descriptors, for one), by listener.
+pub const ACCEPT_ERRORS_TOTAL: &str = "meridian_accept_errors_total";
+/// Open control-plane (HTTP) connections.
+pub const CONTROL_CONNECTIONS: &str = "meridian_control_connections";
 
 /// Upper bounds of the query duration histogram: 10 µs to 100 ms in 1-2.5-5 steps.
 ///

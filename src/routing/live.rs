@@ -44,14 +44,13 @@ pub struct ReportState {
 }
 
 impl ReportState {
-    /// Load over capacity; a datacenter with no capacity and some load is infinitely full.
+    /// Load over capacity; a datacenter that reports no capacity is infinitely full, whatever
+    /// its load: it has said it can take nothing, so capacity-aware policies send it no one.
     pub fn utilization(&self) -> f64 {
         if self.capacity > 0.0 {
             self.load / self.capacity
-        } else if self.load > 0.0 {
-            f64::INFINITY
         } else {
-            0.0
+            f64::INFINITY
         }
     }
 }

@@ -370,6 +370,21 @@ fn nearest_with_capacity_spills_a_growing_share_with_hysteresis() {
 }
 
 #[test]
+fn a_datacenter_reporting_no_capacity_takes_no_new_clients() {
+    let mut world = world();
+    let (got, _) = world.decide("81.2.69.1", "api.example.com");
+    assert_eq!(got[0], "eu-west", "the nearest, before it reports");
+    // Capacity 0 and load 0 used to be utilization 0: the datacenter kept every client.
+    let empty = ReportState {
+        capacity: 0.0,
+        ..report(true, 0.0, 1)
+    };
+    world.with_states(|s| s[EU_WEST].report = Some(empty.clone()));
+    let (got, _) = world.decide("81.2.69.1", "api.example.com");
+    assert_eq!(got, ["us-east", "us-west", "eu-west"]);
+}
+
+#[test]
 fn spilling_is_stable_per_network() {
     let mut world = world();
     let ip: IpAddr = "81.2.69.1".parse().unwrap();

@@ -4,14 +4,22 @@
 //! at a time. Each accepted change is written to the store (with its audit entry) before it is
 //! applied, then a new snapshot is assembled and published; the requester hears back only after
 //! the snapshot is serving, so a 2xx to a report means DNS already answers by it.
+//!
+//! When the store cannot write (a full disk, a failing sync), the manager turns the control plane
+//! read-only ([`ApplyError::ReadOnly`]), says so once at `error` with the failed write's context,
+//! in a metric and through readiness, and probes the store every tick until it writes again.
+//! Meanwhile report freshness is judged as of the moment the store failed: datacenters whose
+//! agents keep trying to report are not made stale by our own failure, so DNS keeps answering by
+//! the last published state. After recovery the paused time runs on for one report TTL, so that
+//! agents can report again before the clock jumps to now.
 
 use std::mem::discriminant;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, Problem, Source};
 use crate::directory::Directory;
@@ -53,9 +61,16 @@ pub enum ApplyError {
     /// A safety rail refused it; nothing changed.
     #[error("{0}")]
     Refused(String),
-    /// The store could not record it; nothing changed.
+    /// The store cannot write (a full disk, a failing sync); nothing changed, and no write will
+    /// succeed until the store recovers, which the manager notices by itself.
+    #[error(
+        "the state store cannot write ({0}); the control plane is read-only until it recovers, and DNS keeps answering by the last published state"
+    )]
+    ReadOnly(StoreError),
+    /// The store refused the change for another reason (a value it cannot encode or that does
+    /// not fit the stored state); nothing changed.
     #[error("the state store failed: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -154,6 +169,26 @@ pub struct Manager<P: Prepare> {
     clock: Clock,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    /// Whether the store is failing, and since when. A `Mutex` only because the manager's
+    /// methods take `&self` across `.await`s (so it must be `Sync`); only the manager's own task
+    /// ever takes it, briefly and never across an `.await`.
+    health: Mutex<StoreHealth>,
+}
+
+/// The store's health as the manager last saw it.
+#[derive(Debug, Clone, Copy, Default)]
+enum StoreHealth {
+    /// Writes succeed.
+    #[default]
+    Writable,
+    /// Writes fail since this instant (on the control plane's clock).
+    Failing { since: SystemTime },
+    /// Writes failed from `since` until `recovered`; freshness is still judged on paused time
+    /// until one report TTL after `recovered`.
+    Settling {
+        since: SystemTime,
+        recovered: SystemTime,
+    },
 }
 
 impl<P: Prepare> Manager<P> {
@@ -185,7 +220,6 @@ impl<P: Prepare> Manager<P> {
             );
         }
         let loaded = with_counters(loaded, &metrics);
-        record_version(&store, &loaded, &clock);
         let first = Snapshot::assemble(Arc::new(loaded), Arc::new(live), None, 1, clock.now());
         let (shared, publisher) = Shared::new(first);
         let manager = Manager {
@@ -195,7 +229,10 @@ impl<P: Prepare> Manager<P> {
             clock,
             metrics,
             readiness,
+            health: Mutex::default(),
         };
+        manager.metrics.set_store_writable(true);
+        manager.record_version(&manager.publisher.current().loaded);
         manager.after_publish(None);
         Ok((manager, shared))
     }
@@ -210,7 +247,10 @@ impl<P: Prepare> Manager<P> {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
-                _ = tick.tick() => { self.refresh(false); }
+                _ = tick.tick() => {
+                    self.probe_store().await;
+                    self.refresh(false);
+                }
                 () = shutdown.cancelled() => break,
             }
         }
@@ -257,11 +297,12 @@ impl<P: Prepare> Manager<P> {
                 tokio::task::spawn_blocking(move || store.apply(&Change::AuditOnly, &audit))
                     .await
                     .expect("store writes do not panic");
-            if let Err(error) = stored {
-                warn!(%error, "could not audit a reload");
+            match stored {
+                Ok(_) => self.store_writes(),
+                Err(error) => self.store_failed(&error, "audit", "reload", "configuration"),
             }
         }
-        record_version(&self.store, &loaded, &self.clock);
+        self.record_version(&loaded);
         let current = self.publisher.current();
         let mut live = current.live.clone();
         if live.directory.is_none() && loaded.config.directory.is_some() {
@@ -281,7 +322,7 @@ impl<P: Prepare> Manager<P> {
             live,
             None,
             current.generation + 1,
-            self.clock.now(),
+            self.judge_time(),
         );
         let generation = snapshot.generation;
         self.publisher.publish(snapshot);
@@ -302,15 +343,25 @@ impl<P: Prepare> Manager<P> {
             refuse_last_drain(&current, &next, key, &self.clock)?;
         }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.apply(&change, &audit))
+        let (action, target) = (audit.action.clone(), audit.target.clone());
+        let stored = tokio::task::spawn_blocking(move || store.apply(&change, &audit))
             .await
-            .expect("store writes do not panic")?;
+            .expect("store writes do not panic");
+        if let Err(error) = stored {
+            self.store_failed(&error, "apply", &action, &target);
+            return Err(if error.is_io() {
+                ApplyError::ReadOnly(error)
+            } else {
+                ApplyError::Store(error)
+            });
+        }
+        self.store_writes();
         let snapshot = Snapshot::assemble(
             current.loaded.clone(),
             Arc::new(next),
             Some(&current),
             current.generation + 1,
-            self.clock.now(),
+            self.judge_time(),
         );
         let generation = snapshot.generation;
         if let Some(directory) = &snapshot.live.directory {
@@ -325,7 +376,7 @@ impl<P: Prepare> Manager<P> {
     /// returns the generation serving afterwards.
     fn refresh(&self, force: bool) -> u64 {
         let current = self.publisher.current();
-        let now = self.clock.now();
+        let now = self.judge_time();
         let states = current.live.dc_states(&current.loaded.config, now);
         let changed = current
             .loaded
@@ -364,6 +415,128 @@ impl<P: Prepare> Manager<P> {
         generation
     }
 
+    /// The instant report freshness is judged at: now, unless the store failed (then the moment
+    /// it failed, so that our own failure makes no datacenter stale), or recovered less than one
+    /// report TTL ago (then the paused time running on from that moment).
+    fn judge_time(&self) -> SystemTime {
+        let now = self.clock.now();
+        let health = *self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        match health {
+            StoreHealth::Writable => now,
+            StoreHealth::Failing { since } => since.min(now),
+            StoreHealth::Settling { since, recovered } => {
+                let settle = self.publisher.current().loaded.config.control.report_ttl;
+                let after = now.duration_since(recovered).unwrap_or_default();
+                if after < settle {
+                    since + after
+                } else {
+                    *self.health.lock().unwrap_or_else(PoisonError::into_inner) =
+                        StoreHealth::Writable;
+                    now
+                }
+            }
+        }
+    }
+
+    /// Records a failed store write: the first failure of an outage is logged at `error` (with
+    /// what was being written), later ones at `warn`; every one is counted. A failure that is not
+    /// the disk's (a value the store refuses) is logged at `error` and changes no health.
+    fn store_failed(&self, failure: &StoreError, operation: &str, action: &str, target: &str) {
+        self.metrics.record_store_failure();
+        if !failure.is_io() {
+            error!(error = %failure, operation, action, target, "the state store refused a write");
+            return;
+        }
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        if let StoreHealth::Failing { .. } = *health {
+            warn!(error = %failure, operation, action, target, "state store write failed, still read-only");
+            return;
+        }
+        let since = match *health {
+            // A failure while settling resumes the pause where it stood.
+            StoreHealth::Settling { since, recovered } => {
+                since
+                    + self
+                        .clock
+                        .now()
+                        .duration_since(recovered)
+                        .unwrap_or_default()
+            }
+            _ => self.clock.now(),
+        };
+        *health = StoreHealth::Failing { since };
+        drop(health);
+        error!(
+            error = %failure,
+            operation,
+            action,
+            target,
+            "the state store cannot write: the control plane is read-only and DNS keeps answering by the last published state until it recovers"
+        );
+        self.metrics.set_store_writable(false);
+        self.readiness.set_store_failing(true);
+    }
+
+    /// Records a successful store write; ends an outage.
+    fn store_writes(&self) {
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        if let StoreHealth::Failing { since } = *health {
+            *health = StoreHealth::Settling {
+                since,
+                recovered: self.clock.now(),
+            };
+            drop(health);
+            info!("the state store writes again: the control plane accepts writes");
+            self.metrics.set_store_writable(true);
+            self.readiness.set_store_failing(false);
+        }
+    }
+
+    /// While the store is failing, tries a small write; a success ends the outage.
+    async fn probe_store(&self) {
+        let failing = matches!(
+            *self.health.lock().unwrap_or_else(PoisonError::into_inner),
+            StoreHealth::Failing { .. }
+        );
+        if !failing {
+            return;
+        }
+        let store = self.store.clone();
+        let probed = tokio::task::spawn_blocking(move || store.probe())
+            .await
+            .expect("store writes do not panic");
+        match probed {
+            Ok(()) => self.store_writes(),
+            // Still failing: counted, logged at `debug` only, since the outage was announced.
+            Err(error) => {
+                self.metrics.record_store_failure();
+                tracing::debug!(%error, "state store probe failed");
+            }
+        }
+    }
+
+    fn record_version(&self, loaded: &Loaded<P>) {
+        let version = ConfigVersion {
+            hash: loaded.config_version.clone(),
+            first_seen_unix_ms: unix_ms(self.clock.now()),
+            text: loaded.config_text.to_string(),
+            files: loaded
+                .zone_files
+                .iter()
+                .map(|(name, text)| VersionFile {
+                    name: name.clone(),
+                    text: text.to_string(),
+                })
+                .collect(),
+        };
+        match self.store.put_config_version(&version) {
+            Ok(()) => self.store_writes(),
+            Err(error) => {
+                self.store_failed(&error, "record", "config-version", &version.hash);
+            }
+        }
+    }
+
     /// Logs, readiness and gauges after a publish; forgets datacenters a reload removed.
     fn after_publish(&self, replaced: Option<&Snapshot<P>>) {
         let snapshot = self.publisher.current();
@@ -400,7 +573,7 @@ impl<P: Prepare> Manager<P> {
         );
     }
 
-    fn update_gauges(&self, loaded: &Loaded<P>, live: &LiveState, now: std::time::SystemTime) {
+    fn update_gauges(&self, loaded: &Loaded<P>, live: &LiveState, now: SystemTime) {
         let states = live.dc_states(&loaded.config, now);
         for (dc, state) in loaded.config.datacenters.iter().zip(&states) {
             let label = match &state.report {
@@ -528,23 +701,4 @@ fn with_counters<P: Prepare>(mut loaded: Loaded<P>, metrics: &Metrics) -> Loaded
         failed_open: metrics.failed_open_counters(&services),
     };
     loaded
-}
-
-fn record_version<P: Prepare>(store: &Store, loaded: &Loaded<P>, clock: &Clock) {
-    let version = ConfigVersion {
-        hash: loaded.config_version.clone(),
-        first_seen_unix_ms: unix_ms(clock.now()),
-        text: loaded.config_text.to_string(),
-        files: loaded
-            .zone_files
-            .iter()
-            .map(|(name, text)| VersionFile {
-                name: name.clone(),
-                text: text.to_string(),
-            })
-            .collect(),
-    };
-    if let Err(error) = store.put_config_version(&version) {
-        warn!(%error, "could not record the configuration version");
-    }
 }

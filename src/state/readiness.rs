@@ -1,7 +1,8 @@
 //! Readiness: whether this instance should receive traffic.
 //!
-//! The state manager owns the "drained" half (it applies instance drains) and the app owns the
-//! "serving" half (first snapshot published, not shutting down); `/readyz` only reads.
+//! The state manager owns the "drained" flag (it applies instance drains) and the "store
+//! failing" flag (it sees every store write), and the app owns the "serving" flag (first
+//! snapshot published, not shutting down); `/readyz` only reads.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,8 @@ pub struct Readiness {
     /// for serving, the state manager for drained).
     serving: Arc<AtomicBool>,
     drained: Arc<AtomicBool>,
+    /// Set by the state manager while the state store cannot write.
+    store_failing: Arc<AtomicBool>,
 }
 
 impl Readiness {
@@ -27,8 +30,20 @@ impl Readiness {
         self.drained.store(drained, Ordering::Release);
     }
 
-    /// Whether the server is ready.
+    /// Marks the state store as failing (the control plane is read-only), or writable again.
+    pub fn set_store_failing(&self, failing: bool) {
+        self.store_failing.store(failing, Ordering::Release);
+    }
+
+    /// Whether the state store is failing.
+    pub fn store_failing(&self) -> bool {
+        self.store_failing.load(Ordering::Acquire)
+    }
+
+    /// Whether the server is ready: serving, not drained, and the state store writes.
     pub fn get(&self) -> bool {
-        self.serving.load(Ordering::Acquire) && !self.drained.load(Ordering::Acquire)
+        self.serving.load(Ordering::Acquire)
+            && !self.drained.load(Ordering::Acquire)
+            && !self.store_failing()
     }
 }

@@ -58,7 +58,8 @@ impl Store {
         &self,
         visit_pin: &mut dyn FnMut(&str, &str, &str),
     ) -> Result<Option<(u32, Vec<StoredPlacement>)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let n_buckets = read_n_buckets(&txn.open_table(META)?)?;
         let buckets = txn.open_table(BUCKETS)?;
         let res = match n_buckets {
@@ -103,17 +104,19 @@ impl Store {
         buckets: &[StoredPlacement],
     ) -> Result<bool, StoreError> {
         check_layout(n_buckets, buckets)?;
-        let txn = self.db.begin_write()?;
-        // Checking inside the write transaction is race-free: redb runs one writer at a time, so
-        // two concurrent first starts cannot both see an empty directory.
-        if read_n_buckets(&txn.open_table(META)?)?.is_some() {
-            // Nothing changed, so skip the commit and its disk sync.
-            txn.abort()?;
-            return Ok(false);
-        }
-        write_layout(&txn, n_buckets, buckets)?;
-        txn.commit()?;
-        Ok(true)
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            // Checking inside the write transaction is race-free: redb runs one writer at a time,
+            // so two concurrent first starts cannot both see an empty directory.
+            if read_n_buckets(&txn.open_table(META)?)?.is_some() {
+                // Nothing changed, so skip the commit and its disk sync.
+                txn.abort()?;
+                return Ok(false);
+            }
+            write_layout(&txn, n_buckets, buckets)?;
+            txn.commit()?;
+            Ok(true)
+        })
     }
 
     /// Number of pins.
@@ -124,7 +127,8 @@ impl Store {
     ///
     /// [`StoreError::Database`] if redb fails.
     pub fn count_pins(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         Ok(txn.open_table(PINS)?.len()?)
     }
 }

@@ -17,7 +17,7 @@
 //! |---|---|---|
 //! | `reports` | datacenter name | [`StoredReport`] |
 //! | `drains` | [`DrainKey`] as JSON | none: presence means drained |
-//! | `meta` | `schema_version`, `instance_drained`, `directory_n_buckets` | a JSON number, a JSON bool, a JSON number |
+//! | `meta` | `schema_version`, `instance_drained`, `directory_n_buckets`, `write_probe` | a JSON number, a JSON bool, a JSON number, a JSON number |
 //! | `audit` | sequence number 1, 2, 3, ... | [`AuditEntry`] |
 //! | `config_versions` | content hash | [`ConfigVersion`] |
 //! | `directory_buckets` | bucket number | [`StoredPlacement`] as home `\0` replica |
@@ -36,7 +36,10 @@
 //! count or a bucket map whose length is not its count (the map would no longer be whole).
 
 mod directory;
+mod maintenance;
 mod types;
+
+pub use maintenance::{Summary, backup, check, kept_aside_name, restore};
 
 pub use types::{
     AuditEntry, Change, ConfigVersion, ConfigVersionMeta, DirectoryChange, DrainKey, Persisted,
@@ -45,12 +48,17 @@ pub use types::{
 
 use std::fmt::Display;
 use std::io;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use redb::backends::InMemoryBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::PoisonError;
 
 /// The database file's name inside the state directory.
 pub const FILE_NAME: &str = "meridian.redb";
@@ -80,16 +88,50 @@ const CONFIG_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new(CONFI
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 /// The `meta` key holding whether this instance is drained.
 const INSTANCE_DRAINED_KEY: &str = "instance_drained";
+/// The `meta` key [`Store::probe`] writes to find out whether the disk takes writes again.
+const WRITE_PROBE_KEY: &str = "write_probe";
 
 /// The durable state store, one redb database.
 ///
 /// Share it behind an `Arc` and call it from blocking threads (`spawn_blocking`): a write waits
 /// for the disk sync.
+///
+/// After an I/O error (a full disk, a failed sync) redb refuses every later write with "Previous
+/// I/O error occurred. Please close and re-open the database". The store does that by itself:
+/// the failed write marks it, and the next call (at most once per [`REOPEN_INTERVAL`]) closes
+/// the database and opens it again, which redb recovers like a file left by a crash. Nothing
+/// committed is lost; the failed write was never acknowledged.
 #[derive(Debug)]
 pub struct Store {
-    /// redb runs one write transaction at a time and lets reads proceed alongside it, so the
-    /// store needs no lock of its own: every method takes `&self` and is safe from any thread.
-    db: Database,
+    /// redb runs one write transaction at a time and lets reads proceed alongside it, so calls
+    /// share the database under the read side of this lock; only a reopen takes the write side,
+    /// to close the old database (releasing its file lock) before opening the file again. `None`
+    /// after a reopen that failed, until one succeeds.
+    db: RwLock<Option<Database>>,
+    /// The database file, for reopening; `None` for the memory store, which has nothing to reopen.
+    path: Option<PathBuf>,
+    /// Set by a write that failed with an I/O error, cleared by a successful reopen: the next call
+    /// reopens first. Atomic so that checking it costs no lock on the healthy path.
+    failed: AtomicBool,
+    /// When the last reopen was tried, so that a stream of writes during an outage does not
+    /// re-read (and re-verify) the whole file for each of them.
+    last_reopen: Mutex<Option<Instant>>,
+}
+
+/// The least time between two attempts to reopen a failed database.
+pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A shared borrow of the open database, for the length of one call.
+struct DbGuard<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl Deref for DbGuard<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        self.0
+            .as_ref()
+            .expect("a DbGuard is only made while the database is open")
+    }
 }
 
 /// The store cannot be opened, read or written.
@@ -126,6 +168,34 @@ pub enum StoreError {
     /// A read or write failed after the database was opened.
     #[error("state database: {0}")]
     Database(#[from] redb::Error),
+    /// The database file exists but is empty: redb would start it afresh, silently dropping
+    /// drains, pins and the audit log, so it is refused.
+    #[error(
+        "state database {} is empty (0 bytes); refusing to start with empty state: restore a backup, or pass --state-reset to keep the file aside and start afresh",
+        .path.display()
+    )]
+    Empty {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The database could not be reopened after an I/O error; every call fails until it can.
+    #[error("state database {} is closed after an I/O error and cannot be reopened yet: {message}", .path.display())]
+    Closed {
+        /// The database file.
+        path: PathBuf,
+        /// Why the last reopen failed.
+        message: String,
+    },
+    /// An offline maintenance step (`meridian state ...`) failed on a file.
+    #[error("{action} {}: {source}", .path.display())]
+    File {
+        /// What was being done, e.g. "copying the state database to".
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
     /// A stored value does not decode.
     #[error("corrupt value in state table {table} at key {key}: {message}")]
     Corrupt {
@@ -190,23 +260,50 @@ impl Store {
     ///
     /// [`StoreError::CreateDir`] if `dir` cannot be created, [`StoreError::Open`] naming the file
     /// if it is not a redb database, is locked by another process or cannot be initialised,
-    /// [`StoreError::Schema`] if it was written with another table layout, and
-    /// [`StoreError::Corrupt`] if its schema version does not decode.
+    /// [`StoreError::Schema`] if it was written with another table layout,
+    /// [`StoreError::Corrupt`] if its schema version does not decode, and [`StoreError::Empty`]
+    /// if the file exists but holds nothing.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(|error| StoreError::Open {
-                path: path.clone(),
-                source: error.into(),
-            })?;
-        Store::init(db, &path)
+        // redb initialises a zero-length file as a new database; a state file that was
+        // truncated (a full disk, a bad copy) must not become empty state without a word.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Empty { path });
+        }
+        let db = open_database(&path)?;
+        Store::init(db, &path, Some(path.clone()))
+    }
+
+    /// Opens the store as [`Store::open`] does; when the file is damaged (empty, not a redb
+    /// database, corrupt, another schema) and `reset` is set, renames it aside (see
+    /// [`kept_aside_name`]) and starts afresh. Returns the store and where the old file went.
+    ///
+    /// A file locked by a running server or one that cannot be read for lack of permission is
+    /// never moved, reset or not.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`]; with `reset`, only the errors a fresh start cannot cure, and
+    /// [`StoreError::File`] when the damaged file cannot be renamed.
+    pub fn open_or_reset(dir: &Path, reset: bool) -> Result<(Store, Option<PathBuf>), StoreError> {
+        match Store::open(dir) {
+            Ok(store) => Ok((store, None)),
+            Err(error) if reset && error.is_damaged_file() => {
+                let path = dir.join(FILE_NAME);
+                let aside = kept_aside_name(&path, "bad");
+                std::fs::rename(&path, &aside).map_err(|source| StoreError::File {
+                    action: "keeping the damaged state database aside as",
+                    path: aside.clone(),
+                    source,
+                })?;
+                Ok((Store::open(dir)?, Some(aside)))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// A store kept in memory only (used when no --state-dir is given).
@@ -224,7 +321,107 @@ impl Store {
                 path: path.to_path_buf(),
                 source: error.into(),
             })?;
-        Store::init(db, path)
+        Store::init(db, path, None)
+    }
+
+    /// Whether the last write failed with an I/O error and the database has not been reopened
+    /// since.
+    pub fn is_failing(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Writes a small value (a counter in the `meta` table) to find out whether writes succeed,
+    /// reopening the database first if a write failed; the state manager calls it while the
+    /// store is failing, so that it recovers without waiting for an operator's write.
+    ///
+    /// # Errors
+    ///
+    /// As any write: [`StoreError::Database`] or [`StoreError::Closed`] while the disk still
+    /// refuses.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut meta = txn.open_table(META)?;
+                let count: u64 = match meta.get(WRITE_PROBE_KEY)? {
+                    Some(value) => decode(META_TABLE, WRITE_PROBE_KEY, value.value())?,
+                    None => 0,
+                };
+                let value = encode(META_TABLE, WRITE_PROBE_KEY, &count.wrapping_add(1))?;
+                meta.insert(WRITE_PROBE_KEY, value.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The open database for one call, reopening it first when a write failed.
+    fn db(&self) -> Result<DbGuard<'_>, StoreError> {
+        if self.failed.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            return Err(self.closed("the database is closed"));
+        }
+        Ok(DbGuard(guard))
+    }
+
+    /// Runs a write on the open database and remembers whether it failed with an I/O error.
+    fn write<T>(
+        &self,
+        write: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db()?;
+        let res = write(&db);
+        if let Err(error) = &res
+            && error.is_io()
+            && self.path.is_some()
+        {
+            self.failed.store(true, Ordering::Release);
+        }
+        res
+    }
+
+    /// Closes the database and opens its file again, at most once per [`REOPEN_INTERVAL`].
+    fn reopen(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        {
+            let mut last = self
+                .last_reopen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < REOPEN_INTERVAL) {
+                return Err(self.closed("waiting to retry after an I/O error"));
+            }
+            *last = Some(Instant::now());
+        }
+        let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if !self.failed.load(Ordering::Acquire) {
+            // Another call reopened it while this one waited for the lock.
+            return Ok(());
+        }
+        // The old database must be gone (and its file lock released) before the file is opened
+        // again; closing it can itself fail on the same I/O error, which changes nothing here.
+        if let Some(db) = guard.take() {
+            let _ = db.close();
+        }
+        let db = open_database(path).map_err(|error| self.closed(&error.to_string()))?;
+        *guard = Some(db);
+        self.failed.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn closed(&self, message: &str) -> StoreError {
+        StoreError::Closed {
+            path: self
+                .path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(":memory:")),
+            message: message.to_owned(),
+        }
     }
 
     /// Applies `change` and appends `audit` in one transaction; returns the audit sequence number.
@@ -241,11 +438,13 @@ impl Store {
     /// fails (the disk is full, the sync fails), and [`StoreError::Corrupt`] if the last audit key
     /// is already `u64::MAX` or the stored bucket count does not decode.
     pub fn apply(&self, change: &Change, audit: &AuditEntry) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write()?;
-        let seq = write_change(&txn, change, audit)?;
-        // An error above drops `txn`, which aborts it: nothing of this write is kept.
-        txn.commit()?;
-        Ok(seq)
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            let seq = write_change(&txn, change, audit)?;
+            // An error above drops `txn`, which aborts it: nothing of this write is kept.
+            txn.commit()?;
+            Ok(seq)
+        })
     }
 
     /// Everything needed to rebuild live state at startup.
@@ -259,7 +458,8 @@ impl Store {
     /// [`StoreError::Database`] if redb fails, [`StoreError::Corrupt`] naming the table and key
     /// of a value that does not decode.
     pub fn load(&self) -> Result<Persisted, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let mut res = Persisted::default();
 
         for entry in txn.open_table(REPORTS)?.iter()? {
@@ -312,7 +512,8 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(AUDIT)?;
         let mut res = Vec::new();
         for entry in table.range(start..)?.take(limit) {
@@ -332,24 +533,26 @@ impl Store {
     ///
     /// [`StoreError::Database`] if redb fails.
     pub fn put_config_version(&self, version: &ConfigVersion) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        let inserted = {
-            let mut table = txn.open_table(CONFIG_VERSIONS)?;
-            if table.get(version.hash.as_str())?.is_some() {
-                false
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            let inserted = {
+                let mut table = txn.open_table(CONFIG_VERSIONS)?;
+                if table.get(version.hash.as_str())?.is_some() {
+                    false
+                } else {
+                    let value = encode(CONFIG_VERSIONS_TABLE, &version.hash, version)?;
+                    table.insert(version.hash.as_str(), value.as_slice())?;
+                    true
+                }
+            };
+            // A known hash changes nothing, so skip the commit and its disk sync.
+            if inserted {
+                txn.commit()?;
             } else {
-                let value = encode(CONFIG_VERSIONS_TABLE, &version.hash, version)?;
-                table.insert(version.hash.as_str(), value.as_slice())?;
-                true
+                txn.abort()?;
             }
-        };
-        // A known hash changes nothing, so skip the commit and its disk sync.
-        if inserted {
-            txn.commit()?;
-        } else {
-            txn.abort()?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// All configuration versions' metadata, oldest first (by first_seen, then hash).
@@ -359,7 +562,8 @@ impl Store {
     /// [`StoreError::Database`] if redb fails, [`StoreError::Corrupt`] for a value that does not
     /// decode or whose hash differs from its key.
     pub fn config_versions(&self) -> Result<Vec<ConfigVersionMeta>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let mut res = Vec::new();
         for entry in txn.open_table(CONFIG_VERSIONS)?.iter()? {
             let (key, value) = entry?;
@@ -380,7 +584,8 @@ impl Store {
     /// [`StoreError::Database`] if redb fails, [`StoreError::Corrupt`] for a value that does not
     /// decode or whose hash differs from its key.
     pub fn config_version(&self, hash: &str) -> Result<Option<ConfigVersion>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(CONFIG_VERSIONS)?;
         let Some(value) = table.get(hash)? else {
             return Ok(None);
@@ -392,7 +597,7 @@ impl Store {
 
     /// Creates every table, so reads of a fresh store work, and records or checks the schema
     /// version. `path` names the database in errors.
-    fn init(db: Database, path: &Path) -> Result<Store, StoreError> {
+    fn init(db: Database, path: &Path, reopen: Option<PathBuf>) -> Result<Store, StoreError> {
         let open_error = |source: redb::Error| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -401,7 +606,12 @@ impl Store {
             StoreError::Database(source) => open_error(source),
             other => other,
         })?;
-        Ok(Store { db })
+        Ok(Store {
+            db: RwLock::new(Some(db)),
+            path: reopen,
+            failed: AtomicBool::new(false),
+            last_reopen: Mutex::new(None),
+        })
     }
 
     fn create_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
@@ -438,6 +648,53 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+}
+
+impl StoreError {
+    /// Whether the error comes from the disk (a full disk, a failed sync) rather than from the
+    /// data: the store cannot write until the disk recovers, so the control plane is read-only.
+    pub fn is_io(&self) -> bool {
+        match self {
+            StoreError::Database(error) => {
+                matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo)
+            }
+            StoreError::Closed { .. } => true,
+            StoreError::Open { source, .. } => matches!(source, redb::Error::Io(_)),
+            _ => false,
+        }
+    }
+
+    /// Whether the error says the file itself is damaged (empty, not a redb database, corrupt,
+    /// written by another schema), as opposed to locked, unreadable for lack of permission or
+    /// on a failing disk: only a damaged file may be set aside by `--state-reset`.
+    pub fn is_damaged_file(&self) -> bool {
+        match self {
+            StoreError::Empty { .. } | StoreError::Schema { .. } | StoreError::Corrupt { .. } => {
+                true
+            }
+            StoreError::Open { source, .. } => match source {
+                redb::Error::DatabaseAlreadyOpen => false,
+                redb::Error::Io(error) => matches!(
+                    error.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ),
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// Opens (creating if missing) the database file at `path`, verifying the whole file.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|error| StoreError::Open {
+            path: path.to_path_buf(),
+            source: error.into(),
+        })
 }
 
 /// Appends `audit` and applies `change` inside `txn`, without committing; returns the audit

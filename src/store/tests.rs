@@ -343,7 +343,7 @@ fn uncommitted_write_leaves_nothing_behind() {
     fill(&store);
 
     {
-        let txn = store.db.begin_write().expect("begin");
+        let txn = store.db().expect("database").begin_write().expect("begin");
         let seq = write_change(
             &txn,
             &Change::Report {
@@ -581,7 +581,7 @@ fn second_open_of_the_same_directory_is_refused() {
 fn corrupt_values_are_reported_with_table_and_key() {
     let store = Store::in_memory().expect("memory");
     fill(&store);
-    let txn = store.db.begin_write().expect("begin");
+    let txn = store.db().expect("database").begin_write().expect("begin");
     txn.open_table(REPORTS)
         .expect("table")
         .insert("eu-west", b"{not json".as_slice())
@@ -635,7 +635,7 @@ fn corrupt_values_are_reported_with_table_and_key() {
 #[test]
 fn corrupt_drain_key_and_meta_are_reported() {
     let store = Store::in_memory().expect("memory");
-    let txn = store.db.begin_write().expect("begin");
+    let txn = store.db().expect("database").begin_write().expect("begin");
     txn.open_table(DRAINS)
         .expect("table")
         .insert("eu-west/www", ())
@@ -647,7 +647,7 @@ fn corrupt_drain_key_and_meta_are_reported() {
         "{error:?}"
     );
 
-    let txn = store.db.begin_write().expect("begin");
+    let txn = store.db().expect("database").begin_write().expect("begin");
     txn.open_table(DRAINS)
         .expect("table")
         .remove("eu-west/www")
@@ -669,7 +669,7 @@ fn newer_schema_version_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = Store::open(dir.path()).expect("open");
-        let txn = store.db.begin_write().expect("begin");
+        let txn = store.db().expect("database").begin_write().expect("begin");
         txn.open_table(META)
             .expect("table")
             .insert(SCHEMA_VERSION_KEY, b"2".as_slice())
@@ -706,7 +706,7 @@ fn in_memory_store_works_like_a_file_store() {
 fn values_are_readable_json() {
     let store = Store::in_memory().expect("memory");
     fill(&store);
-    let txn = store.db.begin_read().expect("begin");
+    let txn = store.db().expect("database").begin_read().expect("begin");
     let reports = txn.open_table(REPORTS).expect("table");
     let value = reports.get("us-east").expect("get").expect("present");
     let json: serde_json::Value = serde_json::from_slice(value.value()).expect("json");
@@ -1221,7 +1221,7 @@ fn bulk_import_is_atomic() {
     // recovers to the first import, and dropping the transaction keeps nothing of it.
     rows[bad_row].1 = None;
     {
-        let txn = store.db.begin_write().expect("begin");
+        let txn = store.db().expect("database").begin_write().expect("begin");
         let seq = write_change(&txn, &pins_change(rows), &audit("import", "pins")).expect("write");
         assert_eq!(seq, 2);
         std::fs::copy(db_path(dir.path()), db_path(crashed.path())).expect("copy");
@@ -1249,7 +1249,7 @@ fn directory_values_are_compact_text() {
             &audit("pin", "alice"),
         )
         .expect("apply");
-    let txn = store.db.begin_read().expect("begin");
+    let txn = store.db().expect("database").begin_read().expect("begin");
     let pins = txn.open_table(directory::PINS).expect("table");
     let value = pins.get("alice").expect("get").expect("present");
     assert_eq!(value.value(), b"eu-west\0us-east");
@@ -1301,7 +1301,7 @@ fn corrupt_directory_values_are_reported_with_table_and_key() {
     store.init_directory(4, &layout(4)).expect("init");
     // Raw writes stand in for an altered file; each case is undone by the next.
     let write_raw = |edit: &dyn Fn(&WriteTransaction)| {
-        let txn = store.db.begin_write().expect("begin");
+        let txn = store.db().expect("database").begin_write().expect("begin");
         edit(&txn);
         txn.commit().expect("commit");
     };
@@ -1425,14 +1425,14 @@ fn bulk_import_and_load_timing() {
     let store = Store::open(dir.path()).expect("open");
     let change = pins_change(bulk_pins(n, 0));
 
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     store
         .apply(&change, &audit("import", "pins"))
         .expect("import");
     let applied = started.elapsed();
     drop(change);
 
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut visited = 0_u64;
     let mut name_bytes = 0;
     store
@@ -1447,7 +1447,7 @@ fn bulk_import_and_load_timing() {
     drop(store);
 
     // Opening verifies every checksum in the file, so it grows with the directory too.
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let store = Store::open(dir.path()).expect("reopen");
     let reopened = started.elapsed();
     assert_eq!(store.count_pins().expect("count"), n);
@@ -1459,4 +1459,44 @@ fn bulk_import_and_load_timing() {
          reopen {reopened:?}, file {} MiB",
         file_bytes / (1024 * 1024)
     );
+}
+
+#[test]
+fn an_empty_file_is_refused_and_reset_only_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = db_path(dir.path());
+    std::fs::write(&path, b"").expect("write");
+    let error = Store::open(dir.path()).expect_err("an empty file");
+    assert!(matches!(error, StoreError::Empty { .. }), "{error:?}");
+    assert!(error.to_string().contains("--state-reset"), "{error}");
+    let error = Store::open_or_reset(dir.path(), false).expect_err("no reset");
+    assert!(matches!(error, StoreError::Empty { .. }), "{error:?}");
+    assert_eq!(std::fs::metadata(&path).expect("kept").len(), 0);
+
+    let (store, aside) = Store::open_or_reset(dir.path(), true).expect("reset");
+    let aside = aside.expect("kept aside");
+    assert_eq!(aside, dir.path().join("meridian.redb.bad"));
+    assert_eq!(std::fs::metadata(&aside).expect("aside").len(), 0);
+    fill(&store);
+    assert_full(&store);
+
+    // A file in use by another store is never moved, reset or not.
+    let error = Store::open_or_reset(dir.path(), true).expect_err("locked");
+    assert!(!error.is_damaged_file(), "{error:?}");
+    drop(store);
+    // A garbage file is set aside under the next free name.
+    std::fs::write(&path, b"garbage").expect("write");
+    let (_store, aside) = Store::open_or_reset(dir.path(), true).expect("reset");
+    assert_eq!(aside, Some(dir.path().join("meridian.redb.bad.1")));
+}
+
+#[test]
+fn a_probe_writes_and_changes_no_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    fill(&store);
+    store.probe().expect("probe");
+    store.probe().expect("probe again");
+    assert!(!store.is_failing());
+    assert_full(&store);
 }

@@ -590,3 +590,120 @@ async fn a_killed_server_restarts_from_its_stored_state() {
     assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
     assert_eq!(server.terminate().code(), Some(0));
 }
+
+#[test]
+fn an_empty_state_file_is_refused_unless_the_operator_resets_it() {
+    let dir = config_dir(CONFIG);
+    let config = dir.path().join(CONFIG_FILE);
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    let file = state_dir.join("meridian.redb");
+    std::fs::write(&file, b"").unwrap();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--dns",
+        "127.0.0.1:0",
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+    ];
+    let mut server = Server::start(&args);
+    let status = server.guard.wait();
+    assert_eq!(status.code(), Some(1));
+    let refused = server
+        .next_line_with("the refusal", |line| line.contains("is empty (0 bytes)"))
+        .unwrap_or_else(|| panic!("no refusal in the log:\n{}", server.log.join("\n")));
+    assert!(refused.contains("--state-reset"), "{refused}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 0, "left alone");
+
+    // With --state-reset the empty file is kept aside and the server starts afresh.
+    let mut reset_args = args.to_vec();
+    reset_args.push("--state-reset");
+    let (mut server, _) = Server::serve(&reset_args);
+    let kept = state_dir.join("meridian.redb.bad");
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|line| line.contains("--state-reset") && line.contains("meridian.redb.bad")),
+        "{}",
+        server.log.join("\n")
+    );
+    assert_eq!(std::fs::metadata(&kept).unwrap().len(), 0);
+    assert!(std::fs::metadata(&file).unwrap().len() > 0);
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn state_check_backup_and_restore_work_offline() {
+    use meridian::store::{AuditEntry, Change, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    {
+        let store = Store::open(&state_dir).unwrap();
+        let entry = AuditEntry {
+            unix_ms: 1,
+            actor: "test".to_owned(),
+            role: "operator".to_owned(),
+            action: "drain".to_owned(),
+            target: "eu-west".to_owned(),
+            detail: serde_json::Value::Null,
+        };
+        let drain = Change::Drain {
+            key: meridian::store::DrainKey {
+                datacenter: "eu-west".to_owned(),
+                service: None,
+            },
+            drained: true,
+        };
+        store.apply(&drain, &entry).unwrap();
+    }
+    let state = state_dir.to_str().unwrap();
+    let checked = run(&["state", "check", "--state-dir", state]);
+    assert!(checked.status.success(), "{}", checked.stderr);
+    assert!(
+        checked.stdout.contains("drains 1") && checked.stdout.contains("audit entries 1"),
+        "{}",
+        checked.stdout
+    );
+
+    let backup = dir.path().join("backup.redb");
+    let backed = run(&[
+        "state",
+        "backup",
+        "--state-dir",
+        state,
+        backup.to_str().unwrap(),
+    ]);
+    assert!(backed.status.success(), "{}", backed.stderr);
+    // A second backup to the same file is refused rather than overwriting it.
+    let again = run(&[
+        "state",
+        "backup",
+        "--state-dir",
+        state,
+        backup.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(1), "{}", again.stdout);
+
+    // Restoring over a damaged database keeps the damaged one aside.
+    std::fs::write(state_dir.join("meridian.redb"), b"garbage").unwrap();
+    let broken = run(&["state", "check", "--state-dir", state]);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(broken.stderr.contains("meridian.redb"), "{}", broken.stderr);
+    let restored = run(&[
+        "state",
+        "restore",
+        "--state-dir",
+        state,
+        backup.to_str().unwrap(),
+    ]);
+    assert!(restored.status.success(), "{}", restored.stderr);
+    assert_eq!(
+        std::fs::read(state_dir.join("meridian.redb.before-restore")).unwrap(),
+        b"garbage"
+    );
+    let checked = run(&["state", "check", "--state-dir", state]);
+    assert!(checked.status.success(), "{}", checked.stderr);
+    assert!(checked.stdout.contains("drains 1"), "{}", checked.stdout);
+}

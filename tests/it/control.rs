@@ -84,11 +84,20 @@ async fn post(server: &TestServer, path: &str, token: &str, body: Value) -> (Sta
 }
 
 async fn get(server: &TestServer, path: &str) -> (StatusCode, String) {
-    let response = http()
-        .get(server.url(path))
-        .send()
-        .await
-        .expect("HTTP request");
+    get_with(server, path, None).await
+}
+
+/// A GET with a bearer token (configuration reads are operator-only).
+pub(crate) async fn get_with(
+    server: &TestServer,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = http().get(server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("HTTP request");
     (response.status(), response.text().await.expect("body"))
 }
 
@@ -544,7 +553,7 @@ async fn explain_over_dns_is_refused_outside_the_allowed_networks() {
 #[tokio::test]
 async fn reload_over_http_reports_problems_and_versions_diff() {
     let server = server().await;
-    let (_, body) = get(&server, "/v1/config").await;
+    let (_, body) = get_with(&server, "/v1/config", Some(OPERATOR)).await;
     let first: Value = serde_json::from_str(&body).unwrap();
     let first_version = first["version"].as_str().unwrap().to_owned();
     server.write_config(&config().replace("ttl: 30", "ttl: 60"));
@@ -556,9 +565,10 @@ async fn reload_over_http_reports_problems_and_versions_diff() {
         .udp(server.udp)
         .await;
     assert_eq!(reply.answers[0].ttl, 60);
-    let (status, diff) = get(
+    let (status, diff) = get_with(
         &server,
         &format!("/v1/config/diff?from={first_version}&to={second_version}"),
+        Some(OPERATOR),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -566,7 +576,7 @@ async fn reload_over_http_reports_problems_and_versions_diff() {
         diff.contains("-    ttl: 30") && diff.contains("+    ttl: 60"),
         "{diff}"
     );
-    let (_, versions) = get(&server, "/v1/config/versions").await;
+    let (_, versions) = get_with(&server, "/v1/config/versions", Some(OPERATOR)).await;
     let versions: Value = serde_json::from_str(&versions).unwrap();
     assert_eq!(versions.as_array().unwrap().len(), 2);
     // A broken file: 422 with every problem, and the running configuration stays.
@@ -580,19 +590,19 @@ async fn reload_over_http_reports_problems_and_versions_diff() {
             .starts_with("services.www.pools.eu-west.a[0]"),
         "{body}"
     );
-    let (_, body) = get(&server, "/v1/config").await;
+    let (_, body) = get_with(&server, "/v1/config", Some(OPERATOR)).await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["version"],
         second_version.as_str()
     );
-    let (status, _) = get(&server, "/v1/config/diff?from=nope").await;
+    let (status, _) = get_with(&server, "/v1/config/diff?from=nope", Some(OPERATOR)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn a_zone_edit_makes_a_new_version_whose_diff_shows_it() {
     let server = server().await;
-    let (_, body) = get(&server, "/v1/config").await;
+    let (_, body) = get_with(&server, "/v1/config", Some(OPERATOR)).await;
     let first = serde_json::from_str::<Value>(&body).unwrap()["version"]
         .as_str()
         .unwrap()
@@ -617,7 +627,7 @@ async fn a_zone_edit_makes_a_new_version_whose_diff_shows_it() {
         .await;
     assert_eq!(a_records(&reply), [Ipv4Addr::new(192, 0, 2, 26)]);
 
-    let (_, versions) = get(&server, "/v1/config/versions").await;
+    let (_, versions) = get_with(&server, "/v1/config/versions", Some(OPERATOR)).await;
     let versions: Value = serde_json::from_str(&versions).unwrap();
     let listed: Vec<&str> = versions
         .as_array()
@@ -627,7 +637,12 @@ async fn a_zone_edit_makes_a_new_version_whose_diff_shows_it() {
         .collect();
     assert_eq!(listed, [first.as_str(), second.as_str()]);
 
-    let (status, diff) = get(&server, &format!("/v1/config/diff?from={first}")).await;
+    let (status, diff) = get_with(
+        &server,
+        &format!("/v1/config/diff?from={first}"),
+        Some(OPERATOR),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let expected = format!("--- example.com.zone {first}\n+++ example.com.zone {second}\n");
     assert!(diff.starts_with(&expected), "{diff}");

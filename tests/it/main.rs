@@ -10,7 +10,11 @@
 //! - `truncation`: UDP size limits, TC and TCP;
 //! - `listeners`: binding the DNS sockets;
 //! - `reload`: reloads and shutdown of a running server;
-//! - `cli`: `meridian check-config` and `meridian serve`, exit codes and signals;
+//! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
+//!   signals;
+//! - `hardening`: the control plane under abuse (access, rate limits, slow and idle
+//!   connections, the connection cap, imports);
+//! - `faults`: the state store on a full disk;
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 //! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
@@ -26,6 +30,8 @@ mod control;
 mod dname;
 mod ecs;
 mod explain;
+mod faults;
+mod hardening;
 mod listeners;
 mod policies;
 mod reload;

@@ -94,7 +94,7 @@ pub(crate) struct ChangeReport {
         (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
         (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
         (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::super::error::ErrorBody)))]
 pub(crate) async fn move_buckets(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -152,7 +152,7 @@ pub(crate) async fn move_buckets(
         (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
         (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
         (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::super::error::ErrorBody)))]
 pub(crate) async fn import(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -223,7 +223,7 @@ pub(crate) async fn import(
         (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
         (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
         (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::super::error::ErrorBody)))]
 pub(crate) async fn restore(
     State(state): State<ControlState>,
     headers: HeaderMap,

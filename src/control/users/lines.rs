@@ -15,7 +15,25 @@ use super::placement;
 /// Most row errors listed in one refused import.
 pub(super) const MAX_ROW_ERRORS: usize = 100;
 
-/// Streams `body` line by line into `line`, with 1-based line numbers; stops at `limit` bytes.
+/// Longest line of an import or restore, in bytes. A row is a user id (at most 256 bytes,
+/// quoted or escaped at most a few times over) and two datacenter names, so 64 KiB is far beyond
+/// any valid row; it bounds what one line can make the server buffer.
+pub(super) const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The 413 for line `number`, longer than [`MAX_LINE_BYTES`]; nothing is imported.
+fn line_too_long(number: usize) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        code: "payload_too_large",
+        message: format!(
+            "line {number} is longer than {MAX_LINE_BYTES} bytes; nothing was imported"
+        ),
+        retry_after: None,
+    }
+}
+
+/// Streams `body` line by line into `line`, with 1-based line numbers; stops at `limit` bytes,
+/// and at a line longer than [`MAX_LINE_BYTES`] (without buffering the rest of it).
 pub(super) async fn for_each_line(
     body: Body,
     limit: usize,
@@ -41,10 +59,16 @@ pub(super) async fn for_each_line(
         pending.extend_from_slice(&chunk);
         let mut start = 0;
         while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+            if end > MAX_LINE_BYTES {
+                return Err(line_too_long(number + 1));
+            }
             handle(&pending[start..start + end], &mut number);
             start += end + 1;
         }
         pending.drain(..start);
+        if pending.len() > MAX_LINE_BYTES {
+            return Err(line_too_long(number + 1));
+        }
     }
     if !pending.is_empty() {
         handle(&pending, &mut number);

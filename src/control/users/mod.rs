@@ -34,10 +34,10 @@ use crate::state::{DirectoryView, reason_label, source_label};
 use crate::store::{Change, DirectoryChange, StoredPlacement};
 
 use super::ControlState;
-use super::auth::Need;
+use super::auth::{Budget, Need};
 use super::error::ApiError;
 use super::extract::Path;
-use super::write::{Accepted, admit, applied, audit, read_json};
+use super::write::{Accepted, admit, admit_to, applied, audit, read_json};
 
 pub(crate) use bulk::{
     __path_import, __path_move_buckets, __path_restore, import, move_buckets, restore,
@@ -116,7 +116,13 @@ pub(crate) async fn get_user(
     headers: HeaderMap,
 ) -> Result<Json<UserView>, ApiError> {
     let snapshot = state.shared.load();
-    admit(&state, &snapshot, &headers, Need::Directory)?;
+    admit_to(
+        &state,
+        &snapshot,
+        &headers,
+        Need::Directory,
+        Budget::Lookups,
+    )?;
     checked_id(&id)?;
     let facts = view(&snapshot)?.facts(&id);
     let (source, reason) = facts.metric_labels();
@@ -161,7 +167,7 @@ pub(crate) async fn summary(
     responses((status = 200, description = "stored and published", body = Accepted),
         (status = 404, description = "no user directory is configured", body = super::error::ErrorBody),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn pin(
     State(state): State<ControlState>,
     Path(id): Path<String>,
@@ -192,7 +198,7 @@ pub(crate) async fn pin(
     responses((status = 200, description = "stored and published: the user follows its bucket again", body = Accepted),
         (status = 404, description = "no user directory is configured", body = super::error::ErrorBody),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
-        (status = 503, description = "the server is shutting down", body = super::error::ErrorBody)))]
+        (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn unpin(
     State(state): State<ControlState>,
     Path(id): Path<String>,
