@@ -11,7 +11,8 @@
 #   bash benches/peers/run.sh table    the table again from $OUT/results.csv
 #
 # Tunables (environment): DURATION (s per run, 10) REPS (2) MIXES SERVERS SERVER_CPU (0)
-# CLIENT_CPU (1) CLIENTS (8) OUTSTANDING (100) NICE (-19) SCOPE_NETWORKS (5000) CACHE (/work/cache)
+# CLIENT_CPU (1) WORKERS (1) CLIENTS (8) OUTSTANDING (100) NICE (-19) SCOPE_NETWORKS (5000)
+# CACHE (/work/cache)
 # MMDB WORK (/tmp/meridian-peers) OUT ($WORK/out).
 # Servers are started in the background and stopped by their recorded PIDs, also on failure.
 set -euo pipefail
@@ -26,8 +27,9 @@ DURATION=${DURATION:-10}
 REPS=${REPS:-2}
 SERVERS=${SERVERS:-"reflector meridian gdnsd knot"}
 MIXES=${MIXES:-"geo-ecs geo static nxdomain"}
-SERVER_CPU=${SERVER_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-0}       # a taskset CPU list: 0,1 with WORKERS=2 for the two-core case
 CLIENT_CPU=${CLIENT_CPU:-1}
+WORKERS=${WORKERS:-1}             # UDP workers (threads) per server
 CLIENTS=${CLIENTS:-8}
 OUTSTANDING=${OUTSTANDING:-100}
 # Servers and dnsperf run at this niceness, each in its own session whose autogroup gets it
@@ -124,17 +126,17 @@ do_build() {
 
 # ------------------------------------------------------------------ servers
 render() { # template destination dir port
-    sed -e "s#@DIR@#$3#g; s#@PORT@#$4#g; s#@MMDB@#$MMDB#g; s#@THREADS@#1#g" \
+    sed -e "s#@DIR@#$3#g; s#@PORT@#$4#g; s#@MMDB@#$MMDB#g; s#@THREADS@#$WORKERS#g" \
         -e "s#@CONTROL@#$MERIDIAN_CONTROL_PORT#g" "$1" > "$2"
 }
 
-# One worker for meridian: its own UDP workers if this build has server.udp_workers (issue 9),
-# and one tokio worker thread in any case; taskset keeps every thread on one core.
+# $WORKERS for meridian: its own UDP workers if this build has server.udp_workers (issue 9),
+# and as many tokio worker threads in any case; taskset keeps every thread on $SERVER_CPU.
 meridian_config() { # dir
     local dir=$1
     render "$HERE/conf/meridian.yaml" "$dir/meridian.yaml.in" "$dir" "$(port_of meridian)"
     cp "$HERE/conf/meridian.zone" "$dir/meridian.zone"
-    sed 's/^@WORKERS@$/  udp_workers: 1/' "$dir/meridian.yaml.in" > "$dir/meridian.yaml"
+    sed "s/^@WORKERS@\$/  udp_workers: $WORKERS/" "$dir/meridian.yaml.in" > "$dir/meridian.yaml"
     if ! "$MERIDIAN" check-config --config "$dir/meridian.yaml" > "$dir/check.log" 2>&1; then
         sed '/^@WORKERS@$/d' "$dir/meridian.yaml.in" > "$dir/meridian.yaml"
         "$MERIDIAN" check-config --config "$dir/meridian.yaml" > "$dir/check.log" 2>&1 ||
@@ -152,11 +154,11 @@ start_server() { # name
     mkdir -p "$dir/run" "$dir/state" "$dir/db" "$WORK/pids"
     case $name in
         reflector)
-            "${PIN[@]}" "$REFLECTOR" "127.0.0.1:$port" > "$dir/server.log" 2>&1 &
+            "${PIN[@]}" "$REFLECTOR" "127.0.0.1:$port" "$WORKERS" > "$dir/server.log" 2>&1 &
             pid=$! ;;
         meridian)
             meridian_config "$dir"
-            TOKIO_WORKER_THREADS=1 "${PIN[@]}" "$MERIDIAN" serve \
+            TOKIO_WORKER_THREADS=$WORKERS "${PIN[@]}" "$MERIDIAN" serve \
                 --config "$dir/meridian.yaml" > "$dir/server.log" 2>&1 &
             pid=$! ;;
         gdnsd)
@@ -204,10 +206,12 @@ stop_all() { local s; for s in reflector meridian gdnsd knot; do stop_server "$s
 # ------------------------------------------------------------------ measurement
 process_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; } # utime+stime, all threads
 machine_busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-softirq_thread_ticks() { # ksoftirqd on the server's core: loopback delivery it takes over
-    local pid
-    pid=$(ps -eo pid=,comm= | awk -v c="ksoftirqd/$SERVER_CPU" '$2 == c {print $1}')
-    if [ -n "$pid" ]; then process_ticks "$pid"; else echo 0; fi
+softirq_thread_ticks() { # ksoftirqd on every core: loopback delivery it takes over is benchmark work
+    local pid total=0
+    for pid in $(ps -eo pid=,comm= | awk '$2 ~ /^ksoftirqd\//{print $1}'); do
+        total=$((total + $(process_ticks "$pid" 2> /dev/null || echo 0)))
+    done
+    echo "$total"
 }
 
 dnsperf_input() { # mix
@@ -278,7 +282,7 @@ describe_machine() {
     echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "meridian $(git -C "$ROOT" rev-parse --short HEAD), gdnsd $(dpkg-query -W -f='${Version}' gdnsd)," \
         "Knot $(dpkg-query -W -f='${Version}' knot), dnsperf $(dpkg-query -W -f='${Version}' dnsperf)"
-    echo "servers on CPU $SERVER_CPU (one worker), dnsperf on CPU $CLIENT_CPU (-c $CLIENTS -q $OUTSTANDING), nice $NICE," \
+    echo "servers on CPU $SERVER_CPU ($WORKERS worker(s)), dnsperf on CPU $CLIENT_CPU (-c $CLIENTS -q $OUTSTANDING), nice $NICE," \
         "$DURATION s per run, $REPS interleaved repetitions; City database $MMDB_PACKAGE"
 }
 

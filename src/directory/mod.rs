@@ -28,10 +28,12 @@
 //! This module does not decide eligibility (the caller passes it in), parse configuration,
 //! store pins or speak DNS; [`id_to_label`] and [`label_to_id`] only define the label form.
 
+mod changes;
 mod hash;
 mod id;
 mod index;
 
+pub use changes::{PinChanges, WantedPin};
 pub use hash::{bucket_of, user_hash};
 pub use id::{UserIdError, check_user_id, id_to_label, label_to_id};
 

@@ -30,6 +30,7 @@ use std::sync::Mutex;
 use std::sync::PoisonError;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::process_collector::ProcessCollector;
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -38,6 +39,14 @@ use prometheus::{
 pub use counters::{AnswerCounters, ServiceCounters};
 pub use labels::{DcStateLabel, LookupReason, LookupSource, QueryType, Rcode};
 pub use names::*;
+
+/// This build's version, from the manifest.
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// This build's git commit (set by `build.rs`), or `unknown`.
+pub const BUILD_COMMIT: &str = match option_env!("MERIDIAN_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
 
 /// All of meridian's metrics: a private registry plus typed handles into it.
 ///
@@ -255,6 +264,24 @@ impl Metrics {
             IntGauge::new(CONTROL_CONNECTIONS, "Open control-plane HTTP connections.")
                 .expect("valid metric name");
         register(&registry, &control_connections);
+
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                BUILD_INFO,
+                "Always 1, labelled with the running build's version and git commit.",
+            ),
+            &["version", "commit"],
+        )
+        .expect("valid metric name and labels");
+        child(&build_info, &[BUILD_VERSION, BUILD_COMMIT]).set(1);
+        register(&registry, &build_info);
+
+        // The standard `process_*` metrics (CPU, memory, open files, start time) of this
+        // process, read from /proc at scrape time; on other systems the collector exports
+        // nothing.
+        registry
+            .register(Box::new(ProcessCollector::for_self()))
+            .expect("process metric names are unique within a Metrics");
 
         Metrics {
             registry,

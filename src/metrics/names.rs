@@ -29,6 +29,8 @@ pub const SNAPSHOT_GENERATION: &str = "meridian_snapshot_generation";
 pub const DIRECTORY_LOOKUPS_TOTAL: &str = "meridian_directory_lookups_total";
 /// User directory lookups served from the replica because the home was ineligible.
 pub const DIRECTORY_FAILOVERS_TOTAL: &str = "meridian_directory_failovers_total";
+/// Always 1, labelled with the running build's `version` and git `commit`.
+pub const BUILD_INFO: &str = "meridian_build_info";
 /// Users pinned in the directory.
 pub const DIRECTORY_PINS: &str = "meridian_directory_pins";
 /// 1 while the state store accepts writes, 0 while it fails (the control plane is read-only).

@@ -475,11 +475,42 @@ fn names_follow_conventions() {
         DATACENTER_STATE,
         DATACENTER_UTILIZATION_RATIO,
         SNAPSHOT_GENERATION,
+        BUILD_INFO,
     ];
     for name in counters.iter().chain(&others) {
         assert!(name.starts_with("meridian_"), "{name}");
     }
     for name in counters {
         assert!(name.ends_with("_total"), "{name}");
+    }
+}
+
+#[test]
+fn build_info_and_process_metrics_are_exported() {
+    let text = Metrics::new().render();
+    assert_eq!(
+        value(
+            &text,
+            BUILD_INFO,
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", BUILD_COMMIT)
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!BUILD_COMMIT.is_empty());
+    // Linux has /proc: the collector reports this process.
+    if cfg!(target_os = "linux") {
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(value(&text, name, &[]).is_some(), "{name} in {text}");
+        }
+        assert!(value(&text, "process_open_fds", &[]).unwrap() > 0.0);
     }
 }

@@ -250,6 +250,23 @@ async fn imports_past_the_change_limit_need_confirmation_and_dry_runs_change_not
     let (status, report) = send(import(&server, "?format=csv&confirm=true", csv)).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(user(&server, "comma%2Cuser").await["home"], "sa-east");
+    // A spreadsheet's export: a UTF-8 byte order mark, a header, CRLF line ends.
+    let csv = "\u{feff}user,home,replica\r\nbom-user,us-west,eu-west\r\n".to_owned();
+    let (status, report) = send(import(&server, "?format=csv&confirm=true", csv)).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["rows"], 1, "the header is not a row: {report}");
+    assert_eq!(user(&server, "bom-user").await["home"], "us-west");
+    // The same without a header: the first row's user is read without the mark.
+    let csv = "\u{feff}bom-first,ap-south,eu-west\n".to_owned();
+    let (status, report) = send(import(&server, "?format=csv&confirm=true", csv)).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(user(&server, "bom-first").await["home"], "ap-south");
+    // And JSON lines may start with one too.
+    let ndjson =
+        "\u{feff}{\"user\": \"bom-json\", \"home\": \"sa-east\", \"replica\": \"eu-west\"}\n";
+    let (status, report) = send(import(&server, "?confirm=true", ndjson.to_owned())).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(user(&server, "bom-json").await["home"], "sa-east");
 }
 
 #[tokio::test]

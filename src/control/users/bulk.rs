@@ -6,8 +6,6 @@
 // utoipa's `#[utoipa::path]` expands `Query<T>` parameters with a path the lint flags.
 #![allow(unused_qualifications)]
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -17,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::dns::Snapshot;
-use crate::store::{Change, DirectoryChange, StoredPlacement};
+use crate::store::{Change, DirectoryChange};
 
 use super::super::ControlState;
 use super::super::auth::{Caller, Need};
@@ -26,7 +24,7 @@ use super::super::extract::Query;
 use super::super::write::{admit, applied, audit, read_json};
 use super::export::read_export;
 use super::lines::read_rows;
-use super::{checked_id, placement, placement_names, view};
+use super::{checked_id, placement, view};
 
 /// Bucket moves.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -119,14 +117,13 @@ pub(crate) async fn move_buckets(
                 directory.n_buckets()
             )));
         }
-        let stored = placement(&snapshot, &m.home, &m.replica)?;
-        if placement_names(directory, directory.bucket(m.bucket))
-            != (m.home.as_str(), m.replica.as_str())
-        {
-            report.buckets_changed += 1;
-        }
-        moves.push((m.bucket, stored));
+        moves.push((m.bucket, placement(&snapshot, &m.home, &m.replica)?));
     }
+    report.buckets_changed = directory.count_bucket_changes(
+        body.moves
+            .iter()
+            .map(|m| (m.bucket, (m.home.as_str(), m.replica.as_str()))),
+    );
     report.share = report.buckets_changed as f64 / f64::from(directory.n_buckets());
     let detail =
         serde_json::json!({ "moves": moves.len(), "buckets_changed": report.buckets_changed });
@@ -179,26 +176,14 @@ pub(crate) async fn import(
         ..ChangeReport::default()
     };
     // Duplicates: the last row of a user wins, as when applied.
-    let mut last: HashMap<&str, &StoredPlacement> = HashMap::with_capacity(rows.len());
-    for (user, p) in &rows {
-        last.insert(user.as_str(), p);
-    }
-    let mut moved = 0usize;
-    for (user, p) in &last {
-        let current = directory.lookup(user);
-        let now_names = placement_names(&directory, current.placement);
-        let same = now_names == (p.home.as_str(), p.replica.as_str());
-        match directory.pin(user) {
-            None => report.pins_added += 1,
-            Some(_) if !same => report.pins_changed += 1,
-            Some(_) => {}
-        }
-        if !same {
-            moved += 1;
-        }
-    }
-    let population = directory.n_pins() + report.pins_added;
-    report.share = moved as f64 / population.max(1) as f64;
+    let changes = directory.count_pin_changes(
+        rows.iter()
+            .map(|(user, p)| (user.as_str(), Some((p.home.as_str(), p.replica.as_str())))),
+    );
+    report.pins_added = changes.added;
+    report.pins_changed = changes.changed;
+    let population = directory.n_pins() + changes.added;
+    report.share = changes.moved as f64 / population.max(1) as f64;
     let detail = serde_json::json!({ "rows": rows.len(), "pins_added": report.pins_added, "pins_changed": report.pins_changed });
     let change = Change::Directory(DirectoryChange::Pins(
         rows.into_iter().map(|(user, p)| (user, Some(p))).collect(),
@@ -247,17 +232,15 @@ pub(crate) async fn restore(
             .rev()
             .find(|(u, _)| u == user)
             .map(|(_, p)| p.clone());
-        match (&wanted, directory.pin(user)) {
-            (Some(_), None) => report.pins_added = 1,
-            (Some(p), Some(current))
-                if placement_names(&directory, current)
-                    != (p.home.as_str(), p.replica.as_str()) =>
-            {
-                report.pins_changed = 1;
-            }
-            (None, Some(_)) => report.pins_removed = 1,
-            _ => {}
-        }
+        let changes = directory.count_pin_changes([(
+            user.as_str(),
+            wanted
+                .as_ref()
+                .map(|p| (p.home.as_str(), p.replica.as_str())),
+        )]);
+        report.pins_added = changes.added;
+        report.pins_changed = changes.changed;
+        report.pins_removed = changes.removed;
         // One user is always within the limit.
         let change = Change::Directory(DirectoryChange::Pins(vec![(user.clone(), wanted)]));
         let detail = serde_json::json!({ "user": user });
@@ -280,39 +263,24 @@ pub(crate) async fn restore(
             export.buckets.len()
         )));
     }
-    let mut moved_buckets = 0;
-    for (b, p) in export.buckets.iter().enumerate() {
-        let current = ((b as u32) < directory.n_buckets())
-            .then(|| placement_names(&directory, directory.bucket(b as u32)));
-        if current != Some((p.home.as_str(), p.replica.as_str())) {
-            moved_buckets += 1;
-        }
-    }
-    report.buckets_changed = moved_buckets;
-    let incoming: HashMap<&str, &StoredPlacement> =
-        export.pins.iter().map(|(u, p)| (u.as_str(), p)).collect();
-    for (user, p) in &incoming {
-        match directory.pin(user) {
-            None => report.pins_added += 1,
-            Some(current)
-                if placement_names(&directory, current)
-                    != (p.home.as_str(), p.replica.as_str()) =>
-            {
-                report.pins_changed += 1;
-            }
-            Some(_) => {}
-        }
-    }
-    // Counted without walking (and sorting) every pin: the pins not in the export are removed.
-    let kept = incoming
-        .keys()
-        .filter(|u| directory.pin(u).is_some())
-        .count();
-    report.pins_removed = directory.n_pins() - kept;
-    let pin_population = directory.n_pins().max(incoming.len()).max(1);
-    let pin_share = (report.pins_added + report.pins_changed + report.pins_removed) as f64
-        / pin_population as f64;
-    let bucket_share = moved_buckets as f64 / f64::from(export.n_buckets);
+    report.buckets_changed = directory.count_bucket_changes(
+        (0..)
+            .zip(&export.buckets)
+            .map(|(b, p)| (b, (p.home.as_str(), p.replica.as_str()))),
+    );
+    let changes = directory.count_pin_replacement(
+        export
+            .pins
+            .iter()
+            .map(|(user, p)| (user.as_str(), (p.home.as_str(), p.replica.as_str()))),
+    );
+    report.pins_added = changes.added;
+    report.pins_changed = changes.changed;
+    report.pins_removed = changes.removed;
+    let pin_population = directory.n_pins().max(changes.users).max(1);
+    let pin_share =
+        (changes.added + changes.changed + changes.removed) as f64 / pin_population as f64;
+    let bucket_share = report.buckets_changed as f64 / f64::from(export.n_buckets);
     report.share = pin_share.max(bucket_share);
     let detail = serde_json::json!({ "buckets": export.n_buckets, "pins": export.pins.len() });
     let change = Change::Directory(DirectoryChange::Replace {

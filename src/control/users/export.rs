@@ -19,7 +19,7 @@ use super::super::auth::Need;
 use super::super::error::ApiError;
 use super::super::write::admit;
 use super::lines::{MAX_ROW_ERRORS, for_each_line};
-use super::{placement, placement_names, view};
+use super::{placement, view};
 
 /// Bytes per chunk of a streamed export.
 const EXPORT_CHUNK: usize = 64 * 1024;
@@ -50,7 +50,7 @@ pub(crate) async fn export(
         );
         chunk.push('\n');
         for b in 0..directory.n_buckets() {
-            let (home, replica) = placement_names(&directory, directory.bucket(b));
+            let (home, replica) = directory.names(directory.bucket(b));
             chunk.push_str(
                 &serde_json::json!({ "bucket": b, "home": home, "replica": replica }).to_string(),
             );
@@ -60,7 +60,7 @@ pub(crate) async fn export(
             }
         }
         for (user, p) in directory.pins() {
-            let (home, replica) = placement_names(&directory, p);
+            let (home, replica) = directory.names(p);
             chunk.push_str(
                 &serde_json::json!({ "user": user, "home": home, "replica": replica }).to_string(),
             );

