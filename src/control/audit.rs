@@ -19,9 +19,11 @@ use super::write::{admit, store_read_failed};
 #[derive(Debug, Deserialize, IntoParams)]
 pub(crate) struct AuditParams {
     /// Entries after this sequence number.
-    after: Option<u64>,
-    /// At most this many (default 100, at most 1000).
-    limit: Option<usize>,
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// At most this many (default 100; more than 1000 counts as 1000).
+    #[param(minimum = 0)]
+    limit: Option<i64>,
 }
 
 /// One audit log entry.
@@ -50,9 +52,23 @@ pub(crate) async fn audit_log(
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
     let snapshot = state.shared.load();
     admit(&state, &snapshot, &headers, Need::Operator)?;
-    let limit = params.limit.unwrap_or(100).min(1000);
+    // Signed in the query (what the document's int64 says), never negative in use.
+    let non_negative = |name: &str, value: i64| {
+        u64::try_from(value)
+            .map_err(|_| ApiError::bad_request(format!("{name}: {value} is negative")))
+    };
+    let after = params
+        .after
+        .map(|after| non_negative("after", after))
+        .transpose()?;
+    let limit = params
+        .limit
+        .map(|limit| non_negative("limit", limit))
+        .transpose()?
+        .unwrap_or(100)
+        .min(1000) as usize;
     let store = state.store.clone();
-    let entries = tokio::task::spawn_blocking(move || store.audit_log(params.after, limit))
+    let entries = tokio::task::spawn_blocking(move || store.audit_log(after, limit))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| store_read_failed("audit log", &e))?;

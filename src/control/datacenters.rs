@@ -22,7 +22,7 @@ use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
 use super::extract::Path;
-use super::write::{Accepted, admit, applied, audit, read_json};
+use super::write::{Accepted, Whole, admit, applied, audit, read_json};
 
 /// Longest report TTL accepted: a day.
 const MAX_REPORT_TTL_SECONDS: u32 = 86_400;
@@ -43,8 +43,8 @@ pub(crate) struct ReportBody {
     load: f64,
     /// How long this report stays fresh, 1 to 86400 (`MAX_REPORT_TTL_SECONDS`); default
     /// `control.report_ttl_seconds`.
-    #[schema(minimum = 1, maximum = 86400)]
-    ttl_seconds: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 86400)]
+    ttl_seconds: Option<Whole<u32>>,
     /// Measured latency (≥ 0) by client region: an ISO country code or a continent code, at most
     /// 512 (`MAX_LATENCY_REGIONS`).
     #[schema(schema_with = latency_schema)]
@@ -172,7 +172,7 @@ fn validate_report(
     let capacity = finite("capacity", body.capacity)?;
     let load = finite("load", body.load)?;
     let cost = body.cost.map(|c| finite("cost", c)).transpose()?;
-    let ttl_seconds = body.ttl_seconds.unwrap_or(default_ttl);
+    let ttl_seconds = body.ttl_seconds.map_or(default_ttl, |Whole(ttl)| ttl);
     if !(1..=MAX_REPORT_TTL_SECONDS).contains(&ttl_seconds) {
         return Err(ApiError::bad_request(format!(
             "ttl_seconds: {ttl_seconds} is not between 1 and {MAX_REPORT_TTL_SECONDS}"

@@ -137,8 +137,8 @@ impl utoipa::Modify for BearerAuth {
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json",
     responses((status = 200, description = "this OpenAPI document", body = Object)))]
-async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+async fn openapi(State(state): State<ControlState>) -> axum::Json<serde_json::Value> {
+    axum::Json(openapi::for_deployment(&state.shared.load()))
 }
 
 /// The control plane's routes.

@@ -11,13 +11,68 @@
 //!
 //! Statuses that depend on what a handler does (404 for an unknown datacenter, 409 for a
 //! refused drain, 422 for an invalid configuration, 500 and 503 for the state store and
-//! shutdown) are written on each route's own `#[utoipa::path]`. This file defines no route.
+//! shutdown) are written on each route's own `#[utoipa::path]`.
+//!
+//! [`for_deployment`] completes the document with what only the running configuration knows
+//! (its datacenter names, its number of buckets), so that a request the document calls valid is
+//! one this server accepts. This file defines no route.
 
+use serde_json::Value;
+use utoipa::OpenApi as _;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{
     ContentBuilder, Object, OpenApi, Ref, RefOr, Response, ResponseBuilder, Type,
 };
+
+use crate::dns::Snapshot;
+
+use super::ApiDoc;
+
+/// The document as this server serves it: [`ApiDoc`] with the names and limits of the
+/// configuration `snapshot` runs.
+///
+/// - the path parameter `dc` and the `home` and `replica` of pins and bucket moves may only name
+///   a configured datacenter (elsewhere they are refused: 404 for the path, 400 for a body);
+/// - a bucket number is below the directory's number of buckets.
+pub(super) fn for_deployment(snapshot: &Snapshot) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document is JSON");
+    let names: Value = snapshot
+        .loaded
+        .config
+        .datacenters
+        .iter()
+        .map(|dc| Value::from(dc.name.as_str()))
+        .collect();
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        let parameters = paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(|operation| operation.get_mut("parameters"))
+            .filter_map(Value::as_array_mut)
+            .flatten();
+        for parameter in parameters {
+            if parameter["in"] == "path" && parameter["name"] == "dc" {
+                parameter["schema"]["enum"] = names.clone();
+            }
+        }
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    for (schema, field) in [
+        ("PlacementBody", "home"),
+        ("PlacementBody", "replica"),
+        ("BucketMove", "home"),
+        ("BucketMove", "replica"),
+    ] {
+        schemas[schema]["properties"][field]["enum"] = names.clone();
+    }
+    if let Some(directory) = &snapshot.directory {
+        schemas["BucketMove"]["properties"]["bucket"]["maximum"] =
+            Value::from(directory.directory.n_buckets().saturating_sub(1));
+    }
+    doc
+}
 
 /// Adds the shared error responses (as `#/components/responses/…`) to every operation.
 pub(super) struct StandardResponses;

@@ -32,6 +32,32 @@ pub(crate) struct Accepted {
     target: String,
 }
 
+/// A whole number in a JSON body, written either way JSON allows: `60` or `60.0`.
+///
+/// JSON Schema (and so the OpenAPI document) counts `60.0` as an integer; serde does not. A
+/// fraction, a negative number or one beyond `T` is refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Whole<T>(pub(crate) T);
+
+impl<'de, T: TryFrom<u64>> Deserialize<'de> for Whole<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let number = serde_json::Number::deserialize(deserializer)?;
+        let whole = number.as_u64().or_else(|| {
+            // Every whole f64 below 2^64 converts exactly; the cast cannot truncate past the
+            // range check.
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(f))
+                .map(|f| f as u64)
+        });
+        whole
+            .and_then(|whole| T::try_from(whole).ok())
+            .map(Whole)
+            .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number in range")))
+    }
+}
+
 /// Authenticates, authorizes and rate-limits a request (its address was counted before it got
 /// here). Authorization comes before the token's rate limit, so that a request the token may
 /// not make (403) does not use up the token's budget: otherwise anyone holding one datacenter's
@@ -60,8 +86,9 @@ pub(super) fn admit_to(
     Ok(caller)
 }
 
-/// Reads a JSON body of at most the configured size; an empty body is `T::default()` when
-/// `empty_ok`.
+/// Reads a JSON body of at most the configured size. With `empty`, the body is optional: an
+/// absent or blank body, or `null`, is `empty` (the OpenAPI document marks such a body as not
+/// required, and a client may say "no body" either way).
 pub(super) async fn read_json<T: for<'de> Deserialize<'de>>(
     body: Body,
     limit: usize,
@@ -70,13 +97,15 @@ pub(super) async fn read_json<T: for<'de> Deserialize<'de>>(
     let bytes: Bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::payload_too_large(limit))?;
-    if bytes.iter().all(u8::is_ascii_whitespace)
-        && let Some(empty) = empty
-    {
-        return Ok(empty);
+    let invalid =
+        |error: serde_json::Error| ApiError::bad_request(format!("invalid JSON body: {error}"));
+    match empty {
+        Some(empty) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(empty),
+        Some(empty) => Ok(serde_json::from_slice::<Option<T>>(&bytes)
+            .map_err(invalid)?
+            .unwrap_or(empty)),
+        None => serde_json::from_slice(&bytes).map_err(invalid),
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
 }
 
 pub(super) fn audit(
@@ -124,5 +153,61 @@ pub(super) fn store_read_failed(what: &str, error: &StoreError) -> ApiError {
     } else {
         tracing::error!(%error, what, "state store read failed");
         ApiError::internal(format!("the state store failed: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_are_read_either_way_json_writes_them() {
+        let read = |text: &str| serde_json::from_str::<Whole<u32>>(text).map(|Whole(n)| n);
+        assert_eq!(read("60").ok(), Some(60));
+        assert_eq!(read("60.0").ok(), Some(60));
+        assert_eq!(read("0").ok(), Some(0));
+        assert_eq!(read("4294967295").ok(), Some(u32::MAX));
+        for refused in [
+            "60.5",
+            "-1",
+            "-0.5",
+            "4294967296",
+            "1e300",
+            "\"60\"",
+            "null",
+        ] {
+            assert!(read(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[derive(Debug, Default, PartialEq, Deserialize)]
+    struct Options {
+        force: bool,
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_may_be_absent_blank_or_null() {
+        let read = |text: &'static str, empty: Option<Options>| {
+            read_json::<Options>(Body::from(text), 1024, empty)
+        };
+        for absent in ["", "  \n", "null"] {
+            assert_eq!(
+                read(absent, Some(Options::default())).await,
+                Ok(Options::default()),
+                "{absent:?}"
+            );
+        }
+        assert_eq!(
+            read("{\"force\": true}", Some(Options::default())).await,
+            Ok(Options { force: true })
+        );
+        // A required body may not be absent or null.
+        for absent in ["", "null"] {
+            assert_eq!(
+                read(absent, None).await.unwrap_err().status,
+                400,
+                "{absent:?}"
+            );
+        }
     }
 }

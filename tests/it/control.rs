@@ -774,6 +774,23 @@ async fn every_error_is_json_with_one_shape() {
 }
 
 #[tokio::test]
+async fn the_served_document_names_this_servers_datacenters() {
+    let server = server().await;
+    let (status, body) = get(&server, "/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let names = json!(["us-east", "us-west", "eu-west", "ap-south", "sa-east"]);
+    let dc = &doc["paths"]["/v1/datacenters/{dc}"]["get"]["parameters"][0];
+    assert_eq!(dc["name"], "dc");
+    assert_eq!(dc["schema"]["enum"], names);
+    let placement = &doc["components"]["schemas"]["PlacementBody"]["properties"];
+    assert_eq!(placement["home"]["enum"], names);
+    assert_eq!(placement["replica"]["enum"], names);
+    // Operations without parameters did not gain an empty list.
+    assert!(doc["paths"]["/healthz"]["get"].get("parameters").is_none());
+}
+
+#[tokio::test]
 async fn every_documented_route_exists() {
     let server = server().await;
     let (status, body) = get(&server, "/v1/openapi.json").await;

@@ -21,7 +21,7 @@ use super::super::ControlState;
 use super::super::auth::{Caller, Need};
 use super::super::error::ApiError;
 use super::super::extract::Query;
-use super::super::write::{admit, applied, audit, read_json};
+use super::super::write::{Whole, admit, applied, audit, read_json};
 use super::export::read_export;
 use super::lines::read_rows;
 use super::{checked_id, placement, view};
@@ -43,7 +43,9 @@ pub(crate) struct BucketMoves {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BucketMove {
-    bucket: u32,
+    /// Below the directory's number of buckets.
+    #[schema(value_type = u32)]
+    bucket: Whole<u32>,
     home: String,
     replica: String,
 }
@@ -110,19 +112,19 @@ pub(crate) async fn move_buckets(
         ..ChangeReport::default()
     };
     for (i, m) in body.moves.iter().enumerate() {
-        if m.bucket >= directory.n_buckets() {
+        let Whole(bucket) = m.bucket;
+        if bucket >= directory.n_buckets() {
             return Err(ApiError::bad_request(format!(
-                "moves[{i}].bucket: {} is not below {}",
-                m.bucket,
+                "moves[{i}].bucket: {bucket} is not below {}",
                 directory.n_buckets()
             )));
         }
-        moves.push((m.bucket, placement(&snapshot, &m.home, &m.replica)?));
+        moves.push((bucket, placement(&snapshot, &m.home, &m.replica)?));
     }
     report.buckets_changed = directory.count_bucket_changes(
         body.moves
             .iter()
-            .map(|m| (m.bucket, (m.home.as_str(), m.replica.as_str()))),
+            .map(|m| (m.bucket.0, (m.home.as_str(), m.replica.as_str()))),
     );
     report.share = report.buckets_changed as f64 / f64::from(directory.n_buckets());
     let detail =

@@ -106,7 +106,8 @@ pub(super) fn checked_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// Where a user's data lives and which datacenter to use now.
-#[utoipa::path(get, path = "/v1/users/{id}", params(("id" = String, Path, description = "user id, URL-escaped")),
+#[utoipa::path(get, path = "/v1/users/{id}", params(("id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "user id, URL-escaped: 1 to 256 bytes of UTF-8 (`MAX_USER_ID_BYTES`) without control characters")),
     security(("bearer" = [])),
     responses((status = 200, description = "where the user's data lives and which datacenter serves it now", body = UserView),
         (status = 404, description = "no user directory is configured", body = super::error::ErrorBody)))]
@@ -163,7 +164,8 @@ pub(crate) async fn summary(
 
 /// Pin a user to a home and replica.
 #[utoipa::path(put, path = "/v1/users/{id}/pin", request_body = PlacementBody,
-    params(("id" = String, Path, description = "user id, URL-escaped")), security(("bearer" = [])),
+    params(("id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "user id, URL-escaped: 1 to 256 bytes of UTF-8 (`MAX_USER_ID_BYTES`) without control characters")), security(("bearer" = [])),
     responses((status = 200, description = "stored and published", body = Accepted),
         (status = 404, description = "no user directory is configured", body = super::error::ErrorBody),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
@@ -193,7 +195,8 @@ pub(crate) async fn pin(
 }
 
 /// Remove a user's pin (back to its bucket).
-#[utoipa::path(delete, path = "/v1/users/{id}/pin", params(("id" = String, Path, description = "user id, URL-escaped")),
+#[utoipa::path(delete, path = "/v1/users/{id}/pin", params(("id" = String, Path, min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        description = "user id, URL-escaped: 1 to 256 bytes of UTF-8 (`MAX_USER_ID_BYTES`) without control characters")),
     security(("bearer" = [])),
     responses((status = 200, description = "stored and published: the user follows its bucket again", body = Accepted),
         (status = 404, description = "no user directory is configured", body = super::error::ErrorBody),
