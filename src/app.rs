@@ -160,6 +160,7 @@ pub async fn run(
     let readiness = Readiness::default();
     let store = Arc::new(options.store);
     let tcp_idle_timeout = options.loaded.config.server.tcp_idle_timeout;
+    let tcp_max_connections = options.loaded.config.server.tcp_max_connections;
     let (manager, shared) = Manager::start(
         options.source,
         options.loaded,
@@ -209,10 +210,11 @@ pub async fn run(
         None => None,
     };
     let dns = DnsServer::start(
-        Handler::new(shared, metrics),
+        Handler::new(shared, metrics.clone()),
         listeners.udp,
         listeners.tcp,
-        tcp_idle_timeout,
+        (tcp_idle_timeout, tcp_max_connections),
+        metrics,
     );
     readiness.set(true);
     // The first snapshot is published (Manager::start) and every socket is bound and served:

@@ -8,7 +8,7 @@
 //!   [`dns::Snapshot`] is the state's snapshot carrying the zones and prepared answers;
 //! - [`state`]: the immutable [`state::Snapshot`], its lock-free shared handle, the state
 //!   manager and readiness;
-//! - [`metrics`]: Prometheus (a leaf: it imports nothing of ours);
+//! - [`metrics`]: Prometheus (it imports only [`routing::DcStatus`], the datacenter states);
 //! - [`store`]: the durable state (redb);
 //! - [`directory`]: the user directory's pure core (hash buckets, pins, serving rules);
 //! - [`routing`]: the pure routing core, rankings precomputed per geo cell;

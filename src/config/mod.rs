@@ -100,6 +100,8 @@ pub struct ServerConfig {
     pub max_udp_payload: u16,
     /// Idle timeout of DNS/TCP connections.
     pub tcp_idle_timeout: Duration,
+    /// Most open DNS/TCP connections.
+    pub tcp_max_connections: usize,
 }
 
 /// The `geo` section: paths relative to the configuration file.
@@ -221,18 +223,6 @@ impl Config {
             Some((raw, damaged)) => validate(raw, &damaged, problems),
             None => Err(ConfigError { problems }),
         }
-    }
-
-    /// Reads and validates the configuration of `source`.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] for an unreadable file, a syntax error or invalid values.
-    pub fn load(source: &Source) -> Result<Config, ConfigError> {
-        let text = source.read_config().map_err(|error| ConfigError {
-            problems: vec![Problem::new(source.to_string(), error)],
-        })?;
-        Config::from_yaml_str(&text)
     }
 
     /// Validates the serde mirror, collecting every problem.
@@ -427,12 +417,22 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
             "must be at least 1",
         ));
     }
+    let tcp_max_connections = raw
+        .tcp_max_connections
+        .unwrap_or(raw::DEFAULT_TCP_MAX_CONNECTIONS);
+    if tcp_max_connections == 0 {
+        problems.push(Problem::new(
+            "server.tcp_max_connections",
+            "must be at least 1",
+        ));
+    }
     ServerConfig {
         dns,
         control,
         identity: raw.identity,
         max_udp_payload,
         tcp_idle_timeout: Duration::from_secs(timeout),
+        tcp_max_connections: tcp_max_connections.max(1),
     }
 }
 

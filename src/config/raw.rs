@@ -20,6 +20,9 @@ pub const DEFAULT_ANSWERS: u32 = 1;
 pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
 /// Default idle timeout of a DNS/TCP connection, in seconds.
 pub const DEFAULT_TCP_IDLE_TIMEOUT_SECONDS: u64 = 10;
+/// Default most open DNS/TCP connections (all DNS addresses together); more wait in the listen
+/// backlog. With the control plane's own cap, neither can take every file descriptor.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 512;
 /// Default freshness of a datacenter report that does not set `ttl_seconds`.
 pub const DEFAULT_REPORT_TTL_SECONDS: u32 = 15;
 /// Default time a stale datacenter keeps its last known state before it counts as down.
@@ -195,6 +198,8 @@ pub struct RawServer {
     pub max_udp_payload: Option<u16>,
     /// Idle timeout of DNS/TCP connections in seconds; default [`DEFAULT_TCP_IDLE_TIMEOUT_SECONDS`].
     pub tcp_idle_timeout_seconds: Option<u64>,
+    /// Most open DNS/TCP connections; default [`DEFAULT_TCP_MAX_CONNECTIONS`].
+    pub tcp_max_connections: Option<usize>,
 }
 
 /// The `geo` section.

@@ -15,6 +15,11 @@ use super::error::ApiError;
 use super::extract::Query;
 use super::write::{admit, store_read_failed};
 
+/// Audit entries per page when the request does not say.
+const DEFAULT_PAGE: usize = 100;
+/// Most audit entries per page.
+const MAX_PAGE: usize = 1000;
+
 /// Query parameters of `/v1/audit`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub(crate) struct AuditParams {
@@ -65,8 +70,10 @@ pub(crate) async fn audit_log(
         .limit
         .map(|limit| non_negative("limit", limit))
         .transpose()?
-        .unwrap_or(100)
-        .min(1000) as usize;
+        .map_or(DEFAULT_PAGE, |limit| {
+            usize::try_from(limit).unwrap_or(MAX_PAGE)
+        })
+        .min(MAX_PAGE);
     let store = state.store.clone();
     let entries = tokio::task::spawn_blocking(move || store.audit_log(after, limit))
         .await

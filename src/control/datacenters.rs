@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::dns::Snapshot;
-use crate::routing::{DcState, ServiceId, Standing};
+use crate::routing::{DcState, DcStatus, ServiceId, Standing};
 use crate::state::unix_ms;
 use crate::store::{Change, DrainKey, StoredReport};
 
@@ -269,11 +269,7 @@ fn datacenter_view(
     let config = &snapshot.loaded.config;
     let dc = &config.datacenters[index];
     let report = state.report.as_ref();
-    let freshness = match report {
-        None => "unreported",
-        Some(r) if r.age <= r.ttl => "fresh",
-        Some(_) => "stale",
-    };
+    let freshness = DcStatus::freshness(state).label();
     let services = config
         .services
         .iter()
@@ -281,7 +277,7 @@ fn datacenter_view(
         .filter(|(_, s)| s.pools.iter().any(|p| p.datacenter == index))
         .map(|(i, s)| {
             let standing = Standing::of(dc, state, ServiceId(i as u16), s);
-            (s.id.clone(), standing_label(&standing).to_owned())
+            (s.id.clone(), standing.label().to_owned())
         })
         .collect();
     DatacenterView {
@@ -304,18 +300,6 @@ fn datacenter_view(
             .map(|s| config.services[usize::from(s.0)].id.clone())
             .collect(),
         services,
-    }
-}
-
-pub(super) fn standing_label(standing: &Standing) -> &'static str {
-    match standing {
-        Standing::Healthy => "healthy",
-        Standing::Unreported => "unreported",
-        Standing::Stale { .. } => "stale",
-        Standing::Drained => "drained",
-        Standing::ReportedDown => "down",
-        Standing::StalePastGrace { .. } => "stale-past-grace",
-        Standing::NoReport => "no-report",
     }
 }
 

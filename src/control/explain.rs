@@ -6,7 +6,7 @@
 // utoipa's `#[utoipa::path]` expands `Query<T>` parameters with a path the lint flags.
 #![allow(unused_qualifications)]
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use axum::Json;
 use axum::extract::State;
@@ -18,9 +18,13 @@ use crate::dns::{ExplainError, explain_query};
 use crate::routing::DcTrace;
 
 use super::ControlState;
-use super::datacenters::standing_label;
 use super::error::ApiError;
 use super::extract::Query;
+
+/// The record type explained when the request does not say.
+const DEFAULT_TYPE: &str = "A";
+/// The resolver address explained when the request does not say: this host.
+const DEFAULT_RESOLVER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Query parameters of `/v1/explain`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -86,7 +90,10 @@ pub(crate) async fn explain(
     Query(params): Query<ExplainParams>,
 ) -> Result<Json<ExplainView>, ApiError> {
     let snapshot = state.shared.load();
-    let qtype = params.qtype.clone().unwrap_or_else(|| "A".to_owned());
+    let qtype = params
+        .qtype
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TYPE.to_owned());
     let ecs = params
         .ecs
         .as_deref()
@@ -96,7 +103,7 @@ pub(crate) async fn explain(
             })
         })
         .transpose()?;
-    let resolver = params.client.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let resolver = params.client.unwrap_or(DEFAULT_RESOLVER);
     let explained = explain_query(&snapshot, &params.name, &qtype, resolver, ecs)
         .map_err(|error: ExplainError| ApiError::bad_request(error.to_string()))?;
     let (service, routing) = match explained.routing {
@@ -141,7 +148,7 @@ fn trace_view(trace: &DcTrace) -> DcTraceView {
         distance_km: trace.distance_km.map(|d| (d * 10.0).round() / 10.0),
         score: trace.score,
         utilization: trace.utilization.filter(|u| u.is_finite()),
-        standing: standing_label(&trace.standing).to_owned(),
+        standing: trace.standing.label().to_owned(),
         unverified: trace.unverified,
         reason: trace.reason.clone(),
     }

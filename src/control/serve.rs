@@ -10,8 +10,8 @@
 //! - A connection on which no byte moves either way for `control.idle_timeout_seconds` (a
 //!   stalled body, a client that stopped reading) is closed.
 //! - A failed `accept` (out of file descriptors, for one) is counted, logged at most once per
-//!   [`ACCEPT_ERROR_LOG_INTERVAL`] with the number of failures since, and followed by a pause
-//!   that doubles up to [`MAX_ACCEPT_BACKOFF`]: the loop never spins on an error.
+//!   interval with the number of failures since, and followed by a pause that doubles up to a
+//!   second ([`AcceptErrors`], shared with DNS over TCP): the loop never spins on an error.
 //!
 //! Each request carries its peer address (`ConnectInfo`) for the per-address rate limit. Shutdown
 //! stops accepting and lets every connection finish the request in hand (hyper's graceful
@@ -37,17 +37,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::dns::AcceptErrors;
 use crate::dns::Shared;
 use crate::metrics::Metrics;
-
-/// The least time between two log lines about failed accepts.
-const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// The first pause after a failed accept.
-const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
-/// The longest pause after failed accepts in a row.
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Serves `router` on `listener` until `shutdown`, then waits for open connections to finish
 /// their requests. Limits and timeouts come from the configuration serving when a connection is
@@ -66,43 +60,15 @@ pub async fn serve(
     let max_connections = shared.load().loaded.config.control.max_connections;
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
-    let mut backoff = MIN_ACCEPT_BACKOFF;
-    let mut last_logged: Option<Instant> = None;
-    let mut unlogged = 0u64;
+    let mut errors = AcceptErrors::new("http");
     loop {
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = shutdown.cancelled() => break,
+        let Some((stream, peer, permit)) = errors
+            .accept(&listener, &permits, &metrics, &shutdown)
+            .await
+        else {
+            break;
         };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                metrics.record_accept_error("http");
-                unlogged += 1;
-                if last_logged.is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
-                    warn!(
-                        %error,
-                        failures = unlogged,
-                        backoff = ?backoff,
-                        "accepting control-plane connections fails; backing off"
-                    );
-                    last_logged = Some(Instant::now());
-                    unlogged = 0;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => break,
-                }
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        backoff = MIN_ACCEPT_BACKOFF;
         let control = &shared.load().loaded.config.control;
         let limits = (control.header_read_timeout, control.idle_timeout);
         let (router, metrics, shutdown) = (router.clone(), metrics.clone(), shutdown.clone());

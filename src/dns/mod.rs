@@ -21,6 +21,7 @@ mod respond;
 mod routed;
 mod rrset;
 mod server;
+mod tcp;
 mod zone;
 
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ pub use handler::Handler;
 pub use respond::{Response, Transport, respond};
 pub use routed::Answers;
 pub use server::DnsServer;
+pub use tcp::AcceptErrors;
 
 /// The snapshot queries read: the state's snapshot carrying our zones ([`Catalog`]) and
 /// prepared records ([`Answers`]).

@@ -1,5 +1,6 @@
-//! The bounded label vocabularies: query types, response codes, datacenter states and directory
-//! lookup outcomes, each an enum with its label text.
+//! The bounded label vocabularies: query types, response codes and directory lookup outcomes,
+//! each an enum with its label text (a datacenter's state is `routing::DcStatus`, shared with the
+//! HTTP API).
 //!
 //! Callers convert into these at their boundary (`dns` from hickory's codes, `state` from its
 //! own types), so no label value ever comes from a client.
@@ -169,43 +170,6 @@ impl Rcode {
             Rcode::Refused => "REFUSED",
             Rcode::BadVers => "BADVERS",
             Rcode::Other => "OTHER",
-        }
-    }
-}
-
-/// A datacenter's state as exported by [`DATACENTER_STATE`](super::DATACENTER_STATE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DcStateLabel {
-    /// Reporting, and its latest report is recent.
-    Fresh,
-    /// Its latest report is older than the freshness window.
-    Stale,
-    /// Reported down, or its report has expired.
-    Down,
-    /// Has never reported since the process started.
-    Unreported,
-    /// Drained by an operator: never ranked first.
-    Drained,
-}
-
-impl DcStateLabel {
-    /// Every state, in the order their series are written.
-    pub const ALL: [DcStateLabel; 5] = [
-        DcStateLabel::Fresh,
-        DcStateLabel::Stale,
-        DcStateLabel::Down,
-        DcStateLabel::Unreported,
-        DcStateLabel::Drained,
-    ];
-
-    /// The `state` label value, in lower case.
-    pub fn label(self) -> &'static str {
-        match self {
-            DcStateLabel::Fresh => "fresh",
-            DcStateLabel::Stale => "stale",
-            DcStateLabel::Down => "down",
-            DcStateLabel::Unreported => "unreported",
-            DcStateLabel::Drained => "drained",
         }
     }
 }

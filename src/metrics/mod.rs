@@ -14,7 +14,7 @@
 //! services as indexes into the configuration's lists).
 //!
 //! - `names.rs`: every metric name, as a `const`, and the histogram buckets;
-//! - `labels.rs`: the bounded label vocabularies ([`QueryType`], [`Rcode`], [`DcStateLabel`],
+//! - `labels.rs`: the bounded label vocabularies ([`QueryType`], [`Rcode`],
 //!   [`LookupSource`], [`LookupReason`]);
 //! - `counters.rs`: per-configuration handles ([`AnswerCounters`], [`ServiceCounters`]);
 //! - this file: [`Metrics`], the registry and the methods that record and render.
@@ -37,7 +37,9 @@ use prometheus::{
 };
 
 pub use counters::{AnswerCounters, ServiceCounters};
-pub use labels::{DcStateLabel, LookupReason, LookupSource, QueryType, Rcode};
+pub use labels::{LookupReason, LookupSource, QueryType, Rcode};
+
+use crate::routing::DcStatus;
 pub use names::*;
 
 /// This build's version, from the manifest.
@@ -389,9 +391,9 @@ impl Metrics {
     }
 
     /// Sets `datacenter`'s state: 1 on the `state` series, 0 on the four others.
-    pub fn set_datacenter_state(&self, datacenter: &str, state: DcStateLabel) {
+    pub fn set_datacenter_state(&self, datacenter: &str, state: DcStatus) {
         let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
-        for candidate in DcStateLabel::ALL {
+        for candidate in DcStatus::ALL {
             child(&self.state, &[datacenter, candidate.label()]).set(i64::from(candidate == state));
         }
     }
@@ -417,7 +419,7 @@ impl Metrics {
         // Each removal fails only if that series was never created, which is fine to ignore.
         let _ = self.report_age.remove_label_values(&[datacenter]);
         let _ = self.utilization.remove_label_values(&[datacenter]);
-        for state in DcStateLabel::ALL {
+        for state in DcStatus::ALL {
             let _ = self.state.remove_label_values(&[datacenter, state.label()]);
         }
         for service in label_values_where(&self.answers, "datacenter", datacenter, "service") {

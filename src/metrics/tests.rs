@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::routing::DcStatus;
 
 /// One parsed sample line: metric name, labels, value.
 type Sample = (String, BTreeMap<String, String>, f64);
@@ -141,8 +142,8 @@ fn render_reports_recorded_values() {
     metrics.record_http("/v1/datacenters/{dc}/report", 204);
     metrics.record_http("/v1/reload", 500);
 
-    metrics.set_datacenter_state("ams", DcStateLabel::Stale);
-    metrics.set_datacenter_state("ams", DcStateLabel::Fresh);
+    metrics.set_datacenter_state("ams", DcStatus::Stale);
+    metrics.set_datacenter_state("ams", DcStatus::Fresh);
     metrics.set_report_age("ams", 2.5);
     metrics.set_utilization("ams", 0.75);
     metrics.set_generation(7);
@@ -323,7 +324,7 @@ fn forget_datacenter_removes_its_series() {
     answers.inc(0, 0);
     answers.inc(1, 1);
     for datacenter in ["ams", "nyc"] {
-        metrics.set_datacenter_state(datacenter, DcStateLabel::Down);
+        metrics.set_datacenter_state(datacenter, DcStatus::Down);
         metrics.set_report_age(datacenter, 30.0);
         metrics.set_utilization(datacenter, 0.5);
     }

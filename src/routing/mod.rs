@@ -16,10 +16,12 @@ mod base;
 mod explain;
 mod live;
 mod policy;
+mod status;
 
 pub use base::BaseTable;
 pub use explain::{DcTrace, Explanation, explain};
 pub use live::{DcState, ReportState, RoutingTable, Standing};
+pub use status::DcStatus;
 
 use std::net::IpAddr;
 

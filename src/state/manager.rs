@@ -23,8 +23,8 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, Problem, Source};
 use crate::directory::Directory;
-use crate::metrics::{DcStateLabel, Metrics};
-use crate::routing::{DcState, ServiceId, Standing};
+use crate::metrics::Metrics;
+use crate::routing::{DcState, DcStatus, ServiceId, Standing};
 use crate::store::{
     AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement, VersionFile,
 };
@@ -576,14 +576,8 @@ impl<P: Prepare> Manager<P> {
     fn update_gauges(&self, loaded: &Loaded<P>, live: &LiveState, now: SystemTime) {
         let states = live.dc_states(&loaded.config, now);
         for (dc, state) in loaded.config.datacenters.iter().zip(&states) {
-            let label = match &state.report {
-                _ if state.drained => DcStateLabel::Drained,
-                None => DcStateLabel::Unreported,
-                Some(r) if !r.healthy => DcStateLabel::Down,
-                Some(r) if r.age <= r.ttl => DcStateLabel::Fresh,
-                Some(_) => DcStateLabel::Stale,
-            };
-            self.metrics.set_datacenter_state(&dc.name, label);
+            self.metrics
+                .set_datacenter_state(&dc.name, DcStatus::of(state));
             if let Some(r) = &state.report {
                 self.metrics.set_report_age(&dc.name, r.age.as_secs_f64());
                 // A datacenter with no capacity exports 0, not infinity.

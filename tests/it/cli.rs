@@ -153,7 +153,12 @@ impl Server {
         if !args.contains(&"--control") {
             command.args(["--control", "127.0.0.1:0"]);
         }
-        let mut guard = Guard::spawn(&mut command);
+        Server::spawn(&mut command)
+    }
+
+    /// Runs `command` (a configured `meridian` or a shell that execs it) as a server.
+    fn spawn(command: &mut Command) -> Server {
+        let mut guard = Guard::spawn(command);
         let stderr = guard.child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -706,4 +711,100 @@ fn state_check_backup_and_restore_work_offline() {
     let checked = run(&["state", "check", "--state-dir", state]);
     assert!(checked.status.success(), "{}", checked.stderr);
     assert!(checked.stdout.contains("drains 1"), "{}", checked.stdout);
+}
+
+/// CPU time (user + system) the process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name (field 2) is in parentheses and may hold spaces; count after it.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm")..]
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15; fields[0] is ")" (the end of field 2).
+    fields[12].parse::<u64>().unwrap() + fields[13].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_listeners_back_off_log_once_and_recover() {
+    let config = CONFIG.replacen("server:\n", "server:\n  tcp_max_connections: 1000\n", 1)
+        + "control:
+  max_connections: 1000
+  header_read_timeout_seconds: 60
+  address_rate_limit: { per_second: 1000, burst: 1000 }
+";
+    let dir = config_dir(&config);
+    let path = dir.path().join(CONFIG_FILE);
+    // A descriptor limit of 64: the server starts with about 20 open, so a few dozen
+    // connections exhaust it.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .args(["--dns", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut server = Server::spawn(&mut command);
+    let tcp = server.address("listening for DNS/TCP on ");
+    let http = server.address("listening for HTTP on ");
+    let pid = server.guard.child.id();
+
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.extend(std::net::TcpStream::connect(http).ok());
+        held.extend(std::net::TcpStream::connect(tcp).ok());
+    }
+    // Past the first failures and their short pauses.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_ticks(pid) - before;
+    // Spinning on EMFILE burns the whole 2 s (200 ticks at 100 Hz); backing off, almost none.
+    assert!(
+        used < 40,
+        "{used} ticks of CPU in 2 s with every descriptor in use"
+    );
+
+    let mut failures: Vec<String> = Vec::new();
+    while let Ok(line) = server.lines.try_recv() {
+        if line.contains("accepting connections fails") {
+            failures.push(line);
+        }
+    }
+    for listener in ["http", "dns-tcp"] {
+        let lines: Vec<&String> = failures
+            .iter()
+            .filter(|line| line.contains(&format!("listener=\"{listener}\"")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{listener}: {failures:#?}");
+        assert!(lines[0].contains("Too many open files"), "{}", lines[0]);
+    }
+
+    // Descriptors free again: both listeners serve (after at most one backoff of a second).
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reply = Ask::new("www.example.com", RecordType::A).tcp(tcp).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    let metrics = reqwest::Client::new()
+        .get(format!("http://{http}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("the control plane serves again")
+        .text()
+        .await
+        .unwrap();
+    for listener in ["http", "dns-tcp"] {
+        assert!(
+            metrics.contains(&format!(
+                "meridian_accept_errors_total{{listener=\"{listener}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(server.terminate().success());
 }

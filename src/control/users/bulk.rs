@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::config::raw::{DEFAULT_CHANGE_LIMIT, DEFAULT_IMPORT_LIMIT_BYTES};
 use crate::dns::Snapshot;
 use crate::store::{Change, DirectoryChange};
 
@@ -338,7 +339,7 @@ fn change_limit(snapshot: &Snapshot) -> f64 {
         .config
         .directory
         .as_ref()
-        .map_or(0.1, |d| d.change_limit)
+        .map_or(DEFAULT_CHANGE_LIMIT, |d| d.change_limit)
 }
 
 fn import_limit(snapshot: &Snapshot) -> usize {
@@ -347,5 +348,5 @@ fn import_limit(snapshot: &Snapshot) -> usize {
         .config
         .directory
         .as_ref()
-        .map_or(1 << 30, |d| d.import_limit)
+        .map_or(DEFAULT_IMPORT_LIMIT_BYTES, |d| d.import_limit)
 }
