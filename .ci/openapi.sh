@@ -9,6 +9,8 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
     "openapi-spec-validator==0.9.0" "schemathesis==4.32.5"
 
 work=$(mktemp -d)
+# Created here, not by the background redirect, so that the loop below can read it at once.
+: >"$work/log"
 target/debug/meridian serve --dns 127.0.0.1:0 --control 127.0.0.1:0 2>"$work/log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
