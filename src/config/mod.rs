@@ -609,6 +609,7 @@ fn validate_services(
             true,
             problems,
         );
+        check_rules_apply(&path, policy, &geofences, &overrides, problems);
         if problems.len() == before {
             services.push(ServiceConfig {
                 id,
@@ -628,6 +629,39 @@ fn validate_services(
         }
     }
     services
+}
+
+/// `failover` and `weighted` do not place clients, so geofences and country or continent
+/// overrides would be silently ignored: a geofence that does not fence is refused instead.
+fn check_rules_apply(
+    path: &str,
+    policy: Policy,
+    geofences: &[ClientRule],
+    overrides: &[ClientRule],
+    problems: &mut Vec<Problem>,
+) {
+    if !matches!(policy, Policy::Failover | Policy::Weighted) {
+        return;
+    }
+    let name = policy.name();
+    if !geofences.is_empty() {
+        problems.push(Problem::new(
+            format!("{path}.geofence"),
+            format!(
+                "the {name} policy does not place clients, so it cannot apply geofences (use nearest, nearest-with-capacity or metric)"
+            ),
+        ));
+    }
+    for (i, rule) in overrides.iter().enumerate() {
+        if !rule.countries.is_empty() || !rule.continents.is_empty() {
+            problems.push(Problem::new(
+                format!("{path}.overrides[{i}]"),
+                format!(
+                    "the {name} policy does not place clients, so it cannot apply countries or continents (cidrs only)"
+                ),
+            ));
+        }
+    }
 }
 
 fn validate_pools(

@@ -3,6 +3,9 @@
 //! Every field is kept as close to the text as possible (addresses and names stay strings) so
 //! that `Config::from_raw` can check them all and report every problem with its path, rather than
 //! stopping at the first value serde cannot parse. This file does no validation of its own.
+//!
+//! `docs/CONFIGURATION.md` is the user's reference for every field here (type, default, meaning);
+//! `config::tests::every_raw_field_is_documented` fails when a field is missing from it.
 
 use indexmap::IndexMap;
 use serde::Deserialize;

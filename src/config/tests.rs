@@ -305,3 +305,100 @@ fn every_unreadable_entry_is_reported_and_the_rest_still_checked() {
          services.mail.pools.eu-west.a[0]: \"192.0.2.300\" is not an IPv4 address"
     );
 }
+
+#[test]
+fn failover_and_weighted_refuse_rules_they_cannot_apply() {
+    for policy in ["failover", "weighted"] {
+        let yaml = VALID.replace("policy: nearest", &format!("policy: {policy}")).replace(
+            "    order: [eu-west]\n",
+            "    order: [eu-west]\n    geofence: [{ continents: [EU], datacenters: [eu-west] }]\n    overrides:\n      - { cidrs: [192.0.2.0/24], datacenters: [us-east] }\n      - { countries: [GB], datacenters: [eu-west] }\n",
+        );
+        let got = problems(&yaml);
+        assert_eq!(got.len(), 2, "{policy}: {got:#?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "services.www.geofence: the {policy} policy does not place clients"
+            )),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].starts_with(&format!(
+                "services.www.overrides[1]: the {policy} policy does not place clients"
+            )),
+            "{got:#?}"
+        );
+    }
+    // Network overrides apply to every policy.
+    let yaml = VALID
+        .replace("policy: nearest", "policy: weighted")
+        .replace(
+            "    order: [eu-west]\n",
+            "    overrides: [{ cidrs: [192.0.2.0/24], datacenters: [us-east] }]\n",
+        );
+    Config::from_yaml_str(&yaml).expect("a network override on a weighted service");
+}
+
+/// The YAML path under which each `Raw*` struct's fields appear in docs/CONFIGURATION.md.
+const DOCUMENTED_AT: &[(&str, &[&str])] = &[
+    ("RawConfig", &[""]),
+    ("RawServer", &["server."]),
+    ("RawGeo", &["geo."]),
+    ("RawZone", &["zones[]."]),
+    ("RawDatacenter", &["datacenters.<name>."]),
+    ("RawService", &["services.<id>."]),
+    ("RawCapacity", &["services.<id>.capacity."]),
+    ("RawMetric", &["services.<id>.metric."]),
+    (
+        "RawClientRule",
+        &["services.<id>.geofence[].", "services.<id>.overrides[]."],
+    ),
+    ("RawPool", &["services.<id>.pools.<datacenter>."]),
+    ("RawControl", &["control."]),
+    ("RawRateLimit", &["control.rate_limit."]),
+    ("RawToken", &["control.tokens[]."]),
+    ("RawDirectory", &["directory."]),
+];
+
+/// Every field of every `Raw*` struct in raw.rs, as (struct, field), read from the source so that
+/// a new field cannot be missed.
+fn raw_fields() -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let mut current: Option<String> = None;
+    for line in include_str!("raw.rs").lines() {
+        if let Some(rest) = line.strip_prefix("pub struct ") {
+            current = rest.split_whitespace().next().map(str::to_owned);
+        } else if line == "}" {
+            current = None;
+        } else if let (Some(name), Some(rest)) = (&current, line.strip_prefix("    pub "))
+            && let Some((field, _)) = rest.split_once(':')
+        {
+            fields.push((name.clone(), field.to_owned()));
+        }
+    }
+    fields
+}
+
+#[test]
+fn every_raw_field_is_documented() {
+    let doc = include_str!("../../docs/CONFIGURATION.md");
+    let fields = raw_fields();
+    assert!(fields.len() > 50, "raw.rs was not read: {fields:?}");
+    let mut missing = Vec::new();
+    for (name, field) in &fields {
+        let Some((_, prefixes)) = DOCUMENTED_AT.iter().find(|(raw, _)| raw == name) else {
+            missing.push(format!("{name} (add it to DOCUMENTED_AT)"));
+            continue;
+        };
+        for prefix in *prefixes {
+            let path = format!("`{prefix}{field}`");
+            if !doc.contains(&path) {
+                missing.push(path);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/CONFIGURATION.md does not document:\n{}",
+        missing.join("\n")
+    );
+}
