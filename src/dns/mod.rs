@@ -19,9 +19,12 @@ mod explain;
 mod handler;
 mod respond;
 mod routed;
+pub mod rrl;
 mod rrset;
 mod server;
 mod tcp;
+mod udp;
+mod wire;
 mod zone;
 
 use std::path::PathBuf;
