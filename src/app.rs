@@ -159,8 +159,10 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
     let store = Arc::new(options.store);
-    let tcp_idle_timeout = options.loaded.config.server.tcp_idle_timeout;
-    let tcp_max_connections = options.loaded.config.server.tcp_max_connections;
+    let server_config = options.loaded.config.server.clone();
+    for deprecated in &server_config.deprecations {
+        warn!(setting = %deprecated.path, "{}", deprecated.message);
+    }
     let (manager, shared) = Manager::start(
         options.source,
         options.loaded,
@@ -209,11 +211,12 @@ pub async fn run(
         }
         None => None,
     };
+    // `server.rrl` and `server.tcp` are read at start; a reload does not change them.
     let dns = DnsServer::start(
-        Handler::new(shared, metrics.clone()),
+        Handler::new(shared, metrics.clone()).with_rrl(server_config.rrl.clone()),
         listeners.udp,
         listeners.tcp,
-        (tcp_idle_timeout, tcp_max_connections),
+        &server_config.tcp,
         metrics,
     );
     readiness.set(true);

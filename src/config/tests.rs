@@ -307,6 +307,66 @@ fn every_unreadable_entry_is_reported_and_the_rest_still_checked() {
 }
 
 #[test]
+fn tcp_limits_and_rrl_have_documented_defaults_and_checked_values() {
+    let config = Config::from_yaml_str(VALID).unwrap();
+    let tcp = &config.server.tcp;
+    assert_eq!(tcp.max_connections, raw::DEFAULT_TCP_MAX_CONNECTIONS);
+    assert_eq!(tcp.max_connections_per_client, 20);
+    assert_eq!(tcp.message_timeout, Duration::from_millis(500));
+    assert_eq!(tcp.idle_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.rrl, None, "absent: off");
+    assert_eq!(
+        config.server.version, None,
+        "absent: version.bind is REFUSED"
+    );
+    assert!(config.server.deprecations.is_empty());
+
+    let rrl = format!(
+        "server: {{ rrl: {{ responses_per_second: 200, exempt: [192.0.2.7/24] }} }}\n{VALID}"
+    );
+    let rrl = Config::from_yaml_str(&rrl).unwrap().server.rrl.unwrap();
+    assert_eq!((rrl.responses_per_second, rrl.slip), (200, 2));
+    assert_eq!((rrl.ipv4_prefix, rrl.ipv6_prefix), (24, 56));
+    assert_eq!(rrl.exempt, vec!["192.0.2.0/24".parse().unwrap()]);
+
+    let bad = format!(
+        "server:\n  tcp: {{ max_connections: 0, message_timeout_ms: 0 }}\n  rrl: {{ responses_per_second: 0, slip: 101, ipv4_prefix: 33, exempt: [nope] }}\n{VALID}"
+    );
+    assert_eq!(
+        problems(&bad),
+        [
+            "server.tcp.max_connections: must be at least 1",
+            "server.tcp.message_timeout_ms: must be at least 1",
+            "server.rrl.responses_per_second: 0 is not from 1 to 65535 (remove server.rrl to turn limiting off)",
+            "server.rrl.slip: 101 is more than 100",
+            "server.rrl.ipv4_prefix: 33 is not a prefix length from 1 to 32",
+            "server.rrl.exempt[0]: \"nope\" is not a network (address/prefix)",
+        ]
+    );
+}
+
+#[test]
+fn the_old_tcp_idle_timeout_name_still_works_with_a_deprecation() {
+    let old = format!("server: {{ tcp_idle_timeout_seconds: 3 }}\n{VALID}");
+    let server = Config::from_yaml_str(&old).unwrap().server;
+    assert_eq!(server.tcp.idle_timeout, Duration::from_secs(3));
+    assert_eq!(
+        server
+            .deprecations
+            .iter()
+            .map(Problem::to_string)
+            .collect::<Vec<_>>(),
+        ["server.tcp_idle_timeout_seconds: is deprecated: use server.tcp.idle_timeout_ms"]
+    );
+    // The new name wins when both are set.
+    let both = format!(
+        "server: {{ tcp_idle_timeout_seconds: 3, tcp: {{ idle_timeout_ms: 700 }} }}\n{VALID}"
+    );
+    let server = Config::from_yaml_str(&both).unwrap().server;
+    assert_eq!(server.tcp.idle_timeout, Duration::from_millis(700));
+}
+
+#[test]
 fn failover_and_weighted_refuse_rules_they_cannot_apply() {
     for policy in ["failover", "weighted"] {
         let yaml = VALID.replace("policy: nearest", &format!("policy: {policy}")).replace(
@@ -342,6 +402,8 @@ fn failover_and_weighted_refuse_rules_they_cannot_apply() {
 const DOCUMENTED_AT: &[(&str, &[&str])] = &[
     ("RawConfig", &[""]),
     ("RawServer", &["server."]),
+    ("RawTcp", &["server.tcp."]),
+    ("RawRrl", &["server.rrl."]),
     ("RawGeo", &["geo."]),
     ("RawZone", &["zones[]."]),
     ("RawDatacenter", &["datacenters.<name>."]),

@@ -19,9 +19,12 @@ mod explain;
 mod handler;
 mod respond;
 mod routed;
+pub mod rrl;
 mod rrset;
 mod server;
 mod tcp;
+mod udp;
+mod wire;
 mod zone;
 
 use std::path::PathBuf;
@@ -61,8 +64,13 @@ impl Prepare for Answers {
         Catalog::build(config, zone_texts, identity)
     }
 
-    fn prepare(_zones: &Catalog, config: &Config, routing: &RoutingTable) -> Answers {
-        Answers::build(config, routing)
+    fn prepare(
+        _zones: &Catalog,
+        config: &Config,
+        routing: &RoutingTable,
+        previous: Option<(&Answers, &RoutingTable)>,
+    ) -> Answers {
+        Answers::build(config, routing, previous)
     }
 
     fn summary(zones: &Catalog) -> (usize, usize) {

@@ -1,72 +1,67 @@
-//! Registers already-bound UDP sockets with hickory's server, runs DNS over TCP on our own
-//! accept loop (`tcp.rs`: a connection budget, backoff on accept errors), and stops both
-//! gracefully.
+//! Serves already-bound DNS sockets with our own UDP and TCP loops, and stops them gracefully.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::TcpConfig;
 use crate::metrics::Metrics;
 
-use super::{Handler, tcp};
+use super::{Handler, tcp, udp};
 
 /// A running DNS server (UDP and TCP).
 pub struct DnsServer {
-    server: Server<Handler>,
-    /// Stops the TCP accept loops.
-    tcp_shutdown: CancellationToken,
-    /// The TCP accept loops, one per listener.
-    tcp: JoinSet<()>,
+    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
 }
 
 impl DnsServer {
-    /// Starts serving on the given sockets; DNS/TCP connections close after `tcp_idle_timeout`
-    /// without a message, and at most `tcp_max_connections` are open at once, over all TCP
-    /// listeners together.
+    /// Starts serving on the given sockets.
     pub fn start(
         handler: Handler,
         udp: Vec<UdpSocket>,
         tcp: Vec<TcpListener>,
-        (tcp_idle_timeout, tcp_max_connections): (Duration, usize),
+        tcp_limits: &TcpConfig,
         metrics: Arc<Metrics>,
     ) -> DnsServer {
-        let mut server = Server::new(handler.clone());
-        for socket in udp {
-            server.register_socket(socket);
-        }
-        let tcp_shutdown = CancellationToken::new();
-        let permits = Arc::new(tokio::sync::Semaphore::new(tcp_max_connections));
+        let shutdown = CancellationToken::new();
+        // One receive loop per core per socket: answering is CPU work with no await but the send.
+        let loops = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let mut tasks = JoinSet::new();
+        // One connection budget over every DNS/TCP listener.
+        let permits = Arc::new(Semaphore::new(
+            usize::try_from(tcp_limits.max_connections).unwrap_or(usize::MAX),
+        ));
+        for socket in udp {
+            tasks.spawn(udp::serve(socket, handler.clone(), loops, shutdown.clone()));
+        }
         for listener in tcp {
             tasks.spawn(tcp::serve(
                 listener,
                 handler.clone(),
-                tcp_idle_timeout,
+                tcp_limits.clone(),
                 permits.clone(),
                 metrics.clone(),
-                tcp_shutdown.clone(),
+                shutdown.clone(),
             ));
         }
-        DnsServer {
-            server,
-            tcp_shutdown,
-            tcp: tasks,
-        }
+        DnsServer { tasks, shutdown }
     }
 
-    /// Stops accepting queries and waits for the sockets' tasks to end.
+    /// Stops accepting queries and waits for the sockets' tasks to end (TCP connections close
+    /// between messages).
     ///
     /// # Errors
     ///
-    /// The first error a socket task ended with.
+    /// A task that panicked.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        self.tcp_shutdown.cancel();
-        self.server.shutdown_gracefully().await?;
-        while self.tcp.join_next().await.is_some() {}
+        self.shutdown.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            joined?;
+        }
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! - `ecs`: routing by EDNS Client Subnet and the scope of replies;
 //! - `explain`: `/v1/explain` against DNS for every kind of name;
 //! - `truncation`: UDP size limits, TC and TCP;
+//! - `transport`: rate limiting, TCP limits and timeouts, pipelining, FORMERR under abuse;
 //! - `listeners`: binding the DNS sockets;
 //! - `reload`: reloads and shutdown of a running server;
 //! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
@@ -18,6 +19,7 @@
 //! - `faults`: the state store on a full disk;
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
+//! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
@@ -28,6 +30,7 @@ mod cli;
 mod client;
 mod control;
 mod ctl;
+mod dname;
 mod ecs;
 mod explain;
 mod faults;
@@ -36,6 +39,7 @@ mod listeners;
 mod policies;
 mod reload;
 mod support;
+mod transport;
 mod truncation;
 mod users;
 mod zone_files;
