@@ -102,6 +102,8 @@ pub struct ServerConfig {
     pub tcp_idle_timeout: Duration,
     /// Most open DNS/TCP connections.
     pub tcp_max_connections: usize,
+    /// DNS/UDP worker threads per DNS address, at least 1.
+    pub udp_workers: usize,
 }
 
 /// The `geo` section: paths relative to the configuration file.
@@ -433,6 +435,10 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
         max_udp_payload,
         tcp_idle_timeout: Duration::from_secs(timeout),
         tcp_max_connections: tcp_max_connections.max(1),
+        udp_workers: match raw.udp_workers.unwrap_or(raw::DEFAULT_UDP_WORKERS) {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
     }
 }
 

@@ -23,6 +23,9 @@ pub const DEFAULT_TCP_IDLE_TIMEOUT_SECONDS: u64 = 10;
 /// Default most open DNS/TCP connections (all DNS addresses together); more wait in the listen
 /// backlog. With the control plane's own cap, neither can take every file descriptor.
 pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 512;
+/// Default number of DNS/UDP worker threads per DNS address when `server.udp_workers` is not
+/// set: 0 means one per core (`std::thread::available_parallelism`).
+pub const DEFAULT_UDP_WORKERS: usize = 0;
 /// Default freshness of a datacenter report that does not set `ttl_seconds`.
 pub const DEFAULT_REPORT_TTL_SECONDS: u32 = 15;
 /// Default time a stale datacenter keeps its last known state before it counts as down.
@@ -200,6 +203,9 @@ pub struct RawServer {
     pub tcp_idle_timeout_seconds: Option<u64>,
     /// Most open DNS/TCP connections; default [`DEFAULT_TCP_MAX_CONNECTIONS`].
     pub tcp_max_connections: Option<usize>,
+    /// DNS/UDP worker threads per DNS address, each with its own `SO_REUSEPORT` socket; default
+    /// [`DEFAULT_UDP_WORKERS`] (one per core).
+    pub udp_workers: Option<usize>,
 }
 
 /// The `geo` section.

@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
+use std::net::SocketAddr;
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -16,6 +19,7 @@ use tracing::debug;
 use crate::metrics::{Metrics, QueryType, Rcode};
 
 use super::respond::{Response, Transport, respond};
+use super::tcp::form_error;
 use super::{Shared, Snapshot};
 
 /// Answers DNS queries from the current snapshot.
@@ -30,6 +34,66 @@ impl Handler {
     /// A handler reading snapshots from `state` and counting into `metrics`.
     pub fn new(state: Shared, metrics: Arc<Metrics>) -> Self {
         Handler { state, metrics }
+    }
+
+    /// Answers one DNS/UDP datagram `message` from `src` into `reply` through the general path,
+    /// counting it as the hickory path does; `false` when nothing is to be sent (a message too
+    /// short for a header, or a response, which we never answer: no reflection).
+    pub(super) fn answer_datagram(
+        &self,
+        message: &[u8],
+        src: SocketAddr,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        let started = Instant::now();
+        let request = match Request::from_bytes(message.to_vec(), src, Protocol::Udp) {
+            Ok(request) => request,
+            Err(error) => {
+                debug!(%src, %error, "undecodable DNS/UDP message");
+                // RFC 1035 §4.1.1: a message whose header reads gets FORMERR.
+                return match form_error(message) {
+                    Some(bytes) => {
+                        reply.extend_from_slice(&bytes);
+                        true
+                    }
+                    None => false,
+                };
+            }
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return false;
+        }
+        let snapshot = self.state.load();
+        let response = respond(&snapshot, &request, src.ip(), Transport::Udp);
+        self.count(&snapshot, &response);
+        let qtype = first_qtype(&request);
+        let mut rcode = u16::from(response.metadata.response_code);
+        // As hickory does for UDP: at most the payload size of the reply's OPT, else 512.
+        let limit = response.edns.as_ref().map_or(512, Edns::max_payload);
+        let mut encoder = BinEncoder::new(reply);
+        encoder.set_max_size(limit);
+        if let Err(error) = response.message(&request).destructive_emit(&mut encoder) {
+            debug!(%error, %src, "failed to encode response");
+            reply.clear();
+            let mut metadata =
+                Metadata::new(request.metadata.id, MessageType::Response, OpCode::Query);
+            metadata.response_code = ResponseCode::ServFail;
+            rcode = u16::from(ResponseCode::ServFail);
+            let header = Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            };
+            let Ok(bytes) = header.to_bytes() else {
+                return false;
+            };
+            reply.extend_from_slice(&bytes);
+        }
+        self.metrics.record_query(
+            QueryType::from_code(qtype),
+            Rcode::from_code(rcode),
+            started.elapsed().as_secs_f64(),
+        );
+        true
     }
 
     /// Counts what `response` did, besides the query itself.
@@ -67,11 +131,7 @@ impl RequestHandler for Handler {
         };
         let response = respond(&snapshot, request, request.src().ip(), transport);
         self.count(&snapshot, &response);
-        let qtype = request
-            .queries
-            .queries()
-            .first()
-            .map_or(0, |q| u16::from(q.query_type()));
+        let qtype = first_qtype(request);
         let rcode = u16::from(response.metadata.response_code);
         let sent = response_handle
             .send_response(response.message(request))
@@ -98,4 +158,13 @@ impl RequestHandler for Handler {
             }
         }
     }
+}
+
+/// The type code of the request's first question, 0 without one (for the query counter).
+fn first_qtype(request: &Request) -> u16 {
+    request
+        .queries
+        .queries()
+        .first()
+        .map_or(0, |q| u16::from(q.query_type()))
 }

@@ -1,6 +1,6 @@
 //! DNS: the only module that knows about hickory.
 //!
-//! - `server.rs` registers sockets with hickory's server;
+//! - `server.rs` starts the UDP workers (`udp.rs`) and the TCP accept loops (`tcp.rs`);
 //! - `respond.rs` is the one answer path: (snapshot, request, client address, transport) to a
 //!   response, with header checks, EDNS, `_explain.` and directory names, wildcards, truncation;
 //! - `handler.rs` is our `RequestHandler`, a thin adapter around `respond.rs` that counts and
@@ -22,6 +22,7 @@ mod routed;
 mod rrset;
 mod server;
 mod tcp;
+mod udp;
 mod zone;
 
 use std::path::PathBuf;

@@ -232,7 +232,7 @@ async fn connection(
 }
 
 /// FORMERR for a message whose header decodes: the same id and opcode, nothing else.
-fn form_error(message: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn form_error(message: &[u8]) -> Option<Vec<u8>> {
     let header = Header::read(&mut BinDecoder::new(message)).ok()?;
     let mut metadata = Metadata::new(
         header.metadata.id,
