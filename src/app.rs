@@ -117,11 +117,6 @@ fn bind_socket(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2
     }
     if kind == socket2::Type::STREAM {
         socket.set_reuse_address(true)?;
-    } else if addr.port() != 0 {
-        // Each DNS/UDP worker binds its own socket on this address (`dns::DnsServer`). Not on
-        // port 0: Linux may then hand out a port that another `SO_REUSEPORT` socket of the same
-        // user holds (tests binding in parallel); the workers share one socket instead.
-        socket.set_reuse_port(true)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -164,9 +159,10 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
     let store = Arc::new(options.store);
-    let tcp_idle_timeout = options.loaded.config.server.tcp_idle_timeout;
-    let tcp_max_connections = options.loaded.config.server.tcp_max_connections;
-    let udp_workers = options.loaded.config.server.udp_workers;
+    let server_config = options.loaded.config.server.clone();
+    for deprecated in &server_config.deprecations {
+        warn!(setting = %deprecated.path, "{}", deprecated.message);
+    }
     let (manager, shared) = Manager::start(
         options.source,
         options.loaded,
@@ -215,14 +211,14 @@ pub async fn run(
         }
         None => None,
     };
+    // `server.rrl` and `server.tcp` are read at start; a reload does not change them.
     let dns = DnsServer::start(
-        Handler::new(shared, metrics.clone()),
-        (listeners.udp, udp_workers),
+        Handler::new(shared, metrics.clone()).with_rrl(server_config.rrl.clone()),
+        listeners.udp,
         listeners.tcp,
-        (tcp_idle_timeout, tcp_max_connections),
+        &server_config.tcp,
         metrics,
-    )
-    .context("starting the DNS/UDP workers")?;
+    );
     readiness.set(true);
     // The first snapshot is published (Manager::start) and every socket is bound and served:
     // this is the moment `Type=notify` waits for.

@@ -98,12 +98,43 @@ pub struct ServerConfig {
     pub identity: Option<String>,
     /// Largest UDP response we send, at least 512.
     pub max_udp_payload: u16,
-    /// Idle timeout of DNS/TCP connections.
-    pub tcp_idle_timeout: Duration,
-    /// Most open DNS/TCP connections.
-    pub tcp_max_connections: usize,
-    /// DNS/UDP worker threads per DNS address, at least 1.
-    pub udp_workers: usize,
+    /// DNS/TCP connection limits and timeouts.
+    pub tcp: TcpConfig,
+    /// Response rate limiting of UDP answers; `None`: off.
+    pub rrl: Option<RrlConfig>,
+    /// The CHAOS `version.bind` answer; `None`: REFUSED.
+    pub version: Option<String>,
+    /// Settings that still work but should be changed (deprecated names), with what to use
+    /// instead; the server logs each at `warn` when it starts.
+    pub deprecations: Vec<Problem>,
+}
+
+/// The `server.tcp` section, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Most connections open at once, at least 1.
+    pub max_connections: u32,
+    /// Most connections open at once from one client address, at least 1.
+    pub max_connections_per_client: u32,
+    /// From the first byte of a message to its last.
+    pub message_timeout: Duration,
+    /// Between messages.
+    pub idle_timeout: Duration,
+}
+
+/// The `server.rrl` section, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrlConfig {
+    /// Responses per second per client network and response class, at least 1.
+    pub responses_per_second: u32,
+    /// Every `slip`th limited response is TC, the rest dropped; 0 drops all.
+    pub slip: u32,
+    /// IPv4 client network prefix, 1 to 32.
+    pub ipv4_prefix: u8,
+    /// IPv6 client network prefix, 1 to 128.
+    pub ipv6_prefix: u8,
+    /// Networks never limited.
+    pub exempt: Vec<ipnet::IpNet>,
 }
 
 /// The `geo` section: paths relative to the configuration file.
@@ -410,22 +441,37 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
             format!("{max_udp_payload} is below the DNS minimum of 512"),
         ));
     }
-    let timeout = raw
-        .tcp_idle_timeout_seconds
-        .unwrap_or(raw::DEFAULT_TCP_IDLE_TIMEOUT_SECONDS);
-    if timeout == 0 {
+    let mut deprecations = Vec::new();
+    if raw.tcp_idle_timeout_seconds.is_some() {
+        deprecations.push(Problem::new(
+            "server.tcp_idle_timeout_seconds",
+            "is deprecated: use server.tcp.idle_timeout_ms",
+        ));
+    }
+    if raw.tcp_idle_timeout_seconds == Some(0) {
         problems.push(Problem::new(
             "server.tcp_idle_timeout_seconds",
             "must be at least 1",
         ));
     }
-    let tcp_max_connections = raw
-        .tcp_max_connections
-        .unwrap_or(raw::DEFAULT_TCP_MAX_CONNECTIONS);
-    if tcp_max_connections == 0 {
-        problems.push(Problem::new(
+    if raw.tcp_max_connections.is_some() {
+        deprecations.push(Problem::new(
             "server.tcp_max_connections",
-            "must be at least 1",
+            "is deprecated: use server.tcp.max_connections",
+        ));
+    }
+    let mut tcp = raw.tcp;
+    tcp.max_connections = tcp.max_connections.or(raw.tcp_max_connections);
+    let tcp = validate_tcp(tcp, raw.tcp_idle_timeout_seconds, problems);
+    let rrl = raw.rrl.map(|rrl| validate_rrl(rrl, problems));
+    if raw
+        .version
+        .as_ref()
+        .is_some_and(|version| version.is_empty() || version.len() > 255)
+    {
+        problems.push(Problem::new(
+            "server.version",
+            "must be 1 to 255 bytes long",
         ));
     }
     ServerConfig {
@@ -433,12 +479,95 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
         control,
         identity: raw.identity,
         max_udp_payload,
-        tcp_idle_timeout: Duration::from_secs(timeout),
-        tcp_max_connections: tcp_max_connections.max(1),
-        udp_workers: match raw.udp_workers.unwrap_or(raw::DEFAULT_UDP_WORKERS) {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        },
+        tcp,
+        rrl,
+        version: raw.version,
+        deprecations,
+    }
+}
+
+/// `server.tcp`, with the deprecated `server.tcp_idle_timeout_seconds` as the idle timeout when
+/// `tcp.idle_timeout_ms` is not set.
+fn validate_tcp(
+    raw: raw::RawTcp,
+    legacy_idle_seconds: Option<u64>,
+    problems: &mut Vec<Problem>,
+) -> TcpConfig {
+    let mut at_least_one = |field: &str, value: u64| {
+        if value == 0 {
+            problems.push(Problem::new(
+                format!("server.tcp.{field}"),
+                "must be at least 1",
+            ));
+        }
+        value
+    };
+    let max_connections = raw
+        .max_connections
+        .unwrap_or(raw::DEFAULT_TCP_MAX_CONNECTIONS);
+    at_least_one("max_connections", max_connections.into());
+    let max_connections_per_client = raw
+        .max_connections_per_client
+        .unwrap_or(raw::DEFAULT_TCP_MAX_CONNECTIONS_PER_CLIENT);
+    at_least_one(
+        "max_connections_per_client",
+        max_connections_per_client.into(),
+    );
+    let message_timeout_ms = raw
+        .message_timeout_ms
+        .unwrap_or(raw::DEFAULT_TCP_MESSAGE_TIMEOUT_MS);
+    at_least_one("message_timeout_ms", message_timeout_ms);
+    let idle_timeout_ms = raw.idle_timeout_ms.unwrap_or_else(|| {
+        legacy_idle_seconds.map_or(raw::DEFAULT_TCP_IDLE_TIMEOUT_MS, |seconds| {
+            seconds.saturating_mul(1000)
+        })
+    });
+    at_least_one("idle_timeout_ms", idle_timeout_ms);
+    TcpConfig {
+        max_connections,
+        max_connections_per_client,
+        message_timeout: Duration::from_millis(message_timeout_ms),
+        idle_timeout: Duration::from_millis(idle_timeout_ms),
+    }
+}
+
+fn validate_rrl(raw: raw::RawRrl, problems: &mut Vec<Problem>) -> RrlConfig {
+    if !(1..=u32::from(u16::MAX)).contains(&raw.responses_per_second) {
+        problems.push(Problem::new(
+            "server.rrl.responses_per_second",
+            format!(
+                "{} is not from 1 to 65535 (remove server.rrl to turn limiting off)",
+                raw.responses_per_second
+            ),
+        ));
+    }
+    let slip = raw.slip.unwrap_or(raw::DEFAULT_RRL_SLIP);
+    if slip > 100 {
+        problems.push(Problem::new(
+            "server.rrl.slip",
+            format!("{slip} is more than 100"),
+        ));
+    }
+    let ipv4_prefix = raw.ipv4_prefix.unwrap_or(raw::DEFAULT_RRL_IPV4_PREFIX);
+    if !(1..=32).contains(&ipv4_prefix) {
+        problems.push(Problem::new(
+            "server.rrl.ipv4_prefix",
+            format!("{ipv4_prefix} is not a prefix length from 1 to 32"),
+        ));
+    }
+    let ipv6_prefix = raw.ipv6_prefix.unwrap_or(raw::DEFAULT_RRL_IPV6_PREFIX);
+    if !(1..=128).contains(&ipv6_prefix) {
+        problems.push(Problem::new(
+            "server.rrl.ipv6_prefix",
+            format!("{ipv6_prefix} is not a prefix length from 1 to 128"),
+        ));
+    }
+    RrlConfig {
+        responses_per_second: raw.responses_per_second,
+        slip,
+        ipv4_prefix,
+        ipv6_prefix,
+        exempt: parse_networks("server.rrl.exempt", Some(raw.exempt), &[], problems),
     }
 }
 
@@ -615,6 +744,7 @@ fn validate_services(
             true,
             problems,
         );
+        check_rules_apply(&path, policy, &geofences, &overrides, problems);
         if problems.len() == before {
             services.push(ServiceConfig {
                 id,
@@ -634,6 +764,39 @@ fn validate_services(
         }
     }
     services
+}
+
+/// `failover` and `weighted` do not place clients, so geofences and country or continent
+/// overrides would be silently ignored: a geofence that does not fence is refused instead.
+fn check_rules_apply(
+    path: &str,
+    policy: Policy,
+    geofences: &[ClientRule],
+    overrides: &[ClientRule],
+    problems: &mut Vec<Problem>,
+) {
+    if !matches!(policy, Policy::Failover | Policy::Weighted) {
+        return;
+    }
+    let name = policy.name();
+    if !geofences.is_empty() {
+        problems.push(Problem::new(
+            format!("{path}.geofence"),
+            format!(
+                "the {name} policy does not place clients, so it cannot apply geofences (use nearest, nearest-with-capacity or metric)"
+            ),
+        ));
+    }
+    for (i, rule) in overrides.iter().enumerate() {
+        if !rule.countries.is_empty() || !rule.continents.is_empty() {
+            problems.push(Problem::new(
+                format!("{path}.overrides[{i}]"),
+                format!(
+                    "the {name} policy does not place clients, so it cannot apply countries or continents (cidrs only)"
+                ),
+            ));
+        }
+    }
 }
 
 fn validate_pools(

@@ -3,6 +3,9 @@
 //! Every field is kept as close to the text as possible (addresses and names stay strings) so
 //! that `Config::from_raw` can check them all and report every problem with its path, rather than
 //! stopping at the first value serde cannot parse. This file does no validation of its own.
+//!
+//! `docs/CONFIGURATION.md` is the user's reference for every field here (type, default, meaning);
+//! `config::tests::every_raw_field_is_documented` fails when a field is missing from it.
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -18,14 +21,24 @@ pub const DEFAULT_ANSWERS: u32 = 1;
 /// Default largest UDP response we send (bytes); 1232 avoids IP fragmentation on almost any path
 /// (DNS flag day 2020).
 pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
-/// Default idle timeout of a DNS/TCP connection, in seconds.
-pub const DEFAULT_TCP_IDLE_TIMEOUT_SECONDS: u64 = 10;
-/// Default most open DNS/TCP connections (all DNS addresses together); more wait in the listen
-/// backlog. With the control plane's own cap, neither can take every file descriptor.
-pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 512;
-/// Default number of DNS/UDP worker threads per DNS address when `server.udp_workers` is not
-/// set: 0 means one per core (`std::thread::available_parallelism`).
-pub const DEFAULT_UDP_WORKERS: usize = 0;
+/// Default most DNS/TCP connections open at once over all DNS addresses; further connections
+/// wait in the listen backlog until one closes. With the control plane's own cap, neither can
+/// take every file descriptor.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: u32 = 1000;
+/// Default most DNS/TCP connections open at once from one client address.
+pub const DEFAULT_TCP_MAX_CONNECTIONS_PER_CLIENT: u32 = 20;
+/// Default time from the first byte of a DNS/TCP message to its last, in milliseconds; a
+/// stalled or dribbling sender is closed after it (Knot's `tcp-io-timeout` is 500 ms too).
+pub const DEFAULT_TCP_MESSAGE_TIMEOUT_MS: u64 = 500;
+/// Default time a DNS/TCP connection may sit idle between messages, in milliseconds.
+pub const DEFAULT_TCP_IDLE_TIMEOUT_MS: u64 = 10_000;
+/// Default RRL slip: every 2nd limited response goes out as an empty TC reply, the rest are
+/// dropped (Knot's, NSD's and BIND's default too).
+pub const DEFAULT_RRL_SLIP: u32 = 2;
+/// Default RRL IPv4 client network prefix: one /24 is one client.
+pub const DEFAULT_RRL_IPV4_PREFIX: u8 = 24;
+/// Default RRL IPv6 client network prefix: one /56 is one client.
+pub const DEFAULT_RRL_IPV6_PREFIX: u8 = 56;
 /// Default freshness of a datacenter report that does not set `ttl_seconds`.
 pub const DEFAULT_REPORT_TTL_SECONDS: u32 = 15;
 /// Default time a stale datacenter keeps its last known state before it counts as down.
@@ -199,13 +212,54 @@ pub struct RawServer {
     pub identity: Option<String>,
     /// Largest UDP response in bytes; default [`DEFAULT_MAX_UDP_PAYLOAD`].
     pub max_udp_payload: Option<u16>,
-    /// Idle timeout of DNS/TCP connections in seconds; default [`DEFAULT_TCP_IDLE_TIMEOUT_SECONDS`].
+    /// Deprecated: idle timeout of DNS/TCP connections in seconds; use `tcp.idle_timeout_ms`.
+    /// Still accepted, with a warning; when both are set, `tcp.idle_timeout_ms` wins.
     pub tcp_idle_timeout_seconds: Option<u64>,
-    /// Most open DNS/TCP connections; default [`DEFAULT_TCP_MAX_CONNECTIONS`].
-    pub tcp_max_connections: Option<usize>,
-    /// DNS/UDP worker threads per DNS address, each with its own `SO_REUSEPORT` socket; default
-    /// [`DEFAULT_UDP_WORKERS`] (one per core).
-    pub udp_workers: Option<usize>,
+    /// Deprecated: most open DNS/TCP connections; use `tcp.max_connections`. Still accepted,
+    /// with a warning; when both are set, `tcp.max_connections` wins.
+    pub tcp_max_connections: Option<u32>,
+    /// DNS/TCP connection limits and timeouts.
+    #[serde(default)]
+    pub tcp: RawTcp,
+    /// Response rate limiting of UDP answers; absent: off.
+    pub rrl: Option<RawRrl>,
+    /// The answer to CHAOS `version.bind` TXT (and `version.server`); absent: REFUSED, so that
+    /// the version is not advertised to whoever asks.
+    pub version: Option<String>,
+}
+
+/// The `server.tcp` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    /// Most connections open at once; default [`DEFAULT_TCP_MAX_CONNECTIONS`].
+    pub max_connections: Option<u32>,
+    /// Most connections open at once from one client address; default
+    /// [`DEFAULT_TCP_MAX_CONNECTIONS_PER_CLIENT`].
+    pub max_connections_per_client: Option<u32>,
+    /// From the first byte of a message to its last, in milliseconds; default
+    /// [`DEFAULT_TCP_MESSAGE_TIMEOUT_MS`].
+    pub message_timeout_ms: Option<u64>,
+    /// Between messages, in milliseconds; default [`DEFAULT_TCP_IDLE_TIMEOUT_MS`].
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// The `server.rrl` section: response rate limiting.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRrl {
+    /// Responses per second allowed per client network and response class (required).
+    pub responses_per_second: u32,
+    /// Every `slip`th limited response is sent as an empty TC reply, the rest dropped; 0 drops
+    /// all, 1 sends TC for all; default [`DEFAULT_RRL_SLIP`].
+    pub slip: Option<u32>,
+    /// IPv4 clients are grouped by this prefix; default [`DEFAULT_RRL_IPV4_PREFIX`].
+    pub ipv4_prefix: Option<u8>,
+    /// IPv6 clients are grouped by this prefix; default [`DEFAULT_RRL_IPV6_PREFIX`].
+    pub ipv6_prefix: Option<u8>,
+    /// Networks never limited (`address/prefix`); default none.
+    #[serde(default)]
+    pub exempt: Vec<String>,
 }
 
 /// The `geo` section.

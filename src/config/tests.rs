@@ -305,3 +305,162 @@ fn every_unreadable_entry_is_reported_and_the_rest_still_checked() {
          services.mail.pools.eu-west.a[0]: \"192.0.2.300\" is not an IPv4 address"
     );
 }
+
+#[test]
+fn tcp_limits_and_rrl_have_documented_defaults_and_checked_values() {
+    let config = Config::from_yaml_str(VALID).unwrap();
+    let tcp = &config.server.tcp;
+    assert_eq!(tcp.max_connections, raw::DEFAULT_TCP_MAX_CONNECTIONS);
+    assert_eq!(tcp.max_connections_per_client, 20);
+    assert_eq!(tcp.message_timeout, Duration::from_millis(500));
+    assert_eq!(tcp.idle_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.rrl, None, "absent: off");
+    assert_eq!(
+        config.server.version, None,
+        "absent: version.bind is REFUSED"
+    );
+    assert!(config.server.deprecations.is_empty());
+
+    let rrl = format!(
+        "server: {{ rrl: {{ responses_per_second: 200, exempt: [192.0.2.7/24] }} }}\n{VALID}"
+    );
+    let rrl = Config::from_yaml_str(&rrl).unwrap().server.rrl.unwrap();
+    assert_eq!((rrl.responses_per_second, rrl.slip), (200, 2));
+    assert_eq!((rrl.ipv4_prefix, rrl.ipv6_prefix), (24, 56));
+    assert_eq!(rrl.exempt, vec!["192.0.2.0/24".parse().unwrap()]);
+
+    let bad = format!(
+        "server:\n  tcp: {{ max_connections: 0, message_timeout_ms: 0 }}\n  rrl: {{ responses_per_second: 0, slip: 101, ipv4_prefix: 33, exempt: [nope] }}\n{VALID}"
+    );
+    assert_eq!(
+        problems(&bad),
+        [
+            "server.tcp.max_connections: must be at least 1",
+            "server.tcp.message_timeout_ms: must be at least 1",
+            "server.rrl.responses_per_second: 0 is not from 1 to 65535 (remove server.rrl to turn limiting off)",
+            "server.rrl.slip: 101 is more than 100",
+            "server.rrl.ipv4_prefix: 33 is not a prefix length from 1 to 32",
+            "server.rrl.exempt[0]: \"nope\" is not a network (address/prefix)",
+        ]
+    );
+}
+
+#[test]
+fn the_old_tcp_idle_timeout_name_still_works_with_a_deprecation() {
+    let old = format!("server: {{ tcp_idle_timeout_seconds: 3 }}\n{VALID}");
+    let server = Config::from_yaml_str(&old).unwrap().server;
+    assert_eq!(server.tcp.idle_timeout, Duration::from_secs(3));
+    assert_eq!(
+        server
+            .deprecations
+            .iter()
+            .map(Problem::to_string)
+            .collect::<Vec<_>>(),
+        ["server.tcp_idle_timeout_seconds: is deprecated: use server.tcp.idle_timeout_ms"]
+    );
+    // The new name wins when both are set.
+    let both = format!(
+        "server: {{ tcp_idle_timeout_seconds: 3, tcp: {{ idle_timeout_ms: 700 }} }}\n{VALID}"
+    );
+    let server = Config::from_yaml_str(&both).unwrap().server;
+    assert_eq!(server.tcp.idle_timeout, Duration::from_millis(700));
+}
+
+#[test]
+fn failover_and_weighted_refuse_rules_they_cannot_apply() {
+    for policy in ["failover", "weighted"] {
+        let yaml = VALID.replace("policy: nearest", &format!("policy: {policy}")).replace(
+            "    order: [eu-west]\n",
+            "    order: [eu-west]\n    geofence: [{ continents: [EU], datacenters: [eu-west] }]\n    overrides:\n      - { cidrs: [192.0.2.0/24], datacenters: [us-east] }\n      - { countries: [GB], datacenters: [eu-west] }\n",
+        );
+        let got = problems(&yaml);
+        assert_eq!(got.len(), 2, "{policy}: {got:#?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "services.www.geofence: the {policy} policy does not place clients"
+            )),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].starts_with(&format!(
+                "services.www.overrides[1]: the {policy} policy does not place clients"
+            )),
+            "{got:#?}"
+        );
+    }
+    // Network overrides apply to every policy.
+    let yaml = VALID
+        .replace("policy: nearest", "policy: weighted")
+        .replace(
+            "    order: [eu-west]\n",
+            "    overrides: [{ cidrs: [192.0.2.0/24], datacenters: [us-east] }]\n",
+        );
+    Config::from_yaml_str(&yaml).expect("a network override on a weighted service");
+}
+
+/// The YAML path under which each `Raw*` struct's fields appear in docs/CONFIGURATION.md.
+const DOCUMENTED_AT: &[(&str, &[&str])] = &[
+    ("RawConfig", &[""]),
+    ("RawServer", &["server."]),
+    ("RawTcp", &["server.tcp."]),
+    ("RawRrl", &["server.rrl."]),
+    ("RawGeo", &["geo."]),
+    ("RawZone", &["zones[]."]),
+    ("RawDatacenter", &["datacenters.<name>."]),
+    ("RawService", &["services.<id>."]),
+    ("RawCapacity", &["services.<id>.capacity."]),
+    ("RawMetric", &["services.<id>.metric."]),
+    (
+        "RawClientRule",
+        &["services.<id>.geofence[].", "services.<id>.overrides[]."],
+    ),
+    ("RawPool", &["services.<id>.pools.<datacenter>."]),
+    ("RawControl", &["control."]),
+    ("RawRateLimit", &["control.rate_limit."]),
+    ("RawToken", &["control.tokens[]."]),
+    ("RawDirectory", &["directory."]),
+];
+
+/// Every field of every `Raw*` struct in raw.rs, as (struct, field), read from the source so that
+/// a new field cannot be missed.
+fn raw_fields() -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let mut current: Option<String> = None;
+    for line in include_str!("raw.rs").lines() {
+        if let Some(rest) = line.strip_prefix("pub struct ") {
+            current = rest.split_whitespace().next().map(str::to_owned);
+        } else if line == "}" {
+            current = None;
+        } else if let (Some(name), Some(rest)) = (&current, line.strip_prefix("    pub "))
+            && let Some((field, _)) = rest.split_once(':')
+        {
+            fields.push((name.clone(), field.to_owned()));
+        }
+    }
+    fields
+}
+
+#[test]
+fn every_raw_field_is_documented() {
+    let doc = include_str!("../../docs/CONFIGURATION.md");
+    let fields = raw_fields();
+    assert!(fields.len() > 50, "raw.rs was not read: {fields:?}");
+    let mut missing = Vec::new();
+    for (name, field) in &fields {
+        let Some((_, prefixes)) = DOCUMENTED_AT.iter().find(|(raw, _)| raw == name) else {
+            missing.push(format!("{name} (add it to DOCUMENTED_AT)"));
+            continue;
+        };
+        for prefix in *prefixes {
+            let path = format!("`{prefix}{field}`");
+            if !doc.contains(&path) {
+                missing.push(path);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/CONFIGURATION.md does not document:\n{}",
+        missing.join("\n")
+    );
+}

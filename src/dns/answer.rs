@@ -38,6 +38,9 @@ pub struct Catalog {
     zones: Vec<Zone>,
     id_server: ChaosName,
     hostname_bind: ChaosName,
+    /// CHAOS `version.bind` and `version.server`, when `server.version` is set; otherwise they
+    /// are REFUSED like any other unknown CHAOS name, so the version is not advertised.
+    version: Option<[ChaosName; 2]>,
     identity: Vec<u8>,
     max_udp_payload: u16,
     /// `directory.zone_name`: `<user>.<this>` is answered from the user directory.
@@ -203,6 +206,12 @@ impl Catalog {
             zones,
             id_server: ChaosName::new("id.server.", identity),
             hostname_bind: ChaosName::new("hostname.bind.", identity),
+            version: config.server.version.as_deref().map(|version| {
+                [
+                    ChaosName::new("version.bind.", version),
+                    ChaosName::new("version.server.", version),
+                ]
+            }),
             identity: identity.as_bytes().to_vec(),
             max_udp_payload: config.server.max_udp_payload,
             directory_zone: config
@@ -385,6 +394,7 @@ impl Catalog {
     fn chaos(&self, question: Question<'_>) -> Reply<'_> {
         let known = [&self.id_server, &self.hostname_bind]
             .into_iter()
+            .chain(self.version.iter().flatten())
             .find(|chaos| chaos.name == *question.name);
         match known {
             Some(chaos) if matches!(question.qtype, RecordType::TXT | RecordType::ANY) => Reply {

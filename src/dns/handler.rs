@@ -3,23 +3,27 @@
 //! It loads the snapshot once, hands the request to `respond`, counts what the response says
 //! (routed answers, failed-open decisions, directory lookups, the query itself) and sends it.
 //! The only `.await` is the send, and nothing here locks or logs above `debug`.
+//!
+//! Our own UDP and TCP loops (`udp.rs`, `tcp.rs`) call [`Handler::answer`] instead: bytes in,
+//! bytes out, with response rate limiting for UDP. The `RequestHandler` implementation stays for
+//! callers that hold a decoded hickory `Request` (the query-path benchmark).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::net::SocketAddr;
-
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use tracing::debug;
 
-use crate::metrics::{Metrics, QueryType, Rcode};
+use crate::config::RrlConfig;
+use crate::metrics::{DnsEvent, Metrics, QueryType, Rcode};
 
 use super::respond::{Response, Transport, respond};
-use super::tcp::form_error;
+use super::rrl::{RateLimiter, Verdict};
+use super::wire::{Outcome, answer_bytes};
 use super::{Shared, Snapshot};
 
 /// Answers DNS queries from the current snapshot.
@@ -28,72 +32,62 @@ pub struct Handler {
     state: Shared,
     /// Shared, not locked: every handle the query path touches is an atomic.
     metrics: Arc<Metrics>,
+    /// Response rate limiting of UDP replies, when configured; its buckets are atomics.
+    rrl: Option<Arc<RateLimiter>>,
 }
 
 impl Handler {
     /// A handler reading snapshots from `state` and counting into `metrics`.
     pub fn new(state: Shared, metrics: Arc<Metrics>) -> Self {
-        Handler { state, metrics }
+        Handler {
+            state,
+            metrics,
+            rrl: None,
+        }
     }
 
-    /// Answers one DNS/UDP datagram `message` from `src` into `reply` through the general path,
-    /// counting it as the hickory path does; `false` when nothing is to be sent (a message too
-    /// short for a header, or a response, which we never answer: no reflection).
-    pub(super) fn answer_datagram(
-        &self,
-        message: &[u8],
-        src: SocketAddr,
-        reply: &mut Vec<u8>,
-    ) -> bool {
-        let started = Instant::now();
-        let request = match Request::from_bytes(message.to_vec(), src, Protocol::Udp) {
-            Ok(request) => request,
-            Err(error) => {
-                debug!(%src, %error, "undecodable DNS/UDP message");
-                // RFC 1035 §4.1.1: a message whose header reads gets FORMERR.
-                return match form_error(message) {
-                    Some(bytes) => {
-                        reply.extend_from_slice(&bytes);
-                        true
-                    }
-                    None => false,
-                };
-            }
-        };
-        if request.metadata.message_type == MessageType::Response {
-            return false;
+    /// This handler, limiting UDP responses as `rrl` says (`None`: no limit).
+    pub fn with_rrl(self, rrl: Option<RrlConfig>) -> Self {
+        Handler {
+            rrl: rrl.map(|config| Arc::new(RateLimiter::new(config, Instant::now()))),
+            ..self
         }
+    }
+
+    /// Answers the message `bytes` from `src`: the reply to send, or `None` to send nothing (not
+    /// a query, or a UDP response dropped by rate limiting).
+    pub fn answer(&self, bytes: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        // One snapshot for the whole query: every record sent comes from this consistent view.
         let snapshot = self.state.load();
-        let response = respond(&snapshot, &request, src.ip(), Transport::Udp);
-        self.count(&snapshot, &response);
-        let qtype = first_qtype(&request);
-        let mut rcode = u16::from(response.metadata.response_code);
-        // As hickory does for UDP: at most the payload size of the reply's OPT, else 512.
-        let limit = response.edns.as_ref().map_or(512, Edns::max_payload);
-        let mut encoder = BinEncoder::new(reply);
-        encoder.set_max_size(limit);
-        if let Err(error) = response.message(&request).destructive_emit(&mut encoder) {
-            debug!(%error, %src, "failed to encode response");
-            reply.clear();
-            let mut metadata =
-                Metadata::new(request.metadata.id, MessageType::Response, OpCode::Query);
-            metadata.response_code = ResponseCode::ServFail;
-            rcode = u16::from(ResponseCode::ServFail);
-            let header = Header {
-                metadata,
-                counts: HeaderCounts::default(),
-            };
-            let Ok(bytes) = header.to_bytes() else {
-                return false;
-            };
-            reply.extend_from_slice(&bytes);
+        let Outcome::Reply(reply) = answer_bytes(&snapshot, bytes, src, transport, |s, r| {
+            self.count(s, r);
+        }) else {
+            return None;
+        };
+        if reply.malformed {
+            self.metrics.record_dns_event(DnsEvent::Malformed);
         }
         self.metrics.record_query(
-            QueryType::from_code(qtype),
-            Rcode::from_code(rcode),
+            QueryType::from_code(reply.qtype),
+            Rcode::from_code(reply.rcode),
             started.elapsed().as_secs_f64(),
         );
-        true
+        let verdict = match (&self.rrl, transport) {
+            (Some(rrl), Transport::Udp) => rrl.check(src.ip(), reply.class, started),
+            _ => Verdict::Send,
+        };
+        match verdict {
+            Verdict::Send => Some(reply.bytes),
+            Verdict::Slip => {
+                self.metrics.record_dns_event(DnsEvent::RrlSlipped);
+                Some(slipped(reply.bytes))
+            }
+            Verdict::Drop => {
+                self.metrics.record_dns_event(DnsEvent::RrlDropped);
+                None
+            }
+        }
     }
 
     /// Counts what `response` did, besides the query itself.
@@ -131,7 +125,11 @@ impl RequestHandler for Handler {
         };
         let response = respond(&snapshot, request, request.src().ip(), transport);
         self.count(&snapshot, &response);
-        let qtype = first_qtype(request);
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(0, |q| u16::from(q.query_type()));
         let rcode = u16::from(response.metadata.response_code);
         let sent = response_handle
             .send_response(response.message(request))
@@ -160,11 +158,27 @@ impl RequestHandler for Handler {
     }
 }
 
-/// The type code of the request's first question, 0 without one (for the query counter).
-fn first_qtype(request: &Request) -> u16 {
-    request
-        .queries
-        .queries()
-        .first()
-        .map_or(0, |q| u16::from(q.query_type()))
+/// `reply` cut to its header and question, with TC set: what a rate-limited client gets instead
+/// of the answer, so that a real resolver retries over TCP (RRL "slip").
+fn slipped(mut reply: Vec<u8>) -> Vec<u8> {
+    use hickory_proto::serialize::binary::BinDecoder;
+    use hickory_server::zone_handler::Queries;
+    let n_questions = reply
+        .get(4..6)
+        .map_or(0, |count| u16::from_be_bytes([count[0], count[1]]));
+    let question_len = reply
+        .get(12..)
+        .and_then(|rest| Queries::read(&mut BinDecoder::new(rest), usize::from(n_questions)).ok())
+        .map_or(0, |queries| queries.as_bytes().len());
+    if reply.len() >= 12 {
+        reply.truncate(12 + question_len);
+        // TC (RFC 1035 §4.1.1: bit 6 of the third byte); no answer, authority or additional
+        // records.
+        reply[2] |= 0x02;
+        reply[6..12].fill(0);
+        if question_len == 0 {
+            reply[4..6].fill(0);
+        }
+    }
+    reply
 }

@@ -1,6 +1,6 @@
 //! DNS: the only module that knows about hickory.
 //!
-//! - `server.rs` starts the UDP workers (`udp.rs`) and the TCP accept loops (`tcp.rs`);
+//! - `server.rs` registers sockets with hickory's server;
 //! - `respond.rs` is the one answer path: (snapshot, request, client address, transport) to a
 //!   response, with header checks, EDNS, `_explain.` and directory names, wildcards, truncation;
 //! - `handler.rs` is our `RequestHandler`, a thin adapter around `respond.rs` that counts and
@@ -19,10 +19,12 @@ mod explain;
 mod handler;
 mod respond;
 mod routed;
+pub mod rrl;
 mod rrset;
 mod server;
 mod tcp;
 mod udp;
+mod wire;
 mod zone;
 
 use std::path::PathBuf;

@@ -1,79 +1,67 @@
-//! Serves DNS/UDP on our own worker threads (`udp.rs`: one `SO_REUSEPORT` socket per worker)
-//! and DNS over TCP on our own accept loop (`tcp.rs`: a connection budget, backoff on accept
-//! errors), and stops both gracefully.
+//! Serves already-bound DNS sockets with our own UDP and TCP loops, and stops them gracefully.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::TcpConfig;
 use crate::metrics::Metrics;
 
-use super::udp::UdpWorkers;
-use super::{Handler, tcp};
+use super::{Handler, tcp, udp};
 
 /// A running DNS server (UDP and TCP).
 pub struct DnsServer {
-    /// The DNS/UDP worker threads.
-    udp: UdpWorkers,
-    /// Stops the UDP workers and the TCP accept loops.
+    tasks: JoinSet<()>,
     shutdown: CancellationToken,
-    /// The TCP accept loops, one per listener.
-    tcp: JoinSet<()>,
 }
 
 impl DnsServer {
-    /// Starts serving on the given sockets with `udp_workers` threads per UDP socket; DNS/TCP
-    /// connections close after `tcp_idle_timeout` without a message, and at most
-    /// `tcp_max_connections` are open at once, over all TCP listeners together.
-    ///
-    /// # Errors
-    ///
-    /// A UDP socket that cannot be handed to a worker thread, or a thread that cannot start.
+    /// Starts serving on the given sockets.
     pub fn start(
         handler: Handler,
-        (udp, udp_workers): (Vec<UdpSocket>, usize),
+        udp: Vec<UdpSocket>,
         tcp: Vec<TcpListener>,
-        (tcp_idle_timeout, tcp_max_connections): (Duration, usize),
+        tcp_limits: &TcpConfig,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<DnsServer> {
-        let tcp_shutdown = CancellationToken::new();
-        let udp = udp
-            .into_iter()
-            .map(UdpSocket::into_std)
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let udp = UdpWorkers::start(&handler, udp, udp_workers, &tcp_shutdown)?;
-        let permits = Arc::new(tokio::sync::Semaphore::new(tcp_max_connections));
+    ) -> DnsServer {
+        let shutdown = CancellationToken::new();
+        // One receive loop per core per socket: answering is CPU work with no await but the send.
+        let loops = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let mut tasks = JoinSet::new();
+        // One connection budget over every DNS/TCP listener.
+        let permits = Arc::new(Semaphore::new(
+            usize::try_from(tcp_limits.max_connections).unwrap_or(usize::MAX),
+        ));
+        for socket in udp {
+            tasks.spawn(udp::serve(socket, handler.clone(), loops, shutdown.clone()));
+        }
         for listener in tcp {
             tasks.spawn(tcp::serve(
                 listener,
                 handler.clone(),
-                tcp_idle_timeout,
+                tcp_limits.clone(),
                 permits.clone(),
                 metrics.clone(),
-                tcp_shutdown.clone(),
+                shutdown.clone(),
             ));
         }
-        Ok(DnsServer {
-            udp,
-            shutdown: tcp_shutdown,
-            tcp: tasks,
-        })
+        DnsServer { tasks, shutdown }
     }
 
-    /// Stops accepting queries and waits for the sockets' tasks to end.
+    /// Stops accepting queries and waits for the sockets' tasks to end (TCP connections close
+    /// between messages).
     ///
     /// # Errors
     ///
-    /// The first error a socket task ended with.
+    /// A task that panicked.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        let udp = self.udp;
-        tokio::task::spawn_blocking(move || udp.join()).await?;
-        while self.tcp.join_next().await.is_some() {}
+        while let Some(joined) = self.tasks.join_next().await {
+            joined?;
+        }
         Ok(())
     }
 }

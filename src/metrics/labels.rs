@@ -173,3 +173,49 @@ impl Rcode {
         }
     }
 }
+
+/// Events of the DNS transport (rate limiting, malformed input, TCP limits), each counted in
+/// one series of its metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsEvent {
+    /// A rate-limited response sent as an empty TC reply.
+    RrlSlipped,
+    /// A rate-limited response not sent.
+    RrlDropped,
+    /// A query that did not decode.
+    Malformed,
+    /// A TCP connection closed on accept: too many from its address.
+    TcpRefusedPerClient,
+    /// A TCP connection closed: a message did not arrive whole in time.
+    TcpMessageTimeout,
+    /// A TCP connection closed: idle too long between messages.
+    TcpIdleTimeout,
+}
+
+impl DnsEvent {
+    /// Every event, in counter-array order.
+    pub const ALL: [DnsEvent; 6] = [
+        DnsEvent::RrlSlipped,
+        DnsEvent::RrlDropped,
+        DnsEvent::Malformed,
+        DnsEvent::TcpRefusedPerClient,
+        DnsEvent::TcpMessageTimeout,
+        DnsEvent::TcpIdleTimeout,
+    ];
+
+    /// The metric it is counted in, and the label pair of its series, if any.
+    pub fn series(self) -> (&'static str, Option<(&'static str, &'static str)>) {
+        use super::names::*;
+        match self {
+            DnsEvent::RrlSlipped => (DNS_RRL_LIMITED_TOTAL, Some(("action", "slipped"))),
+            DnsEvent::RrlDropped => (DNS_RRL_LIMITED_TOTAL, Some(("action", "dropped"))),
+            DnsEvent::Malformed => (DNS_MALFORMED_QUERIES_TOTAL, None),
+            DnsEvent::TcpRefusedPerClient => (
+                DNS_TCP_REFUSED_TOTAL,
+                Some(("reason", "max_connections_per_client")),
+            ),
+            DnsEvent::TcpMessageTimeout => (DNS_TCP_TIMEOUTS_TOTAL, Some(("timeout", "message"))),
+            DnsEvent::TcpIdleTimeout => (DNS_TCP_TIMEOUTS_TOTAL, Some(("timeout", "idle"))),
+        }
+    }
+}

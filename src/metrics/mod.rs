@@ -37,7 +37,7 @@ use prometheus::{
 };
 
 pub use counters::{AnswerCounters, ServiceCounters};
-pub use labels::{LookupReason, LookupSource, QueryType, Rcode};
+pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 
 use crate::routing::DcStatus;
 pub use names::*;
@@ -96,6 +96,8 @@ pub struct Metrics {
     accept_errors: IntCounterVec,
     /// See [`CONTROL_CONNECTIONS`].
     control_connections: IntGauge,
+    /// DNS transport events, indexed by [`DnsEvent`] and resolved at construction.
+    dns_events: [IntCounter; DnsEvent::ALL.len()],
     /// Serializes [`Metrics::render`] with the multi-series updates (`set_datacenter_state`,
     /// `forget_datacenter`, `forget_service`), so a scrape never sees a datacenter in two states
     /// or in none. A `Mutex` because both sides are control-plane work and the sections are
@@ -285,8 +287,11 @@ impl Metrics {
             .register(Box::new(ProcessCollector::for_self()))
             .expect("process metric names are unique within a Metrics");
 
+        let dns_events = dns_event_counters(&registry);
+
         Metrics {
             registry,
+            dns_events,
             queries,
             query_duration,
             answers,
@@ -319,7 +324,7 @@ impl Metrics {
         self.store_failures.inc();
     }
 
-    /// Counts one failed `accept` on `listener` (`http`).
+    /// Counts one failed `accept` on `listener` (`http`, `dns`).
     pub fn record_accept_error(&self, listener: &'static str) {
         self.accept_errors.with_label_values(&[listener]).inc();
     }
@@ -327,6 +332,11 @@ impl Metrics {
     /// Adds `delta` (1 or -1) to the open control-plane connections.
     pub fn add_control_connections(&self, delta: i64) {
         self.control_connections.add(delta);
+    }
+
+    /// Counts one DNS transport event. Query path: no lock.
+    pub fn record_dns_event(&self, event: DnsEvent) {
+        self.dns_events[event as usize].inc();
     }
 
     /// Records one directory lookup. Lookup path: no lock.
@@ -532,4 +542,39 @@ fn label_values_where<T: MetricVecBuilder>(
         }
     }
     res
+}
+
+/// One counter per [`DnsEvent`], registered under its metric (a labelled series, or a plain
+/// counter), all created at zero so they are exported before the first event.
+fn dns_event_counters(registry: &Registry) -> [IntCounter; DnsEvent::ALL.len()] {
+    let help = |name: &str| match name {
+        DNS_RRL_LIMITED_TOTAL => "UDP responses held back by response rate limiting, by action.",
+        DNS_MALFORMED_QUERIES_TOTAL => "DNS queries that could not be decoded.",
+        DNS_TCP_REFUSED_TOTAL => "DNS/TCP connections closed on accept, by the limit they hit.",
+        _ => "DNS/TCP connections closed by a timeout, by which.",
+    };
+    let mut vecs: Vec<(&str, IntCounterVec)> = Vec::new();
+    let counters = DnsEvent::ALL.map(|event| match event.series() {
+        (name, Some((label, value))) => {
+            let position = vecs
+                .iter()
+                .position(|(n, _)| *n == name)
+                .unwrap_or_else(|| {
+                    let vec = IntCounterVec::new(Opts::new(name, help(name)), &[label])
+                        .expect("valid metric name and labels");
+                    vecs.push((name, vec));
+                    vecs.len() - 1
+                });
+            child(&vecs[position].1, &[value])
+        }
+        (name, None) => {
+            let counter = IntCounter::new(name, help(name)).expect("valid metric name");
+            register(registry, &counter);
+            counter
+        }
+    });
+    for (_, vec) in &vecs {
+        register(registry, vec);
+    }
+    counters
 }

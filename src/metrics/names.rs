@@ -42,6 +42,17 @@ pub const ACCEPT_ERRORS_TOTAL: &str = "meridian_accept_errors_total";
 /// Open control-plane (HTTP) connections.
 pub const CONTROL_CONNECTIONS: &str = "meridian_control_connections";
 
+/// UDP responses held back by response rate limiting, by action (`slipped`: sent as an empty
+/// TC reply; `dropped`: not sent).
+pub const DNS_RRL_LIMITED_TOTAL: &str = "meridian_dns_rrl_limited_total";
+/// Queries that could not be decoded (answered FORMERR, or closing a TCP connection).
+pub const DNS_MALFORMED_QUERIES_TOTAL: &str = "meridian_dns_malformed_queries_total";
+/// DNS/TCP connections closed on accept, by the limit they hit (`max_connections_per_client`;
+/// over `max_connections` a connection waits in the listen backlog instead).
+pub const DNS_TCP_REFUSED_TOTAL: &str = "meridian_dns_tcp_refused_total";
+/// DNS/TCP connections closed by a timeout, by which (`message`, `idle`).
+pub const DNS_TCP_TIMEOUTS_TOTAL: &str = "meridian_dns_tcp_timeouts_total";
+
 /// Upper bounds of the query duration histogram: 10 µs to 100 ms in 1-2.5-5 steps.
 ///
 /// An authoritative answer from memory takes tens of microseconds; the upper buckets are there to

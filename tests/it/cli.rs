@@ -726,8 +726,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn out_of_file_descriptors_the_listeners_back_off_log_once_and_recover() {
-    let config = CONFIG.replacen("server:\n", "server:\n  tcp_max_connections: 1000\n", 1)
-        + "control:
+    let config = CONFIG.replacen(
+        "server:\n",
+        "server:\n  tcp: { max_connections: 1000, max_connections_per_client: 1000 }\n",
+        1,
+    ) + "control:
   max_connections: 1000
   header_read_timeout_seconds: 60
   address_rate_limit: { per_second: 1000, burst: 1000 }

@@ -8,6 +8,7 @@
 //! - `ecs`: routing by EDNS Client Subnet and the scope of replies;
 //! - `explain`: `/v1/explain` against DNS for every kind of name;
 //! - `truncation`: UDP size limits, TC and TCP;
+//! - `transport`: rate limiting, TCP limits and timeouts, pipelining, FORMERR under abuse;
 //! - `listeners`: binding the DNS sockets;
 //! - `reload`: reloads and shutdown of a running server;
 //! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
@@ -34,6 +35,7 @@ mod listeners;
 mod policies;
 mod reload;
 mod support;
+mod transport;
 mod truncation;
 mod users;
 mod zone_files;
