@@ -105,6 +105,14 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: UsersAction,
     },
+    /// Change the log filter for a while (then the start-up filter comes back).
+    Log {
+        /// A tracing filter, e.g. `info,meridian::routing=debug`.
+        filter: String,
+        /// Seconds until it reverts (default 600, at most 86400).
+        #[arg(long)]
+        revert_after_seconds: Option<u64>,
+    },
     /// The audit log.
     Audit {
         /// Entries after this sequence number.
@@ -333,6 +341,20 @@ fn call_for(command: &CtlCommand) -> Option<Call> {
             },
             UsersAction::Summary => Call::get("/v1/directory"),
         },
+        CtlCommand::Log {
+            filter,
+            revert_after_seconds,
+        } => {
+            let mut body = serde_json::json!({"filter": filter});
+            if let Some(seconds) = revert_after_seconds {
+                body["revert_after_seconds"] = Value::from(*seconds);
+            }
+            Call {
+                method: Method::PUT,
+                path: "/v1/log".to_owned(),
+                body: Some(body),
+            }
+        }
         CtlCommand::Audit { after, limit } => {
             let after = after.map(|n| n.to_string());
             let limit = limit.map(|n| n.to_string());

@@ -174,6 +174,15 @@ async fn the_token_comes_from_a_file_and_errors_exit_1_with_the_servers_message(
     let status = stdout(&ctl(&server, None, &["status"]).await);
     assert!(status.starts_with("ready"), "{status}");
 
+    // An in-process server has no reloadable log filter: 503, and ctl says so.
+    let fixed = ctl(&server, Some(OPERATOR), &["log", "debug"]).await;
+    assert_eq!(fixed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&fixed.stderr);
+    assert!(
+        stderr.contains("503") && stderr.contains("runtime"),
+        "{stderr}"
+    );
+
     // Nothing listens: exit 1, saying so.
     let closed = Command::new(BIN)
         .args(["ctl", "--server", "http://127.0.0.1:1", "status"])
