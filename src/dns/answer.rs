@@ -1,5 +1,5 @@
-//! From a question to the records of a reply: zone lookups, CNAME chains, routed service
-//! answers, CHAOS identity and the negative answers with their SOA.
+//! From a question to the records of a reply: zone lookups, CNAME chains (through DNAMEs too),
+//! routed service answers, CHAOS identity and the negative answers with their SOA.
 //!
 //! Everything a reply holds is borrowed from the snapshot: the records of every routing outcome
 //! are prepared when the snapshot is built ([`Catalog::build`]), so answering allocates nothing
@@ -19,7 +19,7 @@ use crate::routing::{Client, DcId, RoutingTable, Scope, ServiceId, network_key};
 use super::edns::{ClientAddr, masked};
 use super::routed::Answers;
 use super::rrset::RecordSet;
-use super::zone::{Lookup, Zone};
+use super::zone::{Dname, Lookup, Zone};
 
 /// How many CNAMEs we follow inside our own zones before handing the rest to the resolver.
 const MAX_CNAME_HOPS: usize = 8;
@@ -91,9 +91,23 @@ impl<'a> Section<'a> {
 
     /// The records, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &'a Record> + Send + 'a {
+        self.iter_parts(0, self.len)
+    }
+
+    /// The records of parts `from..to` (clamped to the parts there are), in order.
+    pub(crate) fn iter_parts(
+        &self,
+        from: usize,
+        to: usize,
+    ) -> impl Iterator<Item = &'a Record> + Send + 'a {
         let parts = self.parts;
-        let len = self.len;
-        (0..len).flat_map(move |i| parts[i].iter())
+        let to = to.min(self.len);
+        (from.min(to)..to).flat_map(move |i| parts[i].iter())
+    }
+
+    /// How many record sets the section holds.
+    pub(crate) fn n_parts(&self) -> usize {
+        self.len
     }
 }
 
@@ -112,6 +126,19 @@ pub(crate) struct Reply<'a> {
     /// Records of a wildcard that answer the question; `respond` gives them the question's name
     /// and makes them the answer (RFC 4592 §3.3.1).
     pub(crate) wildcard: Option<&'a RecordSet>,
+    /// A DNAME that rewrote a name of the chain: `respond` synthesizes its CNAME and puts it
+    /// right after the DNAME in the answer (RFC 6672 §3.2).
+    pub(crate) dname: Option<DnameHop<'a>>,
+}
+
+/// Where a DNAME rewrote a name, for the CNAME that `respond` synthesizes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DnameHop<'a> {
+    pub(crate) dname: Dname<'a>,
+    /// The CNAME whose target was rewritten, or `None` for the question's own name.
+    pub(crate) after_cname: Option<&'a Record>,
+    /// The synthesized CNAME goes after this many record sets of the answer section.
+    pub(crate) at_part: usize,
 }
 
 impl<'a> Reply<'a> {
@@ -162,6 +189,7 @@ impl<'a> Reply<'a> {
             scope: 0,
             routed: None,
             wildcard: None,
+            dname: None,
         }
     }
 }
@@ -297,6 +325,8 @@ impl Catalog {
         };
         // Owned only when following a CNAME; the first name is the question's own.
         let mut target: Option<LowerName> = None;
+        // The CNAME record that led to `target`, if one did (a DNAME's CNAME is synthesized).
+        let mut via: Option<&'a Record> = None;
         for hop in 0..=MAX_CNAME_HOPS {
             let name = target.as_ref().unwrap_or(question.name);
             // RFC 4035 §3.1.4.1: DS at a delegation point is the parent's data, answered
@@ -307,6 +337,39 @@ impl Catalog {
             };
             let node = match lookup {
                 Lookup::Node(node) => node,
+                Lookup::Dname(dname) => {
+                    if reply.dname.is_some() {
+                        // One DNAME per reply: the resolver follows a second one from here.
+                        return reply;
+                    }
+                    // RFC 6672 §3.2: the DNAME, then a CNAME from the name to its rewrite
+                    // (synthesized by `respond`), then on with the rewritten name.
+                    reply.answers.push(dname.records);
+                    reply.dname = Some(DnameHop {
+                        dname,
+                        after_cname: via,
+                        at_part: reply.answers.n_parts(),
+                    });
+                    let Some(next) = dname.substitute(&Name::from(name.clone())) else {
+                        // RFC 6672 §2.2: the rewritten name would be longer than 255 octets.
+                        reply.rcode = ResponseCode::YXDomain;
+                        reply.dname = None;
+                        return reply;
+                    };
+                    let next = LowerName::new(&next);
+                    if question.qtype == RecordType::CNAME {
+                        return reply;
+                    }
+                    match self.zone_of(&next) {
+                        Some(next_zone) if hop < MAX_CNAME_HOPS => {
+                            zone = next_zone;
+                            target = Some(next);
+                            via = None;
+                            continue;
+                        }
+                        _ => return reply,
+                    }
+                }
                 Lookup::Wildcard(node) => {
                     if hop > 0 {
                         // A CNAME into a wildcard: the resolver follows it from here.
@@ -379,13 +442,14 @@ impl Catalog {
             let cname = node
                 .rrset(RecordType::CNAME)
                 .filter(|_| follows)
-                .and_then(
-                    |records| match records.records().first().map(|record| &record.data) {
-                        Some(RData::CNAME(cname)) => Some((records, LowerName::new(&cname.0))),
+                .and_then(|records| {
+                    let record = records.records().first()?;
+                    match &record.data {
+                        RData::CNAME(cname) => Some((records, record, LowerName::new(&cname.0))),
                         _ => None,
-                    },
-                );
-            let Some((records, next)) = cname else {
+                    }
+                });
+            let Some((records, record, next)) = cname else {
                 // NODATA: the name exists, the type does not (RFC 2308 §2.2).
                 reply.authorities = Section::one(&zone.negative_soa);
                 return reply;
@@ -395,6 +459,7 @@ impl Catalog {
                 Some(next_zone) if hop < MAX_CNAME_HOPS => {
                     zone = next_zone;
                     target = Some(next);
+                    via = Some(record);
                 }
                 // Outside our zones, or a long chain: the resolver follows it from here.
                 _ => return reply,

@@ -5,14 +5,14 @@
 //!
 //! In order: the client's address (EDNS Client Subnet, else the source address), `_explain.`
 //! and user directory names, header checks, the catalog's answer (zones, CNAMEs, referrals,
-//! routed services), wildcard synthesis, the reply's OPT record, and truncation for UDP.
+//! routed services), wildcard and DNAME synthesis, the reply's OPT record, and truncation for UDP.
 //! It performs no I/O and counts nothing: the caller sends the response and records metrics
 //! from it.
 
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, LowerQuery, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::zone_handler::{MessageRequest, MessageResponse, MessageResponseBuilder};
@@ -49,7 +49,7 @@ pub struct Response<'a> {
     pub(crate) metadata: Metadata,
     /// The records and what they were for.
     pub(crate) reply: Reply<'a>,
-    /// Records built for this query alone (a wildcard's synthesized records, a user directory
+    /// Records built for this query alone (a wildcard's synthesized records, a DNAME's CNAME, a user directory
     /// answer, an explanation); they form the answer section after `reply.answers`.
     built: Option<RecordSet>,
     /// The reply's OPT record, when the request had one.
@@ -108,6 +108,18 @@ pub fn respond<'a>(
         }
         _ => reply,
     };
+    // A DNAME rewrote a name of the chain: the CNAME it stands for (RFC 6672 §3.1), owned by
+    // the name as asked (or as the CNAME before it named it), with the DNAME's TTL.
+    if let (Some(hop), Some(query)) = (reply.dname, request.queries.queries().first()) {
+        let owner = match hop.after_cname.map(|record| &record.data) {
+            Some(RData::CNAME(cname)) => cname.0.clone(),
+            _ => query.original().name().clone(),
+        };
+        if let Some(target) = hop.dname.substitute(&owner) {
+            let cname = Record::from_rdata(owner, hop.dname.ttl(), RData::CNAME(CNAME(target)));
+            built = Some(RecordSet::new(vec![cname]));
+        }
+    }
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.authoritative = reply.authoritative;
     metadata.response_code = reply.rcode;
@@ -144,10 +156,16 @@ pub fn respond<'a>(
 impl Response<'_> {
     /// The answer section.
     pub(crate) fn answers(&self) -> impl Iterator<Item = &Record> + Send + '_ {
-        self.reply
-            .answers
-            .iter()
+        // Built records follow the catalog's, except a DNAME's CNAME, which follows its DNAME.
+        let answers = &self.reply.answers;
+        let split = self
+            .reply
+            .dname
+            .map_or(answers.n_parts(), |hop| hop.at_part);
+        answers
+            .iter_parts(0, split)
             .chain(self.built.iter().flat_map(|built| built.records().iter()))
+            .chain(answers.iter_parts(split, answers.n_parts()))
     }
 
     /// The authority section.

@@ -19,6 +19,7 @@
 //! - `faults`: the state store on a full disk;
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
+//! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
@@ -29,6 +30,7 @@ mod authority;
 mod cli;
 mod client;
 mod control;
+mod dname;
 mod ecs;
 mod explain;
 mod faults;

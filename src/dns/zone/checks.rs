@@ -26,7 +26,7 @@ use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 use crate::routing::ServiceId;
 
 use super::Node;
-use super::rdata::{DNAME, type_name};
+use super::rdata::{DNAME, name_from_wire, type_name};
 use super::reader::{At, Parsed};
 use crate::dns::rrset::RecordSet;
 
@@ -107,7 +107,7 @@ impl Drafts {
         self.names
             .into_iter()
             .map(|(name, drafts)| {
-                let rrsets = drafts
+                let rrsets: Vec<(RecordType, RecordSet)> = drafts
                     .into_iter()
                     .map(|draft| {
                         let records: Vec<Record> =
@@ -115,11 +115,20 @@ impl Drafts {
                         (RecordType::from(draft.code), RecordSet::new(records))
                     })
                     .collect();
+                let dname_target = rrsets
+                    .iter()
+                    .find(|(rtype, _)| u16::from(*rtype) == DNAME)
+                    .and_then(|(_, set): &(RecordType, RecordSet)| set.records().first())
+                    .and_then(|record| match &record.data {
+                        RData::Unknown { rdata, .. } => name_from_wire(&rdata.anything),
+                        _ => None,
+                    });
                 (
                     name,
                     Node {
                         rrsets,
                         service: None,
+                        dname_target,
                     },
                 )
             })

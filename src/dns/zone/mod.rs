@@ -44,6 +44,8 @@ pub(crate) struct Node {
     rrsets: Vec<(RecordType, RecordSet)>,
     /// The service answered at this name, if any.
     pub(crate) service: Option<ServiceId>,
+    /// The target of the DNAME at this name, if any (the checks allow one per name).
+    dname_target: Option<Name>,
 }
 
 /// A delegation to another server.
@@ -64,8 +66,43 @@ pub(crate) enum Lookup<'z> {
     Wildcard(&'z Node),
     /// The name is at or below a delegation point.
     Referral(&'z Cut),
+    /// The name is below a DNAME's owner and is redirected by it (RFC 6672 §2.2).
+    Dname(Dname<'z>),
     /// The name does not exist.
     NxDomain,
+}
+
+/// A DNAME found above a name: its records, and how to rewrite the name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dname<'z> {
+    /// The DNAME RRset, which goes into the answer before the synthesized CNAME.
+    pub(crate) records: &'z RecordSet,
+    /// The number of labels of the DNAME's owner.
+    owner_labels: u8,
+    target: &'z Name,
+}
+
+impl Dname<'_> {
+    /// The CNAME target for `name` (which is below the DNAME's owner): its labels above the
+    /// owner followed by the DNAME's target (RFC 6672 §2.2). `None` when the result is longer
+    /// than 255 octets, which the server answers with YXDOMAIN.
+    pub(crate) fn substitute(&self, name: &Name) -> Option<Name> {
+        let keep = usize::from(name.num_labels().saturating_sub(self.owner_labels));
+        let labels: Vec<&[u8]> = name.iter().take(keep).chain(self.target.iter()).collect();
+        let wire_len: usize = labels.iter().map(|label| label.len() + 1).sum::<usize>() + 1;
+        if wire_len > 255 {
+            return None;
+        }
+        Name::from_labels(labels).ok()
+    }
+
+    /// The TTL of the synthesized CNAME: the DNAME's (RFC 6672 §3.1).
+    pub(crate) fn ttl(&self) -> u32 {
+        self.records
+            .records()
+            .first()
+            .map_or(0, |record| record.ttl)
+    }
 }
 
 impl Node {
@@ -75,6 +112,15 @@ impl Node {
             .iter()
             .find(|(t, _)| *t == rtype)
             .map(|(_, records)| records)
+    }
+
+    /// The DNAME at this name (whose name is `name`), if any.
+    fn dname(&self, name: &LowerName) -> Option<Dname<'_>> {
+        Some(Dname {
+            records: self.rrset(RecordType::DNAME)?,
+            owner_labels: name.num_labels(),
+            target: self.dname_target.as_ref()?,
+        })
     }
 
     /// The first record set, for minimal answers to ANY (RFC 8482 §4.1).
@@ -216,6 +262,11 @@ impl Zone {
         loop {
             let parent = child.base_name();
             if parent == self.origin || self.nodes.contains_key(&parent) {
+                // The checks leave nothing below a DNAME, so a name below one always walks up
+                // to it: the DNAME's owner is the closest encloser.
+                if let Some(dname) = self.nodes.get(&parent).and_then(|node| node.dname(&parent)) {
+                    return Lookup::Dname(dname);
+                }
                 return match self.nodes.get(&child.into_wildcard()) {
                     Some(node) => Lookup::Wildcard(node),
                     None => Lookup::NxDomain,
