@@ -3,7 +3,9 @@
 //!
 //! Run with `cargo bench --bench query_path`. The handler benchmarks use the shipped example
 //! (the embedded country database), with ECS networks spread over the whole IPv4 space so that
-//! lookups walk different parts of the tree, as real traffic does.
+//! lookups walk different parts of the tree, as real traffic does. `MERIDIAN_BENCH_CONFIG=path`
+//! runs them against another configuration instead (e.g. the one `benches/scale/gen.py` writes,
+//! with the City database), asking for its first service.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -82,7 +84,10 @@ fn handle(handler: &Handler, raw: &[u8], src: SocketAddr) -> ResponseInfo {
 }
 
 fn benches(c: &mut Criterion) {
-    let snapshot = Snapshot::load(&Source::Example, 1).expect("example snapshot");
+    let source = std::env::var_os("MERIDIAN_BENCH_CONFIG")
+        .map_or(Source::Example, |path| Source::File(path.into()));
+    let snapshot = Snapshot::load(&source, 1).expect("benchmark snapshot");
+    let service_name = format!("{}.", snapshot.loaded.config.services[0].name);
     let (shared, _publisher) = Shared::new(snapshot);
     let handler = Handler::new(
         shared.clone(),
@@ -95,7 +100,7 @@ fn benches(c: &mut Criterion) {
         .map(|i| {
             let net = (i.wrapping_mul(2_654_435_761) % 0xdf00_0000 + 0x0100_0000) & 0xffff_ff00;
             query_bytes(
-                "www.example.com.",
+                &service_name,
                 RecordType::A,
                 Some((Ipv4Addr::from(net), 24)),
             )
@@ -114,18 +119,21 @@ fn benches(c: &mut Criterion) {
         b.iter(|| handle(&handler, &static_query, src))
     });
 
+    // Locating and resolving, with the scope: what a query does besides DNS.
     let snapshot = shared.load();
-    let n_cells = snapshot.loaded.geo.locations().len() as u32;
-    let mut cell = 0;
-    c.bench_function("routing/resolve_nearest", |b| {
+    let geo = &snapshot.loaded.geo;
+    let clients: Vec<IpAddr> = (0..4096u32)
+        .map(|i| {
+            let net = (i.wrapping_mul(2_654_435_761) % 0xdf00_0000 + 0x0100_0000) & 0xffff_ff00;
+            IpAddr::V4(Ipv4Addr::from(net))
+        })
+        .collect();
+    let mut i = 0;
+    c.bench_function("routing/locate_and_resolve_nearest", |b| {
         b.iter(|| {
-            cell = (cell + 1) % n_cells;
-            let client = Client {
-                cell: Some(meridian::geo::CellId(cell)),
-                ip: src.ip(),
-                network_key: u64::from(cell),
-            };
-            black_box(snapshot.routing.resolve(ServiceId(0), &client).ranking)
+            i = (i + 1) % clients.len();
+            let client = Client::new(clients[i], geo.lookup(clients[i]), 24);
+            black_box(snapshot.routing.resolve(ServiceId(0), &client).prefix_len)
         })
     });
 }

@@ -189,18 +189,42 @@ fn source_of(config: Option<PathBuf>) -> Source {
 }
 
 fn check_config(source: &Source) -> ExitCode {
+    let started = std::time::Instant::now();
     match Snapshot::load(source, 0) {
         Ok(snapshot) => {
+            let elapsed = started.elapsed();
             let (zones, names) = snapshot.loaded.zones.summary();
+            let config = &snapshot.loaded.config;
             #[allow(clippy::print_stdout)]
             {
                 println!("{source}: ok");
                 println!(
                     "{zones} zone(s) with {names} name(s), {} service(s), {} datacenter(s)",
-                    snapshot.loaded.config.services.len(),
-                    snapshot.loaded.config.datacenters.len()
+                    config.services.len(),
+                    config.datacenters.len()
                 );
                 println!("geo database: {}", snapshot.loaded.geo.description());
+                for (i, service) in config.services.iter().enumerate() {
+                    let id = crate::routing::ServiceId(i as u16);
+                    let Some(map) = snapshot.routing.map_report(id) else {
+                        continue;
+                    };
+                    let built = if map.build_time.is_zero() {
+                        "shared with an earlier service".to_owned()
+                    } else {
+                        format!("built in {:.1} ms", map.build_time.as_secs_f64() * 1e3)
+                    };
+                    println!(
+                        "service {} ({}): decision map of {} entries ({} quads, {} cells), {} rankings, {built}",
+                        service.id,
+                        service.policy.name(),
+                        map.stats.quads + map.stats.cells,
+                        map.stats.quads,
+                        map.stats.cells,
+                        map.stats.rankings,
+                    );
+                }
+                println!("checked in {:.2} s", elapsed.as_secs_f64());
             }
             ExitCode::SUCCESS
         }

@@ -27,8 +27,10 @@ use crate::geo::{Continent, Coordinates, CountryCode};
 use parse::Damaged;
 use raw::RawConfig;
 
-/// Most datacenters one service may use; rankings are kept in small fixed-size tables.
-pub const MAX_POOL_SIZE: usize = 64;
+/// Most datacenters one service may use. Nothing in routing is sized by it (decision maps
+/// keep only the datacenters an answer needs); it only catches configuration mistakes, far
+/// above real deployments.
+pub const MAX_POOL_SIZE: usize = 1024;
 
 /// One thing wrong with the configuration, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,6 +70,25 @@ impl Source {
         }
     }
 
+    /// What identifies the current content of a file named in the configuration without
+    /// reading it: path, length and modification time (the name, for the embedded example).
+    /// `None` when the file cannot be examined.
+    pub fn fingerprint(&self, relative: &str) -> Option<String> {
+        match self {
+            Source::File(_) => {
+                let path = self.resolve(relative);
+                let metadata = std::fs::metadata(&path).ok()?;
+                let modified = metadata.modified().ok()?;
+                Some(format!(
+                    "{} {} {modified:?}",
+                    path.display(),
+                    metadata.len()
+                ))
+            }
+            Source::Example => Some(format!("embedded {relative}")),
+        }
+    }
+
     /// The path a relative file name resolves to, for messages and for `$INCLUDE` in zone files.
     pub fn resolve(&self, relative: &str) -> PathBuf {
         match self {

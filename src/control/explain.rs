@@ -62,6 +62,9 @@ pub(crate) struct ExplainView {
     latitude: Option<f64>,
     longitude: Option<f64>,
     ecs_scope: Option<u8>,
+    /// The network the answer holds for (the scope and the prefix it covers), e.g.
+    /// `81.2.69.0/24`: every client in it gets this answer under the current state.
+    scope_network: String,
     service: Option<String>,
     policy: Option<&'static str>,
     basis: Option<String>,
@@ -129,6 +132,7 @@ pub(crate) async fn explain(
         latitude: location.map(|l| l.coordinates.latitude),
         longitude: location.map(|l| l.coordinates.longitude),
         ecs_scope: explained.ecs_scope,
+        scope_network: explained.scope_network.to_string(),
         service,
         policy: routing.as_ref().map(|r| r.policy),
         basis: routing

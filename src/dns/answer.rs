@@ -14,9 +14,9 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{Config, Problem};
 use crate::geo::{GeoDb, GeoHit};
-use crate::routing::{Client, DcId, RoutingTable, Scope, ServiceId, network_key};
+use crate::routing::{Client, DcId, RoutingTable, ServiceId};
 
-use super::edns::{ClientAddr, masked};
+use super::edns::ClientAddr;
 use super::routed::Answers;
 use super::rrset::RecordSet;
 use super::zone::{Dname, Lookup, Zone};
@@ -522,14 +522,12 @@ pub(crate) struct RoutedInfo {
     pub(crate) failed_open: bool,
 }
 
-/// A client as routing sees it, with what the scope computation needs.
+/// A client as routing sees it.
 pub(crate) struct Located {
     /// Routing's view of the client.
     pub(crate) client: Client,
     /// What the geo database said.
     pub(crate) hit: GeoHit,
-    /// The prefix network-split policies hash over.
-    pub(crate) network_prefix: u8,
 }
 
 impl Located {
@@ -542,24 +540,8 @@ impl Located {
         }
         .min(client.source_prefix);
         Located {
-            client: Client {
-                cell: hit.cell,
-                ip: client.ip,
-                network_key: network_key(masked(client.ip, network_prefix), network_prefix),
-            },
+            client: Client::new(client.ip, hit, network_prefix),
             hit,
-            network_prefix,
-        }
-    }
-
-    /// The ECS scope, in the client address's family, of a decision with `scope`.
-    pub(crate) fn scope(&self, scope: Scope) -> u8 {
-        match scope {
-            Scope::Global => 0,
-            Scope::Geo => self.hit.prefix_len,
-            Scope::Network => self.network_prefix,
-            Scope::GeoAndNetwork => self.hit.prefix_len.max(self.network_prefix),
-            Scope::Prefix(prefix) => prefix,
         }
     }
 }
@@ -575,7 +557,7 @@ fn route<'a>(
 ) -> Routed<'a> {
     let located = Located::new(geo, client);
     let decision = routing.resolve(service, &located.client);
-    let scope = located.scope(decision.scope);
+    let scope = decision.prefix_len;
     let info = RoutedInfo {
         service,
         first: decision.datacenters.first().copied(),

@@ -63,18 +63,20 @@ impl ClientAddr {
         })
     }
 
-    /// Converts a scope computed in `ip`'s family into the family of the ECS option and caps it
-    /// at the source prefix: we never claim more precision than we were given.
+    /// Converts a scope computed in `ip`'s family into the family of the ECS option.
+    ///
+    /// The scope may be longer than the source prefix: where the geo database splits the
+    /// source network, the answer holds only for the part holding the (zero-filled) address,
+    /// and RFC 7871 §7.2.1 has us say so, so that resolvers do not cache it for the rest.
     pub(crate) fn reply_scope(&self, scope: u8) -> u8 {
         let Some(ecs) = &self.ecs else { return 0 };
         if ecs.source_prefix() == 0 {
             return 0;
         }
-        let scope = match (ecs.addr(), self.ip) {
+        match (ecs.addr(), self.ip) {
             (IpAddr::V6(_), IpAddr::V4(_)) => scope + 96,
             _ => scope,
-        };
-        scope.min(ecs.source_prefix())
+        }
     }
 }
 
@@ -170,8 +172,8 @@ mod tests {
         assert_eq!(client.reply_scope(16), 16);
         assert_eq!(
             client.reply_scope(28),
-            24,
-            "never longer than the source prefix"
+            28,
+            "longer than the source where the database splits it (RFC 7871 §7.2.1)"
         );
 
         let zero = ClientSubnet::new("0.0.0.0".parse().unwrap(), 0, 0);

@@ -45,6 +45,9 @@ pub struct QueryExplanation {
     pub location: Option<Location>,
     /// The ECS scope the reply carries (queries with ECS only).
     pub ecs_scope: Option<u8>,
+    /// The network the answer holds for: every address in it gets the same answer under the
+    /// current state (the client's address at the scope's length, in its own family).
+    pub scope_network: IpNet,
     /// The service answered by routing, and its decision retraced.
     pub routing: Option<(String, Explanation)>,
 }
@@ -140,6 +143,11 @@ pub(crate) fn explain_client(
         .expect("prefix lengths come from the address's family"),
         location,
         ecs_scope: client.ecs.map(|_| client.reply_scope(response.reply.scope)),
+        scope_network: IpNet::new(
+            masked(client.ip, response.reply.scope),
+            response.reply.scope,
+        )
+        .expect("scopes come from the address's family"),
         routing,
     }
 }
@@ -204,11 +212,12 @@ pub(crate) fn txt_lines(explanation: &QueryExplanation) -> Vec<String> {
         explanation.network
     )];
     lines.push(format!(
-        "rcode {} scope {} answer {}",
+        "rcode {} scope {} holds for {} answer {}",
         explanation.rcode,
         explanation
             .ecs_scope
             .map_or("-".to_owned(), |s| s.to_string()),
+        explanation.scope_network,
         if explanation.answers.is_empty() {
             "-".to_owned()
         } else {

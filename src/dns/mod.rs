@@ -64,8 +64,13 @@ impl Prepare for Answers {
         Catalog::build(config, zone_texts, identity)
     }
 
-    fn prepare(_zones: &Catalog, config: &Config, routing: &RoutingTable) -> Answers {
-        Answers::build(config, routing)
+    fn prepare(
+        _zones: &Catalog,
+        config: &Config,
+        routing: &RoutingTable,
+        previous: Option<(&Answers, &RoutingTable)>,
+    ) -> Answers {
+        Answers::build(config, routing, previous)
     }
 
     fn summary(zones: &Catalog) -> (usize, usize) {

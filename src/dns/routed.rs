@@ -2,6 +2,8 @@
 //!
 //! Rebuilt with each routing table (every state change), so a query only picks a prepared set.
 
+use std::sync::Arc;
+
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
@@ -13,7 +15,8 @@ use super::rrset::RecordSet;
 /// Prepared records of every service's rankings.
 #[derive(Debug)]
 pub struct Answers {
-    services: Vec<ServiceAnswers>,
+    /// Shared with the previous snapshot's for services whose rankings did not change.
+    services: Vec<Arc<ServiceAnswers>>,
 }
 
 #[derive(Debug)]
@@ -30,13 +33,27 @@ struct RankedRecords {
 }
 
 impl Answers {
-    /// Prepares the records of every ranking of `routing`.
-    pub fn build(config: &Config, routing: &RoutingTable) -> Answers {
+    /// Prepares the records of every ranking of `routing`. `previous` is the answers and table
+    /// of the snapshot being replaced, when it has the same configuration: services whose
+    /// rankings did not change keep their records.
+    pub fn build(
+        config: &Config,
+        routing: &RoutingTable,
+        previous: Option<(&Answers, &RoutingTable)>,
+    ) -> Answers {
         let services = config
             .services
             .iter()
             .enumerate()
-            .map(|(id, service)| prepare_service(service, routing.rankings(ServiceId(id as u16))))
+            .map(|(i, service)| {
+                let id = ServiceId(i as u16);
+                match previous {
+                    Some((answers, table)) if routing.same_rankings(table, id) => {
+                        answers.services[i].clone()
+                    }
+                    _ => Arc::new(prepare_service(service, routing.rankings(id))),
+                }
+            })
             .collect();
         Answers { services }
     }

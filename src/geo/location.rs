@@ -37,6 +37,30 @@ impl Coordinates {
     }
 }
 
+/// A point on the unit sphere, for computing many distances cheaply: the great-circle distance
+/// between two points is `2 R asin(chord / 2)`, one square root and one arcsine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitVector([f64; 3]);
+
+impl UnitVector {
+    /// The point of `coordinates`.
+    pub fn of(coordinates: &Coordinates) -> Self {
+        let (lat, lon) = (
+            coordinates.latitude.to_radians(),
+            coordinates.longitude.to_radians(),
+        );
+        UnitVector([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()])
+    }
+
+    /// Great-circle distance in kilometres, as [`Coordinates::distance_km`] gives it.
+    pub fn distance_km(&self, other: &UnitVector) -> f64 {
+        let [a, b, c] = self.0;
+        let [x, y, z] = other.0;
+        let chord = ((a - x) * (a - x) + (b - y) * (b - y) + (c - z) * (c - z)).sqrt();
+        2.0 * EARTH_RADIUS_KM * (chord / 2.0).min(1.0).asin()
+    }
+}
+
 /// An ISO 3166-1 alpha-2 country code, stored upper-case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CountryCode([u8; 2]);
@@ -157,6 +181,26 @@ mod tests {
                 (d - expected).abs() <= expected * 0.005 + 0.01,
                 "{lat1},{lon1} -> {lat2},{lon2}: {d} km, expected {expected}"
             );
+        }
+    }
+
+    #[test]
+    fn unit_vectors_give_the_same_distances() {
+        let points = [
+            (51.5074, -0.1278),
+            (40.7128, -74.006),
+            (-33.8688, 151.2093),
+            (0.0, 180.0),
+        ];
+        for (lat1, lon1) in points {
+            for (lat2, lon2) in points {
+                let (a, b) = (
+                    Coordinates::new(lat1, lon1).unwrap(),
+                    Coordinates::new(lat2, lon2).unwrap(),
+                );
+                let by_vectors = UnitVector::of(&a).distance_km(&UnitVector::of(&b));
+                assert!((by_vectors - a.distance_km(&b)).abs() < 1e-6, "{a:?} {b:?}");
+            }
         }
     }
 

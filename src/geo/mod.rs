@@ -1,47 +1,49 @@
 //! Client location: the only module that knows about MaxMind-format databases.
 //!
 //! [`GeoDb::build`] walks the whole database once, decodes each distinct data record once, and
-//! turns it into one of our [`Location`]s, numbered as a [`CellId`]. On the query path,
-//! [`GeoDb::lookup`] is a trie walk plus a binary search: no decoding, no allocation, no lock.
-//! Everything that depends only on the client's location (routing rankings, prepared answers) is
-//! computed per cell when a snapshot is built, not per query.
+//! turns it into one of our [`Location`]s; each distinct location is a [`CellId`]. It then builds
+//! our own index (`index.rs`): a trie of the networks per address family and a quadtree of the
+//! locations. The MaxMind reader is dropped after the build: on the query path,
+//! [`GeoDb::lookup`] is a walk of our trie, with no decoding, no allocation and no lock.
+//! Everything that depends only on the client's location (routing decisions, prepared answers)
+//! is computed when a snapshot is built, not per query.
 
 mod countries;
+mod index;
 mod location;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
+use ipnetwork::IpNetwork;
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
 pub use countries::{COUNTRIES_CSV, CountryTable};
-pub use location::{Continent, Coordinates, CountryCode, Location};
+pub use index::{COVER, FINEST_LEVEL, GeoHit, Place, Quad, QuadId, Region, RegionId, Summary};
+pub use location::{Continent, Coordinates, CountryCode, Location, UnitVector};
 
-/// Index of a distinct located record of the geo database: clients in the same cell share every
+use index::{Quadtree, Trie, left_aligned};
+
+/// Index of a distinct location of the geo database: clients in the same cell share every
 /// routing decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CellId(pub u32);
 
-/// What the database says about one address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GeoHit {
-    /// The client's cell, or `None` when the database cannot place it (private or unknown
-    /// network, or a record with neither coordinates nor a known country).
-    pub cell: Option<CellId>,
-    /// Prefix length, in the address's own family, of the database network that matched (or of
-    /// the empty region around the address). No other answer can exist inside it.
-    pub prefix_len: u8,
-}
-
-/// A loaded geo database.
+/// A loaded geo database, indexed for routing.
 pub struct GeoDb {
-    reader: Reader<Cow<'static, [u8]>>,
-    /// Data-section offsets of located records, sorted; a record's position is its [`CellId`].
-    offsets: Vec<usize>,
     /// The location of each cell, indexed by [`CellId`].
     locations: Vec<Location>,
-    /// A short description for logs: type and build date.
+    /// Each cell's point on the unit sphere, for fast distances.
+    points: Vec<UnitVector>,
+    /// Quads and regions of the locations.
+    tree: Quadtree,
+    /// IPv4 networks.
+    v4: Trie,
+    /// IPv6 networks (IPv4 lives in `v4`; IPv4-mapped addresses are looked up there).
+    v6: Trie,
+    /// A short description for logs: type, build date and size.
     description: String,
 }
 
@@ -57,7 +59,7 @@ pub enum GeoError {
 }
 
 impl GeoDb {
-    /// Opens the database held in `bytes` and indexes every distinct record.
+    /// Opens the database held in `bytes` and indexes every network and distinct location.
     ///
     /// Records that carry coordinates (GeoIP2/GeoLite2 City, DB-IP City) use them; records that
     /// carry only a country (GeoIP2 Country, ip-location-db) use the country's point from
@@ -69,63 +71,74 @@ impl GeoDb {
     /// [`GeoError`] when the file is not a MaxMind DB or nothing in it can be located.
     pub fn build(bytes: Cow<'static, [u8]>, countries: &CountryTable) -> Result<GeoDb, GeoError> {
         let reader = Reader::from_source(bytes)?;
-        let mut records: Vec<(usize, Location)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for network in reader.networks(WithinOptions::default())? {
-            let network = network?;
-            let Some(offset) = network.offset() else {
-                continue;
-            };
-            if !seen.insert(offset) {
-                continue;
+        let ipv6 = reader.metadata().ip_version == 6;
+        // IPv4 and IPv6 are walked at once when the database has both: they are separate
+        // subtrees, and together the walk is most of a reload's work.
+        let (mut v4, mut v6, locations) = if ipv6 {
+            let everything_but_ipv4 = ipv6_outside_ipv4();
+            let (part4, part6) = std::thread::scope(|scope| {
+                let v4 =
+                    scope.spawn(|| Walk::run(&reader, &[IpNetwork::V4(all_ipv4())], countries));
+                let v6 = Walk::run(&reader, &everything_but_ipv4, countries);
+                (v4.join().expect("walks do not panic"), v6)
+            });
+            let (part4, part6) = (part4?, part6?);
+            if part4.v6.is_empty() && part6.v4.is_empty() {
+                part4.merge(part6)
+            } else {
+                // No IPv4 subtree (IPv4 lives in IPv6 space): walk the tree as one.
+                let whole = Walk::run(&reader, &[IpNetwork::V6(all_ipv6())], countries)?;
+                (whole.v4, whole.v6, whole.locations)
             }
-            let record: Option<RawRecord<'_>> = network.decode()?;
-            if let Some(location) = record.and_then(|r| r.locate(countries)) {
-                records.push((offset, location));
-            }
-        }
-        if records.is_empty() {
+        } else {
+            let whole = Walk::run(&reader, &[IpNetwork::V4(all_ipv4())], countries)?;
+            (whole.v4, whole.v6, whole.locations)
+        };
+        if locations.is_empty() {
             return Err(GeoError::NoLocations);
         }
-        records.sort_by_key(|(offset, _)| *offset);
+        let tree = Quadtree::build(&locations);
+        v4.summarize(&tree);
+        v6.summarize(&tree);
         let metadata = reader.metadata();
         let description = format!(
-            "{} built {} ({} distinct locations)",
+            "{} built {} ({} distinct locations, {} quads, {} trie nodes)",
             metadata.database_type,
             metadata.build_epoch,
-            records.len()
+            locations.len(),
+            tree.quads.len(),
+            v4.len() + v6.len(),
         );
-        let (offsets, locations) = records.into_iter().unzip();
+        let points = locations
+            .iter()
+            .map(|l| UnitVector::of(&l.coordinates))
+            .collect();
         Ok(GeoDb {
-            reader,
-            offsets,
             locations,
+            points,
+            tree,
+            v4,
+            v6,
             description,
         })
     }
 
     /// Locates one address. IPv4-mapped IPv6 addresses are looked up as IPv4.
     pub fn lookup(&self, ip: IpAddr) -> GeoHit {
-        let ip = ip.to_canonical();
-        let Ok(result) = self.reader.lookup(ip) else {
-            // An IPv6 address in an IPv4-only database: nothing is known about it.
-            return GeoHit {
-                cell: None,
-                prefix_len: 0,
-            };
-        };
-        let prefix_len = match (result.network(), ip) {
-            (Ok(network), IpAddr::V4(_)) if network.is_ipv4() => network.prefix(),
-            // The tree ended above the IPv4 subtree: the whole IPv4 space shares this answer.
-            (Ok(_), IpAddr::V4(_)) => 0,
-            (Ok(network), IpAddr::V6(_)) => network.prefix(),
-            (Err(_), _) => 0,
-        };
-        let cell = result
-            .offset()
-            .and_then(|offset| self.offsets.binary_search(&offset).ok())
-            .map(|index| CellId(index as u32));
-        GeoHit { cell, prefix_len }
+        let (bits, is_v4) = left_aligned(ip.to_canonical());
+        self.trie(is_v4).lookup(bits)
+    }
+
+    /// The shortest prefix length, at most `end`, of a network around `ip` whose trie summary
+    /// `accept` takes; `end` (normally the client's [`GeoHit::prefix_len`]) when none is.
+    /// Routing uses it to find the widest network with one answer.
+    pub fn widest(&self, ip: IpAddr, end: u8, accept: &mut dyn FnMut(Summary) -> bool) -> u8 {
+        let (bits, is_v4) = left_aligned(ip.to_canonical());
+        self.trie(is_v4).widest(bits, end, accept)
+    }
+
+    fn trie(&self, is_v4: bool) -> &Trie {
+        if is_v4 { &self.v4 } else { &self.v6 }
     }
 
     /// Every cell's location, indexed by [`CellId`].
@@ -133,9 +146,40 @@ impl GeoDb {
         &self.locations
     }
 
+    /// A cell's point on the unit sphere.
+    pub fn point(&self, cell: CellId) -> &UnitVector {
+        &self.points[cell.0 as usize]
+    }
+
     /// The location of one cell.
     pub fn location(&self, cell: CellId) -> &Location {
         &self.locations[cell.0 as usize]
+    }
+
+    /// The quadtree, in preorder: the root (the whole world) is quad 0.
+    pub fn quads(&self) -> &[Quad] {
+        &self.tree.quads
+    }
+
+    /// The cells of a finest-level quad.
+    pub fn quad_cells(&self, quad: QuadId) -> &[CellId] {
+        let range = self.tree.quads[quad.0 as usize].cells.clone();
+        &self.tree.cells_by_quad[range.start as usize..range.end as usize]
+    }
+
+    /// The finest quad holding a cell.
+    pub fn cell_quad(&self, cell: CellId) -> QuadId {
+        self.tree.cell_quad[cell.0 as usize]
+    }
+
+    /// The distinct regions (country and continent pairs).
+    pub fn regions(&self) -> &[Region] {
+        &self.tree.regions
+    }
+
+    /// A cell's region.
+    pub fn cell_region(&self, cell: CellId) -> RegionId {
+        self.tree.cell_region[cell.0 as usize]
     }
 
     /// Database type, build time and size, for logs.
@@ -149,6 +193,125 @@ impl std::fmt::Debug for GeoDb {
         f.debug_struct("GeoDb")
             .field("description", &self.description)
             .finish_non_exhaustive()
+    }
+}
+
+/// One walk over part of the database: its networks in tries, its distinct locations.
+struct Walk {
+    v4: Trie,
+    v6: Trie,
+    locations: Vec<Location>,
+}
+
+impl Walk {
+    fn run<S: AsRef<[u8]>>(
+        reader: &Reader<S>,
+        cidrs: &[IpNetwork],
+        countries: &CountryTable,
+    ) -> Result<Walk, GeoError> {
+        // Records by data offset, each decoded once; equal locations share a cell.
+        let mut by_offset: HashMap<usize, Option<CellId>> = HashMap::new();
+        let mut cells: HashMap<LocationKey, CellId> = HashMap::new();
+        let mut walk = Walk {
+            v4: Trie::new(32),
+            v6: Trie::new(128),
+            locations: Vec::new(),
+        };
+        let mut last: Option<(usize, Option<CellId>)> = None;
+        for cidr in cidrs {
+            for network in reader.within(*cidr, WithinOptions::default())? {
+                let network = network?;
+                let Some(offset) = network.offset() else {
+                    continue;
+                };
+                // Neighbouring networks often share a record: skip the lookup then.
+                let cell = match last.filter(|(o, _)| *o == offset) {
+                    Some((_, cell)) => cell,
+                    None => match by_offset.get(&offset) {
+                        Some(cell) => *cell,
+                        None => {
+                            let record: Option<RawRecord<'_>> = network.decode()?;
+                            let located = record.and_then(|r| r.locate(countries));
+                            let cell = located.map(|location| {
+                                *cells.entry(LocationKey::of(&location)).or_insert_with(|| {
+                                    walk.locations.push(location);
+                                    CellId(walk.locations.len() as u32 - 1)
+                                })
+                            });
+                            by_offset.insert(offset, cell);
+                            cell
+                        }
+                    },
+                };
+                last = Some((offset, cell));
+                let net = network.network()?;
+                let (bits, is_v4) = left_aligned(net.network());
+                if is_v4 {
+                    walk.v4.insert(bits, net.prefix(), cell);
+                } else {
+                    walk.v6.insert(bits, net.prefix(), cell);
+                }
+            }
+        }
+        Ok(walk)
+    }
+
+    /// The IPv4 walk's tries and locations joined with the IPv6 walk's, whose cells are
+    /// renumbered into one table.
+    fn merge(self, other: Walk) -> (Trie, Trie, Vec<Location>) {
+        let mut locations = self.locations;
+        let mut ids: HashMap<LocationKey, u32> = locations
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (LocationKey::of(l), i as u32))
+            .collect();
+        let renumber: Vec<u32> = other
+            .locations
+            .iter()
+            .map(|location| {
+                *ids.entry(LocationKey::of(location)).or_insert_with(|| {
+                    locations.push(*location);
+                    locations.len() as u32 - 1
+                })
+            })
+            .collect();
+        let mut v6 = other.v6;
+        v6.renumber_cells(&renumber);
+        (self.v4, v6, locations)
+    }
+}
+
+fn all_ipv4() -> ipnetwork::Ipv4Network {
+    ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")
+}
+
+fn all_ipv6() -> ipnetwork::Ipv6Network {
+    ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::UNSPECIFIED, 0).expect("/0 is valid")
+}
+
+/// IPv6 space without `::/96` (where an IPv6 database keeps IPv4): the networks `1` at bit
+/// `k` after `k` zero bits, for `k` from 0 to 95.
+fn ipv6_outside_ipv4() -> Vec<IpNetwork> {
+    (0..96u8)
+        .map(|k| {
+            let addr = std::net::Ipv6Addr::from_bits(1u128 << (127 - u32::from(k)));
+            IpNetwork::V6(ipnetwork::Ipv6Network::new(addr, k + 1).expect("prefix within 128"))
+        })
+        .collect()
+}
+
+/// Equality of locations, for sharing cells: coordinates by their bits.
+#[derive(PartialEq, Eq, Hash)]
+struct LocationKey(u64, u64, Option<CountryCode>, Option<Continent>);
+
+impl LocationKey {
+    fn of(location: &Location) -> Self {
+        LocationKey(
+            location.coordinates.latitude.to_bits(),
+            location.coordinates.longitude.to_bits(),
+            location.country,
+            location.continent,
+        )
     }
 }
 

@@ -1,11 +1,15 @@
-//! The base table: every ranking that depends only on the configuration and the geo database.
+//! The base table: what depends only on the configuration and the geo database: the rankings
+//! that do not depend on the client's place (configured order, weight buckets, per-network
+//! overrides), and the geo database that decision maps are built over (`geomap.rs`, in the live
+//! layer, because candidates depend on the live state).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use crate::config::{ClientRule, Config, Policy, ServiceConfig};
-use crate::geo::{Coordinates, Location};
+use crate::geo::{Coordinates, GeoDb, Location};
 
 use super::policy;
 use super::{BUCKETS, DcId, ServiceId};
@@ -21,8 +25,8 @@ pub struct BaseTable {
     pub(super) services: Vec<BaseService>,
     /// Datacenter coordinates, by `DcId`.
     pub(super) dc_coordinates: Vec<Coordinates>,
-    /// Every geo cell's location, by `CellId`.
-    pub(super) cells: Vec<Location>,
+    /// The geo database decision maps are built over.
+    pub(super) geo: Arc<GeoDb>,
 }
 
 #[derive(Debug)]
@@ -32,9 +36,6 @@ pub(super) struct BaseService {
     pub(super) rankings: Vec<Box<[DcId]>>,
     /// The configured order: `failover`, and clients without a location.
     pub(super) ordered: BaseId,
-    /// `nearest` and `nearest-with-capacity`: each cell's distance ranking, geofence and place
-    /// overrides applied.
-    pub(super) by_cell: Vec<BaseId>,
     /// `weighted`: each bucket's weighted rendezvous ranking.
     pub(super) by_bucket: Vec<BaseId>,
     /// Per-network overrides: the network and its ranking, most specific first.
@@ -42,9 +43,8 @@ pub(super) struct BaseService {
 }
 
 impl BaseTable {
-    /// Compiles base rankings for every service and cell. `cells` are the geo database's
-    /// locations, indexed by `CellId`.
-    pub fn build(config: &Config, cells: &[Location]) -> BaseTable {
+    /// Compiles the client-independent rankings of every service, over `geo`.
+    pub fn build(config: &Config, geo: Arc<GeoDb>) -> BaseTable {
         let dc_coordinates: Vec<Coordinates> =
             config.datacenters.iter().map(|dc| dc.coordinates).collect();
         let names: Vec<&str> = config
@@ -55,17 +55,22 @@ impl BaseTable {
         let services = config
             .services
             .iter()
-            .map(|service| build_service(service, &dc_coordinates, &names, cells))
+            .map(|service| build_service(service, &names))
             .collect();
         BaseTable {
             services,
             dc_coordinates,
-            cells: cells.to_vec(),
+            geo,
         }
     }
 
     pub(super) fn service(&self, service: ServiceId) -> &BaseService {
         &self.services[usize::from(service.0)]
+    }
+
+    /// The geo database.
+    pub fn geo(&self) -> &Arc<GeoDb> {
+        &self.geo
     }
 }
 
@@ -80,30 +85,10 @@ impl BaseService {
     }
 }
 
-fn build_service(
-    service: &ServiceConfig,
-    coordinates: &[Coordinates],
-    names: &[&str],
-    cells: &[Location],
-) -> BaseService {
+fn build_service(service: &ServiceConfig, names: &[&str]) -> BaseService {
     let mut interner = Interner::default();
     let ordered_dcs = policy::by_order(&service.pools, &service.order);
     let ordered = interner.intern(ordered_dcs.clone());
-    let by_cell = match service.policy {
-        Policy::Nearest | Policy::NearestWithCapacity => cells
-            .iter()
-            .map(|cell| {
-                let ranking = policy::by_distance(
-                    &service.pools,
-                    &service.order,
-                    coordinates,
-                    &cell.coordinates,
-                );
-                interner.intern(apply_place_rules(service, ranking, cell))
-            })
-            .collect(),
-        Policy::Failover | Policy::Weighted | Policy::Metric => Vec::new(),
-    };
     let by_bucket = match service.policy {
         Policy::Weighted => (0..BUCKETS)
             .map(|bucket| interner.intern(policy::by_weight(&service.pools, names, bucket)))
@@ -125,29 +110,8 @@ fn build_service(
         policy: service.policy,
         rankings: interner.rankings,
         ordered,
-        by_cell,
         by_bucket,
         by_network,
-    }
-}
-
-/// Applies the first geofence and the first place override matching `cell` to `ranking`.
-pub(super) fn apply_place_rules(
-    service: &ServiceConfig,
-    mut ranking: Vec<DcId>,
-    cell: &Location,
-) -> Vec<DcId> {
-    if let Some(fence) = fence_for(service, cell) {
-        let allowed = rule_dcs(service, fence);
-        ranking.retain(|dc| allowed.contains(dc));
-    }
-    let place_override = service
-        .overrides
-        .iter()
-        .find(|rule| rule.matches_place(cell.country, cell.continent));
-    match place_override {
-        Some(rule) => prefer(ranking, &rule_dcs(service, rule)),
-        None => ranking,
     }
 }
 

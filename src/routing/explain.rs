@@ -153,6 +153,10 @@ fn reason(
     };
     match rank {
         None if geofenced => "skipped: geofenced".to_owned(),
+        // Decision maps keep only as many datacenters as an answer can use.
+        None if standing.is_eligible() => {
+            format!("not needed: {standing_text}, ranked below the answer's datacenters")
+        }
         None => format!("skipped: {standing_text}"),
         Some(_) if failed_open => {
             format!("failed open: {standing_text}, but every datacenter is ineligible")

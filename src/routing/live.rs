@@ -1,15 +1,25 @@
-//! The live routing table: base rankings with every datacenter's current state applied.
+//! The live routing table: base rankings and decision maps with every datacenter's current
+//! state applied.
+//!
+//! A state change rebuilds only what it touches: a service's decision map is rebuilt only when
+//! its inputs (eligible datacenters, full datacenters, measured latencies) changed, and services
+//! with equal inputs share one map. Capacity spill is a thin layer over the map: a load report
+//! that moves no datacenter across a watermark changes only the spill shares.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{AllDown, Config, DatacenterConfig, Policy, ServiceConfig};
-use crate::geo::Location;
+use ipnet::IpNet;
 
-use super::base::{self, BaseTable, Interner};
+use crate::config::{AllDown, ClientRule, Config, DatacenterConfig, Policy, ServiceConfig};
+use crate::geo::{Location, Region, UnitVector};
+
+use super::base::{self, BaseId, BaseTable, Interner};
+use super::geomap::{Candidate, Context, GeoMap, MapInputs, MapStats};
 use super::policy;
-use super::{BUCKETS, Basis, Client, DcId, Decision, RankingId, Scope, ServiceId, bucket};
+use super::{Basis, Client, DcId, Decision, RankingId, Scope, ServiceId, bucket};
 
 /// What the control plane knows about one datacenter, as of the time the table is built.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -141,47 +151,105 @@ impl Standing {
 #[derive(Debug)]
 pub struct RoutingTable {
     base: Arc<BaseTable>,
-    services: Vec<LiveService>,
+    /// Shared with the previous table where nothing the service depends on changed.
+    services: Vec<Arc<LiveService>>,
 }
 
 #[derive(Debug)]
 pub(super) struct LiveService {
-    /// Distinct effective rankings.
+    /// Distinct effective rankings; answers are prepared per ranking.
     pub(super) rankings: Vec<Box<[DcId]>>,
     /// Whether each ranking is a fail-open one.
     failed_open: Vec<bool>,
-    /// Each base ranking, filtered.
+    /// Each base ranking (configured order, weight buckets, overrides), filtered.
     by_base: Vec<RankingId>,
-    /// `nearest-with-capacity`: per base ranking, `BUCKETS` rankings with spill applied.
-    by_base_bucket: Vec<RankingId>,
-    /// `nearest-with-capacity`: whether the base ranking's answer depends on the bucket.
-    spilling: Vec<bool>,
-    /// `metric`: per cell.
-    by_cell: Vec<RankingId>,
+    /// `nearest`, `nearest-with-capacity`, `metric`: the decision map and what each of its
+    /// rankings becomes.
+    geo: Option<GeoPart>,
     /// `nearest-with-capacity`: which datacenters are over their high watermark (with
     /// hysteresis), by `DcId`; carried into the next table.
     pub(super) overloaded: Vec<bool>,
+    /// `nearest-with-capacity`: how many hash buckets each datacenter sends on, by `DcId`.
+    spill: Vec<u16>,
+    /// Which datacenters may receive clients, by `DcId`.
+    eligible: Vec<bool>,
+}
+
+/// A service's decision map with the live choice of each of its rankings.
+#[derive(Debug)]
+struct GeoPart {
+    inputs: Arc<MapInputs>,
+    map: Arc<GeoMap>,
+    /// By the map's ranking index.
+    choices: Vec<Choice>,
+    /// How long building the map took (zero when it was reused or shared).
+    build_time: Duration,
+}
+
+/// What one ranking of a decision map answers.
+#[derive(Debug)]
+enum Choice {
+    /// The same for every client network.
+    Fixed(RankingId),
+    /// Capacity spill: the first of these datacenters that keeps the client's hash bucket
+    /// comes first (the first one if none does).
+    Split(Box<[(DcId, RankingId)]>),
+}
+
+/// A service's decision map, described for `check-config`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapReport {
+    /// Sizes.
+    pub stats: MapStats,
+    /// Build time, zero when the map was shared with another service or reused.
+    pub build_time: Duration,
 }
 
 impl RoutingTable {
-    /// Applies `states` (indexed by `DcId`) to `base`. `previous` is the table being replaced,
-    /// if it was built from the same base: its overload flags give the watermarks hysteresis.
+    /// Applies `states` (indexed by `DcId`) to `base`. `previous` is the table being replaced:
+    /// its decision maps are reused where their inputs did not change (when it used the same
+    /// geo database), and if it was built from the same base, its overload flags give the
+    /// watermarks hysteresis and its unchanged services are kept whole.
     pub fn build(
         base: Arc<BaseTable>,
         config: &Config,
         states: &[DcState],
         previous: Option<&RoutingTable>,
     ) -> RoutingTable {
-        let services = config
+        // Maps depend on the geo database and their inputs only, so they outlive reloads that
+        // keep the database; everything else is kept only within one configuration.
+        let same_geo = previous.filter(|p| Arc::ptr_eq(&p.base.geo, &base.geo));
+        let previous = previous.filter(|p| Arc::ptr_eq(&p.base, &base));
+        let facts: Vec<ServiceFacts> = config
             .services
             .iter()
             .enumerate()
             .map(|(i, service)| {
                 let id = ServiceId(i as u16);
-                let previous = previous
-                    .filter(|p| Arc::ptr_eq(&p.base, &base))
-                    .map(|p| &p.services[i].overloaded[..]);
-                build_service(&base, config, service, id, states, previous)
+                let overloaded = previous.map(|p| &p.services[i].overloaded[..]);
+                ServiceFacts::judge(&base, config, service, id, states, overloaded)
+            })
+            .collect();
+        let maps = build_maps(&base, &facts, same_geo);
+        let services = config
+            .services
+            .iter()
+            .enumerate()
+            .zip(facts)
+            .zip(maps)
+            .map(|(((i, service), facts), map)| {
+                if let Some(before) = previous.map(|p| &p.services[i])
+                    && before.unchanged(&facts, map.as_ref().map(|(m, _)| m))
+                {
+                    return before.clone();
+                }
+                Arc::new(build_service(
+                    &base,
+                    service,
+                    ServiceId(i as u16),
+                    facts,
+                    map,
+                ))
             })
             .collect();
         RoutingTable { base, services }
@@ -191,57 +259,71 @@ impl RoutingTable {
     ///
     /// # Panics
     ///
-    /// If `service` or the client's cell does not belong to the table's snapshot: both come from
-    /// the same snapshot, so that would be a bug in the caller.
+    /// If `service` does not belong to the table's snapshot, or the client was located in
+    /// another geo database: both come from the same snapshot, so that would be a bug in the
+    /// caller.
     pub fn resolve(&self, service: ServiceId, client: &Client) -> Decision<'_> {
         let base = self.base.service(service);
         let live = &self.services[usize::from(service.0)];
-        let (ranking, basis, scope) = if let Some((net, id)) = base.network_override(client.ip) {
-            (
-                live.by_base[id.0 as usize],
-                Basis::Override,
-                Scope::Prefix(net.prefix_len()),
-            )
-        } else {
-            match (base.policy, client.cell) {
-                (Policy::Failover, _) => (
-                    live.by_base[base.ordered.0 as usize],
-                    Basis::Order,
-                    Scope::Global,
-                ),
-                (Policy::Weighted, _) => {
-                    let id = base.by_bucket[bucket(client.network_key)];
-                    (live.by_base[id.0 as usize], Basis::Weight, Scope::Network)
+        let (ranking, basis, scope, prefix_len) =
+            if let Some((net, id)) = base.network_override(client.ip) {
+                let prefix = net.prefix_len();
+                (
+                    live.by_base[id.0 as usize],
+                    Basis::Override,
+                    Scope::Prefix(prefix),
+                    prefix,
+                )
+            } else {
+                match base.policy {
+                    Policy::Failover => (
+                        live.by_base[base.ordered.0 as usize],
+                        Basis::Order,
+                        Scope::Global,
+                        0,
+                    ),
+                    Policy::Weighted => {
+                        let id = base.by_bucket[bucket(client.network_key)];
+                        (
+                            live.by_base[id.0 as usize],
+                            Basis::Weight,
+                            Scope::Network,
+                            client.network_prefix,
+                        )
+                    }
+                    Policy::Nearest | Policy::NearestWithCapacity | Policy::Metric => {
+                        let part = live.geo.as_ref().expect("geographic services have a map");
+                        let answer = part.map.resolve(&self.base.geo, client.ip, client.hit());
+                        let basis = match (client.cell, base.policy) {
+                            (None, _) => Basis::NoLocation,
+                            (Some(_), Policy::Metric) => Basis::Score,
+                            (Some(_), _) => Basis::Distance,
+                        };
+                        match &part.choices[answer.rank as usize] {
+                            Choice::Fixed(id) => (*id, basis, Scope::Geo, answer.prefix_len),
+                            Choice::Split(fronts) => {
+                                let b = bucket(client.network_key);
+                                let id = fronts
+                                    .iter()
+                                    .find(|(dc, _)| b >= usize::from(live.spill[usize::from(dc.0)]))
+                                    .unwrap_or(&fronts[0])
+                                    .1;
+                                // RFC 7871 §7.2.1: the answer holds only where both the place
+                                // and the hashed network are the client's.
+                                let prefix = answer.prefix_len.max(client.network_prefix);
+                                (id, basis, Scope::GeoAndNetwork, prefix)
+                            }
+                        }
+                    }
                 }
-                (Policy::Nearest, Some(cell)) => {
-                    let id = base.by_cell[cell.0 as usize];
-                    (live.by_base[id.0 as usize], Basis::Distance, Scope::Geo)
-                }
-                (Policy::NearestWithCapacity, Some(cell)) => {
-                    let id = base.by_cell[cell.0 as usize].0 as usize;
-                    let ranking = live.by_base_bucket[id * BUCKETS + bucket(client.network_key)];
-                    let scope = if live.spilling[id] {
-                        Scope::GeoAndNetwork
-                    } else {
-                        Scope::Geo
-                    };
-                    (ranking, Basis::Distance, scope)
-                }
-                (Policy::Metric, Some(cell)) => {
-                    (live.by_cell[cell.0 as usize], Basis::Score, Scope::Geo)
-                }
-                (_, None) => (
-                    live.by_base[base.ordered.0 as usize],
-                    Basis::NoLocation,
-                    Scope::Geo,
-                ),
-            }
-        };
+            };
+        let prefix_len = narrow_for_overrides(&base.by_network, client.ip, prefix_len);
         Decision {
             ranking,
             datacenters: &live.rankings[ranking.0 as usize],
             basis,
             scope,
+            prefix_len,
             failed_open: live.failed_open[ranking.0 as usize],
         }
     }
@@ -260,9 +342,55 @@ impl RoutingTable {
             .unwrap_or(false)
     }
 
+    /// The decision map of `service`, for `check-config`; `None` for policies without one.
+    pub fn map_report(&self, service: ServiceId) -> Option<MapReport> {
+        self.services[usize::from(service.0)]
+            .geo
+            .as_ref()
+            .map(|part| MapReport {
+                stats: part.map.stats(),
+                build_time: part.build_time,
+            })
+    }
+
+    /// The decision map of `service`, to tell shared and reused maps apart in tests.
+    #[cfg(test)]
+    pub(super) fn map_of(&self, service: ServiceId) -> Option<&Arc<GeoMap>> {
+        self.services[usize::from(service.0)]
+            .geo
+            .as_ref()
+            .map(|part| &part.map)
+    }
+
     /// The base table this table applies state to.
     pub fn base(&self) -> &Arc<BaseTable> {
         &self.base
+    }
+
+    /// Whether `service` has exactly the rankings it had in `other` (a table it was built
+    /// from), so that what was prepared for them can be kept.
+    pub fn same_rankings(&self, other: &RoutingTable, service: ServiceId) -> bool {
+        let i = usize::from(service.0);
+        Arc::ptr_eq(&self.base, &other.base)
+            && other
+                .services
+                .get(i)
+                .is_some_and(|o| Arc::ptr_eq(o, &self.services[i]))
+    }
+}
+
+impl LiveService {
+    /// Whether this service would be built the same from `facts` and `map`.
+    fn unchanged(&self, facts: &ServiceFacts, map: Option<&Arc<GeoMap>>) -> bool {
+        let same_map = match (&self.geo, map) {
+            (Some(part), Some(map)) => Arc::ptr_eq(&part.map, map),
+            (None, None) => true,
+            _ => false,
+        };
+        same_map
+            && self.eligible == facts.eligible
+            && self.overloaded == facts.overloaded
+            && self.spill == facts.spill
     }
 }
 
@@ -272,100 +400,412 @@ impl From<u32> for RankingId {
     }
 }
 
+/// What the live state means for one service: eligibility, capacity, and its map's inputs.
+struct ServiceFacts {
+    eligible: Vec<bool>,
+    overloaded: Vec<bool>,
+    spill: Vec<u16>,
+    inputs: Option<Arc<MapInputs>>,
+}
+
+impl ServiceFacts {
+    fn judge(
+        base: &BaseTable,
+        config: &Config,
+        service: &ServiceConfig,
+        id: ServiceId,
+        states: &[DcState],
+        previous_overload: Option<&[bool]>,
+    ) -> ServiceFacts {
+        // Only the service's own datacenters count, so that a report from another one leaves
+        // the service as it was.
+        let mut in_pool = vec![false; states.len()];
+        for pool in &service.pools {
+            in_pool[pool.datacenter] = true;
+        }
+        let eligible: Vec<bool> = config
+            .datacenters
+            .iter()
+            .zip(states)
+            .enumerate()
+            .map(|(i, (dc, state))| {
+                in_pool[i] && Standing::of(dc, state, id, service).is_eligible()
+            })
+            .collect();
+        let capacity = service.policy == Policy::NearestWithCapacity;
+        let utilization =
+            |state: &DcState| state.report.as_ref().map_or(0.0, ReportState::utilization);
+        let overloaded: Vec<bool> = states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| {
+                let was = previous_overload
+                    .and_then(|p| p.get(i))
+                    .copied()
+                    .unwrap_or(false);
+                capacity
+                    && in_pool[i]
+                    && policy::still_overloaded(was, utilization(state), &service.capacity)
+            })
+            .collect();
+        let spill: Vec<u16> = states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| {
+                if capacity && in_pool[i] {
+                    policy::spill_buckets(utilization(state), &service.capacity) as u16
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let inputs = matches!(
+            service.policy,
+            Policy::Nearest | Policy::NearestWithCapacity | Policy::Metric
+        )
+        .then(|| {
+            Arc::new(map_inputs(
+                base,
+                service,
+                states,
+                &eligible,
+                &overloaded,
+                &spill,
+            ))
+        });
+        ServiceFacts {
+            eligible,
+            overloaded,
+            spill,
+            inputs,
+        }
+    }
+}
+
+/// The decision map of every service: reused from `previous` when its inputs did not change,
+/// shared between services with equal inputs, otherwise built (in parallel).
+fn build_maps(
+    base: &BaseTable,
+    facts: &[ServiceFacts],
+    previous: Option<&RoutingTable>,
+) -> Vec<Option<(Arc<GeoMap>, Duration)>> {
+    let mut known: HashMap<Arc<MapInputs>, Arc<GeoMap>> = HashMap::new();
+    if let Some(previous) = previous {
+        for part in previous.services.iter().filter_map(|s| s.geo.as_ref()) {
+            known.insert(part.inputs.clone(), part.map.clone());
+        }
+    }
+    let mut wanted: Vec<Arc<MapInputs>> = Vec::new();
+    for inputs in facts.iter().filter_map(|f| f.inputs.as_ref()) {
+        if !known.contains_key(inputs) && !wanted.contains(inputs) {
+            wanted.push(inputs.clone());
+        }
+    }
+    // Distinct maps are independent: build them on every core. Routing does no I/O; these
+    // threads only compute.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(wanted.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let geo = &base.geo;
+    let built: Vec<(usize, GeoMap, Duration)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(inputs) = wanted.get(i) else { break };
+                        // Measured for `check-config` only; no decision reads it.
+                        let started = std::time::Instant::now();
+                        let map = GeoMap::build(geo, inputs);
+                        done.push((i, map, started.elapsed()));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("map builds do not panic"))
+            .collect()
+    });
+    let mut times: HashMap<Arc<MapInputs>, Duration> = HashMap::new();
+    for (i, map, time) in built {
+        known.insert(wanted[i].clone(), Arc::new(map));
+        times.insert(wanted[i].clone(), time);
+    }
+    facts
+        .iter()
+        .map(|f| {
+            f.inputs.as_ref().map(|inputs| {
+                let map = known.get(inputs).expect("every map was built").clone();
+                // The first service to use a new map is charged its build time.
+                let time = times.remove(inputs).unwrap_or_default();
+                (map, time)
+            })
+        })
+        .collect()
+}
+
+/// The inputs of one service's decision map under the live state.
+fn map_inputs(
+    base: &BaseTable,
+    service: &ServiceConfig,
+    states: &[DcState],
+    eligible: &[bool],
+    overloaded: &[bool],
+    spill: &[u16],
+) -> MapInputs {
+    let metric = service.policy == Policy::Metric;
+    let by_place = !service.geofences.is_empty()
+        || service
+            .overrides
+            .iter()
+            .any(|rule| !rule.countries.is_empty() || !rule.continents.is_empty());
+    let measured = metric
+        && service.pools.iter().any(|pool| {
+            states[pool.datacenter]
+                .report
+                .as_ref()
+                .is_some_and(|r| !r.latency_ms.is_empty())
+        });
+    let context =
+        |region: Option<&Region>| context_for(base, service, states, eligible, overloaded, region);
+    let (contexts, by_region) = if by_place || measured {
+        let mut contexts: Vec<Context> = Vec::new();
+        let mut ids: HashMap<Context, u16> = HashMap::new();
+        let by_region = base
+            .geo
+            .regions()
+            .iter()
+            .map(|region| {
+                let context = context(Some(region));
+                *ids.entry(context.clone()).or_insert_with(|| {
+                    contexts.push(context);
+                    (contexts.len() - 1) as u16
+                })
+            })
+            .collect();
+        (contexts, Some(by_region))
+    } else {
+        (vec![context(None)], None)
+    };
+    let answers = service.answers.get() as usize;
+    // A datacenter without addresses of one family passes the answer on to the next.
+    let lacking = service
+        .pools
+        .iter()
+        .filter(|pool| pool.a.is_empty() || pool.aaaa.is_empty())
+        .count();
+    let spilling = service
+        .pools
+        .iter()
+        .filter(|pool| spill[pool.datacenter] > 0)
+        .count();
+    let ordered = policy::by_order(&service.pools, &service.order);
+    let (unlocated, unlocated_open) = filter(&ordered, eligible, service.all_down);
+    MapInputs {
+        depth: answers + lacking + spilling,
+        contexts,
+        by_region,
+        unlocated: (unlocated, unlocated_open),
+    }
+}
+
+/// The candidates of clients in `region` (any region when `None`: no place rule applies).
+fn context_for(
+    base: &BaseTable,
+    service: &ServiceConfig,
+    states: &[DcState],
+    eligible: &[bool],
+    overloaded: &[bool],
+    region: Option<&Region>,
+) -> Context {
+    let allowed = matching(&service.geofences, region).map(|rule| base::rule_dcs(service, rule));
+    let preferred = matching(&service.overrides, region)
+        .map(|rule| base::rule_dcs(service, rule))
+        .unwrap_or_default();
+    let in_order: Vec<(u32, DcId)> = service
+        .order
+        .iter()
+        .enumerate()
+        .map(|(position, &pool)| (position as u32, policy::dc_id(&service.pools[pool])))
+        .filter(|(_, dc)| allowed.as_ref().is_none_or(|a| a.contains(dc)))
+        .collect();
+    let healthy: Vec<(u32, DcId)> = in_order
+        .iter()
+        .copied()
+        .filter(|(_, dc)| eligible[usize::from(dc.0)])
+        .collect();
+    let (members, failed_open) = match (healthy.is_empty(), service.all_down) {
+        (false, _) => (healthy, false),
+        (true, AllDown::FailOpen) => (in_order, true),
+        (true, AllDown::ServFail) => (Vec::new(), false),
+    };
+    let candidates = members
+        .into_iter()
+        .map(|(position, dc)| {
+            let pref = preferred.iter().position(|p| *p == dc);
+            let full = !failed_open && overloaded[usize::from(dc.0)];
+            let (per_km, offset) = match pref {
+                Some(rank) => (0.0, rank as f64),
+                None if service.policy == Policy::Metric => {
+                    metric_parameters(service, states, region, dc)
+                }
+                None => (1.0, 0.0),
+            };
+            Candidate {
+                dc,
+                tier: 2 * u8::from(full) + u8::from(pref.is_none()),
+                per_km,
+                offset,
+                position,
+                at: base.dc_coordinates[usize::from(dc.0)],
+                point: UnitVector::of(&base.dc_coordinates[usize::from(dc.0)]),
+            }
+        })
+        .collect();
+    Context {
+        candidates,
+        failed_open,
+    }
+}
+
+/// The first rule that applies to clients of `region`.
+fn matching<'r>(rules: &'r [ClientRule], region: Option<&Region>) -> Option<&'r ClientRule> {
+    let region = region?;
+    rules
+        .iter()
+        .find(|rule| rule.matches_place(region.country, region.continent))
+}
+
+/// `metric`: the score of `dc` for clients of `region` as `per_km × distance + offset`:
+/// `latency_weight × latency + cost_weight × cost`, the latency measured for the region or
+/// estimated from distance.
+fn metric_parameters(
+    service: &ServiceConfig,
+    states: &[DcState],
+    region: Option<&Region>,
+    dc: DcId,
+) -> (f64, f64) {
+    let report = states[usize::from(dc.0)].report.as_ref();
+    let measured = region.and_then(|region| {
+        measured_latency(report, region.country.as_ref(), region.continent.as_ref())
+    });
+    let cost = service.metric.cost * report.and_then(|r| r.cost).unwrap_or(0.0);
+    match measured {
+        Some(latency) => (0.0, service.metric.latency * latency + cost),
+        None => {
+            let (base_ms, per_km) = policy::latency_estimate();
+            (
+                service.metric.latency * per_km,
+                service.metric.latency * base_ms + cost,
+            )
+        }
+    }
+}
+
+/// The latency a report measured for a client's country, else its continent.
+fn measured_latency(
+    report: Option<&ReportState>,
+    country: Option<&crate::geo::CountryCode>,
+    continent: Option<&crate::geo::Continent>,
+) -> Option<f64> {
+    let report = report?;
+    let by_country = country.and_then(|c| report.latency_ms.get(c.as_str()));
+    let by_continent = continent.and_then(|c| report.latency_ms.get(c.code()));
+    by_country.or(by_continent).copied()
+}
+
 /// Builds one service's live rankings.
 fn build_service(
     base: &BaseTable,
-    config: &Config,
     service: &ServiceConfig,
     id: ServiceId,
-    states: &[DcState],
-    previous_overload: Option<&[bool]>,
+    facts: ServiceFacts,
+    map: Option<(Arc<GeoMap>, Duration)>,
 ) -> LiveService {
     let base_service = base.service(id);
-    let eligible: Vec<bool> = config
-        .datacenters
-        .iter()
-        .zip(states)
-        .map(|(dc, state)| Standing::of(dc, state, id, service).is_eligible())
-        .collect();
-    let overloaded: Vec<bool> = states
-        .iter()
-        .enumerate()
-        .map(|(i, state)| {
-            let was = previous_overload
-                .and_then(|p| p.get(i))
-                .copied()
-                .unwrap_or(false);
-            let utilization = state.report.as_ref().map_or(0.0, ReportState::utilization);
-            policy::still_overloaded(was, utilization, &service.capacity)
-        })
-        .collect();
     let mut interner: Interner<RankingId> = Interner::default();
     let mut failed_open = Vec::new();
-    let mut finish = |ranking: &[DcId], interner: &mut Interner<RankingId>| {
-        let (effective, fail_open) = filter(ranking, &eligible, service.all_down);
-        let id = interner.intern(effective);
+    let mut finish = |ranking: Vec<DcId>, open: bool, interner: &mut Interner<RankingId>| {
+        let id = interner.intern(ranking);
         if failed_open.len() <= id.0 as usize {
-            failed_open.push(fail_open);
+            failed_open.push(open);
         }
         id
     };
     let by_base: Vec<RankingId> = base_service
         .rankings
         .iter()
-        .map(|ranking| finish(ranking, &mut interner))
+        .map(|ranking| {
+            let (effective, open) = filter(ranking, &facts.eligible, service.all_down);
+            finish(effective, open, &mut interner)
+        })
         .collect();
-    let (mut by_base_bucket, mut spilling) = (Vec::new(), Vec::new());
-    if service.policy == Policy::NearestWithCapacity {
-        let shares: Vec<usize> = states
+    let geo = facts.inputs.zip(map).map(|(inputs, (map, build_time))| {
+        let choices = map
+            .rankings
             .iter()
-            .map(|state| {
-                let utilization = state.report.as_ref().map_or(0.0, ReportState::utilization);
-                policy::spill_buckets(utilization, &service.capacity)
+            .map(|(ranking, open)| {
+                let fronts = spill_fronts(ranking, *open, &facts.overloaded, &facts.spill);
+                if fronts.len() < 2 {
+                    return Choice::Fixed(finish(ranking.to_vec(), *open, &mut interner));
+                }
+                let fronts = fronts
+                    .into_iter()
+                    .map(|dc| {
+                        let mut moved = vec![dc];
+                        moved.extend(ranking.iter().copied().filter(|d| *d != dc));
+                        (dc, finish(moved, false, &mut interner))
+                    })
+                    .collect();
+                Choice::Split(fronts)
             })
             .collect();
-        for ranking in &base_service.rankings {
-            let candidates: Vec<DcId> = ranking
-                .iter()
-                .copied()
-                .filter(|dc| eligible[usize::from(dc.0)])
-                .collect();
-            let spills = candidates
-                .iter()
-                .any(|dc| !overloaded[usize::from(dc.0)] && shares[usize::from(dc.0)] > 0);
-            spilling.push(spills);
-            for b in 0..BUCKETS {
-                let spilled = policy::with_capacity(&candidates, &overloaded, &shares, b);
-                // An empty candidate list falls back like any other ranking.
-                let source = if spilled.is_empty() {
-                    &ranking[..]
-                } else {
-                    &spilled[..]
-                };
-                by_base_bucket.push(finish(source, &mut interner));
-            }
+        GeoPart {
+            inputs,
+            map,
+            choices,
+            build_time,
         }
-    }
-    let by_cell: Vec<RankingId> = if service.policy == Policy::Metric {
-        base.cells
-            .iter()
-            .map(|cell| {
-                let ranking = metric_ranking(base, service, states, cell);
-                finish(&ranking, &mut interner)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    });
     LiveService {
         rankings: interner.rankings,
         failed_open,
         by_base,
-        by_base_bucket,
-        spilling,
-        by_cell,
-        overloaded,
+        geo,
+        overloaded: facts.overloaded,
+        spill: facts.spill,
+        eligible: facts.eligible,
     }
+}
+
+/// `nearest-with-capacity`: the datacenters that can come first in `ranking` depending on the
+/// client's hash bucket: the leading ones that are not full, up to the first that spills
+/// nothing. Fewer than two means the bucket does not matter.
+fn spill_fronts(
+    ranking: &[DcId],
+    failed_open: bool,
+    overloaded: &[bool],
+    spill: &[u16],
+) -> Vec<DcId> {
+    if failed_open {
+        return Vec::new();
+    }
+    let mut fronts = Vec::new();
+    for dc in ranking {
+        if overloaded[usize::from(dc.0)] {
+            break;
+        }
+        fronts.push(*dc);
+        if spill[usize::from(dc.0)] == 0 {
+            break;
+        }
+    }
+    fronts
 }
 
 /// Drops ineligible datacenters; when none is left, applies the service's all-down rule.
@@ -382,26 +822,32 @@ fn filter(ranking: &[DcId], eligible: &[bool], all_down: AllDown) -> (Vec<DcId>,
     }
 }
 
-/// The `metric` ranking of one cell: by score, then geofence and place overrides.
-pub(super) fn metric_ranking(
-    base: &BaseTable,
-    service: &ServiceConfig,
-    states: &[DcState],
-    cell: &Location,
-) -> Vec<DcId> {
-    let mut scored: Vec<(f64, usize, DcId)> = service
-        .order
-        .iter()
-        .enumerate()
-        .map(|(position, &pool)| {
-            let dc = policy::dc_id(&service.pools[pool]);
-            let score = metric_score(base, service, states, cell, dc);
-            (score, position, dc)
-        })
-        .collect();
-    scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let ranking = scored.into_iter().map(|(_, _, dc)| dc).collect();
-    base::apply_place_rules(service, ranking, cell)
+/// Lengthens `prefix_len` until the network `ip`/`prefix_len` overlaps no override network
+/// that does not hold `ip`: inside such a network clients get another answer.
+fn narrow_for_overrides(overrides: &[(IpNet, BaseId)], ip: IpAddr, prefix_len: u8) -> u8 {
+    let ip = ip.to_canonical();
+    let (bits, width) = match ip {
+        IpAddr::V4(v4) => (u128::from(v4.to_bits()) << 96, 32u8),
+        IpAddr::V6(v6) => (v6.to_bits(), 128u8),
+    };
+    let mut prefix_len = prefix_len;
+    for (net, _) in overrides {
+        if net.contains(&ip) {
+            continue;
+        }
+        let net_bits = match (net.network(), ip) {
+            (IpAddr::V4(n), IpAddr::V4(_)) => u128::from(n.to_bits()) << 96,
+            (IpAddr::V6(n), IpAddr::V6(_)) => n.to_bits(),
+            _ => continue,
+        };
+        // The leading bits the client shares with the override network; fewer than the
+        // network's own prefix, since it does not hold the client.
+        let common = ((bits ^ net_bits).leading_zeros() as u8).min(width);
+        if common >= prefix_len {
+            prefix_len = (common + 1).min(width);
+        }
+    }
+    prefix_len
 }
 
 /// `latency_weight × latency + cost_weight × cost` for a client at `cell` (lower is better).
@@ -415,11 +861,7 @@ pub(super) fn metric_score(
     dc: DcId,
 ) -> f64 {
     let report = states[usize::from(dc.0)].report.as_ref();
-    let measured = report.and_then(|r| {
-        let by_country = cell.country.and_then(|c| r.latency_ms.get(c.as_str()));
-        let by_continent = cell.continent.and_then(|c| r.latency_ms.get(c.code()));
-        by_country.or(by_continent).copied()
-    });
+    let measured = measured_latency(report, cell.country.as_ref(), cell.continent.as_ref());
     let latency = measured.unwrap_or_else(|| {
         let distance = cell
             .coordinates

@@ -1,31 +1,36 @@
 //! The routing core: which datacenters serve a client, in which order. Pure and synchronous.
 //!
 //! Two layers, both built off the query path:
-//! - [`BaseTable`] compiles the configuration and the geo database's cells into base rankings
-//!   (distance order with geofences and place overrides applied, weight buckets, the configured
-//!   order). It is built on reload.
+//! - [`BaseTable`] compiles the configuration into the rankings that do not depend on the
+//!   client's place (weight buckets, the configured order, per-network overrides). It is built
+//!   on reload.
 //! - [`RoutingTable`] applies the live state of every datacenter (reports, drains, staleness,
-//!   utilization) to the base rankings. It is rebuilt whenever that state changes, which is
-//!   cheap because it works on the few distinct base rankings, not on every cell.
+//!   utilization) to them, and holds each geographic service's decision map (`geomap.rs`): its
+//!   ranking for every location, decided a whole quad of the world at a time, shared between
+//!   services with the same inputs and rebuilt only when those inputs change.
 //!
-//! [`RoutingTable::resolve`] then only indexes tables: no I/O, no clock (the caller passes the
-//! state as of a time), no locks, no metrics, no allocation. [`explain`] retraces one decision
-//! with every datacenter's reason, for operators.
+//! [`RoutingTable::resolve`] then only looks things up: no I/O, no clock (the caller passes the
+//! state as of a time), no locks, no metrics, no allocation. It also finds the ECS scope: the
+//! widest network around the client over which the answer cannot change. [`explain`] retraces
+//! one decision with every datacenter's reason, for operators. Map builds run on every core
+//! (scoped threads) and time themselves for `check-config`; no decision reads that time.
 
 mod base;
 mod explain;
+mod geomap;
 mod live;
 mod policy;
 mod status;
 
 pub use base::BaseTable;
 pub use explain::{DcTrace, Explanation, explain};
-pub use live::{DcState, ReportState, RoutingTable, Standing};
+pub use geomap::MapStats;
+pub use live::{DcState, MapReport, ReportState, RoutingTable, Standing};
 pub use status::DcStatus;
 
 use std::net::IpAddr;
 
-use crate::geo::CellId;
+use crate::geo::{CellId, GeoHit};
 
 /// Index of a datacenter in `Config::datacenters`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,11 +50,37 @@ pub struct RankingId(pub u32);
 pub struct Client {
     /// The client's geo cell, if the database could place it.
     pub cell: Option<CellId>,
-    /// The client's address (for per-network overrides).
+    /// The prefix length of the geo database network holding the client.
+    pub geo_prefix: u8,
+    /// The client's address (for per-network overrides and the ECS scope).
     pub ip: IpAddr,
     /// A stable hash of the client's network (see [`network_key`]), for policies that split
     /// clients by network rather than by place.
     pub network_key: u64,
+    /// The prefix length of the network `network_key` was taken over.
+    pub network_prefix: u8,
+}
+
+impl Client {
+    /// A client at `ip`, located by `hit`, whose network is hashed over `network_prefix` bits.
+    pub fn new(ip: IpAddr, hit: GeoHit, network_prefix: u8) -> Client {
+        let ip = ip.to_canonical();
+        Client {
+            cell: hit.cell,
+            geo_prefix: hit.prefix_len,
+            ip,
+            network_key: network_key(ip, network_prefix),
+            network_prefix,
+        }
+    }
+
+    /// What the geo database said about the client.
+    pub fn hit(&self) -> GeoHit {
+        GeoHit {
+            cell: self.cell,
+            prefix_len: self.geo_prefix,
+        }
+    }
 }
 
 /// Why the ranking is what it is.
@@ -69,16 +100,16 @@ pub enum Basis {
     Override,
 }
 
-/// How far an answer holds, for the ECS scope.
+/// What bounds the network an answer holds for (the ECS scope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// The answer does not depend on the client.
     Global,
-    /// The geo database network that matched.
+    /// The widest network of the decision map with the client's answer.
     Geo,
-    /// The network the client's hash was taken over (`weighted`, spilling capacity).
+    /// The network the client's hash was taken over (`weighted`).
     Network,
-    /// The longer of `Geo` and `Network`: both decided.
+    /// The longer of `Geo` and `Network`: both decided (capacity spill).
     GeoAndNetwork,
     /// A configured override network of this prefix length.
     Prefix(u8),
@@ -94,8 +125,12 @@ pub struct Decision<'t> {
     pub datacenters: &'t [DcId],
     /// Why.
     pub basis: Basis,
-    /// How far the answer holds.
+    /// What bounds the network the answer holds for.
     pub scope: Scope,
+    /// The ECS scope, in the client address's family: every address in the client's network of
+    /// this length gets this decision under the same state (more specific override networks
+    /// already carved out).
+    pub prefix_len: u8,
     /// Every datacenter was ineligible and the service failed open.
     pub failed_open: bool,
 }
@@ -132,5 +167,7 @@ pub fn network_key(ip: IpAddr, prefix_len: u8) -> u64 {
     policy::splitmix(hash.finish())
 }
 
+#[cfg(test)]
+mod scope_tests;
 #[cfg(test)]
 mod tests;

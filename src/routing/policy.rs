@@ -1,38 +1,15 @@
 //! The policies: each turns a service's pools and a client into a ranking of datacenters.
 //!
-//! These run when a snapshot is built (once per cell or per weight bucket), never per query.
+//! These run when a snapshot is built (per weight bucket, or while deciding a decision map),
+//! never per query.
 
 use crate::config::{PoolConfig, Watermarks};
-use crate::geo::Coordinates;
 
 use super::{BUCKETS, DcId};
 
 /// The configured order (`failover`, and the fallback of every policy for unlocated clients).
 pub(super) fn by_order(pools: &[PoolConfig], order: &[usize]) -> Vec<DcId> {
     order.iter().map(|&i| dc_id(&pools[i])).collect()
-}
-
-/// Nearest first by great-circle distance; equal distances keep the configured order.
-pub(super) fn by_distance(
-    pools: &[PoolConfig],
-    order: &[usize],
-    dc_coordinates: &[Coordinates],
-    client: &Coordinates,
-) -> Vec<DcId> {
-    let mut ranked: Vec<(f64, usize, DcId)> = order
-        .iter()
-        .enumerate()
-        .map(|(position, &i)| {
-            let dc = pools[i].datacenter;
-            (
-                client.distance_km(&dc_coordinates[dc]),
-                position,
-                dc_id(&pools[i]),
-            )
-        })
-        .collect();
-    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    ranked.into_iter().map(|(_, _, dc)| dc).collect()
 }
 
 /// Weighted rendezvous hashing for one bucket: each datacenter draws a stable pseudo-random
@@ -82,36 +59,15 @@ pub(super) fn spill_buckets(utilization: f64, watermarks: &Watermarks) -> usize 
     }
 }
 
-/// The `nearest-with-capacity` ranking for client networks in `bucket`: the first datacenter
-/// (nearest first) that is not full and does not spill this bucket comes first; full
-/// datacenters go last. Buckets spill in order (bucket 0 first), so a growing share moves the
-/// same networks first and one network keeps one answer.
-pub(super) fn with_capacity(
-    candidates: &[DcId],
-    overloaded: &[bool],
-    spill: &[usize],
-    bucket: usize,
-) -> Vec<DcId> {
-    let full = |dc: &DcId| overloaded[usize::from(dc.0)];
-    let keeps = |dc: &DcId| !full(dc) && bucket >= spill[usize::from(dc.0)];
-    let front = candidates
-        .iter()
-        .find(|dc| keeps(dc))
-        .or_else(|| candidates.iter().find(|dc| !full(dc)));
-    let mut ranking: Vec<DcId> = front.into_iter().copied().collect();
-    ranking.extend(
-        candidates
-            .iter()
-            .filter(|dc| Some(*dc) != front && !full(dc)),
-    );
-    ranking.extend(candidates.iter().filter(|dc| full(dc)));
-    ranking
-}
-
 /// Latency estimate where no measurement exists: light in fibre covers about 100 km per
 /// millisecond of round trip, plus a fixed cost for the last mile and the server.
 pub(super) fn estimated_latency_ms(distance_km: f64) -> f64 {
     ESTIMATE_BASE_MS + distance_km / KM_PER_MS
+}
+
+/// The estimate's (fixed milliseconds, milliseconds per kilometre).
+pub(super) fn latency_estimate() -> (f64, f64) {
+    (ESTIMATE_BASE_MS, 1.0 / KM_PER_MS)
 }
 
 /// Fixed part of a latency estimate, milliseconds.

@@ -84,7 +84,7 @@ services:
 
 struct World {
     config: Config,
-    geo: GeoDb,
+    geo: Arc<GeoDb>,
     base: Arc<BaseTable>,
     table: RoutingTable,
 }
@@ -93,7 +93,8 @@ fn world() -> World {
     let config = Config::from_yaml_str(FIXTURE).expect("fixture config");
     let countries = CountryTable::parse(crate::config::COUNTRIES_CSV).unwrap();
     let geo = GeoDb::build(Cow::Owned(fixture::standard()), &countries).unwrap();
-    let base = Arc::new(BaseTable::build(&config, geo.locations()));
+    let geo = Arc::new(geo);
+    let base = Arc::new(BaseTable::build(&config, geo.clone()));
     let states = vec![DcState::default(); config.datacenters.len()];
     let table = RoutingTable::build(base.clone(), &config, &states, None);
     World {
@@ -114,12 +115,7 @@ fn check(world: &World, client_ip: &str, qname: &str, expected: &[&str], basis: 
         .iter()
         .position(|s| s.name == qname)
         .expect("service in fixture");
-    let hit = world.geo.lookup(ip);
-    let client = Client {
-        cell: hit.cell,
-        ip,
-        network_key: network_key(ip, 24),
-    };
+    let client = Client::new(ip, world.geo.lookup(ip), 24);
     let decision = world.table.resolve(ServiceId(service as u16), &client);
     let got: Vec<&str> = decision
         .datacenters
@@ -170,11 +166,7 @@ fn weighted_splits_networks_by_weight_and_keeps_each_network_stable() {
     let n_networks = 20_000u32;
     for i in 0..n_networks {
         let ip = IpAddr::from((0x0a00_0000u32 + (i << 8)).to_be_bytes());
-        let client = Client {
-            cell: None,
-            ip,
-            network_key: network_key(ip, 24),
-        };
+        let client = Client::new(ip, world.geo.lookup(ip), 24);
         let decision = world.table.resolve(service, &client);
         assert_eq!(decision.basis, Basis::Weight);
         assert_eq!(decision.datacenters.len(), 2);
@@ -249,11 +241,7 @@ impl World {
             .iter()
             .position(|s| s.name == qname)
             .unwrap();
-        let client = Client {
-            cell: self.geo.lookup(ip).cell,
-            ip,
-            network_key: network_key(ip, 24),
-        };
+        let client = Client::new(ip, self.geo.lookup(ip), 24);
         let decision = self.table.resolve(ServiceId(service as u16), &client);
         let names = decision
             .datacenters
@@ -329,9 +317,8 @@ fn eu_share(world: &World) -> f64 {
             let ip = IpAddr::from((0x5102_4500u32 | (i << 8) & 0xff00).to_be_bytes());
             // 81.2.69.0/24 is the fixture's GB network; vary the key, keep the cell.
             let client = Client {
-                cell: world.geo.lookup("81.2.69.1".parse().unwrap()).cell,
-                ip,
                 network_key: network_key(IpAddr::from(i.to_be_bytes()), 32),
+                ..Client::new(ip, world.geo.lookup("81.2.69.1".parse().unwrap()), 24)
             };
             world.table.resolve(ServiceId(4), &client).datacenters[0] == DcId(EU_WEST as u16)
         })
@@ -388,16 +375,15 @@ fn a_datacenter_reporting_no_capacity_takes_no_new_clients() {
 fn spilling_is_stable_per_network() {
     let mut world = world();
     let ip: IpAddr = "81.2.69.1".parse().unwrap();
-    let cell = world.geo.lookup(ip).cell;
+    let hit = world.geo.lookup(ip);
     let mut spilled_at: Option<Vec<bool>> = None;
     for load in (50..90).step_by(2) {
         world.with_states(|s| s[EU_WEST].report = Some(report(true, f64::from(load), 1)));
         let spilled: Vec<bool> = (0..500u32)
             .map(|i| {
                 let client = Client {
-                    cell,
-                    ip,
                     network_key: network_key(IpAddr::from(i.to_be_bytes()), 32),
+                    ..Client::new(ip, hit, 24)
                 };
                 world.table.resolve(ServiceId(4), &client).datacenters[0] != DcId(EU_WEST as u16)
             })
@@ -489,11 +475,7 @@ fn explanations_match_decisions_and_give_reasons() {
     });
     let ip: IpAddr = "81.2.69.1".parse().unwrap();
     let hit = world.geo.lookup(ip);
-    let client = Client {
-        cell: hit.cell,
-        ip,
-        network_key: network_key(ip, 24),
-    };
+    let client = Client::new(ip, hit, 24);
     let states = {
         let mut states = vec![DcState::default(); world.config.datacenters.len()];
         states[EU_WEST].drained = true;

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -37,6 +38,33 @@ use super::{Publisher, Shared};
 
 /// How often the manager re-judges report freshness when nothing else happens.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A reload's requester: who asked (for the audit log) and where the outcome goes.
+type ReloadWaiter = (
+    Option<AuditEntry>,
+    oneshot::Sender<Result<u64, ConfigError>>,
+);
+
+/// Reloads in progress. One build runs at a time; requests that arrive while it runs wait for
+/// the next build (their change may postdate what the running one read), so any burst of
+/// requests costs at most the running build and one more.
+struct Reloads<P: Prepare> {
+    running: Option<JoinHandle<Result<Snapshot<P>, ConfigError>>>,
+    /// Answered by the running build.
+    waiting: Vec<ReloadWaiter>,
+    /// Answered by the build after it.
+    next: Vec<ReloadWaiter>,
+}
+
+impl<P: Prepare> Default for Reloads<P> {
+    fn default() -> Self {
+        Reloads {
+            running: None,
+            waiting: Vec::new(),
+            next: Vec::new(),
+        }
+    }
+}
 
 /// A request to the state manager.
 enum Command {
@@ -238,15 +266,45 @@ impl<P: Prepare> Manager<P> {
     }
 
     /// Serves commands until `shutdown`, re-judging freshness every [`REFRESH_INTERVAL`].
+    ///
+    /// Reloads are read and built off this task (see [`Reloads`]): reports, drains and refreshes
+    /// go on being applied while a reload builds, and a burst of reloads builds at most twice.
     pub async fn run(self, mut commands: StateCommands, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(REFRESH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reloads: Reloads<P> = Reloads::default();
         loop {
             tokio::select! {
                 command = commands.commands.recv() => match command {
+                    Some(Command::Reload { audit, reply }) => {
+                        if reloads.running.is_some() {
+                            // The running build may have read the files before this request's
+                            // change: it waits for the next one.
+                            reloads.next.push((audit, reply));
+                        } else {
+                            reloads.waiting.push((audit, reply));
+                            reloads.running = Some(self.start_reload());
+                        }
+                    }
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
+                built = async {
+                    reloads.running.as_mut().expect("only polled while running").await
+                }, if reloads.running.is_some() => {
+                    reloads.running = None;
+                    let built = built.expect("loading a configuration does not panic");
+                    let waiting = std::mem::take(&mut reloads.waiting);
+                    let audits = waiting.iter().filter_map(|(audit, _)| audit.clone()).collect();
+                    let outcome = self.finish_reload(built, audits).await;
+                    for (_, reply) in waiting {
+                        let _ = reply.send(outcome.clone());
+                    }
+                    if !reloads.next.is_empty() {
+                        reloads.waiting = std::mem::take(&mut reloads.next);
+                        reloads.running = Some(self.start_reload());
+                    }
+                }
                 _ = tick.tick() => {
                     self.probe_store().await;
                     self.refresh(false);
@@ -258,8 +316,11 @@ impl<P: Prepare> Manager<P> {
 
     async fn handle(&self, command: Command) {
         match command {
-            Command::Reload { audit, reply } => {
-                let _ = reply.send(self.reload(audit).await);
+            Command::Reload { reply, .. } => {
+                // `run` takes reloads off this path; nothing else sends them here.
+                let _ = reply.send(Err(ConfigError {
+                    problems: vec![Problem::new("server", "reload sent past the manager loop")],
+                }));
             }
             Command::Apply {
                 change,
@@ -275,13 +336,36 @@ impl<P: Prepare> Manager<P> {
         }
     }
 
-    async fn reload(&self, audit: Option<AuditEntry>) -> Result<u64, ConfigError> {
+    /// Reads and builds a new configuration on the blocking pool: the files (keeping the geo
+    /// database when unchanged), and a snapshot of it with the current live state, which builds
+    /// every decision map whose inputs changed. The manager goes on serving meanwhile.
+    fn start_reload(&self) -> JoinHandle<Result<Snapshot<P>, ConfigError>> {
         let source = self.source.clone();
-        let loaded = tokio::task::spawn_blocking(move || Loaded::<P>::load(&source))
-            .await
-            .expect("loading a configuration does not panic");
-        let loaded = match loaded {
-            Ok(loaded) => with_counters(loaded, &self.metrics),
+        let current = self.publisher.current();
+        let metrics = self.metrics.clone();
+        let now = self.judge_time();
+        tokio::task::spawn_blocking(move || {
+            let loaded = Loaded::<P>::reload(&source, Some(&current.loaded))?;
+            let loaded = with_counters(loaded, &metrics);
+            Ok(Snapshot::assemble(
+                Arc::new(loaded),
+                current.live.clone(),
+                Some(&current),
+                current.generation,
+                now,
+            ))
+        })
+    }
+
+    /// Publishes a reload built by [`Manager::start_reload`], with the live state as it is now
+    /// (reports may have arrived while it built: only what they changed is built again).
+    async fn finish_reload(
+        &self,
+        built: Result<Snapshot<P>, ConfigError>,
+        audits: Vec<AuditEntry>,
+    ) -> Result<u64, ConfigError> {
+        let built = match built {
+            Ok(built) => built,
             Err(error) => {
                 self.metrics.record_reload(false);
                 warn!(source = %self.source, problems = error.problems.len(), "reload failed, still serving the previous configuration");
@@ -291,7 +375,7 @@ impl<P: Prepare> Manager<P> {
                 return Err(error);
             }
         };
-        if let Some(audit) = audit {
+        for audit in audits {
             let store = self.store.clone();
             let stored =
                 tokio::task::spawn_blocking(move || store.apply(&Change::AuditOnly, &audit))
@@ -302,6 +386,7 @@ impl<P: Prepare> Manager<P> {
                 Err(error) => self.store_failed(&error, "audit", "reload", "configuration"),
             }
         }
+        let loaded = built.loaded.clone();
         self.record_version(&loaded);
         let current = self.publisher.current();
         let mut live = current.live.clone();
@@ -317,10 +402,11 @@ impl<P: Prepare> Manager<P> {
                 Err(error) => warn!(%error, "could not load the user directory"),
             }
         }
+        // The snapshot built off this task lends its maps, rankings and answers.
         let snapshot = Snapshot::assemble(
-            Arc::new(loaded),
+            loaded,
             live,
-            None,
+            Some(&built),
             current.generation + 1,
             self.judge_time(),
         );

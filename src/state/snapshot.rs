@@ -42,8 +42,15 @@ pub trait Prepare: fmt::Debug + Send + Sync + Sized + 'static {
     ) -> Result<Self::Zones, Vec<Problem>>;
 
     /// Prepares what queries read for one routing table. Called on every published snapshot, so
-    /// it works per distinct ranking, never per geo cell.
-    fn prepare(zones: &Self::Zones, config: &Config, routing: &RoutingTable) -> Self;
+    /// it works per distinct ranking, never per geo cell. `previous` is what was prepared for
+    /// the table being replaced, under the same configuration: what it prepared for a service
+    /// whose rankings did not change ([`RoutingTable::same_rankings`]) may be kept.
+    fn prepare(
+        zones: &Self::Zones,
+        config: &Config,
+        routing: &RoutingTable,
+        previous: Option<(&Self, &RoutingTable)>,
+    ) -> Self;
 
     /// Number of zones and of names with records, for the "snapshot published" log line.
     fn summary(zones: &Self::Zones) -> (usize, usize);
@@ -62,6 +69,9 @@ pub struct Loaded<P: Prepare> {
     pub config_version: String,
     /// The geo database.
     pub geo: Arc<GeoDb>,
+    /// What the geo database and country table were read from (paths, sizes, times): a reload
+    /// that finds the same keeps the indexed database instead of reading it again.
+    pub geo_fingerprint: Option<String>,
     /// Rankings that depend on configuration and geo database only.
     pub base: Arc<BaseTable>,
     /// Zones and identity records, as the query side parsed them.
@@ -110,6 +120,17 @@ impl<P: Prepare> Loaded<P> {
     /// A [`ConfigError`] listing every problem in the configuration, the zone files, the country
     /// table and the geo database.
     pub fn load(source: &Source) -> Result<Loaded<P>, ConfigError> {
+        Loaded::reload(source, None)
+    }
+
+    /// As [`Loaded::load`], but keeps `previous`'s geo database when its files did not change
+    /// (same path, size and modification time), so a configuration change does not read and
+    /// index the database again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Loaded::load`].
+    pub fn reload(source: &Source, previous: Option<&Loaded<P>>) -> Result<Loaded<P>, ConfigError> {
         let text = source.read_config().map_err(|error| ConfigError {
             problems: vec![Problem::new(source.to_string(), error)],
         })?;
@@ -131,20 +152,33 @@ impl<P: Prepare> Loaded<P> {
             CountryTable::default()
         });
 
-        let geo = match source.read(&config.geo.database) {
-            Ok(bytes) => GeoDb::build(bytes, &countries).map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        }
-        .map_err(|error| {
-            problems.push(Problem::new(
-                format!(
-                    "geo.database ({})",
-                    source.resolve(&config.geo.database).display()
-                ),
-                error,
-            ));
-        })
-        .ok();
+        let geo_fingerprint = source.fingerprint(&config.geo.database).map(|db| {
+            let table = config.geo.countries.as_ref().map_or_else(
+                || Some("shipped".to_owned()),
+                |path| source.fingerprint(path),
+            );
+            format!("{db} / {table:?}")
+        });
+        let kept = previous
+            .filter(|p| p.geo_fingerprint.is_some() && p.geo_fingerprint == geo_fingerprint)
+            .map(|p| Ok(p.geo.clone()));
+        let geo = kept
+            .unwrap_or_else(|| match source.read(&config.geo.database) {
+                Ok(bytes) => GeoDb::build(bytes, &countries)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            })
+            .map_err(|error| {
+                problems.push(Problem::new(
+                    format!(
+                        "geo.database ({})",
+                        source.resolve(&config.geo.database).display()
+                    ),
+                    error,
+                ));
+            })
+            .ok();
 
         let mut zone_texts = Vec::new();
         for (i, zone) in config.zones.iter().enumerate() {
@@ -170,7 +204,7 @@ impl<P: Prepare> Loaded<P> {
         let identity = config.server.identity.clone().unwrap_or_else(host_name);
         let zones = P::load_zones(&config, &zone_texts, &identity)
             .map_err(|problems| ConfigError { problems })?;
-        let base = BaseTable::build(&config, geo.locations());
+        let base = BaseTable::build(&config, geo.clone());
         let zone_files: Vec<(String, Arc<str>)> = config
             .zones
             .iter()
@@ -182,7 +216,8 @@ impl<P: Prepare> Loaded<P> {
             zone_files,
             config_text: text.into(),
             config: Arc::new(config),
-            geo: Arc::new(geo),
+            geo,
+            geo_fingerprint,
             base: Arc::new(base),
             zones: Arc::new(zones),
             counters: Counters::default(),
@@ -208,7 +243,11 @@ impl<P: Prepare> Snapshot<P> {
             &states,
             previous.map(|p| &p.routing),
         );
-        let prepared = P::prepare(&loaded.zones, &loaded.config, &routing);
+        // What was prepared for rankings that did not change is kept (same configuration only).
+        let kept = previous
+            .filter(|p| Arc::ptr_eq(&p.loaded, &loaded))
+            .map(|p| (&p.prepared, &p.routing));
+        let prepared = P::prepare(&loaded.zones, &loaded.config, &routing, kept);
         let directory = match (&live.directory, &loaded.config.directory) {
             (Some(directory), Some(settings)) => Some(DirectoryView::new(
                 directory.clone(),

@@ -492,6 +492,10 @@ async fn explain_matches_dns_over_http_and_txt() {
     assert_eq!(explained["country"], "GB");
     assert_eq!(explained["client_source"], "ecs");
     assert_eq!(explained["network"], "81.2.69.0/24");
+    // With eu-west drained, GB answers us-east like the unplaced space around it: the answer
+    // holds for all of 64.0.0.0/2 (the fixture places nothing else there).
+    assert_eq!(explained["scope_network"], "64.0.0.0/2", "{explained}");
+    assert_eq!(explained["ecs_scope"], 2);
     let first = &explained["datacenters"][0];
     assert_eq!(
         (first["name"].clone(), first["rank"].clone()),

@@ -92,28 +92,30 @@ async fn routes_each_client_network_to_its_nearest_datacenter() {
 }
 
 #[tokio::test]
-async fn scope_is_the_matched_network_capped_at_the_source_prefix() {
+async fn scope_is_the_widest_network_with_the_same_answer() {
     let server = TestServer::example().await;
+    // Unplaced space answers the configured order's first, us-east; so does the US record.
     #[rustfmt::skip]
     let cases = [
-        // Source as long as the database network: all of it.
+        // The database network, when its neighbours answer otherwise (81.2.68.0/24 and
+        // 8.8.9.0/24 are unplaced: us-east).
         ("81.2.69.0/24",     EU_WEST,  24),
         ("8.8.8.0/24",       US_WEST,  24),
         // The database network is shorter than the source: the network's length, so a
         // resolver may reuse the answer for the whole network.
         ("1.128.0.0/24",     AP_SOUTH, 16), // 1.128.0.0/16
         ("1.128.200.0/24",   AP_SOUTH, 16),
-        ("3.3.3.0/24",       US_EAST,  8),  // 3.0.0.0/8
         ("200.160.0.0/24",   SA_EAST,  20), // 200.160.0.0/20
+        // Wider than the database network where the neighbours answer the same: 3.0.0.0/8
+        // (US) and 2.0.0.0/8 (unplaced) are both us-east, so 2.0.0.0/7 is one answer.
+        ("3.3.3.0/24",       US_EAST,  7),
         // The source is longer than the database network: still the network.
         ("81.2.69.128/25",   EU_WEST,  24),
         ("1.128.7.0/28",     AP_SOUTH, 16),
-        // The source is shorter than the database network: capped at the source prefix, the
-        // rule `dns::edns::ClientAddr::reply_scope` implements. (RFC 7871 §7.2.1 also allows a
-        // scope longer than the source, asking the resolver for more bits; if the server moves
-        // to that, these two cases change.)
-        ("1.128.0.0/12",     AP_SOUTH, 12),
-        ("200.160.0.0/16",   SA_EAST,  16),
+        // The source is shorter than the database network: RFC 7871 §7.2.1 has the scope
+        // longer than the source, because the answer holds only for part of the source network.
+        ("1.128.0.0/12",     AP_SOUTH, 16),
+        ("200.160.0.0/16",   SA_EAST,  20),
     ];
     for (subnet, expected, scope) in cases {
         check(&server, subnet, expected, scope).await;
@@ -165,8 +167,9 @@ async fn host_bits_past_the_source_prefix_get_formerr() {
         assert!(reply.answers.is_empty(), "{subnet}");
     }
     // The same network with its host bits cleared is fine. 81.2.64.0 itself is not in the
-    // database (81.2.64.0/22 is empty), so it gets the configured order, capped at /20.
-    check(&server, "81.2.64.0/20", US_EAST, 20).await;
+    // database (81.2.64.0/22 is empty), so it gets the configured order for that /22: the /20
+    // holds the GB network, which answers otherwise.
+    check(&server, "81.2.64.0/20", US_EAST, 22).await;
 }
 
 #[tokio::test]
@@ -193,8 +196,10 @@ async fn ipv6_client_subnets_are_routed() {
         ("2a02:8800::/48",   EU_WEST,  32), // GB, 2a02:8800::/32
         ("2400:cb00::/48",   AP_SOUTH, 32), // SG, 2400:cb00::/32
         ("2400:cb00:1::/64", AP_SOUTH, 32),
-        ("2600:1f00::/48",   US_EAST,  24), // US by country only, 2600:1f00::/24
-        ("2a02:8800::/24",   EU_WEST,  24), // shorter than the database network
+        // US by country only, 2600:1f00::/24; the rest of 2600::/7 is unplaced (us-east too).
+        ("2600:1f00::/48",   US_EAST,  7),
+        // Shorter than the database network: the scope is the network (RFC 7871 §7.2.1).
+        ("2a02:8800::/24",   EU_WEST,  32),
     ];
     for (subnet, expected, scope) in cases {
         check(&server, subnet, expected, scope).await;
@@ -256,11 +261,12 @@ async fn unlocated_clients_get_the_configured_order() {
         let ecs = reply_ecs(&reply).expect("ECS echoed");
         assert!(
             ecs.scope_prefix() <= source,
-            "{subnet}: scope within the source prefix"
+            "{subnet}: unplaced space is wide, the scope within the source prefix"
         );
     }
-    // 198.51.100.0/24 is one database network: the answer holds for all of it.
-    check(&server, "198.51.100.0/24", US_EAST, 24).await;
+    // 198.51.100.0/24 is an unplaceable record and nothing else in 192.0.0.0/5 is placed: the
+    // answer holds for all of that /5.
+    check(&server, "198.51.100.0/24", US_EAST, 5).await;
 }
 
 #[tokio::test]
