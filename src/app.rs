@@ -117,6 +117,11 @@ fn bind_socket(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2
     }
     if kind == socket2::Type::STREAM {
         socket.set_reuse_address(true)?;
+    } else if addr.port() != 0 {
+        // Each DNS/UDP worker binds its own socket on this address (`dns::DnsServer`). Not on
+        // port 0: Linux may then hand out a port that another `SO_REUSEPORT` socket of the same
+        // user holds (tests binding in parallel); the workers share one socket instead.
+        socket.set_reuse_port(true)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -214,11 +219,12 @@ pub async fn run(
     // `server.rrl` and `server.tcp` are read at start; a reload does not change them.
     let dns = DnsServer::start(
         Handler::new(shared, metrics.clone()).with_rrl(server_config.rrl.clone()),
-        listeners.udp,
+        (listeners.udp, server_config.udp_workers),
         listeners.tcp,
         &server_config.tcp,
         metrics,
-    );
+    )
+    .context("starting the DNS/UDP workers")?;
     readiness.set(true);
     // The first snapshot is published (Manager::start) and every socket is bound and served:
     // this is the moment `Type=notify` waits for.

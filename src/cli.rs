@@ -1,4 +1,5 @@
-//! The command line: `meridian serve`, `meridian check-config` and `meridian state`.
+//! The command line: `meridian serve`, `meridian check-config`, `meridian state` and
+//! `meridian ctl` (the control plane's client, in `ctl.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use tracing::{error, warn};
 
 use crate::app;
 use crate::config::Source;
+use crate::ctl::{self, CtlArgs};
 use crate::dns::{Loaded, Snapshot};
 use crate::state::Clock;
 use crate::store::{self, Store};
@@ -70,6 +72,8 @@ pub enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
+    /// Ask a running server's control plane (token from `MERIDIAN_TOKEN` or `--token-file`).
+    Ctl(CtlArgs),
     /// Check a configuration, its zone files and geo database; exit 0 if valid, 2 if not.
     CheckConfig {
         /// Configuration file; without it, the shipped example.
@@ -129,6 +133,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         ),
         Command::State { action } => state(action),
+        Command::Ctl(args) => ctl::run(args),
     }
 }
 

@@ -109,6 +109,8 @@ pub struct ServerConfig {
     /// Settings that still work but should be changed (deprecated names), with what to use
     /// instead; the server logs each at `warn` when it starts.
     pub deprecations: Vec<Problem>,
+    /// DNS/UDP worker threads per DNS address, at least 1.
+    pub udp_workers: usize,
 }
 
 /// The `server.tcp` section, validated.
@@ -485,6 +487,10 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
         rrl,
         version: raw.version,
         deprecations,
+        udp_workers: match raw.udp_workers.unwrap_or(raw::DEFAULT_UDP_WORKERS) {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
     }
 }
 

@@ -30,6 +30,9 @@ pub const DEFAULT_TCP_MAX_CONNECTIONS_PER_CLIENT: u32 = 20;
 /// Default time from the first byte of a DNS/TCP message to its last, in milliseconds; a
 /// stalled or dribbling sender is closed after it (Knot's `tcp-io-timeout` is 500 ms too).
 pub const DEFAULT_TCP_MESSAGE_TIMEOUT_MS: u64 = 500;
+/// Default number of DNS/UDP worker threads per DNS address: 0 means one per core
+/// (`std::thread::available_parallelism`).
+pub const DEFAULT_UDP_WORKERS: usize = 0;
 /// Default time a DNS/TCP connection may sit idle between messages, in milliseconds.
 pub const DEFAULT_TCP_IDLE_TIMEOUT_MS: u64 = 10_000;
 /// Default RRL slip: every 2nd limited response goes out as an empty TC reply, the rest are
@@ -226,6 +229,9 @@ pub struct RawServer {
     /// The answer to CHAOS `version.bind` TXT (and `version.server`); absent: REFUSED, so that
     /// the version is not advertised to whoever asks.
     pub version: Option<String>,
+    /// DNS/UDP worker threads per DNS address, each with its own `SO_REUSEPORT` socket; default
+    /// [`DEFAULT_UDP_WORKERS`] (one per core).
+    pub udp_workers: Option<usize>,
 }
 
 /// The `server.tcp` section.

@@ -1,63 +1,148 @@
-//! DNS over UDP: a few receive loops per socket, each answering one datagram at a time through
-//! [`Handler::answer`] (which applies response rate limiting) and sending the reply.
+//! DNS over UDP on our own worker threads, instead of hickory's task per request.
 //!
-//! Each loop owns one receive buffer for its whole life and spawns nothing per datagram, so a
-//! flood costs CPU but no memory: what a datagram needs is freed before the next is read. Errors
-//! on a socket are logged at `debug` only: a flood of them must not become a flood of logs.
+//! Each configured DNS address gets `server.udp_workers` plain threads, each with its own socket
+//! bound to the same address with `SO_REUSEPORT`, so the kernel spreads datagrams over them and
+//! no two workers contend for one receive queue. The socket handed in by `app` (bound already,
+//! perhaps on port 0) is the first worker's; the others bind its local address. When the
+//! kernel refuses another socket there (a socket bound without `SO_REUSEPORT`, as `app` does on port
+//! 0), the remaining workers share the first socket instead, which is correct, only slower.
+//!
+//! A worker is a tight loop: receive a datagram, answer it through [`Handler::answer`] (the
+//! same general path as TCP, with response rate limiting), send the reply. It owns one receive
+//! buffer for its whole life and spawns nothing per datagram. Blocking reads wake up every [`POLL_INTERVAL`] to look at the
+//! shutdown token, so stopping needs no wake-up datagram and takes at most that long.
+//!
+//! What it does not do (yet): batched `recvmmsg`/`sendmmsg` and the pre-encoded fast path of
+//! issue 9; every datagram takes one `recv_from`, one decode and one `send_to`.
 
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Handler;
 use super::respond::Transport;
 
-/// The largest datagram we read; anything longer is cut and will not decode.
-const MAX_DATAGRAM: usize = 65_535;
+/// How often a worker blocked in `recv_from` wakes up to see whether the server is stopping.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The largest datagram we read: the most a UDP payload can be (a query is far smaller; a
+/// longer one is cut, fails to decode and gets FORMERR if its header reads).
+const RECEIVE_BUFFER: usize = 65_535;
 
-/// Serves DNS/UDP on `socket` with `loops` receive loops until `shutdown` is cancelled.
-pub(crate) async fn serve(
-    socket: UdpSocket,
-    handler: Handler,
-    loops: usize,
-    shutdown: CancellationToken,
-) {
-    let socket = Arc::new(socket);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..loops.max(1) {
-        let socket = socket.clone();
-        let handler = handler.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { receive(&socket, &handler, &shutdown).await });
-    }
-    while tasks.join_next().await.is_some() {}
+/// The worker threads serving DNS/UDP on every address.
+pub(super) struct UdpWorkers {
+    threads: Vec<JoinHandle<()>>,
 }
 
-async fn receive(socket: &UdpSocket, handler: &Handler, shutdown: &CancellationToken) {
-    let mut buffer = vec![0; MAX_DATAGRAM];
-    loop {
-        let received = tokio::select! {
-            received = socket.recv_from(&mut buffer) => received,
-            () = shutdown.cancelled() => return,
-        };
-        let (len, peer) = match received {
+impl UdpWorkers {
+    /// Starts `workers` threads (at least one) on each of `sockets`, answering through `handler`
+    /// until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// A socket that cannot be made blocking with a read timeout, or a thread that cannot be
+    /// spawned.
+    pub(super) fn start(
+        handler: &Handler,
+        sockets: Vec<UdpSocket>,
+        workers: usize,
+        shutdown: &CancellationToken,
+    ) -> io::Result<UdpWorkers> {
+        let mut threads = Vec::new();
+        for first in sockets {
+            let addr = first.local_addr()?;
+            let first = Arc::new(blocking(first)?);
+            let mut worker_sockets = vec![first.clone()];
+            for _ in 1..workers.max(1) {
+                // Shared, not cloned, when the kernel refuses: a clone would cost a descriptor.
+                let socket = match bind_reuseport(addr).and_then(blocking) {
+                    Ok(socket) => Arc::new(socket),
+                    Err(error) => {
+                        debug!(%addr, %error, "cannot bind another SO_REUSEPORT socket; sharing one");
+                        first.clone()
+                    }
+                };
+                worker_sockets.push(socket);
+            }
+            for (index, socket) in worker_sockets.into_iter().enumerate() {
+                let (handler, shutdown) = (handler.clone(), shutdown.clone());
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("dns-udp-{index}"))
+                        .spawn(move || serve(&socket, &handler, &shutdown))?,
+                );
+            }
+        }
+        Ok(UdpWorkers { threads })
+    }
+
+    /// Waits for every worker to notice shutdown and end (blocking: call it off the runtime).
+    pub(super) fn join(self) {
+        for thread in self.threads {
+            if thread.join().is_err() {
+                warn!("a DNS/UDP worker panicked");
+            }
+        }
+    }
+}
+
+/// `socket` made blocking, with the read timeout that lets its worker see shutdown.
+fn blocking(socket: UdpSocket) -> io::Result<UdpSocket> {
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(POLL_INTERVAL))?;
+    Ok(socket)
+}
+
+/// Binds another socket on `addr` with `SO_REUSEPORT`, as `app` binds the first one.
+fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// One worker's loop: receive, answer, send, until `shutdown`.
+fn serve(socket: &UdpSocket, handler: &Handler, shutdown: &CancellationToken) {
+    let mut buffer = vec![0u8; RECEIVE_BUFFER];
+    while !shutdown.is_cancelled() {
+        let (len, src) = match socket.recv_from(&mut buffer) {
             Ok(received) => received,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(error) => {
-                // ICMP errors from earlier sends surface here (ECONNREFUSED); keep serving.
+                // ICMP errors of earlier sends (ECONNREFUSED) surface here; they concern one
+                // client, never the socket.
                 debug!(%error, "DNS/UDP receive failed");
                 continue;
             }
         };
-        if peer.port() == 0 {
+        if src.port() == 0 {
             // A reply to port 0 cannot be delivered.
             continue;
         }
-        if let Some(reply) = handler.answer(&buffer[..len], peer, Transport::Udp)
-            && let Err(error) = socket.send_to(&reply, peer).await
+        if let Some(reply) = handler.answer(&buffer[..len], src, Transport::Udp)
+            && let Err(error) = socket.send_to(&reply, src)
         {
-            debug!(%error, %peer, "DNS/UDP send failed");
+            debug!(%error, %src, "DNS/UDP send failed");
         }
     }
 }

@@ -48,3 +48,44 @@ async fn port_zero_survives_busy_tcp_ports() {
         failures.first()
     );
 }
+
+#[tokio::test]
+async fn udp_workers_answer_concurrent_clients_and_stop_cleanly() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+
+    use crate::client::Ask;
+    use crate::support::{CONFIG, TestServer, ZONE};
+
+    let config = CONFIG.replacen("server:\n", "server:\n  udp_workers: 3\n", 1);
+    assert_ne!(
+        config, CONFIG,
+        "the test configuration has a server section"
+    );
+    let server = TestServer::start(&config, ZONE).await;
+    // Clients on separate sockets, in parallel: each must get its own answer back, whichever
+    // worker thread reads its query.
+    let mut asks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let name = if i % 2 == 0 {
+            "www.example.com"
+        } else {
+            "nothing-here.example.com"
+        };
+        let udp = server.udp;
+        asks.spawn(async move { (i, Ask::new(name, RecordType::A).udp(udp).await) });
+    }
+    while let Some(joined) = asks.join_next().await {
+        let (i, reply) = joined.expect("a query task");
+        let expected = if i % 2 == 0 {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::NXDomain
+        };
+        assert_eq!(reply.metadata.response_code, expected, "query {i}");
+    }
+    server
+        .stop()
+        .await
+        .expect("clean shutdown with UDP workers");
+}

@@ -14,6 +14,7 @@
 //! - `reload`: reloads and shutdown of a running server;
 //! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
 //!   signals;
+//! - `ctl`: `meridian ctl` (the real binary) against a running server;
 //! - `hardening`: the control plane under abuse (access, rate limits, slow and idle
 //!   connections, the connection cap, imports);
 //! - `faults`: the state store on a full disk;
@@ -30,6 +31,7 @@ mod authority;
 mod cli;
 mod client;
 mod control;
+mod ctl;
 mod dname;
 mod ecs;
 mod explain;
