@@ -5,6 +5,7 @@
 //! - `client`: a small DNS client on hickory-proto (UDP, TCP, raw bytes);
 //! - `answers`: authoritative behaviour (flags, rcodes, negative answers, CNAME, ANY, CHAOS,
 //!   NSID, header checks);
+//! - `authority`: DS at a cut, RRSIG/NSEC at a CNAME, the DO bit, `version.bind`;
 //! - `ecs`: routing by EDNS Client Subnet and the scope of replies;
 //! - `explain`: `/v1/explain` against DNS for every kind of name;
 //! - `truncation`: UDP size limits, TC and TCP;
@@ -26,6 +27,7 @@ mod mmdb_fixture;
 
 mod answers;
 mod architecture;
+mod authority;
 mod cli;
 mod client;
 mod control;
