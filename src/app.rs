@@ -208,6 +208,7 @@ pub async fn run(
                 readiness: readiness.clone(),
                 limiter: Arc::default(),
                 log_levels: options.log_levels.clone(),
+                errors: Arc::default(),
             });
             let serving = control::serve(
                 listener,

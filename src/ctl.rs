@@ -113,6 +113,8 @@ pub enum CtlCommand {
         #[arg(long)]
         revert_after_seconds: Option<u64>,
     },
+    /// The most recent internal errors (panics caught in request handlers).
+    Errors,
     /// The audit log.
     Audit {
         /// Entries after this sequence number.
@@ -319,6 +321,7 @@ fn call_for(command: &CtlCommand) -> Option<Call> {
             Call::get(format!("/v1/explain?{}", query(&params)))
         }
         CtlCommand::Reload => Call::post("/v1/reload", None),
+        CtlCommand::Errors => Call::get("/v1/errors"),
         CtlCommand::Config { action } => match action {
             ConfigAction::Show => Call::get("/v1/config"),
             ConfigAction::Versions => Call::get("/v1/config/versions"),

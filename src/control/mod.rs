@@ -4,6 +4,7 @@
 //! - `explain.rs`: `GET /v1/explain`;
 //! - `configuration.rs`: reload, the running configuration, its versions and diffs;
 //! - `audit.rs`: the audit log;
+//! - `errors.rs`: panics in handlers caught, counted and kept for `GET /v1/errors`;
 //! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
@@ -21,6 +22,7 @@ mod auth;
 mod configuration;
 mod datacenters;
 mod error;
+mod errors;
 mod explain;
 mod extract;
 mod log;
@@ -45,6 +47,7 @@ use utoipa::OpenApi;
 
 pub use auth::{AddressKey, Budget, Caller, Limiter, Need};
 pub use error::ApiError;
+pub use errors::ErrorLog;
 pub use log::{LogLevels, SetFilter};
 pub use serve::serve;
 
@@ -75,6 +78,7 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/config/diff"),
     (Method::GET, "/v1/audit"),
     (Method::PUT, "/v1/log"),
+    (Method::GET, "/v1/errors"),
     (Method::GET, "/v1/users/{id}"),
     (Method::PUT, "/v1/users/{id}/pin"),
     (Method::DELETE, "/v1/users/{id}/pin"),
@@ -108,6 +112,8 @@ pub struct ControlState {
     pub limiter: Arc<Limiter>,
     /// The process's log filter, when it can be changed at runtime (`PUT /v1/log`).
     pub log_levels: Option<Arc<LogLevels>>,
+    /// Panics caught in handlers, for `GET /v1/errors`.
+    pub errors: Arc<ErrorLog>,
 }
 
 /// The OpenAPI document of the control plane.
@@ -119,7 +125,7 @@ pub struct ControlState {
         datacenters::drain, datacenters::undrain, datacenters::drain_instance,
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
-        audit::audit_log, log::put_log, users::get_user, users::pin, users::unpin, users::summary,
+        audit::audit_log, log::put_log, errors::list_errors, users::get_user, users::pin, users::unpin, users::summary,
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
@@ -164,6 +170,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/config/diff", get(configuration::config_diff))
         .route("/v1/audit", get(audit::audit_log))
         .route("/v1/log", put(log::put_log))
+        .route("/v1/errors", get(errors::list_errors))
         .route("/v1/users/{id}", get(users::get_user))
         .route("/v1/users/{id}/pin", put(users::pin).delete(users::unpin))
         .route("/v1/directory", get(users::summary))
@@ -177,6 +184,11 @@ pub fn router(state: ControlState) -> Router {
         .route("/readyz", get(probes::readyz))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
+        .layer(errors::catch_panics(
+            state.errors.clone(),
+            state.metrics.clone(),
+            state.clock.clone(),
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), limit_address))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -94,6 +94,8 @@ pub struct Metrics {
     store_failures: IntCounter,
     /// See [`ACCEPT_ERRORS_TOTAL`]; resolved per error, which is rare.
     accept_errors: IntCounterVec,
+    /// See [`INTERNAL_ERRORS_TOTAL`]; resolved per error, which is rare.
+    internal_errors: IntCounterVec,
     /// See [`CONTROL_CONNECTIONS`].
     control_connections: IntGauge,
     /// DNS transport events, indexed by [`DnsEvent`] and resolved at construction.
@@ -264,6 +266,12 @@ impl Metrics {
         )
         .expect("valid metric name and labels");
         register(&registry, &accept_errors);
+        let internal_errors = IntCounterVec::new(
+            Opts::new(INTERNAL_ERRORS_TOTAL, "Internal errors caught, by kind."),
+            &["kind"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &internal_errors);
         let control_connections =
             IntGauge::new(CONTROL_CONNECTIONS, "Open control-plane HTTP connections.")
                 .expect("valid metric name");
@@ -309,6 +317,7 @@ impl Metrics {
             store_writable,
             store_failures,
             accept_errors,
+            internal_errors,
             control_connections,
             scrape: Mutex::new(()),
         }
@@ -327,6 +336,11 @@ impl Metrics {
     /// Counts one failed `accept` on `listener` (`http`, `dns`).
     pub fn record_accept_error(&self, listener: &'static str) {
         self.accept_errors.with_label_values(&[listener]).inc();
+    }
+
+    /// Counts one internal error of `kind` (`panic`).
+    pub fn record_internal_error(&self, kind: &'static str) {
+        self.internal_errors.with_label_values(&[kind]).inc();
     }
 
     /// Adds `delta` (1 or -1) to the open control-plane connections.

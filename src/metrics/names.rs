@@ -39,6 +39,8 @@ pub const STORE_WRITABLE: &str = "meridian_store_writable";
 pub const STORE_WRITE_FAILURES_TOTAL: &str = "meridian_store_write_failures_total";
 /// Failed `accept` calls on a listener (out of file descriptors, for one), by listener.
 pub const ACCEPT_ERRORS_TOTAL: &str = "meridian_accept_errors_total";
+/// Internal errors caught and kept for `GET /v1/errors`, by kind (`panic`).
+pub const INTERNAL_ERRORS_TOTAL: &str = "meridian_internal_errors_total";
 /// Open control-plane (HTTP) connections.
 pub const CONTROL_CONNECTIONS: &str = "meridian_control_connections";
 

@@ -903,3 +903,15 @@ async fn a_restart_keeps_reports_drains_and_the_audit_log() {
         false
     );
 }
+
+#[tokio::test]
+async fn the_error_ring_is_operator_only_and_empty_on_a_healthy_server() {
+    let server = server().await;
+    let (status, _) = get_with(&server, "/v1/errors", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = get_with(&server, "/v1/errors", Some(EU_WEST)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = get_with(&server, "/v1/errors", Some(OPERATOR)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "[]");
+}
