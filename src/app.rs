@@ -140,6 +140,9 @@ pub struct Options {
     pub clock: Clock,
     /// Start drained (`/readyz` fails until an operator undrains).
     pub drained: bool,
+    /// The log filter's runtime handle; `None` when logging cannot be changed (`PUT /v1/log`
+    /// answers 503).
+    pub log_levels: Option<Arc<control::LogLevels>>,
 }
 
 /// Serves DNS and the control plane until `shutdown` is cancelled. `state` is the pair from
@@ -204,6 +207,7 @@ pub async fn run(
                 clock: options.clock,
                 readiness: readiness.clone(),
                 limiter: Arc::default(),
+                log_levels: options.log_levels.clone(),
             });
             let serving = control::serve(
                 listener,

@@ -1,8 +1,10 @@
-//! The command line: `meridian serve`, `meridian check-config` and `meridian state`.
+//! The command line: `meridian serve`, `meridian check-config`, `meridian state` and
+//! `meridian ctl` (the control plane's client, in `ctl.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -10,6 +12,8 @@ use tracing::{error, warn};
 
 use crate::app;
 use crate::config::Source;
+use crate::control::LogLevels;
+use crate::ctl::{self, CtlArgs};
 use crate::dns::{Loaded, Snapshot};
 use crate::state::Clock;
 use crate::store::{self, Store};
@@ -70,6 +74,8 @@ pub enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
+    /// Ask a running server's control plane (token from `MERIDIAN_TOKEN` or `--token-file`).
+    Ctl(CtlArgs),
     /// Check a configuration, its zone files and geo database; exit 0 if valid, 2 if not.
     CheckConfig {
         /// Configuration file; without it, the shipped example.
@@ -108,7 +114,7 @@ pub enum StateAction {
 /// Runs the parsed command line and maps the outcome to an exit code: 0 for success or a clean
 /// shutdown, 1 for a runtime failure, 2 for an invalid configuration.
 pub fn run(cli: Cli) -> ExitCode {
-    init_tracing(cli.log_format);
+    let log_levels = init_tracing(cli.log_format);
     match cli.command {
         Command::CheckConfig { config } => check_config(&source_of(config)),
         Command::Serve {
@@ -126,9 +132,11 @@ pub fn run(cli: Cli) -> ExitCode {
                 state_dir,
                 drained,
                 state_reset,
+                log_levels,
             },
         ),
         Command::State { action } => state(action),
+        Command::Ctl(args) => ctl::run(args),
     }
 }
 
@@ -245,6 +253,7 @@ struct Flags {
     state_dir: Option<PathBuf>,
     drained: bool,
     state_reset: bool,
+    log_levels: Arc<LogLevels>,
 }
 
 fn serve(source: Source, flags: Flags) -> ExitCode {
@@ -308,6 +317,7 @@ fn serve(source: Source, flags: Flags) -> ExitCode {
             store,
             clock: Clock::System,
             drained: flags.drained,
+            log_levels: Some(flags.log_levels),
         };
         app::run(options, listeners, state, shutdown).await
     });
@@ -320,17 +330,31 @@ fn serve(source: Source, flags: Flags) -> ExitCode {
     }
 }
 
-/// Logs go to stderr. `RUST_LOG` overrides the default filter, which keeps hickory's per-query
-/// `info` lines out: nothing per query may log above `debug`.
+/// The log filter unless `RUST_LOG` says otherwise: it keeps hickory's per-query `info` lines
+/// out, since nothing per query may log above `debug`.
+const DEFAULT_LOG_FILTER: &str = "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn";
+
+/// Logs go to stderr. `RUST_LOG` overrides [`DEFAULT_LOG_FILTER`]. The filter sits behind a
+/// reload layer, whose handle is returned for `PUT /v1/log`.
 ///
 /// Text logs are coloured only on a terminal, and not even there when `NO_COLOR` is set
 /// (no-color.org): a file, a pipe or the journal gets plain text without escape codes.
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat) -> Arc<LogLevels> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn")
-    });
+    let (default, filter) = match std::env::var("RUST_LOG") {
+        Ok(text) => match EnvFilter::try_new(&text) {
+            Ok(filter) => (text, filter),
+            Err(_) => (
+                DEFAULT_LOG_FILTER.to_owned(),
+                EnvFilter::new(DEFAULT_LOG_FILTER),
+            ),
+        },
+        Err(_) => (
+            DEFAULT_LOG_FILTER.to_owned(),
+            EnvFilter::new(DEFAULT_LOG_FILTER),
+        ),
+    };
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let builder = tracing_subscriber::fmt()
@@ -338,7 +362,34 @@ fn init_tracing(format: LogFormat) {
         .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            log_levels(default, handle)
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            log_levels(default, handle)
+        }
     }
+}
+
+/// The control plane's handle on the filter behind `handle`.
+fn log_levels<S: 'static>(
+    default: String,
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>,
+) -> Arc<LogLevels> {
+    Arc::new(LogLevels::new(
+        default,
+        Box::new(move |text, apply| {
+            let filter = tracing_subscriber::EnvFilter::try_new(text).map_err(|e| e.to_string())?;
+            if apply {
+                handle.reload(filter).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }),
+    ))
 }

@@ -2,7 +2,8 @@
 //!
 //! Module map, top down; a module refers only to modules below it (`docs/ARCHITECTURE.md` has
 //! the data flow and invariants, and `tests/it/architecture.rs` checks the directions):
-//! - [`cli`]: the command line; [`app`]: wiring, reloads, shutdown;
+//! - [`cli`]: the command line; [`ctl`]: its client of the control plane; [`app`]: wiring,
+//!   reloads, shutdown;
 //! - [`control`]: the HTTP control plane (the only `axum` user);
 //! - [`dns`]: everything that speaks DNS (the only `hickory` user), and what a query reads:
 //!   [`dns::Snapshot`] is the state's snapshot carrying the zones and prepared answers;
@@ -21,6 +22,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod directory;
 pub mod dns;
 pub mod geo;

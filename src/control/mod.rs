@@ -4,6 +4,7 @@
 //! - `explain.rs`: `GET /v1/explain`;
 //! - `configuration.rs`: reload, the running configuration, its versions and diffs;
 //! - `audit.rs`: the audit log;
+//! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
 //! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
@@ -22,6 +23,7 @@ mod datacenters;
 mod error;
 mod explain;
 mod extract;
+mod log;
 mod openapi;
 mod probes;
 mod serve;
@@ -43,6 +45,7 @@ use utoipa::OpenApi;
 
 pub use auth::{AddressKey, Budget, Caller, Limiter, Need};
 pub use error::ApiError;
+pub use log::{LogLevels, SetFilter};
 pub use serve::serve;
 
 use openapi::StandardResponses;
@@ -71,6 +74,7 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/config/versions"),
     (Method::GET, "/v1/config/diff"),
     (Method::GET, "/v1/audit"),
+    (Method::PUT, "/v1/log"),
     (Method::GET, "/v1/users/{id}"),
     (Method::PUT, "/v1/users/{id}/pin"),
     (Method::DELETE, "/v1/users/{id}/pin"),
@@ -102,6 +106,8 @@ pub struct ControlState {
     pub readiness: Readiness,
     /// Per-token rate limits, kept across reloads.
     pub limiter: Arc<Limiter>,
+    /// The process's log filter, when it can be changed at runtime (`PUT /v1/log`).
+    pub log_levels: Option<Arc<LogLevels>>,
 }
 
 /// The OpenAPI document of the control plane.
@@ -113,7 +119,7 @@ pub struct ControlState {
         datacenters::drain, datacenters::undrain, datacenters::drain_instance,
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
-        audit::audit_log, users::get_user, users::pin, users::unpin, users::summary,
+        audit::audit_log, log::put_log, users::get_user, users::pin, users::unpin, users::summary,
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
@@ -157,6 +163,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/config/versions", get(configuration::config_versions))
         .route("/v1/config/diff", get(configuration::config_diff))
         .route("/v1/audit", get(audit::audit_log))
+        .route("/v1/log", put(log::put_log))
         .route("/v1/users/{id}", get(users::get_user))
         .route("/v1/users/{id}/pin", put(users::pin).delete(users::unpin))
         .route("/v1/directory", get(users::summary))

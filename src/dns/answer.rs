@@ -329,7 +329,13 @@ impl Catalog {
         let mut via: Option<&'a Record> = None;
         for hop in 0..=MAX_CNAME_HOPS {
             let name = target.as_ref().unwrap_or(question.name);
-            let node = match zone.lookup(name) {
+            // RFC 4035 §3.1.4.1: DS at a delegation point is the parent's data, answered
+            // authoritatively (the RRset, or NODATA with the parent's SOA), not referred.
+            let lookup = match zone.delegation_node(name) {
+                Some(node) if question.qtype == RecordType::DS => Lookup::Node(node),
+                _ => zone.lookup(name),
+            };
+            let node = match lookup {
                 Lookup::Node(node) => node,
                 Lookup::Dname(dname) => {
                     if reply.dname.is_some() {
@@ -430,13 +436,19 @@ impl Catalog {
                 reply.answers.push(records);
                 return reply;
             }
-            let cname = node.rrset(RecordType::CNAME).and_then(|records| {
-                let record = records.records().first()?;
-                match &record.data {
-                    RData::CNAME(cname) => Some((records, record, LowerName::new(&cname.0))),
-                    _ => None,
-                }
-            });
+            // RRSIG and NSEC queries are about the name itself, never followed through its
+            // CNAME (RFC 4035 §3.1.1, RFC 6672's and RFC 1034's exceptions for these types).
+            let follows = !matches!(question.qtype, RecordType::RRSIG | RecordType::NSEC);
+            let cname = node
+                .rrset(RecordType::CNAME)
+                .filter(|_| follows)
+                .and_then(|records| {
+                    let record = records.records().first()?;
+                    match &record.data {
+                        RData::CNAME(cname) => Some((records, record, LowerName::new(&cname.0))),
+                        _ => None,
+                    }
+                });
             let Some((records, record, next)) = cname else {
                 // NODATA: the name exists, the type does not (RFC 2308 §2.2).
                 reply.authorities = Section::one(&zone.negative_soa);

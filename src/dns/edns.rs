@@ -93,7 +93,8 @@ pub(crate) fn response_opt(
     let mut edns = Edns::new();
     edns.set_max_payload(request.max_payload().max(512).min(max_udp_payload));
     edns.set_version(0);
-    edns.set_dnssec_ok(false);
+    // RFC 3225 §3: the DO bit is copied into the response.
+    edns.set_dnssec_ok(request.flags().dnssec_ok);
     if let Some(ecs) = ecs {
         edns.options_mut().insert(EdnsOption::Subnet(ecs));
     }

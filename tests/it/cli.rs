@@ -811,3 +811,72 @@ async fn out_of_file_descriptors_the_listeners_back_off_log_once_and_recover() {
     }
     assert!(server.terminate().success());
 }
+
+#[tokio::test]
+async fn the_log_filter_changes_at_runtime_is_audited_and_reverts() {
+    let dir = config_dir(&crate::control::config());
+    let path = dir.path().join(CONFIG_FILE);
+    let (mut server, _) =
+        Server::serve(&["--config", path.to_str().unwrap(), "--dns", "127.0.0.1:0"]);
+    let http = server.address("listening for HTTP on ");
+    let client = reqwest::Client::new();
+    let put = |body: serde_json::Value, token: &'static str| {
+        client
+            .put(format!("http://{http}/v1/log"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    // Only operators; a filter that does not parse is a 400 and changes nothing.
+    let refused = put(
+        serde_json::json!({"filter": "debug"}),
+        "example-eu-west-token",
+    );
+    assert_eq!(refused.await.unwrap().status(), 403);
+    let bad = put(
+        serde_json::json!({"filter": "meridian=loud"}),
+        "example-operator-token",
+    );
+    assert_eq!(bad.await.unwrap().status(), 400);
+    let long = serde_json::json!({"filter": "info", "revert_after_seconds": 86_401});
+    assert_eq!(
+        put(long, "example-operator-token").await.unwrap().status(),
+        400
+    );
+
+    // Silence the access log for two seconds.
+    let quiet =
+        serde_json::json!({"filter": "info,meridian::access=warn", "revert_after_seconds": 2});
+    let changed = put(quiet, "example-operator-token").await.unwrap();
+    assert_eq!(changed.status(), 200);
+    let view: serde_json::Value = changed.json().await.unwrap();
+    assert_eq!(view["revert_after_seconds"], 2, "{view}");
+    server.wait_for("the change", |line| line.contains("log filter changed"));
+    let silent = client.get(format!("http://{http}/v1/silent")).send().await;
+    assert_eq!(silent.unwrap().status(), 404);
+    server.wait_for("the revert", |line| line.contains("log filter reverted"));
+    let heard = client.get(format!("http://{http}/v1/heard")).send().await;
+    assert_eq!(heard.unwrap().status(), 404);
+    // The first access line after the change is the request made after the revert.
+    let line = server.wait_for("an access line", |line| {
+        line.contains("http request") && !line.contains("path=\"/v1/log\"")
+    });
+    assert!(line.contains("path=\"/v1/heard\""), "{line}");
+    assert!(!server.log.iter().any(|l| l.contains("/v1/silent")));
+
+    // The accepted change is in the audit log, the refused ones are not.
+    let audit: serde_json::Value = client
+        .get(format!("http://{http}/v1/audit"))
+        .bearer_auth("example-operator-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = audit.as_array().expect("a list");
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["action"], "log");
+    assert_eq!(entries[0]["detail"]["filter"], "info,meridian::access=warn");
+    assert_eq!(server.terminate().code(), Some(0));
+}

@@ -5,6 +5,7 @@
 //! - `client`: a small DNS client on hickory-proto (UDP, TCP, raw bytes);
 //! - `answers`: authoritative behaviour (flags, rcodes, negative answers, CNAME, ANY, CHAOS,
 //!   NSID, header checks);
+//! - `authority`: DS at a cut, RRSIG/NSEC at a CNAME, the DO bit, `version.bind`;
 //! - `ecs`: routing by EDNS Client Subnet and the scope of replies;
 //! - `explain`: `/v1/explain` against DNS for every kind of name;
 //! - `truncation`: UDP size limits, TC and TCP;
@@ -13,6 +14,7 @@
 //! - `reload`: reloads and shutdown of a running server;
 //! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
 //!   signals;
+//! - `ctl`: `meridian ctl` (the real binary) against a running server;
 //! - `hardening`: the control plane under abuse (access, rate limits, slow and idle
 //!   connections, the connection cap, imports);
 //! - `faults`: the state store on a full disk;
@@ -25,9 +27,11 @@ mod mmdb_fixture;
 
 mod answers;
 mod architecture;
+mod authority;
 mod cli;
 mod client;
 mod control;
+mod ctl;
 mod dname;
 mod ecs;
 mod explain;

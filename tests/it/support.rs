@@ -162,6 +162,7 @@ impl TestServer {
             store,
             clock: setup.clock.clone(),
             drained: setup.drained,
+            log_levels: None,
         };
         // The sockets are bound already, so queries sent before the task first runs wait in the
         // socket buffers: no readiness polling is needed.

@@ -236,6 +236,16 @@ impl Zone {
         }
     }
 
+    /// The parent side of the delegation point `name`, when `name` is one (and not below
+    /// another): where its DS RRset lives, answered by the parent (RFC 4035 §3.1.4.1).
+    pub(crate) fn delegation_node(&self, name: &LowerName) -> Option<&Node> {
+        let cut = self.cuts.iter().find(|cut| cut.name.zone_of(name))?;
+        if cut.name != *name {
+            return None;
+        }
+        self.nodes.get(name)
+    }
+
     /// Finds `name` (which must be inside this zone).
     pub(crate) fn lookup(&self, name: &LowerName) -> Lookup<'_> {
         // Delegations are rare and few; a linear scan beats a second map on every query.

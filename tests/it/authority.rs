@@ -1,0 +1,115 @@
+//! Answers as an authoritative server gives them (issue 10 §2): DS at a delegation point from
+//! the parent, RRSIG/NSEC at a CNAME for the name itself, the DO bit echoed, CHAOS
+//! `version.bind` when configured.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, RecordType};
+
+use crate::client::{Ask, decode, send_udp, txt_strings, types};
+use crate::support::{CONFIG, TestServer, ZONE};
+
+/// The example zone plus a signed-style delegation (`sub`, with DS and glue), an unsigned one
+/// (`plain`, no DS, out-of-bailiwick NS) and a CNAME.
+fn zone() -> String {
+    format!(
+        "{ZONE}sub IN NS ns.sub.example.com.\nns.sub IN A 192.0.2.77\nsub IN DS 12345 13 2 {}\nplain IN NS ns.example.net.\nalias IN CNAME mail.example.com.\n",
+        "ab".repeat(32)
+    )
+}
+
+#[tokio::test]
+async fn ds_at_a_delegation_point_is_answered_by_the_parent() {
+    let server = TestServer::start(CONFIG, &zone()).await;
+    let reply = Ask::new("sub.example.com", RecordType::DS)
+        .udp(server.udp)
+        .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        reply.metadata.authoritative,
+        "the parent is authoritative for DS"
+    );
+    assert_eq!(types(&reply.answers), [RecordType::DS]);
+    assert!(reply.authorities.is_empty());
+
+    let reply = Ask::new("plain.example.com", RecordType::DS)
+        .udp(server.udp)
+        .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.metadata.authoritative);
+    assert!(reply.answers.is_empty(), "no DS: NODATA");
+    assert_eq!(types(&reply.authorities), [RecordType::SOA]);
+
+    // Every other type at the cut, and DS below it, is still a referral.
+    for (name, qtype) in [
+        ("sub.example.com", RecordType::A),
+        ("www.sub.example.com", RecordType::DS),
+    ] {
+        let reply = Ask::new(name, qtype).udp(server.udp).await;
+        assert!(!reply.metadata.authoritative, "{name} {qtype}");
+        assert_eq!(
+            types(&reply.authorities),
+            [RecordType::NS],
+            "{name} {qtype}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rrsig_and_nsec_at_a_cname_are_answered_for_the_name_itself() {
+    let server = TestServer::start(CONFIG, &zone()).await;
+    for qtype in [RecordType::RRSIG, RecordType::NSEC] {
+        let reply = Ask::new("alias.example.com", qtype).udp(server.udp).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(
+            reply.answers.is_empty(),
+            "{qtype}: the CNAME is not followed"
+        );
+        assert_eq!(types(&reply.authorities), [RecordType::SOA], "{qtype}");
+    }
+    let reply = Ask::new("alias.example.com", RecordType::A)
+        .udp(server.udp)
+        .await;
+    assert_eq!(types(&reply.answers), [RecordType::CNAME, RecordType::A]);
+}
+
+#[tokio::test]
+async fn the_do_bit_is_copied_into_the_reply() {
+    let server = TestServer::start(CONFIG, ZONE).await;
+    for dnssec_ok in [false, true] {
+        let mut bytes = Ask::new("mail.example.com", RecordType::A)
+            .edns(1232)
+            .to_bytes();
+        // The query ends with its OPT record: ... TTL (extended rcode, version, flags), RDLENGTH
+        // 0; DO is the top bit of the flags (RFC 3225 §3).
+        let n = bytes.len();
+        if dnssec_ok {
+            bytes[n - 4] |= 0x80;
+        }
+        let reply = decode(&send_udp(server.udp, &bytes).await);
+        let edns = reply.edns.expect("an OPT record");
+        assert_eq!(edns.flags().dnssec_ok, dnssec_ok);
+    }
+}
+
+#[tokio::test]
+async fn version_bind_is_refused_unless_configured() {
+    let server = TestServer::start(CONFIG, ZONE).await;
+    let ask = Ask::new("version.bind", RecordType::TXT).class(DNSClass::CH);
+    let reply = ask.udp(server.udp).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+
+    let config = CONFIG.replacen("server:\n", "server:\n  version: \"meridian 0.1\"\n", 1);
+    let server = TestServer::start(&config, ZONE).await;
+    for name in ["version.bind", "version.server"] {
+        let reply = Ask::new(name, RecordType::TXT)
+            .class(DNSClass::CH)
+            .udp(server.udp)
+            .await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert_eq!(txt_strings(&reply.answers[0]), ["meridian 0.1"], "{name}");
+    }
+}
