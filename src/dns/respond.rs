@@ -16,6 +16,7 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::zone_handler::{MessageRequest, MessageResponse, MessageResponseBuilder};
+use tracing::debug;
 
 use crate::directory::label_to_id;
 use crate::metrics::{LookupReason, LookupSource};
@@ -150,7 +151,39 @@ pub fn respond<'a>(
         response.reply = response.reply.without_records();
         response.built = None;
     }
+    log_answer(snapshot, request, src, &response);
     response
+}
+
+/// One `debug` line per answer, for operators who turn it on (`RUST_LOG=meridian::dns=debug`
+/// or `PUT /v1/log`): who asked, where routing placed them, what they got, and for how wide a
+/// network. Off (the default), the macro's level check is all it costs: the fields are not
+/// evaluated.
+fn log_answer(snapshot: &Snapshot, request: &MessageRequest, src: IpAddr, response: &Response) {
+    let Some(query) = request.queries.queries().first() else {
+        return;
+    };
+    let config = &snapshot.loaded.config;
+    let routed = response.reply.routed.as_ref();
+    debug!(
+        %src,
+        client = %response.client.as_ref().map_or(src, |client| client.ip),
+        source_prefix = response.client.as_ref().map(|client| client.source_prefix),
+        name = %query.name(),
+        qtype = %query.query_type(),
+        rcode = %response.metadata.response_code,
+        scope = response.reply.scope,
+        service = routed
+            .and_then(|routed| config.services.get(usize::from(routed.service.0)))
+            .map(|service| service.name.as_str()),
+        datacenter = routed
+            .and_then(|routed| routed.first)
+            .and_then(|dc| config.datacenters.get(usize::from(dc.0)))
+            .map(|dc| dc.name.as_str()),
+        failed_open = routed.is_some_and(|routed| routed.failed_open),
+        truncated = response.metadata.truncation,
+        "answered"
+    );
 }
 
 impl Response<'_> {

@@ -363,6 +363,57 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0), "log:\n{}", server.log.join("\n"));
 }
 
+/// Issue 14: `RUST_LOG=meridian::dns=debug` shows each answer with the client, the routing
+/// decision and the scope; at the default level nothing per query is logged.
+#[tokio::test]
+async fn debug_logging_shows_each_answer_with_its_decision_and_scope() {
+    let dir = config_dir(CONFIG);
+    let path = dir.path().join(CONFIG_FILE);
+    let filter = std::path::Path::new("info,meridian::dns=debug");
+    let mut server = Server::start_with_env(
+        &["--config", path.to_str().unwrap(), "--dns", "127.0.0.1:0"],
+        &[("RUST_LOG", filter)],
+    );
+    let udp = server.address("listening for DNS/UDP on ");
+    let reply = Ask::new("www.example.com", RecordType::A)
+        .ecs("81.2.69.0/24")
+        .udp(udp)
+        .await;
+    assert_eq!(a_records(&reply), [Ipv4Addr::new(192, 0, 2, 3)]);
+    let line = server.wait_for("the answer's debug line", |line| line.contains("answered"));
+    for field in [
+        "client=81.2.69.0",
+        "source_prefix=24",
+        "name=www.example.com",
+        "qtype=A",
+        "rcode=No Error",
+        "scope=",
+        "service=\"www.example.com\"",
+        "datacenter=\"eu-west\"",
+        "failed_open=false",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line:?}");
+    }
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // The default level: the same query logs nothing per query.
+    let (mut server, udp) =
+        Server::serve(&["--config", path.to_str().unwrap(), "--dns", "127.0.0.1:0"]);
+    Ask::new("www.example.com", RecordType::A)
+        .ecs("81.2.69.0/24")
+        .udp(udp)
+        .await;
+    assert_eq!(server.terminate().code(), Some(0));
+    // Read the log to its end (the process has exited and closed its stderr).
+    let rest = server.next_line_with("the rest of the log", |_| false);
+    assert_eq!(rest, None);
+    assert!(
+        !server.log.iter().any(|line| line.contains("answered")),
+        "a per-query line at the default level:\n{}",
+        server.log.join("\n")
+    );
+}
+
 #[tokio::test]
 async fn serve_reloads_on_sighup() {
     let dir = config_dir(CONFIG);
