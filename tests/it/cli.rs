@@ -634,15 +634,7 @@ async fn a_killed_server_restarts_from_its_stored_state() {
         .unwrap();
     assert_eq!(view["healthy"], false, "{view}");
     assert_eq!(view["unverified"], true, "{view}");
-    let audit: serde_json::Value = client
-        .get(format!("http://{http}/v1/audit"))
-        .bearer_auth("example-operator-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = audit_log(&client, http).await;
     assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit}");
     assert_eq!(server.terminate().code(), Some(0));
 }
@@ -762,6 +754,19 @@ fn state_check_backup_and_restore_work_offline() {
     let checked = run(&["state", "check", "--state-dir", state]);
     assert!(checked.status.success(), "{}", checked.stderr);
     assert!(checked.stdout.contains("drains 1"), "{}", checked.stdout);
+}
+
+/// The audit log of the server whose control plane is at `http`, read as the example operator.
+async fn audit_log(client: &reqwest::Client, http: SocketAddr) -> serde_json::Value {
+    client
+        .get(format!("http://{http}/v1/audit"))
+        .bearer_auth("example-operator-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// CPU time (user + system) the process `pid` has used, in clock ticks.
@@ -916,15 +921,7 @@ async fn the_log_filter_changes_at_runtime_is_audited_and_reverts() {
     assert!(!server.log.iter().any(|l| l.contains("/v1/silent")));
 
     // The accepted change is in the audit log, the refused ones are not.
-    let audit: serde_json::Value = client
-        .get(format!("http://{http}/v1/audit"))
-        .bearer_auth("example-operator-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = audit_log(&client, http).await;
     let entries = audit.as_array().expect("a list");
     assert_eq!(entries.len(), 1, "{audit}");
     assert_eq!(entries[0]["action"], "log");
