@@ -1,4 +1,4 @@
-//! Hot-path benchmarks: one geo query through the real handler (decode, locate, route, encode),
+//! Hot-path benchmarks: one geo query through `Handler::answer`, what the UDP and TCP loops call (bytes in: decode, locate, route, encode, count; bytes out),
 //! one static query, and the routing core alone.
 //!
 //! Run with `cargo bench --bench query_path`. The handler benchmarks use the shipped example
@@ -9,50 +9,16 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::pin;
 use std::str::FromStr;
-use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
-use hickory_proto::rr::{Name, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::NetError;
-use hickory_server::net::runtime::TokioTime;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
+use hickory_proto::rr::{Name, RecordType};
 use meridian::config::Source;
-use meridian::dns::Handler;
+use meridian::dns::{Handler, Transport};
 use meridian::routing::{Client, ServiceId};
 use meridian::state::{Shared, Snapshot};
-
-/// Encodes the response into a buffer, as hickory's UDP response handle does, minus the socket.
-#[derive(Clone)]
-struct Capture;
-
-#[async_trait::async_trait]
-impl ResponseHandler for Capture {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(1232);
-        let info = response.destructive_emit(&mut encoder)?;
-        black_box(&bytes);
-        Ok(info)
-    }
-}
 
 fn query_bytes(name: &str, qtype: RecordType, ecs: Option<(Ipv4Addr, u8)>) -> Vec<u8> {
     let mut message = Message::new(0x1234, MessageType::Query, OpCode::Query);
@@ -69,18 +35,6 @@ fn query_bytes(name: &str, qtype: RecordType, ecs: Option<(Ipv4Addr, u8)>) -> Ve
     }
     message.set_edns(edns);
     message.to_vec().unwrap()
-}
-
-/// Runs one request through the handler. Nothing in it waits (the capture handler completes at
-/// once), so a single poll finishes it; this keeps executor overhead out of the figure.
-fn handle(handler: &Handler, raw: &[u8], src: SocketAddr) -> ResponseInfo {
-    let request = Request::from_bytes(raw.to_vec(), src, Protocol::Udp).unwrap();
-    let future = pin!(handler.handle_request::<_, TokioTime>(&request, Capture));
-    let mut cx = Context::from_waker(Waker::noop());
-    match future.poll(&mut cx) {
-        Poll::Ready(info) => info,
-        Poll::Pending => unreachable!("the handler never waits with a capturing response handler"),
-    }
 }
 
 fn benches(c: &mut Criterion) {
@@ -110,13 +64,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("handler/geo_query_varied_ecs", |b| {
         b.iter(|| {
             i = (i + 1) % geo_queries.len();
-            handle(&handler, &geo_queries[i], src)
+            handler.answer(&geo_queries[i], src, Transport::Udp)
         })
     });
 
     let static_query = query_bytes("ns1.example.com.", RecordType::A, None);
     c.bench_function("handler/static_query", |b| {
-        b.iter(|| handle(&handler, &static_query, src))
+        b.iter(|| handler.answer(&static_query, src, Transport::Udp))
     });
 
     // Locating and resolving, with the scope: what a query does besides DNS.

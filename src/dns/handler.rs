@@ -1,27 +1,17 @@
-//! Our hickory `RequestHandler`: a thin adapter around [`respond`], the one answer path.
-//!
-//! It loads the snapshot once, hands the request to `respond`, counts what the response says
-//! (routed answers, failed-open decisions, directory lookups, the query itself) and sends it.
-//! The only `.await` is the send, and nothing here locks or logs above `debug`.
-//!
-//! Our own UDP and TCP loops (`udp.rs`, `tcp.rs`) call [`Handler::answer`] instead: bytes in,
-//! bytes out, with response rate limiting for UDP. The `RequestHandler` implementation stays for
-//! callers that hold a decoded hickory `Request` (the query-path benchmark).
+//! The query side of our UDP and TCP loops (`udp.rs`, `tcp.rs`): [`Handler::answer`] takes a
+//! message's bytes, answers it through [`respond`](super::respond), the one answer path (by way
+//! of `wire.rs`), counts what the response says (routed answers, failed-open decisions,
+//! directory lookups, the query itself), applies response rate limiting to UDP, and returns the
+//! bytes to send. Nothing here does I/O, locks or logs above `debug`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
-use hickory_server::net::runtime::Time;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use tracing::debug;
-
 use crate::config::RrlConfig;
 use crate::metrics::{DnsEvent, Metrics, QueryType, Rcode};
 
-use super::respond::{Response, Transport, respond};
+use super::respond::{Response, Transport};
 use super::rrl::{RateLimiter, Verdict};
 use super::wire::{Outcome, answer_bytes};
 use super::{Shared, Snapshot};
@@ -105,55 +95,6 @@ impl Handler {
         }
         if let Some((source, reason)) = response.lookup {
             self.metrics.record_lookup(source, reason);
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let started = Instant::now();
-        // One snapshot for the whole query: every record sent comes from this consistent view.
-        let snapshot = self.state.load();
-        let transport = match request.protocol() {
-            Protocol::Udp => Transport::Udp,
-            _ => Transport::Tcp,
-        };
-        let response = respond(&snapshot, request, request.src().ip(), transport);
-        self.count(&snapshot, &response);
-        let qtype = request
-            .queries
-            .queries()
-            .first()
-            .map_or(0, |q| u16::from(q.query_type()));
-        let rcode = u16::from(response.metadata.response_code);
-        let sent = response_handle
-            .send_response(response.message(request))
-            .await;
-        self.metrics.record_query(
-            QueryType::from_code(qtype),
-            Rcode::from_code(rcode),
-            started.elapsed().as_secs_f64(),
-        );
-        match sent {
-            Ok(info) => info,
-            Err(error) => {
-                debug!(%error, src = %request.src(), "failed to send response");
-                let mut metadata = Metadata::new(
-                    request.metadata.id,
-                    MessageType::Response,
-                    request.metadata.op_code,
-                );
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
-            }
         }
     }
 }

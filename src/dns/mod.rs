@@ -3,8 +3,8 @@
 //! - `server.rs` registers sockets with hickory's server;
 //! - `respond.rs` is the one answer path: (snapshot, request, client address, transport) to a
 //!   response, with header checks, EDNS, `_explain.` and directory names, wildcards, truncation;
-//! - `handler.rs` is our `RequestHandler`, a thin adapter around `respond.rs` that counts and
-//!   sends;
+//! - `handler.rs` answers a message's bytes for the socket loops (through `wire.rs` and
+//!   `respond.rs`), counts, and applies response rate limiting;
 //! - `answer.rs` turns a question into records (zones, CNAMEs, routed services, CHAOS);
 //! - `routed.rs` prepares the records of every routing outcome;
 //! - `zone/` reads master files (our own reader, octet-exact), checks them and holds the static

@@ -1,6 +1,6 @@
 //! The general answer path: one function, [`respond`], from (snapshot, request, client address,
-//! transport) to a response. Every answer meridian gives comes from it: the hickory
-//! `RequestHandler` is a thin adapter around it, and explanations (`GET /v1/explain` and
+//! transport) to a response. Every answer meridian gives comes from it: the socket loops
+//! reach it through `Handler::answer` and `wire.rs`, and explanations (`GET /v1/explain` and
 //! `_explain.` TXT) run a query through it, so an explanation shows what DNS answers.
 //!
 //! In order: the client's address (EDNS Client Subnet, else the source address), `_explain.`
