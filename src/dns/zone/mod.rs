@@ -153,7 +153,7 @@ impl Zone {
     }
 
     /// [`Zone::parse`] with `include` reading the files `$INCLUDE` names.
-    fn parse_with(
+    pub(crate) fn parse_with(
         origin: &str,
         text: &[u8],
         path: &Path,
