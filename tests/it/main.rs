@@ -15,6 +15,8 @@
 //! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
 //!   signals;
 //! - `ctl`: `meridian ctl` (the real binary) against a running server;
+//! - `deploy`: the Kubernetes manifests' configuration passes `check-config`, and their paths
+//!   and ports match it;
 //! - `hardening`: the control plane under abuse (access, rate limits, slow and idle
 //!   connections, the connection cap, imports);
 //! - `faults`: the state store on a full disk;
@@ -32,6 +34,7 @@ mod cli;
 mod client;
 mod control;
 mod ctl;
+mod deploy;
 mod dname;
 mod ecs;
 mod explain;
