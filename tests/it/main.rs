@@ -20,6 +20,7 @@
 //! - `hardening`: the control plane under abuse (access, rate limits, slow and idle
 //!   connections, the connection cap, imports);
 //! - `faults`: the state store on a full disk;
+//! - `operations`: feature toggles, banned queries, the query log and error collection;
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 //! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
@@ -41,6 +42,7 @@ mod explain;
 mod faults;
 mod hardening;
 mod listeners;
+mod operations;
 mod policies;
 mod reload;
 mod support;
