@@ -1,5 +1,5 @@
 //! Hot-path benchmarks: one geo query through `Handler::answer`, what the UDP and TCP loops call (bytes in: decode, locate, route, encode, count; bytes out),
-//! one static query, and the routing core alone.
+//! one static query, the routing core alone, and the banned-query check.
 //!
 //! Run with `cargo bench --bench query_path`. The handler benchmarks use the shipped example
 //! (the embedded country database), with ECS networks spread over the whole IPv4 space so that
@@ -18,7 +18,8 @@ use hickory_proto::rr::{Name, RecordType};
 use meridian::config::Source;
 use meridian::dns::{Handler, Transport};
 use meridian::routing::{Client, ServiceId};
-use meridian::state::{Shared, Snapshot};
+use meridian::state::{Banned, Shared, Snapshot};
+use meridian::store::StoredBan;
 
 fn query_bytes(name: &str, qtype: RecordType, ecs: Option<(Ipv4Addr, u8)>) -> Vec<u8> {
     let mut message = Message::new(0x1234, MessageType::Query, OpCode::Query);
@@ -89,6 +90,38 @@ fn benches(c: &mut Criterion) {
             let client = Client::new(clients[i], geo.lookup(clients[i]), 24);
             black_box(snapshot.routing.resolve(ServiceId(0), &client).prefix_len)
         })
+    });
+
+    // The banned-query check every query passes first: with no rule (the usual case), and with
+    // four rules that do not match (each reads the question).
+    let no_rules = Banned::default();
+    c.bench_function("banned/check_no_rules", |b| {
+        b.iter(|| black_box(no_rules.check(black_box(&geo_queries[7]))))
+    });
+    let stored: Vec<(String, StoredBan)> = ["a.example.net", "b.example.net", "c.example.net"]
+        .iter()
+        .map(|suffix| StoredBan {
+            name: None,
+            suffix: Some((*suffix).to_owned()),
+            qtype: None,
+            offset: None,
+            pattern: None,
+            action: "refuse".to_owned(),
+        })
+        .chain([StoredBan {
+            name: None,
+            suffix: None,
+            qtype: Some(255),
+            offset: None,
+            pattern: None,
+            action: "drop".to_owned(),
+        }])
+        .enumerate()
+        .map(|(i, rule)| (i.to_string(), rule))
+        .collect();
+    let (four_rules, _) = Banned::compile(stored.iter().map(|(i, r)| (i, r)), &Banned::default());
+    c.bench_function("banned/check_four_rules_no_match", |b| {
+        b.iter(|| black_box(four_rules.check(black_box(&geo_queries[7]))))
     });
 }
 

@@ -115,6 +115,12 @@ pub enum CtlCommand {
     },
     /// The most recent internal errors (panics, store failures, other 500s).
     Errors,
+    /// Banned-query rules; with `add ...` or `remove ID`, change them.
+    Banned {
+        /// What to do (default: list them with their match counts).
+        #[command(subcommand)]
+        action: Option<BannedAction>,
+    },
     /// The feature toggles; with `on NAME` or `off NAME`, switch one.
     Toggles {
         /// What to do (default: list them).
@@ -162,6 +168,37 @@ pub enum ConfigAction {
         from: String,
         /// The newer version.
         to: Option<String>,
+    },
+}
+
+/// `meridian ctl banned ...`.
+#[derive(Debug, Subcommand)]
+pub enum BannedAction {
+    /// Ban queries matching every part given: drop them or answer REFUSED.
+    Add {
+        /// The exact query name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A name suffix: the name and every name below it.
+        #[arg(long)]
+        suffix: Option<String>,
+        /// The query type, e.g. `ANY`.
+        #[arg(long)]
+        qtype: Option<String>,
+        /// Octets (hexadecimal) the message holds at `--offset`.
+        #[arg(long)]
+        hex: Option<String>,
+        /// Where `--hex` starts in the message (default 0).
+        #[arg(long, requires = "hex")]
+        offset: Option<u16>,
+        /// `drop` or `refuse` (default `refuse`).
+        #[arg(long)]
+        action: Option<String>,
+    },
+    /// Remove a rule.
+    Remove {
+        /// The rule's id (as `banned` lists it).
+        id: String,
     },
 }
 
@@ -343,6 +380,41 @@ fn call_for(command: &CtlCommand) -> Option<Call> {
         }
         CtlCommand::Reload => Call::post("/v1/reload", None),
         CtlCommand::Errors => Call::get("/v1/errors"),
+        CtlCommand::Banned { action: None } => Call::get("/v1/banned"),
+        CtlCommand::Banned {
+            action: Some(BannedAction::Remove { id }),
+        } => Call {
+            method: Method::DELETE,
+            path: format!("/v1/banned/{}", segment(id)),
+            body: None,
+        },
+        CtlCommand::Banned {
+            action:
+                Some(BannedAction::Add {
+                    name,
+                    suffix,
+                    qtype,
+                    hex,
+                    offset,
+                    action,
+                }),
+        } => {
+            let mut body = serde_json::json!({});
+            for (key, value) in [
+                ("name", name),
+                ("suffix", suffix),
+                ("qtype", qtype),
+                ("action", action),
+            ] {
+                if let Some(value) = value {
+                    body[key] = Value::from(value.as_str());
+                }
+            }
+            if let Some(hex) = hex {
+                body["bytes"] = serde_json::json!({"offset": offset.unwrap_or(0), "hex": hex});
+            }
+            Call::post("/v1/banned", Some(body))
+        }
         CtlCommand::Toggles { action: None } => Call::get("/v1/toggles"),
         CtlCommand::Toggles {
             action: Some(action),

@@ -6,6 +6,7 @@
 //! - `audit.rs`: the audit log;
 //! - `errors.rs`: panics in handlers and 500s logged, counted and kept; `GET /v1/errors`;
 //! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
+//! - `banned.rs`: `GET`/`POST /v1/banned`, `DELETE /v1/banned/{id}`, banned-query rules;
 //! - `toggles.rs`: `GET /v1/toggles`, `PUT /v1/toggles/{name}`, the feature toggles;
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
@@ -21,6 +22,7 @@
 
 mod audit;
 mod auth;
+mod banned;
 mod configuration;
 mod datacenters;
 mod error;
@@ -45,7 +47,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use tracing::info;
 use utoipa::OpenApi;
 
@@ -84,6 +86,9 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/errors"),
     (Method::GET, "/v1/toggles"),
     (Method::PUT, "/v1/toggles/{name}"),
+    (Method::GET, "/v1/banned"),
+    (Method::POST, "/v1/banned"),
+    (Method::DELETE, "/v1/banned/{id}"),
     (Method::GET, "/v1/users/{id}"),
     (Method::PUT, "/v1/users/{id}/pin"),
     (Method::DELETE, "/v1/users/{id}/pin"),
@@ -129,7 +134,8 @@ pub struct ControlState {
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
         audit::audit_log, log::put_log, errors::list_errors,
-        toggles::list_toggles, toggles::put_toggle, users::get_user, users::pin, users::unpin, users::summary,
+        toggles::list_toggles, toggles::put_toggle, banned::list_banned, banned::ban,
+        banned::unban, users::get_user, users::pin, users::unpin, users::summary,
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
@@ -177,6 +183,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/errors", get(errors::list_errors))
         .route("/v1/toggles", get(toggles::list_toggles))
         .route("/v1/toggles/{name}", put(toggles::put_toggle))
+        .route("/v1/banned", get(banned::list_banned).post(banned::ban))
+        .route("/v1/banned/{id}", delete(banned::unban))
         .route("/v1/users/{id}", get(users::get_user))
         .route("/v1/users/{id}/pin", put(users::pin).delete(users::unpin))
         .route("/v1/directory", get(users::summary))

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
+use hickory_proto::op::ResponseCode;
 use tracing::error;
 
 use crate::config::RrlConfig;
@@ -17,11 +18,11 @@ use crate::metrics::{
     DnsEvent, ErrorKind, InternalError, Metrics, QueryType, Rcode, panic_message,
 };
 use crate::routing::Toggle;
-use crate::state::unix_ms;
+use crate::state::{BanAction, unix_ms};
 
 use super::respond::{Response, Transport};
 use super::rrl::{RateLimiter, Verdict};
-use super::wire::{Outcome, answer_bytes, servfail};
+use super::wire::{Outcome, answer_bytes, error_reply};
 use super::{Shared, Snapshot};
 
 /// Answers DNS queries from the current snapshot.
@@ -73,6 +74,13 @@ impl Handler {
         let started = Instant::now();
         // One snapshot for the whole query: every record sent comes from this consistent view.
         let snapshot = self.state.load();
+        // Banned queries first, before any other work (with no rule, one length test).
+        if let Some(action) = snapshot.live.banned.check(bytes) {
+            return match action {
+                BanAction::Drop => None,
+                BanAction::Refuse => error_reply(&snapshot, bytes, ResponseCode::Refused),
+            };
+        }
         let Outcome::Reply(reply) = answer_bytes(&snapshot, bytes, src, transport, |s, r| {
             self.count(s, r);
         }) else {
@@ -156,7 +164,7 @@ fn guarded(
         message,
     });
     metrics.record_query(QueryType::from_code(0), Rcode::ServFail, 0.0);
-    servfail(&state.load(), bytes)
+    error_reply(&state.load(), bytes, ResponseCode::ServFail)
 }
 
 /// Whether a panic may be logged now: once per second at most, over the whole process.

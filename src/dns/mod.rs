@@ -41,6 +41,19 @@ pub use routed::Answers;
 pub use server::DnsServer;
 pub use tcp::AcceptErrors;
 
+/// The number of the record type written `text` (`A`, `any`, `TYPE65`), as DNS names it.
+pub fn qtype_code(text: &str) -> Option<u16> {
+    use std::str::FromStr;
+    hickory_proto::rr::RecordType::from_str(&text.to_ascii_uppercase())
+        .ok()
+        .map(u16::from)
+}
+
+/// The name of the record type numbered `code` (`TYPE65534` for one without a name).
+pub fn qtype_name(code: u16) -> String {
+    hickory_proto::rr::RecordType::from(code).to_string()
+}
+
 /// Parses the master file `text` for `origin` as a zone load does, reading no other file (an
 /// `$INCLUDE` is a problem): the number of names with records, or every problem. For the fuzz
 /// target in `fuzz/` and its regression tests.

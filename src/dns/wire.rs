@@ -106,14 +106,19 @@ pub(crate) fn answer_bytes(
     })
 }
 
-/// SERVFAIL for the message `bytes` (header and question), or `None` when it has no header or
-/// is itself a response: what a query gets when answering it failed inside the server.
-pub(crate) fn servfail(snapshot: &Snapshot, bytes: &[u8]) -> Option<Vec<u8>> {
+/// `rcode` for the message `bytes` (header and question), or `None` when it has no header or
+/// is itself a response: SERVFAIL for a query whose answer failed inside the server, REFUSED
+/// for a banned one.
+pub(crate) fn error_reply(
+    snapshot: &Snapshot,
+    bytes: &[u8],
+    rcode: ResponseCode,
+) -> Option<Vec<u8>> {
     let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
     if header.metadata.message_type == MessageType::Response {
         return None;
     }
-    Some(bare_reply(snapshot, bytes, header, ResponseCode::ServFail).bytes)
+    Some(bare_reply(snapshot, bytes, header, rcode).bytes)
 }
 
 /// The class of a response, for rate limiting.

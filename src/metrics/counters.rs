@@ -98,6 +98,16 @@ impl Counter {
             counter.inc();
         }
     }
+
+    /// The count so far (0 for the default, which counts nothing).
+    pub fn get(&self) -> u64 {
+        self.0.as_ref().map_or(0, IntCounter::get)
+    }
+
+    /// Whether it counts into a registered metric (not the default).
+    pub fn is_resolved(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
 impl fmt::Debug for Counter {

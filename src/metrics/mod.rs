@@ -359,13 +359,13 @@ impl Metrics {
 
     /// The counter of queries banned by rule `id`, resolved once per published rule set so
     /// that the query path only increments it.
-    pub fn banned_counter(&self, id: u64) -> Counter {
-        Counter(Some(self.banned.with_label_values(&[&id.to_string()])))
+    pub fn banned_counter(&self, id: &str) -> Counter {
+        Counter(Some(self.banned.with_label_values(&[id])))
     }
 
     /// Stops exporting the count of rule `id`, once the rule is removed.
-    pub fn forget_banned(&self, id: u64) {
-        let _ = self.banned.remove_label_values(&[&id.to_string()]);
+    pub fn forget_banned(&self, id: &str) {
+        let _ = self.banned.remove_label_values(&[id]);
     }
 
     /// Sets whether the state store accepts writes.

@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::directory::{Directory, Placement};
 use crate::routing::{DcState, ReportState, ServiceId, Toggle, Toggles};
-use crate::store::{Change, DirectoryChange, DrainKey, Persisted, StoredReport};
+use crate::store::{Change, DirectoryChange, DrainKey, Persisted, StoredBan, StoredReport};
 
+use super::banned::Banned;
 use super::directory::placement_of;
 
 /// Reports, drains and the user directory in force.
@@ -31,6 +32,10 @@ pub struct LiveState {
     pub directory: Option<Directory>,
     /// Feature toggles as an operator set them.
     pub toggles: Toggles,
+    /// Banned-query rules as stored, by id.
+    pub banned_rules: BTreeMap<String, StoredBan>,
+    /// The same, ready to match queries (their counters resolved by the state manager).
+    pub banned: Banned,
 }
 
 impl LiveState {
@@ -48,6 +53,8 @@ impl LiveState {
                 .iter()
                 .filter_map(|(name, on)| Toggle::named(name).map(|t| (t, *on)))
                 .fold(Toggles::default(), |toggles, (t, on)| toggles.with(t, on)),
+            banned: compiled(&persisted.banned, &Banned::default()),
+            banned_rules: persisted.banned,
         }
     }
 
@@ -76,6 +83,14 @@ impl LiveState {
                 if let Some(toggle) = Toggle::named(name) {
                     next.toggles = next.toggles.with(toggle, *on);
                 }
+            }
+            Change::Ban { id, rule } => {
+                next.banned_rules.insert(id.clone(), rule.clone());
+                next.banned = compiled(&next.banned_rules, &self.banned);
+            }
+            Change::Unban { id } => {
+                next.banned_rules.remove(id);
+                next.banned = compiled(&next.banned_rules, &self.banned);
             }
             Change::AuditOnly => {}
         }
@@ -172,6 +187,16 @@ fn widened(directory: &Directory, names: Vec<String>, known: usize) -> Directory
         .map(|(user, placement)| (user.to_owned(), placement))
         .collect();
     Directory::new(names, buckets, pins)
+}
+
+/// `rules` ready to match, keeping the counters of the rules `previous` has; a stored rule this
+/// build cannot use (written by another build) is left out, with a warning.
+fn compiled(rules: &BTreeMap<String, StoredBan>, previous: &Banned) -> Banned {
+    let (banned, failed) = Banned::compile(rules, previous);
+    for (id, error) in failed {
+        tracing::warn!(rule = %id, %error, "a stored banned-query rule cannot be used; it is left out");
+    }
+    banned
 }
 
 /// Milliseconds since the Unix epoch.

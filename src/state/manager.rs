@@ -30,6 +30,7 @@ use crate::store::{
     AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement, VersionFile,
 };
 
+use super::banned::MAX_BANNED_RULES;
 use super::directory::{placement_named, placement_of};
 use super::live::{Clock, LiveState, unix_ms};
 use super::readiness::Readiness;
@@ -236,6 +237,7 @@ impl<P: Prepare> Manager<P> {
         let persisted = store.load()?;
         let restored = persisted.reports.len();
         let mut live = LiveState::restored(persisted);
+        live.banned = live.banned.with_counters(|id| metrics.banned_counter(id));
         live.directory = load_directory(&store, &loaded.config)?;
         if let Some(directory) = &live.directory {
             metrics.set_pins(directory.n_pins() as u64);
@@ -424,10 +426,22 @@ impl<P: Prepare> Manager<P> {
         force: bool,
     ) -> Result<u64, ApplyError> {
         let current = self.publisher.current();
-        let next = current.live.with(&change);
+        let mut next = current.live.with(&change);
         if !force && let Change::Drain { key, drained: true } = &change {
             refuse_last_drain(&current, &next, key, &self.clock)?;
         }
+        if matches!(change, Change::Ban { .. }) && next.banned_rules.len() > MAX_BANNED_RULES {
+            return Err(ApplyError::Refused(format!(
+                "{MAX_BANNED_RULES} banned-query rules are in force already; remove one first"
+            )));
+        }
+        next.banned = next
+            .banned
+            .with_counters(|id| self.metrics.banned_counter(id));
+        let unbanned = match &change {
+            Change::Unban { id } => Some(id.clone()),
+            _ => None,
+        };
         let store = self.store.clone();
         let (action, target) = (audit.action.clone(), audit.target.clone());
         let stored = tokio::task::spawn_blocking(move || store.apply(&change, &audit))
@@ -442,6 +456,9 @@ impl<P: Prepare> Manager<P> {
             });
         }
         self.store_writes();
+        if let Some(id) = unbanned {
+            self.metrics.forget_banned(&id);
+        }
         let snapshot = Snapshot::assemble(
             current.loaded.clone(),
             Arc::new(next),

@@ -7,6 +7,7 @@
 //! This module sits below `dns` and `control`: it never names them. What queries read is a
 //! type parameter ([`Prepare`]) that `dns` fills in; readiness ([`Readiness`]) lives here.
 
+mod banned;
 mod directory;
 mod live;
 mod manager;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+pub use banned::{BanAction, BanError, BanRule, Banned, MAX_BANNED_RULES};
 pub use directory::{DirectoryView, UserFacts, placement_of, reason_label, source_label};
 pub use live::{Clock, LiveState, apply_directory, unix_ms};
 pub use manager::{

@@ -21,6 +21,7 @@
 //! | `audit` | sequence number 1, 2, 3, ... | [`AuditEntry`] |
 //! | `config_versions` | content hash | [`ConfigVersion`] |
 //! | `toggles` | toggle name | a JSON bool: on or off |
+//! | `banned` | rule id | [`StoredBan`] |
 //! | `directory_buckets` | bucket number | [`StoredPlacement`] as home `\0` replica |
 //! | `directory_pins` | user id | [`StoredPlacement`] as home `\0` replica |
 //!
@@ -44,7 +45,7 @@ pub use maintenance::{Summary, backup, check, kept_aside_name, restore};
 
 pub use types::{
     AuditEntry, Change, ConfigVersion, ConfigVersionMeta, DirectoryChange, DrainKey, Persisted,
-    StoredPlacement, StoredReport, VersionFile,
+    StoredBan, StoredPlacement, StoredReport, VersionFile,
 };
 
 use std::fmt::Display;
@@ -79,6 +80,7 @@ const META_TABLE: &str = "meta";
 const AUDIT_TABLE: &str = "audit";
 const CONFIG_VERSIONS_TABLE: &str = "config_versions";
 const TOGGLES_TABLE: &str = "toggles";
+const BANNED_TABLE: &str = "banned";
 
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new(REPORTS_TABLE);
 const DRAINS: TableDefinition<&str, ()> = TableDefinition::new(DRAINS_TABLE);
@@ -86,6 +88,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_TABLE);
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new(AUDIT_TABLE);
 const CONFIG_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new(CONFIG_VERSIONS_TABLE);
 const TOGGLES: TableDefinition<&str, &[u8]> = TableDefinition::new(TOGGLES_TABLE);
+const BANNED: TableDefinition<&str, &[u8]> = TableDefinition::new(BANNED_TABLE);
 
 /// The `meta` key holding [`SCHEMA_VERSION`].
 const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -494,6 +497,13 @@ impl Store {
             let on = decode(TOGGLES_TABLE, &name, value.value())?;
             res.toggles.insert(name, on);
         }
+
+        for entry in txn.open_table(BANNED)?.iter()? {
+            let (key, value) = entry?;
+            let id = key.value().to_owned();
+            let rule = decode(BANNED_TABLE, &id, value.value())?;
+            res.banned.insert(id, rule);
+        }
         Ok(res)
     }
 
@@ -632,6 +642,7 @@ impl Store {
             txn.open_table(AUDIT)?;
             txn.open_table(CONFIG_VERSIONS)?;
             txn.open_table(TOGGLES)?;
+            txn.open_table(BANNED)?;
             directory::create_tables(&txn)?;
             let mut meta = txn.open_table(META)?;
             let found = match meta.get(SCHEMA_VERSION_KEY)? {
@@ -762,6 +773,15 @@ fn write_change(
             let value = encode(TOGGLES_TABLE, name, on)?;
             let mut table = txn.open_table(TOGGLES)?;
             table.insert(name.as_str(), value.as_slice())?;
+        }
+        Change::Ban { id, rule } => {
+            let value = encode(BANNED_TABLE, id, rule)?;
+            let mut table = txn.open_table(BANNED)?;
+            table.insert(id.as_str(), value.as_slice())?;
+        }
+        Change::Unban { id } => {
+            let mut table = txn.open_table(BANNED)?;
+            table.remove(id.as_str())?;
         }
         Change::AuditOnly => {}
         Change::Directory(change) => directory::write_directory_change(txn, change)?,

@@ -71,6 +71,18 @@ pub enum Change {
         /// `true` for on.
         on: bool,
     },
+    /// Add a banned-query rule under `id` (replacing one with the same id).
+    Ban {
+        /// The rule's id.
+        id: String,
+        /// The rule.
+        rule: StoredBan,
+    },
+    /// Remove the banned-query rule `id` (nothing happens when there is none).
+    Unban {
+        /// The rule's id.
+        id: String,
+    },
     /// A write that changes no stored state but must be audited (e.g. a reload).
     AuditOnly,
     /// A change to the user directory: pins, buckets, or the whole directory at once.
@@ -147,6 +159,30 @@ pub struct Persisted {
     pub instance_drained: bool,
     /// Feature toggles an operator set, by name (absent: never set, so on).
     pub toggles: BTreeMap<String, bool>,
+    /// Banned-query rules, by id.
+    pub banned: BTreeMap<String, StoredBan>,
+}
+
+/// A banned-query rule as the operator wrote it: a query matches when every part given matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBan {
+    /// The exact query name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A name suffix: the name itself or any name below it.
+    #[serde(default)]
+    pub suffix: Option<String>,
+    /// The query type, by number.
+    #[serde(default)]
+    pub qtype: Option<u16>,
+    /// Where `pattern` starts in the message (default 0).
+    #[serde(default)]
+    pub offset: Option<u16>,
+    /// Octets, in hexadecimal, that the message holds at `offset`.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// `drop` or `refuse`.
+    pub action: String,
 }
 
 /// A configuration the server has run, with its full text and the zone files it named.

@@ -225,3 +225,167 @@ async fn overrides_and_the_directory_over_dns_switch_off() {
     toggle(&server, "directory_dns", true).await;
     assert_eq!(rcode(user.udp(server.udp).await), ResponseCode::NoError);
 }
+
+/// Whether a UDP query gets any reply within 300 ms.
+async fn udp_replies(server: &TestServer, ask: &Ask) -> bool {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    socket.connect(server.udp).await.expect("connect");
+    socket.send(&ask.to_bytes()).await.expect("send");
+    let mut buf = vec![0; 4096];
+    tokio::time::timeout(Duration::from_millis(300), socket.recv(&mut buf))
+        .await
+        .is_ok()
+}
+
+/// Rules by name and qtype, by suffix, and by a byte pattern: matching queries are REFUSED (UDP
+/// and TCP) or dropped, others are answered; each rule is counted, listed, audited, kept across a
+/// restart and removed again.
+#[tokio::test]
+async fn banned_queries_are_refused_or_dropped_before_any_other_work() {
+    let state = tempfile::tempdir().expect("a state directory");
+    let launch = || {
+        let mut setup = Setup::new(&policies(), ZONE);
+        setup.state_dir = Some(state.path().to_path_buf());
+        TestServer::launch(setup)
+    };
+    let server = launch().await;
+    let rcode = |reply: hickory_proto::op::Message| reply.metadata.response_code;
+    let www_txt = Ask::new("www.example.com", RecordType::TXT);
+    let www_a = Ask::new("www.example.com", RecordType::A).ecs(LONDON);
+    assert_eq!(rcode(www_txt.udp(server.udp).await), ResponseCode::NoError);
+
+    let post = |body: Value| {
+        call(
+            &server,
+            reqwest::Method::POST,
+            "/v1/banned",
+            OPERATOR,
+            Some(body),
+        )
+    };
+    let (status, refused) = post(json!({"suffix": "Example.com.", "qtype": "txt"})).await;
+    assert_eq!(status, StatusCode::OK, "{refused}");
+    let refused_id = refused["id"].as_str().expect("an id").to_owned();
+    for _ in 0..2 {
+        assert_eq!(rcode(www_txt.udp(server.udp).await), ResponseCode::Refused);
+    }
+    assert_eq!(rcode(www_txt.tcp(server.tcp).await), ResponseCode::Refused);
+    assert_eq!(
+        a(&server, "www.example.com", LONDON).await,
+        [ip(3), ip(1)],
+        "A still answered"
+    );
+    // The same rule again keeps one.
+    let (_, again) = post(json!({"suffix": "example.com", "qtype": "TXT"})).await;
+    assert_ne!(
+        again["id"], refused["id"],
+        "written differently, another rule"
+    );
+
+    let (status, dropped) = post(json!({"name": "api.example.com", "action": "drop"})).await;
+    assert_eq!(status, StatusCode::OK, "{dropped}");
+    let api = Ask::new("api.example.com", RecordType::A);
+    assert!(!udp_replies(&server, &api).await, "dropped");
+    assert!(udp_replies(&server, &www_a).await);
+    // A byte pattern: the opcode NOTIFY (4) in the flags' high octet (offset 2).
+    let (status, _) = post(json!({"bytes": {"offset": 2, "hex": "20"}, "action": "drop"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let notify =
+        Ask::new("www.example.com", RecordType::SOA).op_code(hickory_proto::op::OpCode::Notify);
+    assert!(!udp_replies(&server, &notify).await, "dropped by its bytes");
+
+    let (_, listed) = call(&server, reqwest::Method::GET, "/v1/banned", OPERATOR, None).await;
+    let rule = listed
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["id"] == refused_id.as_str()))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(rule["suffix"], "Example.com.", "{listed}");
+    assert_eq!(rule["qtype"], "TXT");
+    assert_eq!(rule["action"], "refuse");
+    assert_eq!(rule["matched"], 3, "{listed}");
+    let scraped = metrics(&server).await;
+    assert!(
+        scraped.contains(&format!(
+            "meridian_dns_banned_queries_total{{rule=\"{refused_id}\"}} 3"
+        )),
+        "{scraped}"
+    );
+    let (_, audit) = call(&server, reqwest::Method::GET, "/v1/audit", OPERATOR, None).await;
+    assert!(
+        audit.as_array().is_some_and(|entries| entries
+            .iter()
+            .any(|e| e["action"] == "ban" && e["target"] == refused_id.as_str())),
+        "{audit}"
+    );
+
+    // Kept across a restart.
+    server.stop().await.expect("a clean stop");
+    let server = launch().await;
+    assert_eq!(rcode(www_txt.udp(server.udp).await), ResponseCode::Refused);
+    assert!(!udp_replies(&server, &api).await);
+
+    let delete = |id: String| {
+        let server = &server;
+        async move {
+            let path = format!("/v1/banned/{id}");
+            call(server, reqwest::Method::DELETE, &path, OPERATOR, None).await
+        }
+    };
+    let (status, _) = delete(refused_id.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = delete(refused_id.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = delete(dropped["id"].as_str().unwrap_or_default().to_owned()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(udp_replies(&server, &api).await, "answered again");
+    let scraped = metrics(&server).await;
+    assert!(
+        !scraped.contains(&refused_id),
+        "a removed rule is not exported"
+    );
+}
+
+#[tokio::test]
+async fn bad_banned_rules_are_refused_with_the_reason() {
+    let server = TestServer::start(&policies(), ZONE).await;
+    for (body, says) in [
+        (json!({}), "a rule needs"),
+        (json!({"name": "a..b"}), "not a domain name"),
+        (json!({"qtype": "NOPE"}), "not a record type"),
+        (json!({"bytes": {"hex": "abc"}}), "hexadecimal"),
+        (
+            json!({"name": "x.example.com", "action": "ignore"}),
+            "neither drop nor refuse",
+        ),
+        (
+            json!({"name": "x.example.com", "extra": 1}),
+            "unknown field",
+        ),
+    ] {
+        let (status, answer) = call(
+            &server,
+            reqwest::Method::POST,
+            "/v1/banned",
+            OPERATOR,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| m.contains(says)),
+            "{body} {answer}"
+        );
+    }
+    let (status, _) = call(
+        &server,
+        reqwest::Method::POST,
+        "/v1/banned",
+        "example-frontend-token",
+        Some(json!({"name": "x.example.com"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
