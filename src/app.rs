@@ -25,6 +25,7 @@ use crate::dns::{Loaded, Manager};
 use crate::metrics::Metrics;
 use crate::state::{Clock, Readiness, StateCommands, StateHandle, unix_ms};
 use crate::store::{AuditEntry, Change, Store};
+use crate::traffic::Traffic;
 
 pub use crate::state::state_channel;
 
@@ -182,6 +183,11 @@ pub async fn run(
     .context("reading the state store")?;
     let mut tasks = JoinSet::new();
     tasks.spawn(manager.run(commands, shutdown.clone()));
+    // `server.traffic` is read at start, like `server.rrl`.
+    let traffic = Traffic::new(server_config.traffic);
+    if traffic.is_on() {
+        tasks.spawn(collect_traffic(traffic.clone(), shutdown.clone()));
+    }
     if options.drained {
         let entry = AuditEntry {
             unix_ms: unix_ms(options.clock.now()),
@@ -209,6 +215,7 @@ pub async fn run(
                 limiter: Arc::default(),
                 log_levels: options.log_levels.clone(),
                 errors: Arc::default(),
+                traffic: traffic.clone(),
             });
             let serving = control::serve(
                 listener,
@@ -223,7 +230,9 @@ pub async fn run(
     };
     // `server.rrl` and `server.tcp` are read at start; a reload does not change them.
     let dns = DnsServer::start(
-        Handler::new(shared, metrics.clone()).with_rrl(server_config.rrl.clone()),
+        Handler::new(shared, metrics.clone())
+            .with_rrl(server_config.rrl.clone())
+            .with_traffic(Some(traffic)),
         (listeners.udp, server_config.udp_workers),
         listeners.tcp,
         &server_config.tcp,
@@ -311,4 +320,16 @@ pub fn watch_signals(reload: StateHandle, shutdown: CancellationToken) -> anyhow
         }
     });
     Ok(())
+}
+
+/// Moves sampled queries into the traffic record's window a few times a second, off the query
+/// path, until `shutdown`.
+async fn collect_traffic(traffic: Arc<Traffic>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => traffic.collect(std::time::Instant::now()),
+            () = shutdown.cancelled() => return,
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! - `audit.rs`: the audit log;
 //! - `errors.rs`: panics in handlers caught, counted and kept for `GET /v1/errors`;
 //! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
+//! - `simulate.rs`: `GET /v1/traffic` and `POST /v1/simulate`, what-if over the recorded traffic;
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
 //! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
@@ -29,6 +30,7 @@ mod log;
 mod openapi;
 mod probes;
 mod serve;
+mod simulate;
 mod users;
 mod write;
 
@@ -50,6 +52,7 @@ pub use error::ApiError;
 pub use errors::ErrorLog;
 pub use log::{LogLevels, SetFilter};
 pub use serve::serve;
+pub use simulate::simulate_offline;
 
 use openapi::StandardResponses;
 
@@ -57,6 +60,7 @@ use crate::dns::Shared;
 use crate::metrics::Metrics;
 use crate::state::{Clock, Readiness, StateHandle};
 use crate::store::Store;
+use crate::traffic::Traffic;
 
 /// How long one control request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,6 +83,8 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/audit"),
     (Method::PUT, "/v1/log"),
     (Method::GET, "/v1/errors"),
+    (Method::GET, "/v1/traffic"),
+    (Method::POST, "/v1/simulate"),
     (Method::GET, "/v1/users/{id}"),
     (Method::PUT, "/v1/users/{id}/pin"),
     (Method::DELETE, "/v1/users/{id}/pin"),
@@ -114,6 +120,8 @@ pub struct ControlState {
     pub log_levels: Option<Arc<LogLevels>>,
     /// Panics caught in handlers, for `GET /v1/errors`.
     pub errors: Arc<ErrorLog>,
+    /// The sampled record of recent traffic, for `GET /v1/traffic` and simulations.
+    pub traffic: Arc<Traffic>,
 }
 
 /// The OpenAPI document of the control plane.
@@ -125,7 +133,7 @@ pub struct ControlState {
         datacenters::drain, datacenters::undrain, datacenters::drain_instance,
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
-        audit::audit_log, log::put_log, errors::list_errors, users::get_user, users::pin, users::unpin, users::summary,
+        audit::audit_log, log::put_log, errors::list_errors, simulate::get_traffic, simulate::post_simulate, users::get_user, users::pin, users::unpin, users::summary,
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
@@ -171,6 +179,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/audit", get(audit::audit_log))
         .route("/v1/log", put(log::put_log))
         .route("/v1/errors", get(errors::list_errors))
+        .route("/v1/traffic", get(simulate::get_traffic))
+        .route("/v1/simulate", post(simulate::post_simulate))
         .route("/v1/users/{id}", get(users::get_user))
         .route("/v1/users/{id}/pin", put(users::pin).delete(users::unpin))
         .route("/v1/directory", get(users::summary))

@@ -21,6 +21,8 @@
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 //! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
+//! - `simulate`: what-if simulations checked against the answers after the change, the drain's
+//!   capacity rail, `meridian ctl simulate` and `meridian simulate` offline.
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
@@ -40,6 +42,7 @@ mod hardening;
 mod listeners;
 mod policies;
 mod reload;
+mod simulate;
 mod support;
 mod transport;
 mod truncation;
