@@ -113,14 +113,29 @@ pub(crate) struct ChangeBody {
     service: Option<String>,
     healthy: Option<bool>,
     drained: Option<bool>,
+    #[schema(minimum = 0.0)]
     load: Option<f64>,
+    #[schema(minimum = 0.0)]
     capacity: Option<f64>,
     /// `nearest`, `nearest-with-capacity`, `metric`, `weighted` or `failover`.
+    #[schema(value_type = Option<PolicyName>)]
     policy: Option<String>,
     /// Keep only these datacenters in the service's pools.
     pools: Option<Vec<String>>,
     /// A whole candidate configuration (YAML); the running geo database is used.
     config: Option<String>,
+}
+
+/// A policy's name, for the document (the body keeps it as text and checks it).
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum PolicyName {
+    Nearest,
+    NearestWithCapacity,
+    Metric,
+    Weighted,
+    Failover,
 }
 
 /// What a simulation found, per service of the sample.
