@@ -7,6 +7,7 @@
 //! - `errors.rs`: panics in handlers caught, counted and kept for `GET /v1/errors`;
 //! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
 //! - `simulate.rs`: `GET /v1/traffic` and `POST /v1/simulate`, what-if over the recorded traffic;
+//! - `toggles.rs`: `GET /v1/toggles`, `PUT /v1/toggles/{name}`, the feature toggles;
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
 //! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
@@ -31,6 +32,7 @@ mod openapi;
 mod probes;
 mod serve;
 mod simulate;
+mod toggles;
 mod users;
 mod write;
 
@@ -85,6 +87,8 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/errors"),
     (Method::GET, "/v1/traffic"),
     (Method::POST, "/v1/simulate"),
+    (Method::GET, "/v1/toggles"),
+    (Method::PUT, "/v1/toggles/{name}"),
     (Method::GET, "/v1/users/{id}"),
     (Method::PUT, "/v1/users/{id}/pin"),
     (Method::DELETE, "/v1/users/{id}/pin"),
@@ -133,7 +137,8 @@ pub struct ControlState {
         datacenters::drain, datacenters::undrain, datacenters::drain_instance,
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
-        audit::audit_log, log::put_log, errors::list_errors, simulate::get_traffic, simulate::post_simulate, users::get_user, users::pin, users::unpin, users::summary,
+        audit::audit_log, log::put_log, errors::list_errors, simulate::get_traffic, simulate::post_simulate,
+        toggles::list_toggles, toggles::put_toggle, users::get_user, users::pin, users::unpin, users::summary,
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
@@ -181,6 +186,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/errors", get(errors::list_errors))
         .route("/v1/traffic", get(simulate::get_traffic))
         .route("/v1/simulate", post(simulate::post_simulate))
+        .route("/v1/toggles", get(toggles::list_toggles))
+        .route("/v1/toggles/{name}", put(toggles::put_toggle))
         .route("/v1/users/{id}", get(users::get_user))
         .route("/v1/users/{id}/pin", put(users::pin).delete(users::unpin))
         .route("/v1/directory", get(users::summary))

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::config::RrlConfig;
 use crate::metrics::{DnsEvent, Metrics, QueryType, Rcode};
+use crate::routing::Toggle;
 use crate::traffic::Traffic;
 
 use super::respond::{Response, Transport};
@@ -78,7 +79,9 @@ impl Handler {
             started.elapsed().as_secs_f64(),
         );
         let verdict = match (&self.rrl, transport) {
-            (Some(rrl), Transport::Udp) => rrl.check(src.ip(), reply.class, started),
+            (Some(rrl), Transport::Udp) if snapshot.live.toggles.is_on(Toggle::Rrl) => {
+                rrl.check(src.ip(), reply.class, started)
+            }
             _ => Verdict::Send,
         };
         match verdict {

@@ -245,7 +245,14 @@ impl<'a> World<'a> {
         } else {
             Arc::clone(self.routing.base())
         };
-        let routing = RoutingTable::build(base, &config, &states, Some(self.routing));
+        // Under the same feature toggles as this world's table: what DNS would answer.
+        let routing = RoutingTable::build_toggled(
+            base,
+            &config,
+            &states,
+            self.routing.toggles(),
+            Some(self.routing),
+        );
         Ok(Changed {
             config,
             states,
