@@ -117,7 +117,7 @@ pub enum CtlCommand {
         #[arg(long)]
         revert_after_seconds: Option<u64>,
     },
-    /// The most recent internal errors (panics caught in request handlers).
+    /// The most recent internal errors (panics, store failures, other 500s).
     Errors,
     /// What would happen: the recorded traffic replayed under hypothetical changes (nothing
     /// is changed).
