@@ -18,10 +18,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Source;
+use crate::config::{ETCD_ENDPOINTS_ENV, Source, StateConfig};
 use crate::control::{self, ControlState};
 use crate::dns::{DnsServer, Handler};
 use crate::dns::{Loaded, Manager};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::state::{Clock, Readiness, StateCommands, StateHandle, unix_ms};
 use crate::store::{AuditEntry, Change, Store};
@@ -168,6 +169,7 @@ pub async fn run(
     let readiness = Readiness::default();
     let store = Arc::new(options.store);
     let server_config = options.loaded.config.server.clone();
+    let backend = state_backend(&options.loaded.config.state);
     for deprecated in &server_config.deprecations {
         warn!(setting = %deprecated.path, "{}", deprecated.message);
     }
@@ -180,6 +182,15 @@ pub async fn run(
         readiness.clone(),
     )
     .context("reading the state store")?;
+    let manager = match backend {
+        StateConfig::Embedded => manager,
+        StateConfig::Etcd(etcd) => {
+            let fleet = Fleet::connect(&etcd)
+                .await
+                .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?;
+            manager.with_fleet(fleet)
+        }
+    };
     let mut tasks = JoinSet::new();
     tasks.spawn(manager.run(commands, shutdown.clone()));
     if options.drained {
@@ -257,6 +268,13 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// The state backend: the configuration's `state`, with the endpoints of
+/// `MERIDIAN_ETCD_ENDPOINTS` when set (read at start; a reload does not change the backend).
+fn state_backend(configured: &StateConfig) -> StateConfig {
+    let env = std::env::var(ETCD_ENDPOINTS_ENV).ok();
+    configured.clone().with_endpoints_override(env.as_deref())
 }
 
 /// Tells the service manager how the service is doing, when it asked to be told (systemd's

@@ -139,8 +139,12 @@ pub(super) fn applied(
         Err(ApplyError::Refused(message)) => Err(ApiError::conflict(message)),
         Err(ApplyError::ShuttingDown) => Err(ApiError::unavailable("the server is shutting down")),
         // The state manager has logged both (once, with the write's context).
-        Err(error @ ApplyError::ReadOnly(_)) => Err(ApiError::read_only(error.to_string())),
-        Err(error @ ApplyError::Store(_)) => Err(ApiError::internal(error.to_string())),
+        Err(error @ (ApplyError::ReadOnly(_) | ApplyError::Unreachable(_))) => {
+            Err(ApiError::read_only(error.to_string()))
+        }
+        Err(error @ (ApplyError::Store(_) | ApplyError::Fleet(_))) => {
+            Err(ApiError::internal(error.to_string()))
+        }
     }
 }
 

@@ -22,6 +22,7 @@
 mod counters;
 mod labels;
 mod names;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +42,7 @@ pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 
 use crate::routing::DcStatus;
 pub use names::*;
+pub use state::StateGauges;
 
 /// This build's version, from the manifest.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -105,6 +107,8 @@ pub struct Metrics {
     /// or in none. A `Mutex` because both sides are control-plane work and the sections are
     /// short; the query path never takes it.
     scrape: Mutex<()>,
+    /// The state backend's gauges (revision, reachability, read-only).
+    backend: StateGauges,
 }
 
 impl Metrics {
@@ -297,6 +301,7 @@ impl Metrics {
 
         let dns_events = dns_event_counters(&registry);
 
+        let backend = StateGauges::register(&registry);
         Metrics {
             registry,
             dns_events,
@@ -320,7 +325,13 @@ impl Metrics {
             internal_errors,
             control_connections,
             scrape: Mutex::new(()),
+            backend,
         }
+    }
+
+    /// The state backend's gauges.
+    pub fn state(&self) -> &StateGauges {
+        &self.backend
     }
 
     /// Sets whether the state store accepts writes.

@@ -28,6 +28,9 @@ pub struct LiveState {
     pub unverified: BTreeSet<String>,
     /// The user directory, when configured.
     pub directory: Option<Directory>,
+    /// The fleet's state revision this state reflects (etcd's revision of the last change
+    /// applied); 0 with the embedded store.
+    pub revision: i64,
 }
 
 impl LiveState {
@@ -39,6 +42,7 @@ impl LiveState {
             drains: persisted.drains,
             instance_drained: persisted.instance_drained,
             directory: None,
+            revision: 0,
         }
     }
 
