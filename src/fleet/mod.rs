@@ -9,6 +9,7 @@
 //! | `P/drains/{drain key as JSON}` | empty: presence means drained |
 //! | `P/directory/buckets` | the whole bucket map, JSON list of [`StoredPlacement`] |
 //! | `P/directory/pins/{user}` | [`StoredPlacement`] as JSON |
+//! | `P/toggles/{name}` | whether the feature toggle is on, JSON |
 //! | `P/changes` | the last write's [`Record`]: the change, its audit entry, the instance |
 //!
 //! A write puts its state keys and `P/changes` in one transaction, so they share one revision.
@@ -80,6 +81,8 @@ pub struct FleetState {
     pub buckets: Option<Vec<StoredPlacement>>,
     /// Every pin.
     pub pins: Vec<(String, StoredPlacement)>,
+    /// Feature toggles an operator set, by name.
+    pub toggles: BTreeMap<String, bool>,
 }
 
 /// What the follower tells the state manager, in etcd's order.
@@ -321,6 +324,10 @@ impl Fleet {
                     TxnOp::delete(key, None)
                 });
             }
+            Change::Toggle { name, on } => {
+                let key = self.key(&format!("toggles/{name}"));
+                ops.push(TxnOp::put(key.clone(), encode(&key, on)?, None));
+            }
             // An instance drain is this instance's own: only its record goes to the fleet.
             Change::InstanceDrain { .. } | Change::AuditOnly => {}
             Change::Directory(DirectoryChange::Pins(pins)) => {
@@ -418,6 +425,8 @@ impl Fleet {
                 message: error.to_string(),
             })?;
             state.drains.insert(drain);
+        } else if let Some(name) = rest.strip_prefix("toggles/") {
+            state.toggles.insert(name.to_owned(), decode(&key, value)?);
         } else if rest == "directory/buckets" {
             state.buckets = Some(decode(&key, value)?);
         } else if let Some(user) = rest.strip_prefix("directory/pins/") {

@@ -16,7 +16,7 @@ use crate::fleet::{Fleet, FleetError, FleetEvent, FleetState, Record};
 use crate::store::{AuditEntry, Change, DirectoryChange, StoredPlacement};
 
 use super::super::directory::placement_of;
-use super::super::live::{LiveState, unix_ms};
+use super::super::live::{LiveState, toggles_named, unix_ms};
 use super::super::snapshot::{Prepare, Snapshot};
 use super::{Applied, ApplyError, Manager, Pending, default_layout, refuse_last_drain};
 
@@ -186,6 +186,7 @@ impl<P: Prepare> Manager<P> {
             .retain(|dc| state.reports.get(dc) == current.live.reports.get(dc));
         live.reports = state.reports.clone();
         live.drains = state.drains.clone();
+        live.toggles = toggles_named(&state.toggles);
         live.revision = state.revision;
         let mut layout_needed = None;
         let mut directory_copy = None;
