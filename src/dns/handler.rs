@@ -1,8 +1,9 @@
 //! The query side of our UDP and TCP loops (`udp.rs`, `tcp.rs`): [`Handler::answer`] takes a
 //! message's bytes, answers it through [`respond`](super::respond), the one answer path (by way
 //! of `wire.rs`), counts what the response says (routed answers, failed-open decisions,
-//! directory lookups, the query itself), applies response rate limiting to UDP, and returns the
-//! bytes to send. Nothing here does I/O, locks or logs above `debug`.
+//! directory lookups, the query itself), samples routed queries into the traffic record, applies
+//! response rate limiting to UDP, and returns the bytes to send. Nothing here does I/O, locks or
+//! logs above `debug`.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -18,6 +19,7 @@ use crate::metrics::{
 };
 use crate::routing::Toggle;
 use crate::state::unix_ms;
+use crate::traffic::Traffic;
 
 use super::respond::{Response, Transport};
 use super::rrl::{RateLimiter, Verdict};
@@ -32,6 +34,9 @@ pub struct Handler {
     metrics: Arc<Metrics>,
     /// Response rate limiting of UDP replies, when configured; its buckets are atomics.
     rrl: Option<Arc<RateLimiter>>,
+    /// The sampled record of recent traffic, when kept: a per-thread countdown and, once in a
+    /// while, a `try_send` (see `traffic`).
+    traffic: Option<Arc<Traffic>>,
 }
 
 impl Handler {
@@ -41,6 +46,15 @@ impl Handler {
             state,
             metrics,
             rrl: None,
+            traffic: None,
+        }
+    }
+
+    /// This handler, sampling routed queries into `traffic` (`None`: no record).
+    pub fn with_traffic(self, traffic: Option<Arc<Traffic>>) -> Self {
+        Handler {
+            traffic: traffic.filter(|traffic| traffic.is_on()),
+            ..self
         }
     }
 
@@ -116,6 +130,14 @@ impl Handler {
             }
             if routed.failed_open {
                 counters.failed_open.inc(usize::from(routed.service.0));
+            }
+            if let (Some(traffic), Some(client)) = (&self.traffic, &response.client) {
+                traffic.record(
+                    &snapshot.loaded.config,
+                    routed.service,
+                    client.ip,
+                    client.source_prefix,
+                );
             }
         }
         if let Some((source, reason)) = response.lookup {
