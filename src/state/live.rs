@@ -30,6 +30,9 @@ pub struct LiveState {
     pub unverified: BTreeSet<String>,
     /// The user directory, when configured.
     pub directory: Option<Directory>,
+    /// The fleet's state revision this state reflects (etcd's revision of the last change
+    /// applied); 0 with the embedded store.
+    pub revision: i64,
     /// Feature toggles as an operator set them.
     pub toggles: Toggles,
     /// Banned-query rules as stored, by id.
@@ -47,12 +50,8 @@ impl LiveState {
             drains: persisted.drains,
             instance_drained: persisted.instance_drained,
             directory: None,
-            // A name this build does not know (a toggle since removed) is ignored.
-            toggles: persisted
-                .toggles
-                .iter()
-                .filter_map(|(name, on)| Toggle::named(name).map(|t| (t, *on)))
-                .fold(Toggles::default(), |toggles, (t, on)| toggles.with(t, on)),
+            revision: 0,
+            toggles: toggles_named(&persisted.toggles),
             banned: compiled(&persisted.banned, &Banned::default()),
             banned_rules: persisted.banned,
         }
@@ -191,12 +190,20 @@ fn widened(directory: &Directory, names: Vec<String>, known: usize) -> Directory
 
 /// `rules` ready to match, keeping the counters of the rules `previous` has; a stored rule this
 /// build cannot use (written by another build) is left out, with a warning.
-fn compiled(rules: &BTreeMap<String, StoredBan>, previous: &Banned) -> Banned {
+pub(super) fn compiled(rules: &BTreeMap<String, StoredBan>, previous: &Banned) -> Banned {
     let (banned, failed) = Banned::compile(rules, previous);
     for (id, error) in failed {
         tracing::warn!(rule = %id, %error, "a stored banned-query rule cannot be used; it is left out");
     }
     banned
+}
+
+/// The toggles set by name; a name this build does not know (a toggle since removed) is ignored.
+pub(super) fn toggles_named(named: &BTreeMap<String, bool>) -> Toggles {
+    named
+        .iter()
+        .filter_map(|(name, on)| Toggle::named(name).map(|t| (t, *on)))
+        .fold(Toggles::default(), |toggles, (t, on)| toggles.with(t, on))
 }
 
 /// Milliseconds since the Unix epoch.
