@@ -61,16 +61,17 @@ fn benches(c: &mut Criterion) {
         })
         .collect();
     let mut i = 0;
+    let mut reply = Vec::with_capacity(512);
     c.bench_function("handler/geo_query_varied_ecs", |b| {
         b.iter(|| {
             i = (i + 1) % geo_queries.len();
-            handler.answer(&geo_queries[i], src, Transport::Udp)
+            handler.answer(&geo_queries[i], src, Transport::Udp, &mut reply)
         })
     });
 
     let static_query = query_bytes("ns1.example.com.", RecordType::A, None);
     c.bench_function("handler/static_query", |b| {
-        b.iter(|| handler.answer(&static_query, src, Transport::Udp))
+        b.iter(|| handler.answer(&static_query, src, Transport::Udp, &mut reply))
     });
 
     // Locating and resolving, with the scope: what a query does besides DNS.

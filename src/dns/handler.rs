@@ -1,6 +1,6 @@
 //! The query side of our UDP and TCP loops (`udp.rs`, `tcp.rs`): [`Handler::answer`] takes a
-//! message's bytes, answers it through [`respond`](super::respond), the one answer path (by way
-//! of `wire.rs`), counts what the response says (routed answers, failed-open decisions,
+//! message's bytes, answers it from the fast path's prepared answers (UDP, common shapes) or
+//! through [`respond`](super::respond), the one answer path (by way of `wire.rs`), counts what the response says (routed answers, failed-open decisions,
 //! directory lookups, the query itself), applies response rate limiting to UDP, and returns the
 //! bytes to send. Nothing here does I/O, locks or logs above `debug`.
 
@@ -11,6 +11,8 @@ use std::time::Instant;
 use crate::config::RrlConfig;
 use crate::metrics::{DnsEvent, Metrics, QueryType, Rcode};
 
+use super::answer::RoutedInfo;
+use super::fast;
 use super::respond::{Response, Transport};
 use super::rrl::{RateLimiter, Verdict};
 use super::wire::{Outcome, answer_bytes};
@@ -44,38 +46,63 @@ impl Handler {
         }
     }
 
-    /// Answers the message `bytes` from `src`: the reply to send, or `None` to send nothing (not
-    /// a query, or a UDP response dropped by rate limiting).
-    pub fn answer(&self, bytes: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    /// Answers the message `bytes` from `src` into `reply`: `true` to send it, `false` to send
+    /// nothing (not a query, or a UDP response dropped by rate limiting).
+    ///
+    /// The one entry point of every query, whichever path answers it: a UDP query of a shape
+    /// the fast path knows is answered from prepared bytes (`fast/`), every other one by the
+    /// general path (`wire.rs`, `respond.rs`), with the same bytes either way. What the caller
+    /// passes in `reply` is overwritten; its capacity is reused.
+    pub fn answer(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        reply: &mut Vec<u8>,
+    ) -> bool {
         let started = Instant::now();
         // One snapshot for the whole query: every record sent comes from this consistent view.
-        let snapshot = self.state.load();
-        let Outcome::Reply(reply) = answer_bytes(&snapshot, bytes, src, transport, |s, r| {
-            self.count(s, r);
-        }) else {
-            return None;
+        let snapshot = self.state.peek();
+        let fast = match transport {
+            Transport::Udp => fast::answer(&snapshot, bytes, src, reply),
+            Transport::Tcp => None,
         };
-        if reply.malformed {
-            self.metrics.record_dns_event(DnsEvent::Malformed);
-        }
+        let (qtype, rcode, class) = if let Some(answered) = fast {
+            if let Some(routed) = answered.routed {
+                self.count_routed(&snapshot, routed);
+            }
+            (answered.qtype, answered.rcode, answered.class)
+        } else {
+            let Outcome::Reply(general) = answer_bytes(&snapshot, bytes, src, transport, |s, r| {
+                self.count(s, r);
+            }) else {
+                return false;
+            };
+            if general.malformed {
+                self.metrics.record_dns_event(DnsEvent::Malformed);
+            }
+            *reply = general.bytes;
+            (general.qtype, general.rcode, general.class)
+        };
         self.metrics.record_query(
-            QueryType::from_code(reply.qtype),
-            Rcode::from_code(reply.rcode),
+            QueryType::from_code(qtype),
+            Rcode::from_code(rcode),
             started.elapsed().as_secs_f64(),
         );
         let verdict = match (&self.rrl, transport) {
-            (Some(rrl), Transport::Udp) => rrl.check(src.ip(), reply.class, started),
+            (Some(rrl), Transport::Udp) => rrl.check(src.ip(), class, started),
             _ => Verdict::Send,
         };
         match verdict {
-            Verdict::Send => Some(reply.bytes),
+            Verdict::Send => true,
             Verdict::Slip => {
                 self.metrics.record_dns_event(DnsEvent::RrlSlipped);
-                Some(slipped(reply.bytes))
+                slip(reply);
+                true
             }
             Verdict::Drop => {
                 self.metrics.record_dns_event(DnsEvent::RrlDropped);
-                None
+                false
             }
         }
     }
@@ -83,25 +110,30 @@ impl Handler {
     /// Counts what `response` did, besides the query itself.
     fn count(&self, snapshot: &Snapshot, response: &Response<'_>) {
         if let Some(routed) = response.reply.routed {
-            let counters = &snapshot.loaded.counters;
-            if let Some(first) = routed.first {
-                counters
-                    .answers
-                    .inc(usize::from(routed.service.0), usize::from(first.0));
-            }
-            if routed.failed_open {
-                counters.failed_open.inc(usize::from(routed.service.0));
-            }
+            self.count_routed(snapshot, routed);
         }
         if let Some((source, reason)) = response.lookup {
             self.metrics.record_lookup(source, reason);
+        }
+    }
+
+    /// Counts a routed answer: by service and first datacenter, and whether it failed open.
+    fn count_routed(&self, snapshot: &Snapshot, routed: RoutedInfo) {
+        let counters = &snapshot.loaded.counters;
+        if let Some(first) = routed.first {
+            counters
+                .answers
+                .inc(usize::from(routed.service.0), usize::from(first.0));
+        }
+        if routed.failed_open {
+            counters.failed_open.inc(usize::from(routed.service.0));
         }
     }
 }
 
 /// `reply` cut to its header and question, with TC set: what a rate-limited client gets instead
 /// of the answer, so that a real resolver retries over TCP (RRL "slip").
-fn slipped(mut reply: Vec<u8>) -> Vec<u8> {
+fn slip(reply: &mut Vec<u8>) {
     use hickory_proto::serialize::binary::BinDecoder;
     use hickory_server::zone_handler::Queries;
     let n_questions = reply
@@ -121,5 +153,4 @@ fn slipped(mut reply: Vec<u8>) -> Vec<u8> {
             reply[4..6].fill(0);
         }
     }
-    reply
 }
