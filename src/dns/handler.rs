@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::config::RrlConfig;
 use crate::metrics::{DnsEvent, Metrics, QueryType, Rcode};
+use crate::routing::Toggle;
 
 use super::answer::RoutedInfo;
 use super::fast;
@@ -63,9 +64,12 @@ impl Handler {
         let started = Instant::now();
         // One snapshot for the whole query: every record sent comes from this consistent view.
         let snapshot = self.state.peek();
+        // The `fast_path` toggle off: every query takes the general path.
         let fast = match transport {
-            Transport::Udp => fast::answer(&snapshot, bytes, src, reply),
-            Transport::Tcp => None,
+            Transport::Udp if snapshot.live.toggles.is_on(Toggle::FastPath) => {
+                fast::answer(&snapshot, bytes, src, reply)
+            }
+            _ => None,
         };
         let (qtype, rcode, class) = if let Some(answered) = fast {
             if let Some(routed) = answered.routed {
@@ -90,7 +94,9 @@ impl Handler {
             started.elapsed().as_secs_f64(),
         );
         let verdict = match (&self.rrl, transport) {
-            (Some(rrl), Transport::Udp) => rrl.check(src.ip(), class, started),
+            (Some(rrl), Transport::Udp) if snapshot.live.toggles.is_on(Toggle::Rrl) => {
+                rrl.check(src.ip(), class, started)
+            }
             _ => Verdict::Send,
         };
         match verdict {

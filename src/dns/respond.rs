@@ -20,6 +20,7 @@ use tracing::debug;
 
 use crate::directory::label_to_id;
 use crate::metrics::{LookupReason, LookupSource};
+use crate::routing::Toggle;
 use crate::state::{reason_label, source_label};
 
 use super::Snapshot;
@@ -342,7 +343,8 @@ fn directory_answer(
     else {
         return None;
     };
-    if !settings.allowed(src) {
+    // Switched off by an operator (the `directory_dns` toggle), or not for this client.
+    if !snapshot.live.toggles.is_on(Toggle::DirectoryDns) || !settings.allowed(src) {
         return Some(Built::Error(ResponseCode::Refused));
     }
     let Some(user) = std::str::from_utf8(label).ok().and_then(label_to_id) else {

@@ -21,12 +21,14 @@ mod geomap;
 mod live;
 mod policy;
 mod status;
+mod toggles;
 
 pub use base::BaseTable;
 pub use explain::{DcTrace, Explanation, explain};
 pub use geomap::MapStats;
 pub use live::{DcState, MapReport, ReportState, RoutingTable, Standing};
 pub use status::DcStatus;
+pub use toggles::{Toggle, Toggles};
 
 use std::net::IpAddr;
 

@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError, Problem, Source};
 use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::routing::{DcState, DcStatus, ServiceId, Standing};
+use crate::routing::{DcState, DcStatus, ServiceId, Standing, Toggle};
 use crate::store::{
     AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement, VersionFile,
 };
@@ -647,6 +647,10 @@ impl<P: Prepare> Manager<P> {
             }
         }
         self.readiness.set_drained(snapshot.live.instance_drained);
+        for toggle in Toggle::ALL {
+            self.metrics
+                .set_toggle(toggle.name(), snapshot.live.toggles.is_on(toggle));
+        }
         self.update_gauges(&snapshot.loaded, &snapshot.live, snapshot.built_at);
         let (zones, names) = P::summary(&snapshot.loaded.zones);
         info!(
