@@ -5,6 +5,7 @@
 #![allow(unused_qualifications)]
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Body;
@@ -141,7 +142,11 @@ pub(crate) async fn put_report(
         return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
     }
     let body: ReportBody = read_json(body, config.control.body_limit, None).await?;
-    let report = validate_report(&body, config.control.report_ttl.as_secs() as u32, &state)?;
+    let report = validate_report(
+        &body,
+        config.control.report_ttl.as_secs() as u32,
+        state.clock.now(),
+    )?;
     let detail = serde_json::to_value(&report).unwrap_or_default();
     let change = Change::Report {
         datacenter: dc.clone(),
@@ -155,10 +160,10 @@ pub(crate) async fn put_report(
     )
 }
 
-fn validate_report(
+pub(super) fn validate_report(
     body: &ReportBody,
     default_ttl: u32,
-    state: &ControlState,
+    now: SystemTime,
 ) -> Result<StoredReport, ApiError> {
     let finite = |name: &str, value: f64| {
         if value.is_finite() && value >= 0.0 {
@@ -206,7 +211,7 @@ fn validate_report(
         ttl_seconds,
         latency_ms,
         cost,
-        received_unix_ms: unix_ms(state.clock.now()),
+        received_unix_ms: unix_ms(now),
     })
 }
 

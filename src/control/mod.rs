@@ -12,6 +12,7 @@
 //! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
 //! - `auth.rs`: bearer tokens, roles, and rate limits per address and per token;
 //! - `serve.rs`: the HTTP accept loop (connection cap, header and idle timeouts, accept errors);
+//! - `fuzzing.rs`: the request decoders as plain functions, for the fuzz targets in `fuzz/`;
 //! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem;
 //! - this file: the router, its route list and the OpenAPI document.
 //!
@@ -26,6 +27,7 @@ mod error;
 mod errors;
 mod explain;
 mod extract;
+pub mod fuzzing;
 mod log;
 mod openapi;
 mod probes;

@@ -23,10 +23,14 @@
 //! - `operations`: feature toggles, banned queries, the query log and error collection;
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
+//! - `fuzz`: every input kept from the fuzz targets in `fuzz/`, through the fuzzer's checks;
 //! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
+// What the fuzz targets check, shared with `fuzz`, which runs their kept inputs.
+#[path = "../../fuzz/src/checks.rs"]
+mod fuzz_checks;
 
 mod answers;
 mod architecture;
@@ -40,6 +44,7 @@ mod dname;
 mod ecs;
 mod explain;
 mod faults;
+mod fuzz;
 mod hardening;
 mod listeners;
 mod operations;
