@@ -113,7 +113,7 @@ pub enum CtlCommand {
         #[arg(long)]
         revert_after_seconds: Option<u64>,
     },
-    /// The most recent internal errors (panics caught in request handlers).
+    /// The most recent internal errors (panics, store failures, other 500s).
     Errors,
     /// The feature toggles; with `on NAME` or `off NAME`, switch one.
     Toggles {

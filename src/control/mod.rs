@@ -4,7 +4,7 @@
 //! - `explain.rs`: `GET /v1/explain`;
 //! - `configuration.rs`: reload, the running configuration, its versions and diffs;
 //! - `audit.rs`: the audit log;
-//! - `errors.rs`: panics in handlers caught, counted and kept for `GET /v1/errors`;
+//! - `errors.rs`: panics in handlers and 500s logged, counted and kept; `GET /v1/errors`;
 //! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
 //! - `toggles.rs`: `GET /v1/toggles`, `PUT /v1/toggles/{name}`, the feature toggles;
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
@@ -51,7 +51,6 @@ use utoipa::OpenApi;
 
 pub use auth::{AddressKey, Budget, Caller, Limiter, Need};
 pub use error::ApiError;
-pub use errors::ErrorLog;
 pub use log::{LogLevels, SetFilter};
 pub use serve::serve;
 
@@ -118,8 +117,6 @@ pub struct ControlState {
     pub limiter: Arc<Limiter>,
     /// The process's log filter, when it can be changed at runtime (`PUT /v1/log`).
     pub log_levels: Option<Arc<LogLevels>>,
-    /// Panics caught in handlers, for `GET /v1/errors`.
-    pub errors: Arc<ErrorLog>,
 }
 
 /// The OpenAPI document of the control plane.
@@ -194,7 +191,6 @@ pub fn router(state: ControlState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(errors::catch_panics(
-            state.errors.clone(),
             state.metrics.clone(),
             state.clock.clone(),
         ))
@@ -272,6 +268,13 @@ async fn observe(State(state): State<ControlState>, request: Request, next: Next
     .await;
     let status = response.status().as_u16();
     state.metrics.record_http(route, status);
+    errors::record_failure(
+        &state.metrics,
+        &state.clock,
+        &response,
+        method.as_str(),
+        route,
+    );
     info!(
         target: "meridian::access",
         %method,

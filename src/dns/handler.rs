@@ -5,18 +5,25 @@
 //! bytes to send. Nothing here does I/O, locks or logs above `debug`.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use tracing::error;
 
 use crate::config::RrlConfig;
-use crate::metrics::{DnsEvent, Metrics, QueryType, Rcode};
+use crate::metrics::{
+    DnsEvent, ErrorKind, InternalError, Metrics, QueryType, Rcode, panic_message,
+};
 use crate::routing::Toggle;
+use crate::state::unix_ms;
 
 use super::answer::RoutedInfo;
 use super::fast;
 use super::respond::{Response, Transport};
 use super::rrl::{RateLimiter, Verdict};
-use super::wire::{Outcome, answer_bytes};
+use super::wire::{Outcome, answer_bytes, servfail};
 use super::{Shared, Snapshot};
 
 /// Answers DNS queries from the current snapshot.
@@ -54,7 +61,28 @@ impl Handler {
     /// the fast path knows is answered from prepared bytes (`fast/`), every other one by the
     /// general path (`wire.rs`, `respond.rs`), with the same bytes either way. What the caller
     /// passes in `reply` is overwritten; its capacity is reused.
+    ///
+    /// A panic while answering (a bug, or a query of death) is caught here, at the one entry
+    /// point of both socket loops: that query gets SERVFAIL, the panic is logged, counted and
+    /// kept for `GET /v1/errors`, and the loop goes on serving.
     pub fn answer(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        guarded(
+            &self.metrics,
+            &self.state,
+            bytes,
+            transport,
+            reply,
+            |reply| self.answer_unguarded(bytes, src, transport, reply),
+        )
+    }
+
+    fn answer_unguarded(
         &self,
         bytes: &[u8],
         src: SocketAddr,
@@ -137,6 +165,59 @@ impl Handler {
     }
 }
 
+/// Runs `answer` for the message `bytes`; if it panics, returns SERVFAIL for the message (or
+/// nothing, when it has no header), and logs, counts and keeps the panic. Unwinding through it
+/// leaves nothing half-changed that a later query reads: the snapshot is immutable, and
+/// counters and rate-limit buckets are atomics.
+fn guarded(
+    metrics: &Metrics,
+    state: &Shared,
+    bytes: &[u8],
+    transport: Transport,
+    reply: &mut Vec<u8>,
+    answer: impl FnOnce(&mut Vec<u8>) -> bool,
+) -> bool {
+    let payload = match std::panic::catch_unwind(AssertUnwindSafe(|| answer(&mut *reply))) {
+        Ok(send) => return send,
+        Err(payload) => payload,
+    };
+    let message = panic_message(payload.as_ref());
+    let context = match transport {
+        Transport::Udp => "dns udp",
+        Transport::Tcp => "dns tcp",
+    };
+    // A query of death may come in a flood: one line per second at most; every one is counted
+    // and kept.
+    if log_allowed() {
+        error!(context, %message, "answering a DNS query panicked; it got SERVFAIL");
+    }
+    metrics.keep_error(InternalError {
+        unix_ms: unix_ms(SystemTime::now()),
+        kind: ErrorKind::Panic,
+        context: context.to_owned(),
+        message,
+    });
+    metrics.record_query(QueryType::from_code(0), Rcode::ServFail, 0.0);
+    match servfail(&state.load(), bytes) {
+        Some(servfail) => {
+            *reply = servfail;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether a panic may be logged now: once per second at most, over the whole process.
+fn log_allowed() -> bool {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = unix_ms(SystemTime::now()) / 1000;
+    let last = LAST.load(Ordering::Relaxed);
+    last != now
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// `reply` cut to its header and question, with TC set: what a rate-limited client gets instead
 /// of the answer, so that a real resolver retries over TCP (RRL "slip").
 fn slip(reply: &mut Vec<u8>) {
@@ -158,5 +239,80 @@ fn slip(reply: &mut Vec<u8>) {
         if question_len == 0 {
             reply[4..6].fill(0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::*;
+    use crate::config::Source;
+
+    /// A panic while answering, as a bug would raise: the query gets SERVFAIL with its id and
+    /// question, and the panic is counted and kept; an answer that does not panic passes
+    /// through untouched.
+    #[test]
+    fn a_panic_while_answering_gets_servfail_and_is_kept() {
+        let snapshot = Snapshot::load(&Source::Example, 1).expect("the example loads");
+        let (shared, _publisher) = Shared::new(snapshot);
+        let metrics = Metrics::new();
+        let mut query = Message::new(0x4242, MessageType::Query, OpCode::Query);
+        query.add_query(Query::query(
+            Name::from_str("www.example.com.").expect("a name"),
+            RecordType::AAAA,
+        ));
+        let bytes = query.to_vec().expect("encodes");
+
+        let mut reply = Vec::new();
+        assert!(guarded(
+            &metrics,
+            &shared,
+            &bytes,
+            Transport::Tcp,
+            &mut reply,
+            |_| panic!("injected by the test")
+        ));
+        let reply = Message::from_vec(&reply).expect("decodes");
+        assert_eq!(reply.metadata.id, 0x4242);
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(reply.queries, query.queries);
+        let kept = metrics.recent_errors();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].kind, ErrorKind::Panic);
+        assert_eq!(kept[0].context, "dns tcp");
+        assert_eq!(kept[0].message, "injected by the test");
+        assert!(
+            metrics
+                .render()
+                .contains("meridian_internal_errors_total{kind=\"panic\"} 1")
+        );
+
+        let mut passed = Vec::new();
+        assert!(guarded(
+            &metrics,
+            &shared,
+            &bytes,
+            Transport::Udp,
+            &mut passed,
+            |reply| {
+                *reply = vec![7];
+                true
+            }
+        ));
+        assert_eq!(passed, vec![7]);
+        // No header: nothing to answer, panic or not.
+        assert!(!guarded(
+            &metrics,
+            &shared,
+            &[1, 2],
+            Transport::Udp,
+            &mut passed,
+            |_| panic!("again")
+        ));
+        assert_eq!(metrics.recent_errors().len(), 2);
     }
 }
