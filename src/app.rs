@@ -25,6 +25,7 @@ use crate::dns::{Loaded, Manager};
 use crate::metrics::{ErrorKind, InternalError, Metrics, panic_message};
 use crate::state::{Clock, Readiness, StateCommands, StateHandle, unix_ms};
 use crate::store::{AuditEntry, Change, Store};
+use crate::traffic::Traffic;
 
 pub use crate::state::state_channel;
 
@@ -187,6 +188,16 @@ pub async fn run(
         metrics.clone(),
         options.clock.clone(),
     ));
+    // `server.traffic` is read at start, like `server.rrl`.
+    let traffic = Traffic::new(server_config.traffic);
+    if traffic.is_on() {
+        tasks.spawn(watched(
+            "traffic-collector",
+            tokio::spawn(collect_traffic(traffic.clone(), shutdown.clone())),
+            metrics.clone(),
+            options.clock.clone(),
+        ));
+    }
     if options.drained {
         let entry = AuditEntry {
             unix_ms: unix_ms(options.clock.now()),
@@ -213,6 +224,7 @@ pub async fn run(
                 readiness: readiness.clone(),
                 limiter: Arc::default(),
                 log_levels: options.log_levels.clone(),
+                traffic: traffic.clone(),
             });
             let serving = control::serve(
                 listener,
@@ -227,7 +239,9 @@ pub async fn run(
     };
     // `server.rrl` and `server.tcp` are read at start; a reload does not change them.
     let dns = DnsServer::start(
-        Handler::new(shared, metrics.clone()).with_rrl(server_config.rrl.clone()),
+        Handler::new(shared, metrics.clone())
+            .with_rrl(server_config.rrl.clone())
+            .with_traffic(Some(traffic)),
         (listeners.udp, server_config.udp_workers),
         listeners.tcp,
         &server_config.tcp,
@@ -333,4 +347,16 @@ pub fn watch_signals(reload: StateHandle, shutdown: CancellationToken) -> anyhow
         }
     });
     Ok(())
+}
+
+/// Moves sampled queries into the traffic record's window a few times a second, off the query
+/// path, until `shutdown`.
+async fn collect_traffic(traffic: Arc<Traffic>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => traffic.collect(std::time::Instant::now()),
+            () = shutdown.cancelled() => return,
+        }
+    }
 }

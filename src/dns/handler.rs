@@ -1,8 +1,9 @@
 //! The query side of our UDP and TCP loops (`udp.rs`, `tcp.rs`): [`Handler::answer`] takes a
 //! message's bytes, answers it from the fast path's prepared answers (UDP, common shapes) or
-//! through [`respond`](super::respond), the one answer path (by way of `wire.rs`), counts what the response says (routed answers, failed-open decisions,
-//! directory lookups, the query itself), applies response rate limiting to UDP, and returns the
-//! bytes to send. Nothing here does I/O, locks or logs above `debug`.
+//! through [`respond`](super::respond), the one answer path (by way of `wire.rs`), counts what
+//! the response says (routed answers, failed-open decisions, directory lookups, the query
+//! itself), samples routed queries into the traffic record, applies response rate limiting to
+//! UDP, and returns the bytes to send. Nothing here does I/O, locks or logs above `debug`.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -18,6 +19,7 @@ use crate::metrics::{
 };
 use crate::routing::Toggle;
 use crate::state::unix_ms;
+use crate::traffic::Traffic;
 
 use super::answer::RoutedInfo;
 use super::fast;
@@ -34,6 +36,9 @@ pub struct Handler {
     metrics: Arc<Metrics>,
     /// Response rate limiting of UDP replies, when configured; its buckets are atomics.
     rrl: Option<Arc<RateLimiter>>,
+    /// The sampled record of recent traffic, when kept: a per-thread countdown and, once in a
+    /// while, a `try_send` (see `traffic`).
+    traffic: Option<Arc<Traffic>>,
 }
 
 impl Handler {
@@ -43,6 +48,15 @@ impl Handler {
             state,
             metrics,
             rrl: None,
+            traffic: None,
+        }
+    }
+
+    /// This handler, sampling routed queries into `traffic` (`None`: no record).
+    pub fn with_traffic(self, traffic: Option<Arc<Traffic>>) -> Self {
+        Handler {
+            traffic: traffic.filter(|traffic| traffic.is_on()),
+            ..self
         }
     }
 
@@ -101,7 +115,7 @@ impl Handler {
         };
         let (qtype, rcode, class) = if let Some(answered) = fast {
             if let Some(routed) = answered.routed {
-                self.count_routed(&snapshot, routed);
+                self.count_routed(&snapshot, routed, Some(answered.client));
             }
             (answered.qtype, answered.rcode, answered.class)
         } else {
@@ -144,15 +158,25 @@ impl Handler {
     /// Counts what `response` did, besides the query itself.
     fn count(&self, snapshot: &Snapshot, response: &Response<'_>) {
         if let Some(routed) = response.reply.routed {
-            self.count_routed(snapshot, routed);
+            let client = response
+                .client
+                .as_ref()
+                .map(|client| (client.ip, client.source_prefix));
+            self.count_routed(snapshot, routed, client);
         }
         if let Some((source, reason)) = response.lookup {
             self.metrics.record_lookup(source, reason);
         }
     }
 
-    /// Counts a routed answer: by service and first datacenter, and whether it failed open.
-    fn count_routed(&self, snapshot: &Snapshot, routed: RoutedInfo) {
+    /// Counts a routed answer: by service and first datacenter, and whether it failed open;
+    /// samples it into the traffic record with its `client` (address and source prefix).
+    fn count_routed(
+        &self,
+        snapshot: &Snapshot,
+        routed: RoutedInfo,
+        client: Option<(std::net::IpAddr, u8)>,
+    ) {
         let counters = &snapshot.loaded.counters;
         if let Some(first) = routed.first {
             counters
@@ -161,6 +185,9 @@ impl Handler {
         }
         if routed.failed_open {
             counters.failed_open.inc(usize::from(routed.service.0));
+        }
+        if let (Some(traffic), Some((ip, source_prefix))) = (&self.traffic, client) {
+            traffic.record(&snapshot.loaded.config, routed.service, ip, source_prefix);
         }
     }
 }

@@ -24,7 +24,7 @@ mod prepared;
 mod tests;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::opt::{ClientSubnet, NSIDPayload};
@@ -86,6 +86,8 @@ pub(crate) struct Answered {
     pub(crate) class: ResponseClass,
     /// The routed part of the answer, if any.
     pub(crate) routed: Option<RoutedInfo>,
+    /// The client as located: its address and how many bits of it the asker let us see.
+    pub(crate) client: (IpAddr, u8),
 }
 
 /// Writes into `out` the reply to `bytes` from `src` (over UDP), when the fast path answers it;
@@ -185,6 +187,7 @@ pub(crate) fn answer(
         rcode: u16::from(prepared.rcode),
         class: prepared.class(),
         routed,
+        client: (client.ip, client.source_prefix),
     })
 }
 
@@ -251,8 +254,8 @@ fn write_ecs(out: &mut Vec<u8>, ecs: ClientSubnet, scope: u8) {
     let source = ecs.source_prefix();
     let address_len = usize::from(source).div_ceil(8);
     let (family, octets): (u16, &[u8]) = match ecs.addr() {
-        std::net::IpAddr::V4(v4) => (1, &v4.octets()[..]),
-        std::net::IpAddr::V6(v6) => (2, &v6.octets()[..]),
+        IpAddr::V4(v4) => (1, &v4.octets()[..]),
+        IpAddr::V6(v6) => (2, &v6.octets()[..]),
     };
     out.extend_from_slice(&OPTION_ECS.to_be_bytes());
     out.extend_from_slice(&(4 + address_len as u16).to_be_bytes());
