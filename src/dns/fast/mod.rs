@@ -401,11 +401,12 @@ impl Builder {
         types.dedup();
         let mut res = NameAnswers::default();
         let mut by_type = Vec::new();
+        let original = Name::from(name.clone());
         for qtype in types {
-            let reply = catalog.respond_static(in_class(name, qtype));
+            let reply = catalog.respond_static(in_class(name, &original, qtype));
             // A routed answer depends on the client: the service's own name is routed by the
             // fast path; a CNAME to it is left to the general path.
-            if reply.routed.is_some() || reply.wildcard.is_some() || reply.dname.is_some() {
+            if reply.routed.is_some() || !reply.built.is_empty() {
                 continue;
             }
             if let Some(prepared) =
@@ -441,12 +442,15 @@ impl Builder {
             })
             .collect::<Option<_>>()?;
         let zone = catalog.zone_for(name)?;
-        for probe in &probes {
-            let reply = catalog.respond_static(in_class(probe, RecordType::A));
+        let originals: Vec<Name> = probes
+            .iter()
+            .map(|probe| Name::from(probe.clone()))
+            .collect();
+        for (probe, original) in probes.iter().zip(&originals) {
+            let reply = catalog.respond_static(in_class(probe, original, RecordType::A));
             let plain = reply.rcode == ResponseCode::NXDomain
                 && reply.routed.is_none()
-                && reply.wildcard.is_none()
-                && reply.dname.is_none()
+                && reply.built.is_empty()
                 && reply.answers.n_parts() == 0
                 && catalog
                     .zone_for(probe)
@@ -461,7 +465,7 @@ impl Builder {
             .collect::<Option<_>>()?;
         let prepared =
             Prepared::encode_movable([&questions[0], &questions[1], &questions[2]], || {
-                catalog.respond_static(in_class(&probes[0], RecordType::A))
+                catalog.respond_static(in_class(&probes[0], &originals[0], RecordType::A))
             })?;
         Some(self.intern(prepared))
     }
@@ -475,9 +479,10 @@ impl Builder {
     }
 }
 
-fn in_class(name: &LowerName, qtype: RecordType) -> Question<'_> {
+fn in_class<'q>(name: &'q LowerName, original: &'q Name, qtype: RecordType) -> Question<'q> {
     Question {
         name,
+        original,
         qtype,
         qclass: DNSClass::IN,
     }
