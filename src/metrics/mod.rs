@@ -20,8 +20,10 @@
 //! - this file: [`Metrics`], the registry and the methods that record and render.
 
 mod counters;
+mod errors;
 mod labels;
 mod names;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -37,10 +39,12 @@ use prometheus::{
 };
 
 pub use counters::{AnswerCounters, Counter, ServiceCounters};
+pub use errors::{ERROR_RING_SIZE, ErrorKind, InternalError, panic_message};
 pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 
 use crate::routing::DcStatus;
 pub use names::*;
+pub use state::StateGauges;
 
 /// This build's version, from the manifest.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -96,6 +100,8 @@ pub struct Metrics {
     accept_errors: IntCounterVec,
     /// See [`INTERNAL_ERRORS_TOTAL`]; resolved per error, which is rare.
     internal_errors: IntCounterVec,
+    /// The most recent internal errors, for `GET /v1/errors`.
+    errors: errors::ErrorRing,
     /// See [`CONTROL_CONNECTIONS`].
     control_connections: IntGauge,
     /// See [`TOGGLE_ENABLED`]; set when the toggles are published.
@@ -109,6 +115,8 @@ pub struct Metrics {
     /// or in none. A `Mutex` because both sides are control-plane work and the sections are
     /// short; the query path never takes it.
     scrape: Mutex<()>,
+    /// The state backend's gauges (revision, reachability, read-only).
+    backend: StateGauges,
 }
 
 impl Metrics {
@@ -319,6 +327,7 @@ impl Metrics {
 
         let dns_events = dns_event_counters(&registry);
 
+        let backend = StateGauges::register(&registry);
         Metrics {
             registry,
             dns_events,
@@ -340,11 +349,18 @@ impl Metrics {
             store_failures,
             accept_errors,
             internal_errors,
+            errors: errors::ErrorRing::default(),
             control_connections,
             toggles,
             banned,
             scrape: Mutex::new(()),
+            backend,
         }
+    }
+
+    /// The state backend's gauges.
+    pub fn state(&self) -> &StateGauges {
+        &self.backend
     }
 
     /// Sets whether the feature toggle `name` is on.
@@ -379,8 +395,19 @@ impl Metrics {
     }
 
     /// Counts one internal error of `kind` (`panic`).
-    pub fn record_internal_error(&self, kind: &'static str) {
+    fn record_internal_error(&self, kind: &'static str) {
         self.internal_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts `error` by kind and keeps it in the ring of recent errors. The caller logs it.
+    pub fn keep_error(&self, error: InternalError) {
+        self.record_internal_error(error.kind.label());
+        self.errors.push(error);
+    }
+
+    /// The most recent internal errors, oldest first.
+    pub fn recent_errors(&self) -> Vec<InternalError> {
+        self.errors.list()
     }
 
     /// Adds `delta` (1 or -1) to the open control-plane connections.
