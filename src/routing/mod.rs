@@ -15,6 +15,7 @@
 //! one decision with every datacenter's reason, for operators. Map builds run on every core
 //! (scoped threads) and time themselves for `check-config`; no decision reads that time.
 
+mod balance;
 mod base;
 mod explain;
 mod geomap;
@@ -22,6 +23,7 @@ mod live;
 mod policy;
 mod status;
 
+pub use balance::{Ramp, next_step_in, ramp_at, slow_start};
 pub use base::BaseTable;
 pub use explain::{DcTrace, Explanation, explain};
 pub use geomap::MapStats;
@@ -96,6 +98,8 @@ pub enum Basis {
     Weight,
     /// Ranked by the latency/cost score (`metric`).
     Score,
+    /// Ranked by reported utilization (`least-loaded`).
+    Load,
     /// A per-network override.
     Override,
 }

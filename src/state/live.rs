@@ -26,6 +26,8 @@ pub struct LiveState {
     pub instance_drained: bool,
     /// Datacenters whose report was restored after a restart and not confirmed since.
     pub unverified: BTreeSet<String>,
+    /// When each drain was last lifted, Unix milliseconds (slow start ramps from it).
+    pub undrained: BTreeMap<DrainKey, u64>,
     /// The user directory, when configured.
     pub directory: Option<Directory>,
 }
@@ -37,13 +39,55 @@ impl LiveState {
             unverified: persisted.reports.keys().cloned().collect(),
             reports: persisted.reports,
             drains: persisted.drains,
+            undrained: persisted.undrained,
             instance_drained: persisted.instance_drained,
             directory: None,
         }
     }
 
-    /// The state after `change`.
-    pub fn with(&self, change: &Change) -> LiveState {
+    /// `change` as it is to be stored: a report gets the time since which its datacenter has
+    /// been serving without a break (see [`StoredReport::serving_since_unix_ms`]).
+    pub fn stamp(&self, config: &Config, change: Change) -> Change {
+        let Change::Report {
+            datacenter,
+            mut report,
+        } = change
+        else {
+            return change;
+        };
+        let required = config
+            .datacenters
+            .iter()
+            .find(|dc| dc.name == datacenter)
+            .is_some_and(|dc| dc.require_report);
+        // The longest grace any service gives: a datacenter within it was still serving.
+        let grace_ms = config
+            .services
+            .iter()
+            .map(|s| u64::try_from(s.staleness_grace.as_millis()).unwrap_or(u64::MAX))
+            .max()
+            .unwrap_or(0);
+        let served = match self.reports.get(&datacenter) {
+            None => (!required).then_some(None),
+            Some(before) => {
+                let until = before
+                    .received_unix_ms
+                    .saturating_add(u64::from(before.ttl_seconds) * 1000)
+                    .saturating_add(grace_ms);
+                (before.healthy && report.received_unix_ms <= until)
+                    .then_some(before.serving_since_unix_ms)
+            }
+        };
+        report.serving_since_unix_ms = match served {
+            Some(since) => since,
+            None if report.healthy => Some(report.received_unix_ms),
+            None => None,
+        };
+        Change::Report { datacenter, report }
+    }
+
+    /// The state after `change`, made at `at_ms` (Unix milliseconds: when a drain is lifted).
+    pub fn with(&self, change: &Change, at_ms: u64) -> LiveState {
         let mut next = self.clone();
         match change {
             Change::Report { datacenter, report } => {
@@ -52,12 +96,16 @@ impl LiveState {
             }
             Change::Drain { key, drained: true } => {
                 next.drains.insert(key.clone());
+                next.undrained.remove(key);
             }
             Change::Drain {
                 key,
                 drained: false,
             } => {
-                next.drains.remove(key);
+                // Only a drain in force starts a slow start when lifted.
+                if next.drains.remove(key) {
+                    next.undrained.insert(key.clone(), at_ms);
+                }
             }
             Change::InstanceDrain { drained } => next.instance_drained = *drained,
             Change::Directory(change) => {
@@ -87,12 +135,35 @@ impl LiveState {
                     .filter_map(|name| config.services.iter().position(|s| s.id == name))
                     .map(|i| ServiceId(i as u16))
                     .collect();
-                let report = self.reports.get(&dc.name).map(|r| ReportState {
+                let age = |since: u64| Duration::from_millis(now_ms.saturating_sub(since));
+                let stored = self.reports.get(&dc.name);
+                let undrained = |service: Option<&str>| {
+                    self.undrained
+                        .iter()
+                        .find(|(key, _)| {
+                            key.datacenter == dc.name && key.service.as_deref() == service
+                        })
+                        .map(|(_, at)| age(*at))
+                };
+                let back_for = stored
+                    .and_then(|r| r.serving_since_unix_ms)
+                    .map(age)
+                    .into_iter()
+                    .chain(undrained(None))
+                    .min();
+                let back_for_services = config
+                    .services
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| Some((ServiceId(i as u16), undrained(Some(&s.id))?)))
+                    .collect();
+                let report = stored.map(|r| ReportState {
                     healthy: r.healthy,
                     capacity: r.capacity,
                     load: r.load,
                     latency_ms: r.latency_ms.clone(),
                     cost: r.cost,
+                    service_latency_ms: r.service_latency_ms,
                     age: Duration::from_millis(now_ms.saturating_sub(r.received_unix_ms)),
                     ttl: Duration::from_secs(u64::from(r.ttl_seconds)),
                 });
@@ -101,6 +172,8 @@ impl LiveState {
                     drained_services,
                     report,
                     unverified: self.unverified.contains(&dc.name),
+                    back_for,
+                    back_for_services,
                 }
             })
             .collect()
