@@ -79,9 +79,9 @@ impl LiveState {
             }
         };
         report.serving_since_unix_ms = match served {
+            _ if !report.healthy => None,
             Some(since) => since,
-            None if report.healthy => Some(report.received_unix_ms),
-            None => None,
+            None => Some(report.received_unix_ms),
         };
         Change::Report { datacenter, report }
     }
@@ -269,5 +269,131 @@ impl Clock {
             let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
             ms.fetch_add(by, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::slow_start;
+
+    const CONFIG: &str = r#"
+geo: { database: unused.mmdb }
+zones: [{ origin: example.com, file: unused.zone }]
+datacenters:
+  eu-west: { latitude: 53.3, longitude: -6.2, country: IE, continent: EU, require_report: true }
+  us-east: { latitude: 39.0, longitude: -77.4, country: US, continent: NA }
+services:
+  www:
+    name: www.example.com
+    policy: nearest
+    slow_start_seconds: 100
+    staleness_grace_seconds: 30
+    pools: { eu-west: { a: [192.0.2.3] }, us-east: { a: [192.0.2.1] } }
+"#;
+
+    fn report(healthy: bool, at_s: u64) -> StoredReport {
+        StoredReport {
+            healthy,
+            capacity: 10.0,
+            load: 1.0,
+            ttl_seconds: 10,
+            latency_ms: BTreeMap::new(),
+            cost: None,
+            received_unix_ms: at_s * 1000,
+            service_latency_ms: None,
+            serving_since_unix_ms: None,
+        }
+    }
+
+    /// Applies a report at `at_s` and returns the new state and its `serving_since`, seconds.
+    fn reported(
+        live: &LiveState,
+        config: &Config,
+        dc: &str,
+        healthy: bool,
+        at_s: u64,
+    ) -> (LiveState, Option<u64>) {
+        let change = live.stamp(
+            config,
+            Change::Report {
+                datacenter: dc.to_owned(),
+                report: report(healthy, at_s),
+            },
+        );
+        let Change::Report { report, .. } = &change else {
+            unreachable!("a report stays a report")
+        };
+        let since = report.serving_since_unix_ms.map(|ms| ms / 1000);
+        (live.with(&change, at_s * 1000), since)
+    }
+
+    #[test]
+    fn ramps_start_when_a_datacenter_comes_back_and_survive_a_restart() {
+        let config = Config::from_yaml_str(CONFIG).unwrap();
+        let live = LiveState::default();
+        #[rustfmt::skip]
+        let steps: &[(&str, bool, u64, Option<u64>, &str)] = &[
+            ("eu-west", true, 1000, Some(1000), "first report where one is required: ramps"),
+            ("eu-west", true, 1005, Some(1000), "healthy again: keeps its start"),
+            ("eu-west", true, 1045, Some(1000), "within TTL + grace (40 s): still serving"),
+            ("eu-west", true, 1090, Some(1090), "past TTL + grace: back from stale, ramps again"),
+            ("eu-west", false, 1095, None, "down"),
+            ("eu-west", true, 1100, Some(1100), "recovered: ramps"),
+            ("us-east", true, 1000, None, "first report where none is required: it was serving"),
+        ];
+        let mut live = live;
+        for &(dc, healthy, at, expected, why) in steps {
+            let (next, since) = reported(&live, &config, dc, healthy, at);
+            assert_eq!(since, expected, "{why}");
+            live = next;
+        }
+        // Half way through eu-west's ramp, a restart: the stored start is restored and the ramp
+        // resumes where it was.
+        let persisted = Persisted {
+            reports: live.reports.clone(),
+            drains: live.drains.clone(),
+            instance_drained: false,
+            undrained: live.undrained.clone(),
+        };
+        let restored = LiveState::restored(persisted);
+        let at = UNIX_EPOCH + Duration::from_secs(1150);
+        let www = &config.services[0];
+        let before = slow_start(www, ServiceId(0), &live.dc_states(&config, at)[0]);
+        let after = slow_start(www, ServiceId(0), &restored.dc_states(&config, at)[0]);
+        assert_eq!(before, after);
+        assert_eq!(after.map(|(ramp, _)| ramp.share()), Some(0.5));
+        // Lifting a drain ramps from then; lifting one not in force changes nothing.
+        let key = DrainKey {
+            datacenter: "us-east".to_owned(),
+            service: None,
+        };
+        let drained = live.with(
+            &Change::Drain {
+                key: key.clone(),
+                drained: true,
+            },
+            1_200_000,
+        );
+        let undrained = drained.with(
+            &Change::Drain {
+                key: key.clone(),
+                drained: false,
+            },
+            1_210_000,
+        );
+        let states = undrained.dc_states(&config, UNIX_EPOCH + Duration::from_secs(1235));
+        assert_eq!(
+            slow_start(www, ServiceId(0), &states[1]).map(|(r, _)| r.share()),
+            Some(0.25)
+        );
+        let twice = undrained.with(
+            &Change::Drain {
+                key,
+                drained: false,
+            },
+            1_220_000,
+        );
+        assert_eq!(twice.undrained, undrained.undrained);
     }
 }
