@@ -115,6 +115,12 @@ pub enum CtlCommand {
     },
     /// The most recent internal errors (panics caught in request handlers).
     Errors,
+    /// The feature toggles; with `on NAME` or `off NAME`, switch one.
+    Toggles {
+        /// What to do (default: list them).
+        #[command(subcommand)]
+        action: Option<TogglesAction>,
+    },
     /// The audit log.
     Audit {
         /// Entries after this sequence number.
@@ -156,6 +162,21 @@ pub enum ConfigAction {
         from: String,
         /// The newer version.
         to: Option<String>,
+    },
+}
+
+/// `meridian ctl toggles ...`.
+#[derive(Debug, Subcommand)]
+pub enum TogglesAction {
+    /// Switch a toggle on.
+    On {
+        /// The toggle, e.g. `capacity_spill`.
+        name: String,
+    },
+    /// Switch a toggle off.
+    Off {
+        /// The toggle, e.g. `capacity_spill`.
+        name: String,
     },
 }
 
@@ -322,6 +343,20 @@ fn call_for(command: &CtlCommand) -> Option<Call> {
         }
         CtlCommand::Reload => Call::post("/v1/reload", None),
         CtlCommand::Errors => Call::get("/v1/errors"),
+        CtlCommand::Toggles { action: None } => Call::get("/v1/toggles"),
+        CtlCommand::Toggles {
+            action: Some(action),
+        } => {
+            let (name, on) = match action {
+                TogglesAction::On { name } => (name, true),
+                TogglesAction::Off { name } => (name, false),
+            };
+            Call {
+                method: Method::PUT,
+                path: format!("/v1/toggles/{}", segment(name)),
+                body: Some(serde_json::json!({ "on": on })),
+            }
+        }
         CtlCommand::Config { action } => match action {
             ConfigAction::Show => Call::get("/v1/config"),
             ConfigAction::Versions => Call::get("/v1/config/versions"),

@@ -5,6 +5,7 @@
 #![allow(unused_qualifications)]
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Body;
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::dns::Snapshot;
-use crate::routing::{DcState, DcStatus, ServiceId, Standing, slow_start};
+use crate::routing::{DcState, DcStatus, ServiceId, Standing, Toggle, slow_start};
 use crate::state::unix_ms;
 use crate::store::{Change, DrainKey, StoredReport};
 
@@ -160,7 +161,11 @@ pub(crate) async fn put_report(
         return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
     }
     let body: ReportBody = read_json(body, config.control.body_limit, None).await?;
-    let report = validate_report(&body, config.control.report_ttl.as_secs() as u32, &state)?;
+    let report = validate_report(
+        &body,
+        config.control.report_ttl.as_secs() as u32,
+        state.clock.now(),
+    )?;
     let detail = serde_json::to_value(&report).unwrap_or_default();
     let change = Change::Report {
         datacenter: dc.clone(),
@@ -174,10 +179,10 @@ pub(crate) async fn put_report(
     )
 }
 
-fn validate_report(
+pub(super) fn validate_report(
     body: &ReportBody,
     default_ttl: u32,
-    state: &ControlState,
+    now: SystemTime,
 ) -> Result<StoredReport, ApiError> {
     let finite = |name: &str, value: f64| {
         if value.is_finite() && value >= 0.0 {
@@ -229,7 +234,7 @@ fn validate_report(
         ttl_seconds,
         latency_ms,
         cost,
-        received_unix_ms: unix_ms(state.clock.now()),
+        received_unix_ms: unix_ms(now),
         service_latency_ms,
         // The state manager sets it from the previous report.
         serving_since_unix_ms: None,
@@ -313,7 +318,8 @@ fn datacenter_view(
         .filter(|(_, s)| s.pools.iter().any(|p| p.datacenter == index))
         .filter_map(|(i, s)| {
             let id = ServiceId(i as u16);
-            if !Standing::of(dc, state, id, s).is_eligible() {
+            let on = snapshot.live.toggles.is_on(Toggle::SlowStart);
+            if !on || !Standing::of(dc, state, id, s).is_eligible() {
                 return None;
             }
             let (ramp, elapsed) = slow_start(s, id, state)?;

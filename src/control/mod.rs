@@ -6,11 +6,13 @@
 //! - `audit.rs`: the audit log;
 //! - `errors.rs`: panics in handlers caught, counted and kept for `GET /v1/errors`;
 //! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
+//! - `toggles.rs`: `GET /v1/toggles`, `PUT /v1/toggles/{name}`, the feature toggles;
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
 //! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
 //! - `auth.rs`: bearer tokens, roles, and rate limits per address and per token;
 //! - `serve.rs`: the HTTP accept loop (connection cap, header and idle timeouts, accept errors);
+//! - `fuzzing.rs`: the request decoders as plain functions, for the fuzz targets in `fuzz/`;
 //! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem;
 //! - this file: the router, its route list and the OpenAPI document.
 //!
@@ -25,10 +27,12 @@ mod error;
 mod errors;
 mod explain;
 mod extract;
+pub mod fuzzing;
 mod log;
 mod openapi;
 mod probes;
 mod serve;
+mod toggles;
 mod users;
 mod write;
 
@@ -79,6 +83,8 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/audit"),
     (Method::PUT, "/v1/log"),
     (Method::GET, "/v1/errors"),
+    (Method::GET, "/v1/toggles"),
+    (Method::PUT, "/v1/toggles/{name}"),
     (Method::GET, "/v1/users/{id}"),
     (Method::PUT, "/v1/users/{id}/pin"),
     (Method::DELETE, "/v1/users/{id}/pin"),
@@ -125,7 +131,8 @@ pub struct ControlState {
         datacenters::drain, datacenters::undrain, datacenters::drain_instance,
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
-        audit::audit_log, log::put_log, errors::list_errors, users::get_user, users::pin, users::unpin, users::summary,
+        audit::audit_log, log::put_log, errors::list_errors,
+        toggles::list_toggles, toggles::put_toggle, users::get_user, users::pin, users::unpin, users::summary,
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
@@ -171,6 +178,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/audit", get(audit::audit_log))
         .route("/v1/log", put(log::put_log))
         .route("/v1/errors", get(errors::list_errors))
+        .route("/v1/toggles", get(toggles::list_toggles))
+        .route("/v1/toggles/{name}", put(toggles::put_toggle))
         .route("/v1/users/{id}", get(users::get_user))
         .route("/v1/users/{id}/pin", put(users::pin).delete(users::unpin))
         .route("/v1/directory", get(users::summary))

@@ -65,6 +65,8 @@ pub(crate) struct Question<'q> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Section<'a> {
     parts: [&'a [Record]; MAX_PARTS],
+    /// Each part's uncompressed wire length.
+    lens: [usize; MAX_PARTS],
     len: usize,
     /// Sum of the parts' uncompressed wire lengths.
     wire_len: usize,
@@ -73,6 +75,7 @@ pub(crate) struct Section<'a> {
 impl<'a> Section<'a> {
     const EMPTY: Section<'a> = Section {
         parts: [&[]; MAX_PARTS],
+        lens: [0; MAX_PARTS],
         len: 0,
         wire_len: 0,
     };
@@ -85,8 +88,20 @@ impl<'a> Section<'a> {
 
     fn push(&mut self, records: &'a RecordSet) {
         self.parts[self.len] = records.records();
+        self.lens[self.len] = records.wire_len();
         self.len += 1;
         self.wire_len += records.wire_len();
+    }
+
+    /// The first `n` parts.
+    fn first_parts(mut self, n: usize) -> Self {
+        while self.len > n {
+            self.len -= 1;
+            self.wire_len -= self.lens[self.len];
+            self.parts[self.len] = &[];
+            self.lens[self.len] = 0;
+        }
+        self
     }
 
     /// The records, in order.
@@ -119,6 +134,10 @@ pub(crate) struct Reply<'a> {
     pub(crate) answers: Section<'a>,
     pub(crate) authorities: Section<'a>,
     pub(crate) additionals: Section<'a>,
+    /// How many parts of `additionals` a UDP reply must carry whole or be truncated (a
+    /// referral's in-domain glue, RFC 9471 §3); the rest (addresses of targets, sibling glue)
+    /// are left out when they do not fit.
+    pub(crate) required_additionals: usize,
     /// ECS scope prefix in the client address's family: 0 unless the answer was routed.
     pub(crate) scope: u8,
     /// The routed part of the answer, if any.
@@ -154,8 +173,22 @@ impl<'a> Reply<'a> {
             answers: Section::EMPTY,
             authorities: Section::EMPTY,
             additionals: Section::EMPTY,
+            required_additionals: 0,
             ..self
         }
+    }
+
+    /// The same reply without the additional records it may leave out.
+    pub(crate) fn without_optional_additionals(self) -> Self {
+        Reply {
+            additionals: self.additionals.first_parts(self.required_additionals),
+            ..self
+        }
+    }
+
+    /// Whether the reply carries additional records it may leave out.
+    pub(crate) fn has_optional_additionals(&self) -> bool {
+        self.additionals.n_parts() > self.required_additionals
     }
 
     /// An authoritative NOERROR reply with no records yet.
@@ -186,6 +219,7 @@ impl<'a> Reply<'a> {
             answers: Section::EMPTY,
             authorities: Section::EMPTY,
             additionals: Section::EMPTY,
+            required_additionals: 0,
             scope: 0,
             routed: None,
             wildcard: None,
@@ -202,7 +236,8 @@ impl Catalog {
     ///
     /// # Errors
     ///
-    /// Every problem in every zone, with the zone's path in the configuration.
+    /// Every problem in every zone, under the zone's place in the configuration (`zones[i]`),
+    /// each naming its file and line.
     pub fn build(
         config: &Config,
         zone_texts: &[(String, PathBuf)],
@@ -221,9 +256,12 @@ impl Catalog {
                 .collect();
             match Zone::parse(&zone.origin, text, path.clone(), &services) {
                 Ok(zone) => zones.push(zone),
-                Err(messages) => problems.extend(messages.into_iter().map(|message| {
-                    Problem::new(format!("zones[{i}] ({})", path.display()), message)
-                })),
+                // Each message names the file and line already.
+                Err(messages) => problems.extend(
+                    messages
+                        .into_iter()
+                        .map(|message| Problem::new(format!("zones[{i}]"), message)),
+                ),
             }
         }
         if !problems.is_empty() {
@@ -295,10 +333,6 @@ impl Catalog {
             DNSClass::IN => {}
             DNSClass::CH => return self.chaos(question),
             _ => return Reply::error(ResponseCode::Refused),
-        }
-        if matches!(question.qtype, RecordType::AXFR | RecordType::IXFR) {
-            // Zone transfers are not offered: zones come from configuration management.
-            return Reply::error(ResponseCode::Refused);
         }
         let Some(zone) = self.zone_of(question.name) else {
             return Reply::error(ResponseCode::Refused);
@@ -401,6 +435,8 @@ impl Catalog {
                         reply.authoritative = false;
                         reply.authorities = Section::one(&cut.ns);
                         reply.additionals = Section::one(&cut.glue);
+                        reply.required_additionals = 1;
+                        reply.additionals.push(&cut.other_addresses);
                     }
                     return reply;
                 }
@@ -425,15 +461,17 @@ impl Catalog {
                 }
                 return reply;
             }
-            if let Some(records) = node.rrset(question.qtype) {
-                reply.answers.push(records);
-                return reply;
-            }
-            if question.qtype == RecordType::ANY
-                && let Some(records) = node.first_rrset()
-            {
+            let records = node.rrset(question.qtype).or_else(|| {
                 // RFC 8482 §4.1: answer ANY with one RRset of the name.
+                (question.qtype == RecordType::ANY)
+                    .then(|| node.first_rrset())
+                    .flatten()
+            });
+            if let Some(records) = records {
                 reply.answers.push(records);
+                if let Some(addresses) = node.additional(records) {
+                    reply.additionals.push(addresses);
+                }
                 return reply;
             }
             // RRSIG and NSEC queries are about the name itself, never followed through its

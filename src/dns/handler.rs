@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::config::RrlConfig;
 use crate::metrics::{DnsEvent, Metrics, QueryType, Rcode};
+use crate::routing::Toggle;
 
 use super::respond::{Response, Transport};
 use super::rrl::{RateLimiter, Verdict};
@@ -64,7 +65,9 @@ impl Handler {
             started.elapsed().as_secs_f64(),
         );
         let verdict = match (&self.rrl, transport) {
-            (Some(rrl), Transport::Udp) => rrl.check(src.ip(), reply.class, started),
+            (Some(rrl), Transport::Udp) if snapshot.live.toggles.is_on(Toggle::Rrl) => {
+                rrl.check(src.ip(), reply.class, started)
+            }
             _ => Verdict::Send,
         };
         match verdict {

@@ -20,6 +20,7 @@ use tracing::debug;
 
 use crate::directory::label_to_id;
 use crate::metrics::{LookupReason, LookupSource};
+use crate::routing::Toggle;
 use crate::state::{reason_label, source_label};
 
 use super::Snapshot;
@@ -85,7 +86,7 @@ pub fn respond<'a>(
             Reply::negative(rcode, catalog.negative_soa(name))
         }
         Some(Built::Error(rcode)) => Reply::error(rcode),
-        None => decide(request, snapshot, client.as_ref()),
+        None => decide(request, snapshot, client.as_ref(), transport),
     };
     // A wildcard match: its records, owned by the question's name (RFC 4592 §3.3.1).
     let reply = match (reply.wildcard, request.queries.queries().first()) {
@@ -146,7 +147,15 @@ pub fn respond<'a>(
         client,
         lookup,
     };
-    if transport == Transport::Udp && !response.fits(request) {
+    if transport == Transport::Udp
+        && !response.fits(request)
+        && !(response.reply.has_optional_additionals() && {
+            // Addresses of targets and sibling glue are left out before anything is truncated
+            // (RFC 9471 §3: only in-domain glue that does not fit sets TC).
+            response.reply = response.reply.without_optional_additionals();
+            response.fits(request)
+        })
+    {
         response.metadata.truncation = true;
         response.reply = response.reply.without_records();
         response.built = None;
@@ -286,7 +295,8 @@ fn directory_answer(
     else {
         return None;
     };
-    if !settings.allowed(src) {
+    // Switched off by an operator (the `directory_dns` toggle), or not for this client.
+    if !snapshot.live.toggles.is_on(Toggle::DirectoryDns) || !settings.allowed(src) {
         return Some(Built::Error(ResponseCode::Refused));
     }
     let Some(user) = std::str::from_utf8(label).ok().and_then(label_to_id) else {
@@ -380,6 +390,7 @@ fn decide<'a>(
     request: &MessageRequest,
     snapshot: &'a Snapshot,
     client: Option<&ClientAddr>,
+    transport: Transport,
 ) -> Reply<'a> {
     if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
         // RFC 6891 §6.1.3: we speak EDNS version 0 only.
@@ -397,6 +408,9 @@ fn decide<'a>(
         return Reply::error(ResponseCode::FormErr);
     };
     let query = &request.queries.queries()[0];
+    if let Some(rcode) = meta_type_rcode(request, query.query_type(), transport) {
+        return Reply::error(rcode);
+    }
     let question = Question {
         name: query.name(),
         qtype: query.query_type(),
@@ -409,4 +423,34 @@ fn decide<'a>(
         question,
         client,
     )
+}
+
+/// The rcode of a question whose type asks for something other than records, as Knot DNS
+/// answers it, or `None` to look the name up. QTYPE 0 is reserved (RFC 6895 §3.1): NOTIMP for
+/// any name and class. Zone transfers are not offered (zones come from configuration
+/// management): AXFR over UDP is NOTIMP (it is a TCP-only query, RFC 5936 §4.2), AXFR over TCP
+/// and an IXFR carrying its SOA (RFC 1995 §3) are NOTAUTH, as a server that refuses the
+/// transfer to this client says (RFC 5936 §2.2.1). The other meta types (MAILA, MAILB, OPT,
+/// TSIG, TKEY) and an IXFR without a SOA are looked up like any type: NODATA or NXDOMAIN, as
+/// Knot answers them.
+fn meta_type_rcode(
+    request: &MessageRequest,
+    qtype: RecordType,
+    transport: Transport,
+) -> Option<ResponseCode> {
+    match qtype {
+        RecordType::ZERO => Some(ResponseCode::NotImp),
+        RecordType::AXFR if transport == Transport::Udp => Some(ResponseCode::NotImp),
+        RecordType::AXFR => Some(ResponseCode::NotAuth),
+        RecordType::IXFR
+            if transport == Transport::Tcp
+                || request
+                    .authorities
+                    .iter()
+                    .any(|record| record.record_type() == RecordType::SOA) =>
+        {
+            Some(ResponseCode::NotAuth)
+        }
+        _ => None,
+    }
 }

@@ -36,7 +36,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-pub use counters::{AnswerCounters, ServiceCounters};
+pub use counters::{AnswerCounters, Counter, ServiceCounters};
 pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 
 use crate::routing::DcStatus;
@@ -100,6 +100,10 @@ pub struct Metrics {
     internal_errors: IntCounterVec,
     /// See [`CONTROL_CONNECTIONS`].
     control_connections: IntGauge,
+    /// See [`TOGGLE_ENABLED`]; set when the toggles are published.
+    toggles: IntGaugeVec,
+    /// See [`DNS_BANNED_TOTAL`]; each rule's handle is resolved when the rules are published.
+    banned: IntCounterVec,
     /// DNS transport events, indexed by [`DnsEvent`] and resolved at construction.
     dns_events: [IntCounter; DnsEvent::ALL.len()],
     /// Serializes [`Metrics::render`] with the multi-series updates (`set_datacenter_state`,
@@ -288,6 +292,24 @@ impl Metrics {
             IntGauge::new(CONTROL_CONNECTIONS, "Open control-plane HTTP connections.")
                 .expect("valid metric name");
         register(&registry, &control_connections);
+        let toggles = IntGaugeVec::new(
+            Opts::new(
+                TOGGLE_ENABLED,
+                "1 while a feature toggle is on, 0 while an operator has switched it off.",
+            ),
+            &["toggle"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &toggles);
+        let banned = IntCounterVec::new(
+            Opts::new(
+                DNS_BANNED_TOTAL,
+                "Queries a banned-query rule dropped or refused, by rule id.",
+            ),
+            &["rule"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &banned);
 
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -332,8 +354,26 @@ impl Metrics {
             accept_errors,
             internal_errors,
             control_connections,
+            toggles,
+            banned,
             scrape: Mutex::new(()),
         }
+    }
+
+    /// Sets whether the feature toggle `name` is on.
+    pub fn set_toggle(&self, name: &str, on: bool) {
+        self.toggles.with_label_values(&[name]).set(i64::from(on));
+    }
+
+    /// The counter of queries banned by rule `id`, resolved once per published rule set so
+    /// that the query path only increments it.
+    pub fn banned_counter(&self, id: u64) -> Counter {
+        Counter(Some(self.banned.with_label_values(&[&id.to_string()])))
+    }
+
+    /// Stops exporting the count of rule `id`, once the rule is removed.
+    pub fn forget_banned(&self, id: u64) {
+        let _ = self.banned.remove_label_values(&[&id.to_string()]);
     }
 
     /// Sets whether the state store accepts writes.

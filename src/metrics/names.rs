@@ -44,6 +44,10 @@ pub const STORE_WRITE_FAILURES_TOTAL: &str = "meridian_store_write_failures_tota
 pub const ACCEPT_ERRORS_TOTAL: &str = "meridian_accept_errors_total";
 /// Internal errors caught and kept for `GET /v1/errors`, by kind (`panic`).
 pub const INTERNAL_ERRORS_TOTAL: &str = "meridian_internal_errors_total";
+/// 1 while a feature toggle is on, 0 while an operator has it off, by toggle.
+pub const TOGGLE_ENABLED: &str = "meridian_toggle_enabled";
+/// Queries matched by a banned-query rule (dropped or REFUSED before any other work), by rule id.
+pub const DNS_BANNED_TOTAL: &str = "meridian_dns_banned_queries_total";
 /// Open control-plane (HTTP) connections.
 pub const CONTROL_CONNECTIONS: &str = "meridian_control_connections";
 

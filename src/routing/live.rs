@@ -20,6 +20,7 @@ use super::balance::{self, Ramp};
 use super::base::{self, BaseId, BaseTable, Interner};
 use super::geomap::{Candidate, Context, GeoMap, MapInputs, MapStats};
 use super::policy;
+use super::toggles::{Toggle, Toggles};
 use super::{Basis, Client, DcId, Decision, RankingId, Scope, ServiceId, bucket};
 
 /// What the control plane knows about one datacenter, as of the time the table is built.
@@ -160,6 +161,8 @@ impl Standing {
 #[derive(Debug)]
 pub struct RoutingTable {
     base: Arc<BaseTable>,
+    /// The feature toggles it was built under.
+    toggles: Toggles,
     /// Shared with the previous table where nothing the service depends on changed.
     services: Vec<Arc<LiveService>>,
 }
@@ -231,10 +234,24 @@ impl RoutingTable {
         states: &[DcState],
         previous: Option<&RoutingTable>,
     ) -> RoutingTable {
+        RoutingTable::build_toggled(base, config, states, Toggles::default(), previous)
+    }
+
+    /// As [`RoutingTable::build`], under `toggles`: a capability switched off changes the
+    /// inputs of the maps it touches, which are rebuilt (or taken from an earlier table with
+    /// the same inputs).
+    pub fn build_toggled(
+        base: Arc<BaseTable>,
+        config: &Config,
+        states: &[DcState],
+        toggles: Toggles,
+        previous: Option<&RoutingTable>,
+    ) -> RoutingTable {
         // Maps depend on the geo database and their inputs only, so they outlive reloads that
-        // keep the database; everything else is kept only within one configuration.
+        // keep the database; everything else is kept only within one configuration and one
+        // set of toggles.
         let same_geo = previous.filter(|p| Arc::ptr_eq(&p.base.geo, &base.geo));
-        let previous = previous.filter(|p| Arc::ptr_eq(&p.base, &base));
+        let previous = previous.filter(|p| Arc::ptr_eq(&p.base, &base) && p.toggles == toggles);
         let facts: Vec<ServiceFacts> = config
             .services
             .iter()
@@ -242,7 +259,7 @@ impl RoutingTable {
             .map(|(i, service)| {
                 let id = ServiceId(i as u16);
                 let before = previous.map(|p| &*p.services[i]);
-                ServiceFacts::judge(&base, config, service, id, states, before)
+                ServiceFacts::judge(&base, config, service, id, states, toggles, before)
             })
             .collect();
         let maps = build_maps(&base, &facts, same_geo);
@@ -267,7 +284,11 @@ impl RoutingTable {
                 ))
             })
             .collect();
-        RoutingTable { base, services }
+        RoutingTable {
+            base,
+            toggles,
+            services,
+        }
     }
 
     /// Ranks the datacenters of `service` for `client`.
@@ -281,59 +302,68 @@ impl RoutingTable {
         let base = self.base.service(service);
         let live = &self.services[usize::from(service.0)];
         let b = bucket(client.network_key);
-        let (ranking, basis, scope, prefix_len) =
-            if let Some((net, id)) = base.network_override(client.ip) {
-                let prefix = net.prefix_len();
-                match live.pick(&live.by_base[id.0 as usize], b) {
-                    (id, false) => (id, Basis::Override, Scope::Prefix(prefix), prefix),
-                    // Split by the hashed network too: the answer holds only where both hold.
-                    (id, true) if client.network_prefix > prefix => {
-                        (id, Basis::Override, Scope::Network, client.network_prefix)
-                    }
-                    (id, true) => (id, Basis::Override, Scope::Prefix(prefix), prefix),
+        let overrides = self.toggles.overrides();
+        let network_override = if overrides {
+            base.network_override(client.ip)
+        } else {
+            None
+        };
+        let (ranking, basis, scope, prefix_len) = if let Some((net, id)) = network_override {
+            let prefix = net.prefix_len();
+            match live.pick(&live.by_base[id.0 as usize], b) {
+                (id, false) => (id, Basis::Override, Scope::Prefix(prefix), prefix),
+                // Split by the hashed network too: the answer holds only where both hold.
+                (id, true) if client.network_prefix > prefix => {
+                    (id, Basis::Override, Scope::Network, client.network_prefix)
                 }
-            } else {
-                match base.policy {
-                    Policy::Failover | Policy::Cascade => {
-                        match live.pick(&live.by_base[base.ordered.0 as usize], b) {
-                            (id, false) => (id, Basis::Order, Scope::Global, 0),
-                            (id, true) => (id, Basis::Order, Scope::Network, client.network_prefix),
-                        }
-                    }
-                    Policy::Weighted => {
-                        let id = base.by_bucket[b];
-                        (
-                            live.pick(&live.by_base[id.0 as usize], b).0,
-                            Basis::Weight,
-                            Scope::Network,
-                            client.network_prefix,
-                        )
-                    }
-                    Policy::Nearest
-                    | Policy::NearestWithCapacity
-                    | Policy::Metric
-                    | Policy::LeastLoaded => {
-                        let part = live.geo.as_ref().expect("geographic services have a map");
-                        let answer = part.map.resolve(&self.base.geo, client.ip, client.hit());
-                        let basis = match (client.cell, base.policy) {
-                            (None, _) => Basis::NoLocation,
-                            (Some(_), Policy::Metric) => Basis::Score,
-                            (Some(_), Policy::LeastLoaded) => Basis::Load,
-                            (Some(_), _) => Basis::Distance,
-                        };
-                        match live.pick(&part.choices[answer.rank as usize], b) {
-                            (id, false) => (id, basis, Scope::Geo, answer.prefix_len),
-                            (id, true) => {
-                                // RFC 7871 §7.2.1: the answer holds only where both the place
-                                // and the hashed network are the client's.
-                                let prefix = answer.prefix_len.max(client.network_prefix);
-                                (id, basis, Scope::GeoAndNetwork, prefix)
-                            }
-                        }
+                (id, true) => (id, Basis::Override, Scope::Prefix(prefix), prefix),
+            }
+        } else {
+            match base.policy {
+                Policy::Failover | Policy::Cascade => {
+                    match live.pick(&live.by_base[base.ordered.0 as usize], b) {
+                        (id, false) => (id, Basis::Order, Scope::Global, 0),
+                        (id, true) => (id, Basis::Order, Scope::Network, client.network_prefix),
                     }
                 }
-            };
-        let prefix_len = narrow_for_overrides(&base.by_network, client.ip, prefix_len);
+                Policy::Weighted => {
+                    let id = base.by_bucket[b];
+                    (
+                        live.pick(&live.by_base[id.0 as usize], b).0,
+                        Basis::Weight,
+                        Scope::Network,
+                        client.network_prefix,
+                    )
+                }
+                Policy::Nearest
+                | Policy::NearestWithCapacity
+                | Policy::Metric
+                | Policy::LeastLoaded => {
+                    let part = live.geo.as_ref().expect("geographic services have a map");
+                    let answer = part.map.resolve(&self.base.geo, client.ip, client.hit());
+                    let basis = match (client.cell, self.toggles.policy(base.policy)) {
+                        (None, _) => Basis::NoLocation,
+                        (Some(_), Policy::Metric) => Basis::Score,
+                        (Some(_), Policy::LeastLoaded) => Basis::Load,
+                        (Some(_), _) => Basis::Distance,
+                    };
+                    match live.pick(&part.choices[answer.rank as usize], b) {
+                        (id, false) => (id, basis, Scope::Geo, answer.prefix_len),
+                        (id, true) => {
+                            // RFC 7871 §7.2.1: the answer holds only where both the place
+                            // and the hashed network are the client's.
+                            let prefix = answer.prefix_len.max(client.network_prefix);
+                            (id, basis, Scope::GeoAndNetwork, prefix)
+                        }
+                    }
+                }
+            }
+        };
+        let prefix_len = if overrides {
+            narrow_for_overrides(&base.by_network, client.ip, prefix_len)
+        } else {
+            prefix_len
+        };
         Decision {
             ranking,
             datacenters: &live.rankings[ranking.0 as usize],
@@ -403,6 +433,11 @@ impl RoutingTable {
             .geo
             .as_ref()
             .map(|part| &part.map)
+    }
+
+    /// The feature toggles this table was built under.
+    pub fn toggles(&self) -> Toggles {
+        self.toggles
     }
 
     /// The base table this table applies state to.
@@ -480,8 +515,10 @@ impl ServiceFacts {
         service: &ServiceConfig,
         id: ServiceId,
         states: &[DcState],
+        toggles: Toggles,
         previous: Option<&LiveService>,
     ) -> ServiceFacts {
+        let policy = toggles.policy(service.policy);
         // Only the service's own datacenters count, so that a report from another one leaves
         // the service as it was.
         let mut in_pool = vec![false; states.len()];
@@ -497,10 +534,11 @@ impl ServiceFacts {
                 in_pool[i] && Standing::of(dc, state, id, service).is_eligible()
             })
             .collect();
-        let capacity = service.policy.uses_capacity();
+        let capacity = policy.uses_capacity();
         // Spill between the watermarks; `least-loaded` sends everyone to the least loaded one
         // instead, and only skips full ones.
-        let spills = service.policy != Policy::LeastLoaded;
+        let spills = policy != Policy::LeastLoaded;
+        let slow_start = toggles.is_on(Toggle::SlowStart);
         let utilization =
             |state: &DcState| state.report.as_ref().map_or(0.0, ReportState::utilization);
         let was = |flags: Option<&Vec<bool>>, i: usize| {
@@ -540,7 +578,7 @@ impl ServiceFacts {
             .iter()
             .enumerate()
             .map(|(i, state)| {
-                (in_pool[i] && eligible[i])
+                (slow_start && in_pool[i] && eligible[i])
                     .then(|| balance::slow_start(service, id, state).map(|(ramp, _)| ramp))
                     .flatten()
             })
@@ -558,10 +596,11 @@ impl ServiceFacts {
                 by_load.max(by_ramp) as u16
             })
             .collect();
-        let inputs = service
-            .policy
-            .is_geographic()
-            .then(|| Arc::new(map_inputs(base, service, states, &eligible, &full, &spill)));
+        let inputs = policy.is_geographic().then(|| {
+            Arc::new(map_inputs(
+                base, service, toggles, states, &eligible, &full, &spill,
+            ))
+        });
         ServiceFacts {
             eligible,
             overloaded,
@@ -645,17 +684,19 @@ fn build_maps(
 fn map_inputs(
     base: &BaseTable,
     service: &ServiceConfig,
+    toggles: Toggles,
     states: &[DcState],
     eligible: &[bool],
     full: &[bool],
     spill: &[u16],
 ) -> MapInputs {
-    let metric = service.policy == Policy::Metric;
+    let metric = toggles.policy(service.policy) == Policy::Metric;
     let by_place = !service.geofences.is_empty()
-        || service
-            .overrides
-            .iter()
-            .any(|rule| !rule.countries.is_empty() || !rule.continents.is_empty());
+        || toggles.overrides()
+            && service
+                .overrides
+                .iter()
+                .any(|rule| !rule.countries.is_empty() || !rule.continents.is_empty());
     let measured = metric
         && service.pools.iter().any(|pool| {
             states[pool.datacenter]
@@ -663,8 +704,9 @@ fn map_inputs(
                 .as_ref()
                 .is_some_and(|r| !r.latency_ms.is_empty())
         });
-    let context =
-        |region: Option<&Region>| context_for(base, service, states, eligible, full, region);
+    let context = |region: Option<&Region>| {
+        context_for(base, service, toggles, states, eligible, full, region)
+    };
     let (contexts, by_region) = if by_place || measured {
         let mut contexts: Vec<Context> = Vec::new();
         let mut ids: HashMap<Context, u16> = HashMap::new();
@@ -697,7 +739,7 @@ fn map_inputs(
         .filter(|pool| spill[pool.datacenter] > 0)
         .count();
     let mut ordered = policy::by_order(&service.pools, &service.order);
-    if service.policy == Policy::LeastLoaded {
+    if toggles.policy(service.policy) == Policy::LeastLoaded {
         ordered.sort_by(|a, b| {
             let rank = |dc: &DcId| balance::load_rank(&states[usize::from(dc.0)]);
             rank(a).total_cmp(&rank(b))
@@ -718,6 +760,7 @@ fn map_inputs(
 fn context_for(
     base: &BaseTable,
     service: &ServiceConfig,
+    toggles: Toggles,
     states: &[DcState],
     eligible: &[bool],
     full: &[bool],
@@ -725,8 +768,10 @@ fn context_for(
 ) -> Context {
     let allowed = matching(&service.geofences, region).map(|rule| base::rule_dcs(service, rule));
     let preferred = matching(&service.overrides, region)
+        .filter(|_| toggles.overrides())
         .map(|rule| base::rule_dcs(service, rule))
         .unwrap_or_default();
+    let policy = toggles.policy(service.policy);
     let in_order: Vec<(u32, DcId, usize)> = service
         .order
         .iter()
@@ -751,10 +796,8 @@ fn context_for(
             let full = !failed_open && full[usize::from(dc.0)];
             let (per_km, offset) = match pref {
                 Some(rank) => (0.0, rank as f64),
-                None if service.policy == Policy::Metric => {
-                    metric_parameters(service, states, region, dc)
-                }
-                None if service.policy == Policy::LeastLoaded => {
+                None if policy == Policy::Metric => metric_parameters(service, states, region, dc),
+                None if policy == Policy::LeastLoaded => {
                     (0.0, balance::load_rank(&states[usize::from(dc.0)]))
                 }
                 None => service.pools[pool].bias.score_parameters(),

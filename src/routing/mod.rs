@@ -22,6 +22,7 @@ mod geomap;
 mod live;
 mod policy;
 mod status;
+mod toggles;
 
 pub use balance::{Ramp, next_step_in, ramp_at, slow_start};
 pub use base::BaseTable;
@@ -29,6 +30,7 @@ pub use explain::{DcTrace, Explanation, explain};
 pub use geomap::MapStats;
 pub use live::{DcState, MapReport, ReportState, RoutingTable, Standing};
 pub use status::DcStatus;
+pub use toggles::{Toggle, Toggles};
 
 use std::net::IpAddr;
 

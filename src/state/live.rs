@@ -1,4 +1,5 @@
-//! The control plane's live state (reports, drains), and the clock it is judged by.
+//! The control plane's live state (reports, drains, feature toggles), and the clock it is judged
+//! by.
 //!
 //! Kept by names, not indexes, so that it survives reloads that add or remove datacenters and
 //! services; [`LiveState::dc_states`] turns it into routing's per-datacenter view at an instant.
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::directory::{Directory, Placement};
-use crate::routing::{DcState, ReportState, ServiceId};
+use crate::routing::{DcState, ReportState, ServiceId, Toggle, Toggles};
 use crate::store::{Change, DirectoryChange, DrainKey, Persisted, StoredReport};
 
 use super::directory::placement_of;
@@ -30,6 +31,8 @@ pub struct LiveState {
     pub undrained: BTreeMap<DrainKey, u64>,
     /// The user directory, when configured.
     pub directory: Option<Directory>,
+    /// Feature toggles as an operator set them.
+    pub toggles: Toggles,
 }
 
 impl LiveState {
@@ -42,6 +45,12 @@ impl LiveState {
             undrained: persisted.undrained,
             instance_drained: persisted.instance_drained,
             directory: None,
+            // A name this build does not know (a toggle since removed) is ignored.
+            toggles: persisted
+                .toggles
+                .iter()
+                .filter_map(|(name, on)| Toggle::named(name).map(|t| (t, *on)))
+                .fold(Toggles::default(), |toggles, (t, on)| toggles.with(t, on)),
         }
     }
 
@@ -110,6 +119,11 @@ impl LiveState {
             Change::InstanceDrain { drained } => next.instance_drained = *drained,
             Change::Directory(change) => {
                 next.directory = next.directory.map(|d| apply_directory(&d, change));
+            }
+            Change::Toggle { name, on } => {
+                if let Some(toggle) = Toggle::named(name) {
+                    next.toggles = next.toggles.with(toggle, *on);
+                }
             }
             Change::AuditOnly => {}
         }
@@ -355,6 +369,7 @@ services:
             drains: live.drains.clone(),
             instance_drained: false,
             undrained: live.undrained.clone(),
+            ..Persisted::default()
         };
         let restored = LiveState::restored(persisted);
         let at = UNIX_EPOCH + Duration::from_secs(1150);

@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError, Problem, Source};
 use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::routing::{DcState, DcStatus, ServiceId, Standing, slow_start};
+use crate::routing::{DcState, DcStatus, ServiceId, Standing, Toggle, slow_start};
 use crate::store::{
     AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement, VersionFile,
 };
@@ -651,6 +651,10 @@ impl<P: Prepare> Manager<P> {
             }
         }
         self.readiness.set_drained(snapshot.live.instance_drained);
+        for toggle in Toggle::ALL {
+            self.metrics
+                .set_toggle(toggle.name(), snapshot.live.toggles.is_on(toggle));
+        }
         self.update_gauges(&snapshot.loaded, &snapshot.live, snapshot.built_at);
         let (zones, names) = P::summary(&snapshot.loaded.zones);
         info!(
@@ -686,7 +690,9 @@ impl<P: Prepare> Manager<P> {
                     &states[pool.datacenter],
                 );
                 let id = ServiceId(i as u16);
-                let share = if Standing::of(dc, state, id, service).is_eligible() {
+                let share = if !live.toggles.is_on(Toggle::SlowStart) {
+                    1.0
+                } else if Standing::of(dc, state, id, service).is_eligible() {
                     slow_start(service, id, state).map_or(1.0, |(ramp, _)| ramp.share())
                 } else {
                     0.0

@@ -20,6 +20,7 @@
 //! | `meta` | `schema_version`, `instance_drained`, `directory_n_buckets`, `write_probe` | a JSON number, a JSON bool, a JSON number, a JSON number |
 //! | `audit` | sequence number 1, 2, 3, ... | [`AuditEntry`] |
 //! | `config_versions` | content hash | [`ConfigVersion`] |
+//! | `toggles` | toggle name | a JSON bool: on or off |
 //! | `directory_buckets` | bucket number | [`StoredPlacement`] as home `\0` replica |
 //! | `directory_pins` | user id | [`StoredPlacement`] as home `\0` replica |
 //!
@@ -78,6 +79,7 @@ const UNDRAINS_TABLE: &str = "undrains";
 const META_TABLE: &str = "meta";
 const AUDIT_TABLE: &str = "audit";
 const CONFIG_VERSIONS_TABLE: &str = "config_versions";
+const TOGGLES_TABLE: &str = "toggles";
 
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new(REPORTS_TABLE);
 const DRAINS: TableDefinition<&str, ()> = TableDefinition::new(DRAINS_TABLE);
@@ -87,6 +89,7 @@ const UNDRAINS: TableDefinition<&str, u64> = TableDefinition::new(UNDRAINS_TABLE
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_TABLE);
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new(AUDIT_TABLE);
 const CONFIG_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new(CONFIG_VERSIONS_TABLE);
+const TOGGLES: TableDefinition<&str, &[u8]> = TableDefinition::new(TOGGLES_TABLE);
 
 /// The `meta` key holding [`SCHEMA_VERSION`].
 const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -499,6 +502,13 @@ impl Store {
         if let Some(value) = meta.get(INSTANCE_DRAINED_KEY)? {
             res.instance_drained = decode(META_TABLE, INSTANCE_DRAINED_KEY, value.value())?;
         }
+
+        for entry in txn.open_table(TOGGLES)?.iter()? {
+            let (key, value) = entry?;
+            let name = key.value().to_owned();
+            let on = decode(TOGGLES_TABLE, &name, value.value())?;
+            res.toggles.insert(name, on);
+        }
         Ok(res)
     }
 
@@ -637,6 +647,7 @@ impl Store {
             txn.open_table(UNDRAINS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(CONFIG_VERSIONS)?;
+            txn.open_table(TOGGLES)?;
             directory::create_tables(&txn)?;
             let mut meta = txn.open_table(META)?;
             let found = match meta.get(SCHEMA_VERSION_KEY)? {
@@ -767,6 +778,11 @@ fn write_change(
             let value = encode(META_TABLE, INSTANCE_DRAINED_KEY, drained)?;
             let mut table = txn.open_table(META)?;
             table.insert(INSTANCE_DRAINED_KEY, value.as_slice())?;
+        }
+        Change::Toggle { name, on } => {
+            let value = encode(TOGGLES_TABLE, name, on)?;
+            let mut table = txn.open_table(TOGGLES)?;
+            table.insert(name.as_str(), value.as_slice())?;
         }
         Change::AuditOnly => {}
         Change::Directory(change) => directory::write_directory_change(txn, change)?,

@@ -127,6 +127,7 @@ fn expected_state() -> Persisted {
         instance_drained: true,
         // Lifted drains are kept with their time: slow start ramps from it.
         undrained: BTreeMap::from([(drain_key("us-east", Some("api")), 1_700_000_000_000)]),
+        ..Persisted::default()
     }
 }
 

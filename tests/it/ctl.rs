@@ -191,3 +191,29 @@ async fn the_token_comes_from_a_file_and_errors_exit_1_with_the_servers_message(
     assert_eq!(closed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&closed.stderr).contains("cannot reach"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toggles_through_ctl() {
+    let server = TestServer::start(&config(), ZONE).await;
+    let table = stdout(&ctl(&server, Some(OPERATOR), &["toggles"]).await);
+    assert!(table.contains("capacity_spill"), "{table}");
+    let switched = json(
+        &ctl(
+            &server,
+            Some(OPERATOR),
+            &["--json", "toggles", "off", "rrl"],
+        )
+        .await,
+    );
+    assert_eq!(switched["action"], "toggle-off", "{switched}");
+    let listed = json(&ctl(&server, Some(OPERATOR), &["--json", "toggles"]).await);
+    let rrl = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["name"] == "rrl"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(rrl["on"], false, "{listed}");
+    let unknown = ctl(&server, Some(OPERATOR), &["toggles", "on", "warp"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no toggle"));
+}

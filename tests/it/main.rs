@@ -15,15 +15,22 @@
 //! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
 //!   signals;
 //! - `ctl`: `meridian ctl` (the real binary) against a running server;
+//! - `deploy`: the Kubernetes manifests' configuration passes `check-config`, and their paths
+//!   and ports match it;
 //! - `hardening`: the control plane under abuse (access, rate limits, slow and idle
 //!   connections, the connection cap, imports);
 //! - `faults`: the state store on a full disk;
+//! - `operations`: feature toggles, banned queries, the query log and error collection;
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
+//! - `fuzz`: every input kept from the fuzz targets in `fuzz/`, through the fuzzer's checks;
 //! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
+// What the fuzz targets check, shared with `fuzz`, which runs their kept inputs.
+#[path = "../../fuzz/src/checks.rs"]
+mod fuzz_checks;
 
 mod answers;
 mod architecture;
@@ -32,12 +39,15 @@ mod cli;
 mod client;
 mod control;
 mod ctl;
+mod deploy;
 mod dname;
 mod ecs;
 mod explain;
 mod faults;
+mod fuzz;
 mod hardening;
 mod listeners;
+mod operations;
 mod policies;
 mod reload;
 mod support;

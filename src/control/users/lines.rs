@@ -95,7 +95,7 @@ struct PinRow {
 }
 
 /// Reads import rows, checking each; every bad row is reported with its line number.
-pub(super) async fn read_rows(
+pub(in crate::control) async fn read_rows(
     body: Body,
     limit: usize,
     csv: bool,
