@@ -14,17 +14,18 @@ use sd_notify::NotifyState;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Source;
 use crate::control::{self, ControlState};
 use crate::dns::{DnsServer, Handler};
 use crate::dns::{Loaded, Manager};
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, InternalError, Metrics, panic_message};
 use crate::state::{Clock, Readiness, StateCommands, StateHandle, unix_ms};
 use crate::store::{AuditEntry, Change, Store};
+use crate::traffic::Traffic;
 
 pub use crate::state::state_channel;
 
@@ -181,7 +182,22 @@ pub async fn run(
     )
     .context("reading the state store")?;
     let mut tasks = JoinSet::new();
-    tasks.spawn(manager.run(commands, shutdown.clone()));
+    tasks.spawn(watched(
+        "state-manager",
+        tokio::spawn(manager.run(commands, shutdown.clone())),
+        metrics.clone(),
+        options.clock.clone(),
+    ));
+    // `server.traffic` is read at start, like `server.rrl`.
+    let traffic = Traffic::new(server_config.traffic);
+    if traffic.is_on() {
+        tasks.spawn(watched(
+            "traffic-collector",
+            tokio::spawn(collect_traffic(traffic.clone(), shutdown.clone())),
+            metrics.clone(),
+            options.clock.clone(),
+        ));
+    }
     if options.drained {
         let entry = AuditEntry {
             unix_ms: unix_ms(options.clock.now()),
@@ -208,7 +224,7 @@ pub async fn run(
                 readiness: readiness.clone(),
                 limiter: Arc::default(),
                 log_levels: options.log_levels.clone(),
-                errors: Arc::default(),
+                traffic: traffic.clone(),
             });
             let serving = control::serve(
                 listener,
@@ -223,7 +239,9 @@ pub async fn run(
     };
     // `server.rrl` and `server.tcp` are read at start; a reload does not change them.
     let dns = DnsServer::start(
-        Handler::new(shared, metrics.clone()).with_rrl(server_config.rrl.clone()),
+        Handler::new(shared, metrics.clone())
+            .with_rrl(server_config.rrl.clone())
+            .with_traffic(Some(traffic)),
         (listeners.udp, server_config.udp_workers),
         listeners.tcp,
         &server_config.tcp,
@@ -256,6 +274,24 @@ pub async fn run(
             warn!(grace = ?SHUTDOWN_GRACE, "in-flight queries did not finish in time");
             Ok(())
         }
+    }
+}
+
+/// Awaits the background task `name`; if it panicked, logs, counts and keeps the panic (for
+/// `GET /v1/errors`). The rest of the server goes on: DNS answers from the last published
+/// snapshot even without the state manager.
+async fn watched(name: &'static str, task: JoinHandle<()>, metrics: Arc<Metrics>, clock: Clock) {
+    if let Err(error) = task.await
+        && error.is_panic()
+    {
+        let message = panic_message(error.into_panic().as_ref());
+        error!(task = name, %message, "a background task panicked");
+        metrics.keep_error(InternalError {
+            unix_ms: unix_ms(clock.now()),
+            kind: ErrorKind::Panic,
+            context: format!("task {name}"),
+            message,
+        });
     }
 }
 
@@ -311,4 +347,16 @@ pub fn watch_signals(reload: StateHandle, shutdown: CancellationToken) -> anyhow
         }
     });
     Ok(())
+}
+
+/// Moves sampled queries into the traffic record's window a few times a second, off the query
+/// path, until `shutdown`.
+async fn collect_traffic(traffic: Arc<Traffic>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => traffic.collect(std::time::Instant::now()),
+            () = shutdown.cancelled() => return,
+        }
+    }
 }

@@ -22,6 +22,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 
+mod simulate;
+
+pub use simulate::{SimulateArgs, fetch_traffic, render_text};
+
 /// The environment variable holding the bearer token.
 pub const TOKEN_ENV: &str = "MERIDIAN_TOKEN";
 /// How long one request may take, connection included.
@@ -113,8 +117,11 @@ pub enum CtlCommand {
         #[arg(long)]
         revert_after_seconds: Option<u64>,
     },
-    /// The most recent internal errors (panics caught in request handlers).
+    /// The most recent internal errors (panics, store failures, other 500s).
     Errors,
+    /// What would happen: the recorded traffic replayed under hypothetical changes (nothing
+    /// is changed).
+    Simulate(SimulateArgs),
     /// The feature toggles; with `on NAME` or `off NAME`, switch one.
     Toggles {
         /// What to do (default: list them).
@@ -291,6 +298,14 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
         server: args.server.trim_end_matches('/').to_owned(),
         token,
     };
+    if let CtlCommand::Simulate(simulate) = &args.command {
+        let (_, body) = client.send(&simulate::call(simulate)?).await?;
+        return Ok(if args.json {
+            render(&body, true)
+        } else {
+            simulate::render(&body)
+        });
+    }
     let Some(call) = call_for(&args.command) else {
         return status(&client, args.json).await;
     };
@@ -301,7 +316,7 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
 /// The one request a subcommand makes; `None` for `status`, which makes two.
 fn call_for(command: &CtlCommand) -> Option<Call> {
     Some(match command {
-        CtlCommand::Status => return None,
+        CtlCommand::Status | CtlCommand::Simulate(_) => return None,
         CtlCommand::Datacenters { name: None } => Call::get("/v1/datacenters"),
         CtlCommand::Datacenters { name: Some(name) } => {
             Call::get(format!("/v1/datacenters/{}", segment(name)))
@@ -441,7 +456,12 @@ async fn status(client: &Client, json: bool) -> Result<String, CtlError> {
 /// The token: `--token-file`'s first line, else `MERIDIAN_TOKEN`, else none (reads that need
 /// no token still work; the server answers 401 to the others).
 fn token(args: &CtlArgs) -> Result<Option<String>, CtlError> {
-    if let Some(path) = &args.token_file {
+    token_from(args.token_file.as_deref())
+}
+
+/// The token from `token_file`'s first line, else `MERIDIAN_TOKEN`, else none.
+fn token_from(token_file: Option<&std::path::Path>) -> Result<Option<String>, CtlError> {
+    if let Some(path) = token_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CtlError::Usage(format!("cannot read {}: {e}", path.display())))?;
         let token = text.lines().next().unwrap_or_default().trim().to_owned();

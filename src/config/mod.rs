@@ -112,6 +112,19 @@ pub struct ServerConfig {
     pub deprecations: Vec<Problem>,
     /// DNS/UDP worker threads per DNS address, at least 1.
     pub udp_workers: usize,
+    /// The sampled record of recent traffic.
+    pub traffic: TrafficConfig,
+}
+
+/// The `server.traffic` section, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficConfig {
+    /// One query in this many is recorded; 0: none.
+    pub sample_one_in: u32,
+    /// How far back the record reaches.
+    pub window: Duration,
+    /// Most (service, client network) pairs kept, at least 1.
+    pub max_networks: u32,
 }
 
 /// The `server.tcp` section, validated.
@@ -526,6 +539,43 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         },
+        traffic: validate_traffic(&raw.traffic, problems),
+    }
+}
+
+/// `server.traffic`: a window of 10 s to a day, at least one network.
+fn validate_traffic(raw: &raw::RawTraffic, problems: &mut Vec<Problem>) -> TrafficConfig {
+    let window = raw
+        .window_seconds
+        .unwrap_or(raw::DEFAULT_TRAFFIC_WINDOW_SECONDS);
+    if !(10..=86_400).contains(&window) {
+        problems.push(Problem::new(
+            "server.traffic.window_seconds",
+            format!("{window} is not from 10 to 86400"),
+        ));
+    }
+    let sample_one_in = raw
+        .sample_one_in
+        .unwrap_or(raw::DEFAULT_TRAFFIC_SAMPLE_ONE_IN);
+    if sample_one_in > 1_000_000 {
+        problems.push(Problem::new(
+            "server.traffic.sample_one_in",
+            format!("{sample_one_in} is not from 0 to 1000000"),
+        ));
+    }
+    let max_networks = raw
+        .max_networks
+        .unwrap_or(raw::DEFAULT_TRAFFIC_MAX_NETWORKS);
+    if !(1..=10_000_000).contains(&max_networks) {
+        problems.push(Problem::new(
+            "server.traffic.max_networks",
+            format!("{max_networks} is not from 1 to 10000000"),
+        ));
+    }
+    TrafficConfig {
+        sample_one_in,
+        window: Duration::from_secs(u64::from(window)),
+        max_networks,
     }
 }
 

@@ -234,6 +234,30 @@ pub struct RawServer {
     /// DNS/UDP worker threads per DNS address, each with its own `SO_REUSEPORT` socket; default
     /// [`DEFAULT_UDP_WORKERS`] (one per core).
     pub udp_workers: Option<usize>,
+    /// The sampled record of recent traffic that simulations replay; default on.
+    #[serde(default)]
+    pub traffic: RawTraffic,
+}
+
+/// Default share of queries the traffic record samples: one in this many.
+pub const DEFAULT_TRAFFIC_SAMPLE_ONE_IN: u32 = 16;
+/// Default length of the traffic record's sliding window, in seconds.
+pub const DEFAULT_TRAFFIC_WINDOW_SECONDS: u32 = 600;
+/// Default most (service, client network) pairs the traffic record keeps.
+pub const DEFAULT_TRAFFIC_MAX_NETWORKS: u32 = 50_000;
+
+/// The `server.traffic` section: the sampled record of recent traffic.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTraffic {
+    /// Record one query in this many (per worker); 0 records nothing; default
+    /// [`DEFAULT_TRAFFIC_SAMPLE_ONE_IN`].
+    pub sample_one_in: Option<u32>,
+    /// How far back the record reaches, in seconds; default
+    /// [`DEFAULT_TRAFFIC_WINDOW_SECONDS`].
+    pub window_seconds: Option<u32>,
+    /// Most (service, client network) pairs kept; default [`DEFAULT_TRAFFIC_MAX_NETWORKS`].
+    pub max_networks: Option<u32>,
 }
 
 /// The `server.tcp` section.

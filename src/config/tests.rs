@@ -404,6 +404,7 @@ const DOCUMENTED_AT: &[(&str, &[&str])] = &[
     ("RawServer", &["server."]),
     ("RawTcp", &["server.tcp."]),
     ("RawRrl", &["server.rrl."]),
+    ("RawTraffic", &["server.traffic."]),
     ("RawGeo", &["geo."]),
     ("RawZone", &["zones[]."]),
     ("RawDatacenter", &["datacenters.<name>."]),

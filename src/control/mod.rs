@@ -4,8 +4,9 @@
 //! - `explain.rs`: `GET /v1/explain`;
 //! - `configuration.rs`: reload, the running configuration, its versions and diffs;
 //! - `audit.rs`: the audit log;
-//! - `errors.rs`: panics in handlers caught, counted and kept for `GET /v1/errors`;
+//! - `errors.rs`: panics in handlers and 500s logged, counted and kept; `GET /v1/errors`;
 //! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
+//! - `simulate.rs`: `GET /v1/traffic` and `POST /v1/simulate`, what-if over the recorded traffic;
 //! - `toggles.rs`: `GET /v1/toggles`, `PUT /v1/toggles/{name}`, the feature toggles;
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
@@ -32,6 +33,7 @@ mod log;
 mod openapi;
 mod probes;
 mod serve;
+mod simulate;
 mod toggles;
 mod users;
 mod write;
@@ -51,9 +53,9 @@ use utoipa::OpenApi;
 
 pub use auth::{AddressKey, Budget, Caller, Limiter, Need};
 pub use error::ApiError;
-pub use errors::ErrorLog;
 pub use log::{LogLevels, SetFilter};
 pub use serve::serve;
+pub use simulate::simulate_offline;
 
 use openapi::StandardResponses;
 
@@ -61,6 +63,7 @@ use crate::dns::Shared;
 use crate::metrics::Metrics;
 use crate::state::{Clock, Readiness, StateHandle};
 use crate::store::Store;
+use crate::traffic::Traffic;
 
 /// How long one control request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,6 +86,8 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/audit"),
     (Method::PUT, "/v1/log"),
     (Method::GET, "/v1/errors"),
+    (Method::GET, "/v1/traffic"),
+    (Method::POST, "/v1/simulate"),
     (Method::GET, "/v1/toggles"),
     (Method::PUT, "/v1/toggles/{name}"),
     (Method::GET, "/v1/users/{id}"),
@@ -118,8 +123,8 @@ pub struct ControlState {
     pub limiter: Arc<Limiter>,
     /// The process's log filter, when it can be changed at runtime (`PUT /v1/log`).
     pub log_levels: Option<Arc<LogLevels>>,
-    /// Panics caught in handlers, for `GET /v1/errors`.
-    pub errors: Arc<ErrorLog>,
+    /// The sampled record of recent traffic, for `GET /v1/traffic` and simulations.
+    pub traffic: Arc<Traffic>,
 }
 
 /// The OpenAPI document of the control plane.
@@ -131,7 +136,7 @@ pub struct ControlState {
         datacenters::drain, datacenters::undrain, datacenters::drain_instance,
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
-        audit::audit_log, log::put_log, errors::list_errors,
+        audit::audit_log, log::put_log, errors::list_errors, simulate::get_traffic, simulate::post_simulate,
         toggles::list_toggles, toggles::put_toggle, users::get_user, users::pin, users::unpin, users::summary,
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
@@ -178,6 +183,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/audit", get(audit::audit_log))
         .route("/v1/log", put(log::put_log))
         .route("/v1/errors", get(errors::list_errors))
+        .route("/v1/traffic", get(simulate::get_traffic))
+        .route("/v1/simulate", post(simulate::post_simulate))
         .route("/v1/toggles", get(toggles::list_toggles))
         .route("/v1/toggles/{name}", put(toggles::put_toggle))
         .route("/v1/users/{id}", get(users::get_user))
@@ -194,7 +201,6 @@ pub fn router(state: ControlState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(errors::catch_panics(
-            state.errors.clone(),
             state.metrics.clone(),
             state.clock.clone(),
         ))
@@ -272,6 +278,13 @@ async fn observe(State(state): State<ControlState>, request: Request, next: Next
     .await;
     let status = response.status().as_u16();
     state.metrics.record_http(route, status);
+    errors::record_failure(
+        &state.metrics,
+        &state.clock,
+        &response,
+        method.as_str(),
+        route,
+    );
     info!(
         target: "meridian::access",
         %method,

@@ -5,7 +5,6 @@
 //! are prepared when the snapshot is built ([`Catalog::build`]), so answering allocates nothing
 //! on the common paths.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use hickory_proto::op::ResponseCode;
@@ -25,11 +24,6 @@ use super::zone::{Dname, Lookup, Zone};
 const MAX_CNAME_HOPS: usize = 8;
 /// Slices a section can be assembled from: a CNAME chain plus its final answer.
 const MAX_PARTS: usize = MAX_CNAME_HOPS + 1;
-/// Policies that split clients by network (`weighted`, spilling `nearest-with-capacity`) hash
-/// IPv4 clients by /24 and IPv6 clients by /48 (or the ECS source prefix, when shorter), the
-/// usual granularity of ECS.
-const NETWORK_PREFIX_V4: u8 = 24;
-const NETWORK_PREFIX_V6: u8 = 48;
 
 /// The static DNS side of a snapshot: zones and identity records, built on reload.
 #[derive(Debug)]
@@ -571,15 +565,10 @@ pub(crate) struct Located {
 impl Located {
     /// Locates `client` in `geo`: the same steps for DNS answers and explanations.
     pub(crate) fn new(geo: &GeoDb, client: &ClientAddr) -> Located {
-        let hit = geo.lookup(client.ip);
-        let network_prefix = match client.ip {
-            IpAddr::V4(_) => NETWORK_PREFIX_V4,
-            IpAddr::V6(_) => NETWORK_PREFIX_V6,
-        }
-        .min(client.source_prefix);
+        let client = Client::locate(geo, client.ip, client.source_prefix);
         Located {
-            client: Client::new(client.ip, hit, network_prefix),
-            hit,
+            hit: client.hit(),
+            client,
         }
     }
 }

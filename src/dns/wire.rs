@@ -106,6 +106,16 @@ pub(crate) fn answer_bytes(
     })
 }
 
+/// SERVFAIL for the message `bytes` (header and question), or `None` when it has no header or
+/// is itself a response: what a query gets when answering it failed inside the server.
+pub(crate) fn servfail(snapshot: &Snapshot, bytes: &[u8]) -> Option<Vec<u8>> {
+    let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
+    if header.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    Some(bare_reply(snapshot, bytes, header, ResponseCode::ServFail).bytes)
+}
+
 /// The class of a response, for rate limiting.
 fn response_class(response: &Response<'_>) -> ResponseClass {
     match response.metadata.response_code {

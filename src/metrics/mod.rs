@@ -20,6 +20,7 @@
 //! - this file: [`Metrics`], the registry and the methods that record and render.
 
 mod counters;
+mod errors;
 mod labels;
 mod names;
 #[cfg(test)]
@@ -37,6 +38,7 @@ use prometheus::{
 };
 
 pub use counters::{AnswerCounters, Counter, ServiceCounters};
+pub use errors::{ERROR_RING_SIZE, ErrorKind, InternalError, panic_message};
 pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 
 use crate::routing::DcStatus;
@@ -98,6 +100,8 @@ pub struct Metrics {
     accept_errors: IntCounterVec,
     /// See [`INTERNAL_ERRORS_TOTAL`]; resolved per error, which is rare.
     internal_errors: IntCounterVec,
+    /// The most recent internal errors, for `GET /v1/errors`.
+    errors: errors::ErrorRing,
     /// See [`CONTROL_CONNECTIONS`].
     control_connections: IntGauge,
     /// See [`TOGGLE_ENABLED`]; set when the toggles are published.
@@ -353,6 +357,7 @@ impl Metrics {
             store_failures,
             accept_errors,
             internal_errors,
+            errors: errors::ErrorRing::default(),
             control_connections,
             toggles,
             banned,
@@ -392,8 +397,19 @@ impl Metrics {
     }
 
     /// Counts one internal error of `kind` (`panic`).
-    pub fn record_internal_error(&self, kind: &'static str) {
+    fn record_internal_error(&self, kind: &'static str) {
         self.internal_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts `error` by kind and keeps it in the ring of recent errors. The caller logs it.
+    pub fn keep_error(&self, error: InternalError) {
+        self.record_internal_error(error.kind.label());
+        self.errors.push(error);
+    }
+
+    /// The most recent internal errors, oldest first.
+    pub fn recent_errors(&self) -> Vec<InternalError> {
+        self.errors.list()
     }
 
     /// Adds `delta` (1 or -1) to the open control-plane connections.

@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, Problem, Source};
 use crate::directory::Directory;
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, InternalError, Metrics};
 use crate::routing::{DcState, DcStatus, ServiceId, Standing, Toggle, slow_start};
 use crate::store::{
     AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement, VersionFile,
@@ -529,10 +529,17 @@ impl<P: Prepare> Manager<P> {
     }
 
     /// Records a failed store write: the first failure of an outage is logged at `error` (with
-    /// what was being written), later ones at `warn`; every one is counted. A failure that is not
+    /// what was being written), later ones at `warn`; every one is counted and kept for
+    /// `GET /v1/errors`. A failure that is not
     /// the disk's (a value the store refuses) is logged at `error` and changes no health.
     fn store_failed(&self, failure: &StoreError, operation: &str, action: &str, target: &str) {
         self.metrics.record_store_failure();
+        self.metrics.keep_error(InternalError {
+            unix_ms: unix_ms(self.clock.now()),
+            kind: ErrorKind::Store,
+            context: format!("store {operation} {action} {target}"),
+            message: failure.to_string(),
+        });
         if !failure.is_io() {
             error!(error = %failure, operation, action, target, "the state store refused a write");
             return;

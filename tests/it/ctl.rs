@@ -19,7 +19,7 @@ const EU_WEST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
 
 /// Runs `meridian ctl --server <server> args…` with `token` in `MERIDIAN_TOKEN` (or none), off
 /// the runtime's worker threads so the in-process server keeps serving meanwhile.
-async fn ctl(server: &TestServer, token: Option<&str>, args: &[&str]) -> Output {
+pub(crate) async fn ctl(server: &TestServer, token: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(BIN);
     command
         .env_remove("RUST_LOG")
@@ -38,7 +38,7 @@ async fn ctl(server: &TestServer, token: Option<&str>, args: &[&str]) -> Output 
         .expect("the blocking task finishes")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     assert!(
         output.status.success(),
         "ctl failed: {}",

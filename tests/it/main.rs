@@ -25,6 +25,8 @@
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 //! - `fuzz`: every input kept from the fuzz targets in `fuzz/`, through the fuzzer's checks;
 //! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
+//! - `simulate`: what-if simulations checked against the answers after the change, the drain's
+//!   capacity rail, `meridian ctl simulate` and `meridian simulate` offline.
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
@@ -50,6 +52,7 @@ mod listeners;
 mod operations;
 mod policies;
 mod reload;
+mod simulate;
 mod support;
 mod transport;
 mod truncation;
