@@ -18,10 +18,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::Source;
+use crate::config::{ETCD_ENDPOINTS_ENV, Source, StateConfig};
 use crate::control::{self, ControlState};
 use crate::dns::{DnsServer, Handler};
 use crate::dns::{Loaded, Manager};
+use crate::fleet::Fleet;
 use crate::metrics::{ErrorKind, InternalError, Metrics, panic_message};
 use crate::state::{Clock, Readiness, StateCommands, StateHandle, unix_ms};
 use crate::store::{AuditEntry, Change, Store};
@@ -169,6 +170,7 @@ pub async fn run(
     let readiness = Readiness::default();
     let store = Arc::new(options.store);
     let server_config = options.loaded.config.server.clone();
+    let backend = state_backend(&options.loaded.config.state);
     for deprecated in &server_config.deprecations {
         warn!(setting = %deprecated.path, "{}", deprecated.message);
     }
@@ -181,6 +183,15 @@ pub async fn run(
         readiness.clone(),
     )
     .context("reading the state store")?;
+    let manager = match backend {
+        StateConfig::Embedded => manager,
+        StateConfig::Etcd(etcd) => {
+            let fleet = Fleet::connect(&etcd)
+                .await
+                .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?;
+            manager.with_fleet(fleet)
+        }
+    };
     let mut tasks = JoinSet::new();
     tasks.spawn(watched(
         "state-manager",
@@ -275,6 +286,13 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// The state backend: the configuration's `state`, with the endpoints of
+/// `MERIDIAN_ETCD_ENDPOINTS` when set (read at start; a reload does not change the backend).
+fn state_backend(configured: &StateConfig) -> StateConfig {
+    let env = std::env::var(ETCD_ENDPOINTS_ENV).ok();
+    configured.clone().with_endpoints_override(env.as_deref())
 }
 
 /// Awaits the background task `name`; if it panicked, logs, counts and keeps the panic (for

@@ -26,6 +26,7 @@ pub mod control;
 pub mod ctl;
 pub mod directory;
 pub mod dns;
+pub mod fleet;
 pub mod geo;
 pub mod metrics;
 pub mod routing;

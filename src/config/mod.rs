@@ -11,6 +11,7 @@ mod parse;
 mod policy;
 pub mod raw;
 mod source;
+mod state;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,6 +23,7 @@ pub use control::{ControlConfig, RateLimit, Role, TokenConfig};
 pub use directory::{DirectoryConfig, Frontends};
 pub use policy::{AllDown, ClientRule, MetricWeights, Watermarks};
 pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Source};
+pub use state::{ETCD_ENDPOINTS_ENV, EtcdConfig, EtcdTls, StateConfig};
 
 use crate::geo::{Continent, Coordinates, CountryCode};
 use parse::Damaged;
@@ -87,6 +89,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// The user directory, if configured.
     pub directory: Option<DirectoryConfig>,
+    /// Where the control plane's state is kept (read at start; a reload does not change it).
+    pub state: StateConfig,
 }
 
 /// The `server` section, validated.
@@ -357,6 +361,7 @@ fn validate(
     let directory = raw
         .directory
         .map(|d| directory::validate_directory(d, &names, zones_known, &mut problems));
+    let state = state::validate_state(raw.state, &mut problems);
     // Datacenters and services are numbered with u16 on the query path.
     if datacenters.len() > usize::from(u16::MAX) {
         problems.push(Problem::new("datacenters", "at most 65535 datacenters"));
@@ -373,6 +378,7 @@ fn validate(
             services,
             control,
             directory,
+            state,
         }),
         _ => Err(ConfigError { problems }),
     }

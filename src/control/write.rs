@@ -139,9 +139,11 @@ pub(super) fn applied(
         Err(ApplyError::Refused(message)) => Err(ApiError::conflict(message)),
         Err(ApplyError::ShuttingDown) => Err(ApiError::unavailable("the server is shutting down")),
         // The state manager has logged it (once, with the write's context) and kept it.
-        Err(error @ ApplyError::ReadOnly(_)) => Err(ApiError::read_only(error.to_string())),
+        Err(error @ (ApplyError::ReadOnly(_) | ApplyError::Unreachable(_))) => {
+            Err(ApiError::read_only(error.to_string()))
+        }
         // The state manager has logged and kept it (with the write's context).
-        Err(error @ ApplyError::Store(_)) => Err(ApiError {
+        Err(error @ (ApplyError::Store(_) | ApplyError::Fleet(_))) => Err(ApiError {
             kind: None,
             ..ApiError::internal(error.to_string())
         }),

@@ -23,6 +23,7 @@ mod counters;
 mod errors;
 mod labels;
 mod names;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +44,7 @@ pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 
 use crate::routing::DcStatus;
 pub use names::*;
+pub use state::StateGauges;
 
 /// This build's version, from the manifest.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -113,6 +115,8 @@ pub struct Metrics {
     /// or in none. A `Mutex` because both sides are control-plane work and the sections are
     /// short; the query path never takes it.
     scrape: Mutex<()>,
+    /// The state backend's gauges (revision, reachability, read-only).
+    backend: StateGauges,
 }
 
 impl Metrics {
@@ -323,6 +327,7 @@ impl Metrics {
 
         let dns_events = dns_event_counters(&registry);
 
+        let backend = StateGauges::register(&registry);
         Metrics {
             registry,
             dns_events,
@@ -349,7 +354,13 @@ impl Metrics {
             toggles,
             banned,
             scrape: Mutex::new(()),
+            backend,
         }
+    }
+
+    /// The state backend's gauges.
+    pub fn state(&self) -> &StateGauges {
+        &self.backend
     }
 
     /// Sets whether the feature toggle `name` is on.

@@ -67,3 +67,13 @@ pub const QUERY_DURATION_BUCKETS: [f64; 13] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1,
 ];
+/// The state revision this instance serves: etcd's revision of the last change applied (0 with
+/// the embedded store). Equal on every instance of a fleet that agrees.
+pub const STATE_REVISION: &str = "meridian_state_revision";
+/// 1 while the state backend is reachable (etcd: the watch is established), else 0.
+pub const STATE_BACKEND_UP: &str = "meridian_state_backend_up";
+/// 1 while the control plane is read-only because the state backend cannot write.
+pub const STATE_READ_ONLY: &str = "meridian_state_read_only";
+/// 1 while the configuration version the fleet published could not be loaded here (the last
+/// good one keeps serving).
+pub const STATE_CONFIG_REJECTED: &str = "meridian_state_config_rejected";

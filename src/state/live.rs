@@ -29,6 +29,9 @@ pub struct LiveState {
     pub unverified: BTreeSet<String>,
     /// The user directory, when configured.
     pub directory: Option<Directory>,
+    /// The fleet's state revision this state reflects (etcd's revision of the last change
+    /// applied); 0 with the embedded store.
+    pub revision: i64,
     /// Feature toggles as an operator set them.
     pub toggles: Toggles,
 }
@@ -42,12 +45,8 @@ impl LiveState {
             drains: persisted.drains,
             instance_drained: persisted.instance_drained,
             directory: None,
-            // A name this build does not know (a toggle since removed) is ignored.
-            toggles: persisted
-                .toggles
-                .iter()
-                .filter_map(|(name, on)| Toggle::named(name).map(|t| (t, *on)))
-                .fold(Toggles::default(), |toggles, (t, on)| toggles.with(t, on)),
+            revision: 0,
+            toggles: toggles_named(&persisted.toggles),
         }
     }
 
@@ -172,6 +171,14 @@ fn widened(directory: &Directory, names: Vec<String>, known: usize) -> Directory
         .map(|(user, placement)| (user.to_owned(), placement))
         .collect();
     Directory::new(names, buckets, pins)
+}
+
+/// The toggles set by name; a name this build does not know (a toggle since removed) is ignored.
+pub(super) fn toggles_named(named: &BTreeMap<String, bool>) -> Toggles {
+    named
+        .iter()
+        .filter_map(|(name, on)| Toggle::named(name).map(|t| (t, *on)))
+        .fold(Toggles::default(), |toggles, (t, on)| toggles.with(t, on))
 }
 
 /// Milliseconds since the Unix epoch.

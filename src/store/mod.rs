@@ -450,6 +450,49 @@ impl Store {
         })
     }
 
+    /// Replaces the reports, the drains and, when `directory` is given, the user directory with
+    /// a shared state's (etcd's), in one transaction and without an audit entry: this store is
+    /// then the instance's local copy of the fleet's state, read at the next start.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::apply`].
+    pub fn mirror(
+        &self,
+        reports: &std::collections::BTreeMap<String, StoredReport>,
+        drains: &std::collections::BTreeSet<DrainKey>,
+        directory: Option<&DirectoryChange>,
+    ) -> Result<(), StoreError> {
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            txn.delete_table(REPORTS)?;
+            txn.delete_table(DRAINS)?;
+            {
+                let mut table = txn.open_table(REPORTS)?;
+                for (datacenter, report) in reports {
+                    check_finite(datacenter, report)?;
+                    let value = encode(REPORTS_TABLE, datacenter, report)?;
+                    table.insert(datacenter.as_str(), value.as_slice())?;
+                }
+                let mut table = txn.open_table(DRAINS)?;
+                for key in drains {
+                    let encoded =
+                        serde_json::to_string(key).map_err(|error| StoreError::Unencodable {
+                            table: DRAINS_TABLE,
+                            key: format!("{key:?}"),
+                            message: error.to_string(),
+                        })?;
+                    table.insert(encoded.as_str(), ())?;
+                }
+            }
+            if let Some(change) = directory {
+                directory::write_directory_change(&txn, change)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
     /// Everything needed to rebuild live state at startup.
     ///
     /// All tables are read in one read transaction, so the result is a consistent snapshot even
