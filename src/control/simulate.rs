@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use crate::config::{Config, Policy};
 use crate::dns::{Loaded, Snapshot};
-use crate::routing::{BaseTable, DcState, ReportState, RoutingTable, ServiceId};
+use crate::routing::{BaseTable, DcState, ReportState, RoutingTable, ServiceId, Toggle, Toggles};
 use crate::traffic::{
     Change, DcChange, Sample, SampledNetwork, ServiceChange, Simulation, World, simulate,
 };
@@ -49,6 +49,9 @@ pub(crate) struct TrafficView {
     configuration: String,
     /// Every datacenter's state as routing saw it.
     datacenters: Vec<DcStateView>,
+    /// Feature toggles switched off (routing honours them; an offline replay does too).
+    #[serde(default)]
+    toggles_off: Vec<String>,
     /// Sampled queries per service and client network.
     networks: Vec<NetworkView>,
 }
@@ -335,9 +338,10 @@ pub(crate) async fn drain_overloads(
     }))
 }
 
-/// Replays the record of `sample_json` (a `GET /v1/traffic` answer) under the configuration it
-/// was recorded with and under `candidate`, both located with `candidate`'s geo database: what
-/// `meridian simulate` prints, as JSON.
+/// Replays the record of `sample_json` (a `GET /v1/traffic` answer) under the configuration,
+/// state and feature toggles it was recorded with, and under `candidate` with the same state and
+/// toggles, both located with `candidate`'s geo database: what `meridian simulate` prints, as
+/// JSON.
 ///
 /// # Errors
 ///
@@ -359,7 +363,12 @@ pub fn simulate_offline(sample_json: &[u8], candidate: &Loaded) -> Result<String
         })
         .collect();
     let base = Arc::new(BaseTable::build(&config, Arc::clone(&candidate.geo)));
-    let routing = RoutingTable::build(base, &config, &states, None);
+    let mut toggles = Toggles::default();
+    for name in &view.toggles_off {
+        let toggle = Toggle::named(name).ok_or_else(|| format!("no feature toggle {name:?}"))?;
+        toggles = toggles.with(toggle, false);
+    }
+    let routing = RoutingTable::build_toggled(base, &config, &states, toggles, None);
     let before = World {
         config: &config,
         states: &states,
@@ -512,6 +521,12 @@ fn traffic_view(snapshot: &Snapshot, sample: &Sample) -> TrafficView {
         window_seconds: sample.window.as_secs(),
         dropped: sample.dropped,
         config_version: snapshot.loaded.config_version.clone(),
+        toggles_off: snapshot
+            .routing
+            .toggles()
+            .off()
+            .map(|toggle| toggle.name().to_owned())
+            .collect(),
         configuration: snapshot.loaded.config_text.to_string(),
         datacenters: config
             .datacenters
