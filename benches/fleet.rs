@@ -46,15 +46,25 @@ struct Instance {
 fn example_on(etcd: &etcd::Etcd, dir: &Path) -> Source {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let geo = root.join("geodata/geo-whois-asn-country.mmdb");
-    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect();
+    let endpoints: Vec<String> = etcd
+        .endpoints()
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect();
     let config = format!(
         "{}\nstate:\n  backend: etcd\n  etcd: {{ endpoints: [{}], prefix: /bench }}\n",
-        EXAMPLE_CONFIG.replace("../geodata/geo-whois-asn-country.mmdb", &geo.display().to_string()),
+        EXAMPLE_CONFIG.replace(
+            "../geodata/geo-whois-asn-country.mmdb",
+            &geo.display().to_string()
+        ),
         endpoints.join(", ")
     );
     std::fs::write(dir.join("meridian.yaml"), config).expect("write the configuration");
-    std::fs::copy(root.join("zones/example.com.zone"), dir.join("example.com.zone"))
-        .expect("copy the zone");
+    std::fs::copy(
+        root.join("zones/example.com.zone"),
+        dir.join("example.com.zone"),
+    )
+    .expect("copy the zone");
     Source::File(dir.join("meridian.yaml"))
 }
 

@@ -121,6 +121,10 @@ pub(crate) struct DatacenterView {
     /// Standing for each service using it: `healthy`, `unreported`, `stale`, `drained`,
     /// `down`, `stale-past-grace`, `no-report`.
     services: BTreeMap<String, String>,
+    /// The state revision this view reflects: with etcd, the revision of the last change this
+    /// instance applied (equal on every instance of a fleet that agrees); 0 with the embedded
+    /// store.
+    state_revision: i64,
 }
 
 /// Accept a datacenter's report.
@@ -308,6 +312,7 @@ fn datacenter_view(
             .map(|s| config.services[usize::from(s.0)].id.clone())
             .collect(),
         services,
+        state_revision: snapshot.live.revision,
     }
 }
 
