@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::rdata::{CNAME, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{Config, Problem};
@@ -16,12 +16,15 @@ use crate::geo::{GeoDb, GeoHit};
 use crate::routing::{Client, DcId, RoutingTable, ServiceId};
 
 use super::edns::ClientAddr;
+use super::fast::{Prepared, StaticAnswers};
 use super::routed::Answers;
 use super::rrset::RecordSet;
-use super::zone::{Dname, Lookup, Zone};
+use super::zone::{Lookup, Zone};
 
 /// How many CNAMEs we follow inside our own zones before handing the rest to the resolver.
 const MAX_CNAME_HOPS: usize = 8;
+/// Most DNAMEs followed in one answer.
+const MAX_DNAMES: usize = 1;
 /// Slices a section can be assembled from: a CNAME chain plus its final answer.
 const MAX_PARTS: usize = MAX_CNAME_HOPS + 1;
 
@@ -39,6 +42,8 @@ pub struct Catalog {
     max_udp_payload: u16,
     /// `directory.zone_name`: `<user>.<this>` is answered from the user directory.
     directory_zone: Option<LowerName>,
+    /// The answers of every name, prepared for the UDP fast path.
+    fast: StaticAnswers,
 }
 
 #[derive(Debug)]
@@ -51,6 +56,8 @@ struct ChaosName {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Question<'q> {
     pub(crate) name: &'q LowerName,
+    /// The name as asked (its case), which owns synthesized records.
+    pub(crate) original: &'q Name,
     pub(crate) qtype: RecordType,
     pub(crate) qclass: DNSClass,
 }
@@ -121,7 +128,7 @@ impl<'a> Section<'a> {
 }
 
 /// What to send back, minus the header bits the handler owns.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Reply<'a> {
     pub(crate) rcode: ResponseCode,
     pub(crate) authoritative: bool,
@@ -136,28 +143,43 @@ pub(crate) struct Reply<'a> {
     pub(crate) scope: u8,
     /// The routed part of the answer, if any.
     pub(crate) routed: Option<RoutedInfo>,
-    /// Records of a wildcard that answer the question; `respond` gives them the question's name
-    /// and makes them the answer (RFC 4592 §3.3.1).
-    pub(crate) wildcard: Option<&'a RecordSet>,
-    /// A DNAME that rewrote a name of the chain: `respond` synthesizes its CNAME and puts it
-    /// right after the DNAME in the answer (RFC 6672 §3.2).
-    pub(crate) dname: Option<DnameHop<'a>>,
-}
-
-/// Where a DNAME rewrote a name, for the CNAME that `respond` synthesizes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DnameHop<'a> {
-    pub(crate) dname: Dname<'a>,
-    /// The CNAME whose target was rewritten, or `None` for the question's own name.
-    pub(crate) after_cname: Option<&'a Record>,
-    /// The synthesized CNAME goes after this many record sets of the answer section.
-    pub(crate) at_part: usize,
+    /// Records built for this query alone, each after the number of `answers`' record sets it
+    /// follows: a wildcard's records owned by the name they answer for (RFC 4592 §3.3.1), the
+    /// CNAME a DNAME stands for (RFC 6672 §3.2), an explanation or a directory answer.
+    pub(crate) built: Vec<(usize, RecordSet)>,
+    /// DNAMEs followed so far.
+    n_dnames: usize,
 }
 
 impl<'a> Reply<'a> {
     /// Upper bound of the records' size on the wire (header, question and OPT not included).
     pub(crate) fn records_wire_len(&self) -> usize {
-        self.answers.wire_len + self.authorities.wire_len + self.additionals.wire_len
+        self.answers.wire_len
+            + self.authorities.wire_len
+            + self.additionals.wire_len
+            + self
+                .built
+                .iter()
+                .map(|(_, set)| set.wire_len())
+                .sum::<usize>()
+    }
+
+    /// Adds `records`, built for this query, after the answer's record sets so far.
+    pub(crate) fn push_built(&mut self, records: Vec<Record>) {
+        self.built
+            .push((self.answers.n_parts(), RecordSet::new(records)));
+    }
+
+    /// The answer section: the record sets and the built records in chain order.
+    pub(crate) fn answer_records(&self) -> impl Iterator<Item = &Record> + Send + '_ {
+        let answers = &self.answers;
+        (0..=answers.n_parts()).flat_map(move |part| {
+            self.built
+                .iter()
+                .filter(move |(at, _)| *at == part)
+                .flat_map(|(_, set)| set.records().iter())
+                .chain(answers.iter_parts(part, part + 1))
+        })
     }
 
     /// The same reply without records, for a UDP response whose records do not fit: the client
@@ -168,6 +190,7 @@ impl<'a> Reply<'a> {
             authorities: Section::EMPTY,
             additionals: Section::EMPTY,
             required_additionals: 0,
+            built: Vec::new(),
             ..self
         }
     }
@@ -183,6 +206,14 @@ impl<'a> Reply<'a> {
     /// Whether the reply carries additional records it may leave out.
     pub(crate) fn has_optional_additionals(&self) -> bool {
         self.additionals.n_parts() > self.required_additionals
+    }
+
+    /// An authoritative NOERROR reply with `records` as its answer: a routed service's.
+    pub(crate) fn answer(records: &'a RecordSet) -> Self {
+        Reply {
+            answers: Section::one(records),
+            ..Reply::no_error()
+        }
     }
 
     /// An authoritative NOERROR reply with no records yet.
@@ -216,8 +247,8 @@ impl<'a> Reply<'a> {
             required_additionals: 0,
             scope: 0,
             routed: None,
-            wildcard: None,
-            dname: None,
+            built: Vec::new(),
+            n_dnames: 0,
         }
     }
 }
@@ -262,7 +293,7 @@ impl Catalog {
             return Err(problems);
         }
         zones.sort_by_key(|zone| std::cmp::Reverse(zone.origin.num_labels()));
-        Ok(Catalog {
+        let mut catalog = Catalog {
             zones,
             id_server: ChaosName::new("id.server.", identity),
             hostname_bind: ChaosName::new("hostname.bind.", identity),
@@ -281,7 +312,16 @@ impl Catalog {
                 .map(|zone| {
                     LowerName::new(&Name::from_ascii(format!("{zone}.")).expect("validated name"))
                 }),
-        })
+            fast: StaticAnswers::default(),
+        };
+        catalog.fast =
+            StaticAnswers::build(&catalog, identity.as_bytes(), config.server.max_udp_payload);
+        Ok(catalog)
+    }
+
+    /// The answers prepared for the fast path.
+    pub(crate) fn fast(&self) -> &StaticAnswers {
+        &self.fast
     }
 
     /// The user label of `name` when `name` is `<label>.<directory zone>`.
@@ -323,15 +363,60 @@ impl Catalog {
         question: Question<'_>,
         client: &ClientAddr,
     ) -> Reply<'a> {
+        let router = Router {
+            answers,
+            routing,
+            geo,
+            client,
+        };
+        self.respond_with(Some(&router), question)
+    }
+
+    /// Answers one question from the zones alone, for the fast path's prepared answers: a
+    /// question that reaches a routed service gets a reply whose `routed` is set and which must
+    /// not be used (its records depend on the client).
+    pub(crate) fn respond_static(&self, question: Question<'_>) -> Reply<'_> {
+        self.respond_with(None, question)
+    }
+
+    /// The zones in the order `respond` searches them (most labels first), for the fast path.
+    pub(crate) fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+
+    /// The zone answering for `name`: the deepest of ours containing it.
+    pub(crate) fn zone_for(&self, name: &LowerName) -> Option<&Zone> {
+        self.zone_of(name)
+    }
+
+    /// `directory.zone_name`, when configured.
+    pub(crate) fn directory_zone(&self) -> Option<&LowerName> {
+        self.directory_zone.as_ref()
+    }
+
+    fn respond_with<'a>(
+        &'a self,
+        router: Option<&Router<'a, '_>>,
+        question: Question<'_>,
+    ) -> Reply<'a> {
         match question.qclass {
             DNSClass::IN => {}
             DNSClass::CH => return self.chaos(question),
             _ => return Reply::error(ResponseCode::Refused),
         }
-        let Some(zone) = self.zone_of(question.name) else {
+        // RFC 4035 §3.1.4.1: the DS RRset at a zone's apex is the parent's data, so when we
+        // serve the parent too, the parent answers.
+        let parent = (question.qtype == RecordType::DS)
+            .then(|| {
+                self.zones.iter().find(|zone| {
+                    zone.origin != *question.name && zone.origin.zone_of(question.name)
+                })
+            })
+            .flatten();
+        let Some(zone) = parent.or_else(|| self.zone_of(question.name)) else {
             return Reply::error(ResponseCode::Refused);
         };
-        self.resolve_in_zone(answers, routing, geo, zone, question, client)
+        self.resolve_in_zone(router, zone, question)
     }
 
     fn zone_of(&self, name: &LowerName) -> Option<&Zone> {
@@ -340,82 +425,151 @@ impl Catalog {
 
     fn resolve_in_zone<'a>(
         &'a self,
-        answers: &'a Answers,
-        routing: &RoutingTable,
-        geo: &GeoDb,
+        router: Option<&Router<'a, '_>>,
         mut zone: &'a Zone,
         question: Question<'_>,
-        client: &ClientAddr,
     ) -> Reply<'a> {
         let mut reply = Reply {
             authoritative: true,
             ..Reply::error(ResponseCode::NoError)
         };
-        // Owned only when following a CNAME; the first name is the question's own.
-        let mut target: Option<LowerName> = None;
-        // The CNAME record that led to `target`, if one did (a DNAME's CNAME is synthesized).
-        let mut via: Option<&'a Record> = None;
+        // Owned only when following a CNAME: the name as the chain wrote it (a CNAME's target,
+        // a DNAME's rewrite), which owns what a wildcard or DNAME synthesizes for it. The first
+        // name is the question's own.
+        let mut target: Option<(LowerName, Name)> = None;
+        // The names of the chain so far, for loop protection (only a chain allocates).
+        let mut visited: Vec<LowerName> = Vec::new();
         for hop in 0..=MAX_CNAME_HOPS {
-            let name = target.as_ref().unwrap_or(question.name);
+            let (name, written) = match &target {
+                Some((name, written)) => (name, written),
+                None => (question.name, question.original),
+            };
             // RFC 4035 §3.1.4.1: DS at a delegation point is the parent's data, answered
             // authoritatively (the RRset, or NODATA with the parent's SOA), not referred.
             let lookup = match zone.delegation_node(name) {
                 Some(node) if question.qtype == RecordType::DS => Lookup::Node(node),
                 _ => zone.lookup(name),
             };
-            let node = match lookup {
-                Lookup::Node(node) => node,
-                Lookup::Dname(dname) => {
-                    if reply.dname.is_some() {
-                        // One DNAME per reply: the resolver follows a second one from here.
+            // The next name of the chain, when this one is an alias.
+            let next: Name = match lookup {
+                Lookup::Node(node) => {
+                    if let Some(service) = node.service
+                        && matches!(
+                            question.qtype,
+                            RecordType::A | RecordType::AAAA | RecordType::ANY
+                        )
+                    {
+                        let Some(router) = router else {
+                            // Answering from the zones alone: the caller sees `routed` and
+                            // stops.
+                            return Reply {
+                                routed: Some(RoutedInfo {
+                                    service,
+                                    first: None,
+                                    failed_open: false,
+                                }),
+                                ..Reply::error(ResponseCode::ServFail)
+                            };
+                        };
+                        let routed = route(
+                            router.answers,
+                            router.routing,
+                            router.geo,
+                            service,
+                            question.qtype,
+                            router.client,
+                        );
+                        reply.scope = reply.scope.max(routed.scope);
+                        reply.routed = Some(routed.info);
+                        let Some(records) = routed.records else {
+                            // Every datacenter is ineligible and the service asks for SERVFAIL.
+                            return Reply::error(ResponseCode::ServFail);
+                        };
+                        if records.is_empty() {
+                            reply.authorities = Section::one(&zone.negative_soa);
+                        } else {
+                            reply.answers.push(records);
+                        }
                         return reply;
                     }
-                    // RFC 6672 §3.2: the DNAME, then a CNAME from the name to its rewrite
-                    // (synthesized by `respond`), then on with the rewritten name.
-                    reply.answers.push(dname.records);
-                    reply.dname = Some(DnameHop {
-                        dname,
-                        after_cname: via,
-                        at_part: reply.answers.n_parts(),
+                    let records = node.rrset(question.qtype).or_else(|| {
+                        // RFC 8482 §4.1: answer ANY with one RRset of the name.
+                        (question.qtype == RecordType::ANY)
+                            .then(|| node.first_rrset())
+                            .flatten()
                     });
-                    let Some(next) = dname.substitute(&Name::from(name.clone())) else {
-                        // RFC 6672 §2.2: the rewritten name would be longer than 255 octets.
-                        reply.rcode = ResponseCode::YXDomain;
-                        reply.dname = None;
+                    if let Some(records) = records {
+                        reply.answers.push(records);
+                        if let Some(addresses) = node.additional(records) {
+                            reply.additionals.push(addresses);
+                        }
+                        return reply;
+                    }
+                    // RRSIG and NSEC queries are about the name itself, never followed through
+                    // its CNAME (RFC 4035 §3.1.1, RFC 6672's and RFC 1034's exceptions).
+                    let follows = !matches!(question.qtype, RecordType::RRSIG | RecordType::NSEC);
+                    let Some((records, next)) = node
+                        .rrset(RecordType::CNAME)
+                        .filter(|_| follows)
+                        .and_then(|records| Some((records, cname_target(records)?)))
+                    else {
+                        // NODATA: the name exists, the type does not (RFC 2308 §2.2).
+                        reply.authorities = Section::one(&zone.negative_soa);
                         return reply;
                     };
-                    let next = LowerName::new(&next);
+                    reply.answers.push(records);
+                    next.clone()
+                }
+                Lookup::Dname(dname) => {
+                    if reply.n_dnames == MAX_DNAMES {
+                        // The resolver follows further DNAMEs from here.
+                        return reply;
+                    }
+                    // RFC 6672 §3.2: the DNAME, then a CNAME from the name to its rewrite,
+                    // then on with the rewritten name.
+                    reply.answers.push(dname.records);
+                    reply.n_dnames += 1;
+                    let Some(next) = dname.substitute(written) else {
+                        // RFC 6672 §2.2: the rewritten name would be longer than 255 octets.
+                        reply.rcode = ResponseCode::YXDomain;
+                        return reply;
+                    };
+                    // RFC 6672 §3.1: owned by the name as written, with the DNAME's TTL.
+                    let cname = Record::from_rdata(
+                        written.clone(),
+                        dname.ttl(),
+                        RData::CNAME(CNAME(next.clone())),
+                    );
+                    reply.push_built(vec![cname]);
                     if question.qtype == RecordType::CNAME {
                         return reply;
                     }
-                    match self.zone_of(&next) {
-                        Some(next_zone) if hop < MAX_CNAME_HOPS => {
-                            zone = next_zone;
-                            target = Some(next);
-                            via = None;
-                            continue;
-                        }
-                        _ => return reply,
-                    }
+                    next
                 }
                 Lookup::Wildcard(node) => {
-                    if hop > 0 {
-                        // A CNAME into a wildcard: the resolver follows it from here.
+                    // RFC 4592 §3.3.1: the wildcard's records, owned by the name they answer
+                    // for; a wildcard CNAME is followed like any other.
+                    let records = node.rrset(question.qtype).or_else(|| {
+                        (question.qtype == RecordType::ANY)
+                            .then(|| node.first_rrset())
+                            .flatten()
+                    });
+                    if let Some(records) = records {
+                        reply.push_built(owned_by(records, written));
+                        if let Some(addresses) = node.additional(records) {
+                            reply.additionals.push(addresses);
+                        }
                         return reply;
                     }
-                    let records = node
-                        .rrset(question.qtype)
-                        .or_else(|| node.rrset(RecordType::CNAME))
-                        .or_else(|| {
-                            (question.qtype == RecordType::ANY)
-                                .then(|| node.first_rrset())
-                                .flatten()
-                        });
-                    match records {
-                        Some(records) => reply.wildcard = Some(records),
-                        None => reply.authorities = Section::one(&zone.negative_soa),
-                    }
-                    return reply;
+                    let Some((records, next)) = node
+                        .rrset(RecordType::CNAME)
+                        .and_then(|records| Some((records, cname_target(records)?)))
+                    else {
+                        reply.authorities = Section::one(&zone.negative_soa);
+                        return reply;
+                    };
+                    reply.push_built(owned_by(records, written));
+                    next.clone()
                 }
                 Lookup::NxDomain => {
                     // RFC 6604 §3: the rcode describes the last name of a CNAME chain.
@@ -435,63 +589,16 @@ impl Catalog {
                     return reply;
                 }
             };
-            if let Some(service) = node.service
-                && matches!(
-                    question.qtype,
-                    RecordType::A | RecordType::AAAA | RecordType::ANY
-                )
-            {
-                let routed = route(answers, routing, geo, service, question.qtype, client);
-                reply.scope = reply.scope.max(routed.scope);
-                reply.routed = Some(routed.info);
-                let Some(records) = routed.records else {
-                    // Every datacenter is ineligible and the service asks for SERVFAIL.
-                    return Reply::error(ResponseCode::ServFail);
-                };
-                if records.is_empty() {
-                    reply.authorities = Section::one(&zone.negative_soa);
-                } else {
-                    reply.answers.push(records);
-                }
+            // Loop protection: a name seen before ends the chain (the resolver sees the loop).
+            visited.push(name.clone());
+            let lower = LowerName::new(&next);
+            if visited.contains(&lower) {
                 return reply;
             }
-            let records = node.rrset(question.qtype).or_else(|| {
-                // RFC 8482 §4.1: answer ANY with one RRset of the name.
-                (question.qtype == RecordType::ANY)
-                    .then(|| node.first_rrset())
-                    .flatten()
-            });
-            if let Some(records) = records {
-                reply.answers.push(records);
-                if let Some(addresses) = node.additional(records) {
-                    reply.additionals.push(addresses);
-                }
-                return reply;
-            }
-            // RRSIG and NSEC queries are about the name itself, never followed through its
-            // CNAME (RFC 4035 §3.1.1, RFC 6672's and RFC 1034's exceptions for these types).
-            let follows = !matches!(question.qtype, RecordType::RRSIG | RecordType::NSEC);
-            let cname = node
-                .rrset(RecordType::CNAME)
-                .filter(|_| follows)
-                .and_then(|records| {
-                    let record = records.records().first()?;
-                    match &record.data {
-                        RData::CNAME(cname) => Some((records, record, LowerName::new(&cname.0))),
-                        _ => None,
-                    }
-                });
-            let Some((records, record, next)) = cname else {
-                // NODATA: the name exists, the type does not (RFC 2308 §2.2).
-                reply.authorities = Section::one(&zone.negative_soa);
-                return reply;
-            };
-            reply.answers.push(records);
-            match self.zone_of(&next) {
+            match self.zone_of(&lower) {
                 Some(next_zone) if hop < MAX_CNAME_HOPS => {
                     zone = next_zone;
-                    target = Some(next);
-                    via = Some(record);
+                    target = Some((lower, next));
                 }
                 // Outside our zones, or a long chain: the resolver follows it from here.
                 _ => return reply,
@@ -536,11 +643,24 @@ impl ChaosName {
     }
 }
 
+/// What routing a service's name needs besides the zones.
+struct Router<'a, 'r> {
+    answers: &'a Answers,
+    routing: &'r RoutingTable,
+    geo: &'r GeoDb,
+    client: &'r ClientAddr,
+}
+
 /// A routed answer: its records (`None`: SERVFAIL), ECS scope and what to count.
-struct Routed<'a> {
-    records: Option<&'a RecordSet>,
-    scope: u8,
-    info: RoutedInfo,
+pub(crate) struct Routed<'a> {
+    /// The records (`None`: SERVFAIL, every datacenter is ineligible).
+    pub(crate) records: Option<&'a RecordSet>,
+    /// Their wire form as the fast path sends them, when prepared.
+    pub(crate) wire: Option<&'a Prepared>,
+    /// The ECS scope in the client address's family.
+    pub(crate) scope: u8,
+    /// What to count.
+    pub(crate) info: RoutedInfo,
 }
 
 /// What a routed answer was, for metrics.
@@ -574,7 +694,7 @@ impl Located {
 }
 
 /// The addresses of a service for this client, and the ECS scope they hold for.
-fn route<'a>(
+pub(crate) fn route<'a>(
     answers: &'a Answers,
     routing: &RoutingTable,
     geo: &GeoDb,
@@ -590,13 +710,38 @@ fn route<'a>(
         first: decision.datacenters.first().copied(),
         failed_open: decision.failed_open,
     };
-    let records = (!decision.datacenters.is_empty())
-        .then(|| answers.records(service, decision.ranking, qtype));
+    let routable = !decision.datacenters.is_empty();
+    let records = routable.then(|| answers.records(service, decision.ranking, qtype));
+    let wire = routable
+        .then(|| answers.wire(service, decision.ranking, qtype))
+        .flatten();
     Routed {
         records,
+        wire,
         scope,
         info,
     }
+}
+
+/// The target of a CNAME record set.
+fn cname_target(records: &RecordSet) -> Option<&Name> {
+    match &records.records().first()?.data {
+        RData::CNAME(cname) => Some(&cname.0),
+        _ => None,
+    }
+}
+
+/// `records` (a wildcard's) given `owner` as their name.
+fn owned_by(records: &RecordSet, owner: &Name) -> Vec<Record> {
+    records
+        .records()
+        .iter()
+        .map(|record| {
+            let mut record = record.clone();
+            record.name = owner.clone();
+            record
+        })
+        .collect()
 }
 
 /// The index of the deepest configured zone containing `name`.

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, LowerQuery, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::zone_handler::{MessageRequest, MessageResponse, MessageResponseBuilder};
@@ -24,10 +24,9 @@ use crate::routing::Toggle;
 use crate::state::{reason_label, source_label};
 
 use super::Snapshot;
-use super::answer::{Question, Reply};
+use super::answer::{Question, Reply, RoutedInfo};
 use super::edns::{ClientAddr, opt_wire_len, response_opt};
 use super::explain::{EXPLAIN_LABEL, explain_client, txt_records};
-use super::rrset::RecordSet;
 
 /// Header length (RFC 1035 §4.1.1).
 const HEADER_LEN: usize = 12;
@@ -51,9 +50,6 @@ pub struct Response<'a> {
     pub(crate) metadata: Metadata,
     /// The records and what they were for.
     pub(crate) reply: Reply<'a>,
-    /// Records built for this query alone (a wildcard's synthesized records, a DNAME's CNAME, a user directory
-    /// answer, an explanation); they form the answer section after `reply.answers`.
-    built: Option<RecordSet>,
     /// The reply's OPT record, when the request had one.
     pub(crate) edns: Option<Edns>,
     /// The client as located (ECS address, else the source), `None` for a malformed ECS option.
@@ -72,14 +68,14 @@ pub fn respond<'a>(
     let catalog = &snapshot.loaded.zones;
     let client = ClientAddr::from_query(request.edns.as_ref(), src).ok();
     let mut lookup = None;
-    let mut built = None;
     // `_explain.` and user directory answers are built for this query alone.
     let reply = match explain_target(request, snapshot, src, client.as_ref())
         .or_else(|| directory_answer(request, snapshot, src, &mut lookup))
     {
         Some(Built::Records(records)) => {
-            built = Some(RecordSet::new(records));
-            Reply::no_error()
+            let mut reply = Reply::no_error();
+            reply.push_built(records);
+            reply
         }
         Some(Built::Negative(rcode)) => {
             let name = request.queries.queries()[0].name();
@@ -88,40 +84,6 @@ pub fn respond<'a>(
         Some(Built::Error(rcode)) => Reply::error(rcode),
         None => decide(request, snapshot, client.as_ref(), transport),
     };
-    // A wildcard match: its records, owned by the question's name (RFC 4592 §3.3.1).
-    let reply = match (reply.wildcard, request.queries.queries().first()) {
-        (Some(source), Some(query)) => {
-            let owner = query.original().name();
-            built = Some(RecordSet::new(
-                source
-                    .records()
-                    .iter()
-                    .map(|record| {
-                        let mut record = record.clone();
-                        record.name = owner.clone();
-                        record
-                    })
-                    .collect::<Vec<_>>(),
-            ));
-            Reply {
-                wildcard: None,
-                ..reply
-            }
-        }
-        _ => reply,
-    };
-    // A DNAME rewrote a name of the chain: the CNAME it stands for (RFC 6672 §3.1), owned by
-    // the name as asked (or as the CNAME before it named it), with the DNAME's TTL.
-    if let (Some(hop), Some(query)) = (reply.dname, request.queries.queries().first()) {
-        let owner = match hop.after_cname.map(|record| &record.data) {
-            Some(RData::CNAME(cname)) => cname.0.clone(),
-            _ => query.original().name().clone(),
-        };
-        if let Some(target) = hop.dname.substitute(&owner) {
-            let cname = Record::from_rdata(owner, hop.dname.ttl(), RData::CNAME(CNAME(target)));
-            built = Some(RecordSet::new(vec![cname]));
-        }
-    }
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.authoritative = reply.authoritative;
     metadata.response_code = reply.rcode;
@@ -142,7 +104,6 @@ pub fn respond<'a>(
     let mut response = Response {
         metadata,
         reply,
-        built,
         edns,
         client,
         lookup,
@@ -158,56 +119,100 @@ pub fn respond<'a>(
     {
         response.metadata.truncation = true;
         response.reply = response.reply.without_records();
-        response.built = None;
     }
     log_answer(snapshot, request, src, &response);
     response
 }
 
+/// The wire form of `reply` to `request`, sent without an OPT record, exactly as `respond`'s caller encodes it: what the fast path prepares.
+/// `None` when it cannot be encoded.
+pub(crate) fn encode_plain(request: &MessageRequest, reply: Reply<'_>) -> Option<Vec<u8>> {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.authoritative = reply.authoritative;
+    metadata.response_code = reply.rcode;
+    let response = Response {
+        metadata,
+        reply,
+        edns: None,
+        client: None,
+        lookup: None,
+    };
+    let mut out = Vec::new();
+    response
+        .message(request)
+        .destructive_emit(&mut BinEncoder::new(&mut out))
+        .ok()?;
+    Some(out)
+}
+
 /// One `debug` line per answer, for operators who turn it on (`RUST_LOG=meridian::dns=debug`
 /// or `PUT /v1/log`): who asked, where routing placed them, what they got, and for how wide a
-/// network. Off (the default), the macro's level check is all it costs: the fields are not
-/// evaluated.
+/// network. Off (the default), the level check is all it costs.
 fn log_answer(snapshot: &Snapshot, request: &MessageRequest, src: IpAddr, response: &Response) {
     let Some(query) = request.queries.queries().first() else {
         return;
     };
-    let config = &snapshot.loaded.config;
-    let routed = response.reply.routed.as_ref();
-    debug!(
-        %src,
-        client = %response.client.as_ref().map_or(src, |client| client.ip),
-        source_prefix = response.client.as_ref().map(|client| client.source_prefix),
-        name = %query.name(),
-        qtype = %query.query_type(),
-        rcode = %response.metadata.response_code,
-        scope = response.reply.scope,
-        service = routed
-            .and_then(|routed| config.services.get(usize::from(routed.service.0)))
-            .map(|service| service.name.as_str()),
-        datacenter = routed
-            .and_then(|routed| routed.first)
-            .and_then(|dc| config.datacenters.get(usize::from(dc.0)))
-            .map(|dc| dc.name.as_str()),
-        failed_open = routed.is_some_and(|routed| routed.failed_open),
-        truncated = response.metadata.truncation,
-        "answered"
-    );
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    AnswerLine {
+        src,
+        client: response.client.as_ref().map_or(src, |client| client.ip),
+        source_prefix: response.client.as_ref().map(|client| client.source_prefix),
+        name: query.name(),
+        qtype: query.query_type(),
+        rcode: response.metadata.response_code,
+        scope: response.reply.scope,
+        routed: response.reply.routed,
+        truncated: response.metadata.truncation,
+    }
+    .log(snapshot);
+}
+
+/// What the `debug` line of one answer says, whichever path answered.
+pub(crate) struct AnswerLine<'n, N> {
+    pub(crate) src: IpAddr,
+    pub(crate) client: IpAddr,
+    pub(crate) source_prefix: Option<u8>,
+    pub(crate) name: &'n N,
+    pub(crate) qtype: RecordType,
+    pub(crate) rcode: ResponseCode,
+    pub(crate) scope: u8,
+    pub(crate) routed: Option<RoutedInfo>,
+    pub(crate) truncated: bool,
+}
+
+impl<N: std::fmt::Display> AnswerLine<'_, N> {
+    /// Logs the line at `debug`, naming the service and datacenter from `snapshot`.
+    pub(crate) fn log(&self, snapshot: &Snapshot) {
+        let config = &snapshot.loaded.config;
+        let routed = self.routed.as_ref();
+        debug!(
+            src = %self.src,
+            client = %self.client,
+            source_prefix = self.source_prefix,
+            name = %self.name,
+            qtype = %self.qtype,
+            rcode = %self.rcode,
+            scope = self.scope,
+            service = routed
+                .and_then(|routed| config.services.get(usize::from(routed.service.0)))
+                .map(|service| service.name.as_str()),
+            datacenter = routed
+                .and_then(|routed| routed.first)
+                .and_then(|dc| config.datacenters.get(usize::from(dc.0)))
+                .map(|dc| dc.name.as_str()),
+            failed_open = routed.is_some_and(|routed| routed.failed_open),
+            truncated = self.truncated,
+            "answered"
+        );
+    }
 }
 
 impl Response<'_> {
     /// The answer section.
     pub(crate) fn answers(&self) -> impl Iterator<Item = &Record> + Send + '_ {
-        // Built records follow the catalog's, except a DNAME's CNAME, which follows its DNAME.
-        let answers = &self.reply.answers;
-        let split = self
-            .reply
-            .dname
-            .map_or(answers.n_parts(), |hop| hop.at_part);
-        answers
-            .iter_parts(0, split)
-            .chain(self.built.iter().flat_map(|built| built.records().iter()))
-            .chain(answers.iter_parts(split, answers.n_parts()))
+        self.reply.answer_records()
     }
 
     /// The authority section.
@@ -256,7 +261,6 @@ impl Response<'_> {
         let bound = HEADER_LEN
             + request.queries.as_bytes().len()
             + self.reply.records_wire_len()
-            + self.built.as_ref().map_or(0, RecordSet::wire_len)
             + self.edns.as_ref().map_or(0, opt_wire_len);
         if bound <= limit {
             return true;
@@ -413,6 +417,7 @@ fn decide<'a>(
     }
     let question = Question {
         name: query.name(),
+        original: query.original().name(),
         qtype: query.query_type(),
         qclass: query.query_class(),
     };

@@ -90,6 +90,9 @@ pub(super) struct MapInputs {
     pub(super) by_region: Option<Vec<u16>>,
     /// The ranking of clients the database cannot place, and whether it failed open.
     pub(super) unlocated: (Vec<DcId>, bool),
+    /// `least-loaded` with `max_extra_km` (as `f64` bits): candidates farther than this beyond
+    /// the nearest one rank after all others (each group by score).
+    pub(super) within_km: Option<u64>,
 }
 
 /// Index of a ranking in a [`GeoMap`].
@@ -277,6 +280,27 @@ impl Builder<'_> {
                 position: c.position,
             })
             .collect();
+        if let Some(extra) = inputs.within_km.map(f64::from_bits) {
+            // Whether each candidate is within `extra` of the nearest is decided for the whole
+            // quad only when no distance (moving by up to the radius) can cross the line.
+            let r = quad.radius_km;
+            let distances: Vec<f64> = candidates
+                .iter()
+                .map(|c| quad.center_point.distance_km(&c.point))
+                .collect();
+            let nearest = distances.iter().copied().fold(f64::INFINITY, f64::min);
+            for s in &mut scored {
+                let d = distances[s.index];
+                let out = if d + r + SLACK <= nearest - r + extra {
+                    false
+                } else if d - r - SLACK > nearest + r + extra {
+                    true
+                } else {
+                    return self.split(id, finest, Some(candidates));
+                };
+                s.tier = 2 * s.tier + u8::from(out);
+            }
+        }
         scored.sort_by(|a, b| {
             (a.tier, a.score, a.position)
                 .partial_cmp(&(b.tier, b.score, b.position))
@@ -368,6 +392,16 @@ impl Builder<'_> {
             let score = c.per_km * point.distance_km(&c.point) + c.offset;
             (c.tier, score, c.position, c.dc)
         }));
+        if let Some(extra) = inputs.within_km.map(f64::from_bits) {
+            let nearest = candidates
+                .iter()
+                .map(|c| point.distance_km(&c.point))
+                .fold(f64::INFINITY, f64::min);
+            for (s, c) in scored.iter_mut().zip(candidates) {
+                let out = point.distance_km(&c.point) > nearest + extra;
+                s.0 = 2 * s.0 + u8::from(out);
+            }
+        }
         scored.sort_by(|a, b| {
             (a.0, a.1, a.2)
                 .partial_cmp(&(b.0, b.1, b.2))

@@ -636,11 +636,11 @@ async fn wildcards_answer_for_names_that_do_not_exist() {
         .udp(server.udp)
         .await;
     assert_negative(&reply, ResponseCode::NoError);
-    // A wildcard CNAME is synthesized too (the resolver follows it).
+    // A wildcard CNAME is synthesized too, and followed to the routed service.
     let reply = Ask::new("y.alias.example.com", RecordType::A)
         .udp(server.udp)
         .await;
-    assert_eq!(types(&reply.answers), [RecordType::CNAME]);
+    assert_eq!(types(&reply.answers), [RecordType::CNAME, RecordType::A]);
     assert_eq!(reply.answers[0].name.to_string(), "y.alias.example.com.");
     // No wildcard at the closest encloser: NXDOMAIN, even below an empty non-terminal.
     for name in ["nope.example.com", "x.deep.example.com"] {

@@ -230,3 +230,85 @@ async fn only_missing_in_domain_glue_truncates() {
             .all(|r| r.name.to_string() == "ns.big.example.com.")
     );
 }
+
+/// Each record of a section as `owner type data`, in order.
+fn section(records: &[hickory_proto::rr::Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect()
+}
+
+#[tokio::test]
+async fn cname_chains_continue_through_wildcards_and_stop_at_loops() {
+    let zone = format!(
+        "{ZONE}\
+*.wild IN CNAME target.example.com.\n\
+target IN A 192.0.2.80\n\
+*.w2 IN A 192.0.2.81\n\
+to-wild IN CNAME X.w2.example.com.\n\
+*.chain IN CNAME y.w2.example.com.\n\
+*.loop IN CNAME z.loop.example.com.\n\
+loop1 IN CNAME loop2.example.com.\n\
+loop2 IN CNAME loop1.example.com.\n"
+    );
+    let server = TestServer::start(CONFIG, &zone).await;
+    let cases: [(&str, &[&str]); 5] = [
+        // A CNAME synthesized from a wildcard, owned by the name asked (its case kept), then
+        // its in-zone target.
+        (
+            "A.Wild.example.com",
+            &[
+                "A.Wild.example.com. CNAME target.example.com.",
+                "target.example.com. A 192.0.2.80",
+            ],
+        ),
+        // A CNAME whose target matches a wildcard: the A owned by the target as written.
+        (
+            "to-wild.example.com",
+            &[
+                "to-wild.example.com. CNAME X.w2.example.com.",
+                "X.w2.example.com. A 192.0.2.81",
+            ],
+        ),
+        // Both: a wildcard CNAME into another wildcard.
+        (
+            "q.chain.example.com",
+            &[
+                "q.chain.example.com. CNAME y.w2.example.com.",
+                "y.w2.example.com. A 192.0.2.81",
+            ],
+        ),
+        // A wildcard CNAME whose target matches the same wildcard: one loop, then stop.
+        (
+            "q.loop.example.com",
+            &[
+                "q.loop.example.com. CNAME z.loop.example.com.",
+                "z.loop.example.com. CNAME z.loop.example.com.",
+            ],
+        ),
+        // Two CNAMEs naming each other: each once.
+        (
+            "loop1.example.com",
+            &[
+                "loop1.example.com. CNAME loop2.example.com.",
+                "loop2.example.com. CNAME loop1.example.com.",
+            ],
+        ),
+    ];
+    for (name, expected) in cases {
+        for reply in [
+            Ask::new(name, RecordType::A).udp(server.udp).await,
+            Ask::new(name, RecordType::A).tcp(server.tcp).await,
+        ] {
+            assert_eq!(
+                reply.metadata.response_code,
+                ResponseCode::NoError,
+                "{name}"
+            );
+            assert!(reply.metadata.authoritative, "{name}");
+            assert_eq!(section(&reply.answers), expected, "{name}");
+            assert!(reply.authorities.is_empty(), "{name}");
+        }
+    }
+}

@@ -24,6 +24,7 @@
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
 //! - `fuzz`: every input kept from the fuzz targets in `fuzz/`, through the fuzzer's checks;
+//! - `conformance`: meridian's answers against Knot DNS serving the same zones, and exact answers;
 //! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
 //! - `simulate`: what-if simulations checked against the answers after the change, the drain's
 //!   capacity rail, `meridian ctl simulate` and `meridian simulate` offline.
@@ -39,6 +40,7 @@ mod architecture;
 mod authority;
 mod cli;
 mod client;
+mod conformance;
 mod control;
 mod ctl;
 mod deploy;
