@@ -33,12 +33,28 @@ impl ClientAddr {
     ///
     /// [`MalformedEcs`] when the ECS address has bits set past its source prefix.
     pub(crate) fn from_query(edns: Option<&Edns>, resolver: IpAddr) -> Result<Self, MalformedEcs> {
+        let ecs = match edns.and_then(|e| e.option(EdnsCode::Subnet)) {
+            Some(EdnsOption::Subnet(ecs)) => Some(*ecs),
+            _ => None,
+        };
+        ClientAddr::from_subnet(ecs, resolver)
+    }
+
+    /// As [`ClientAddr::from_query`], from the query's ECS option alone.
+    ///
+    /// # Errors
+    ///
+    /// [`MalformedEcs`] when the ECS address has bits set past its source prefix.
+    pub(crate) fn from_subnet(
+        ecs: Option<ClientSubnet>,
+        resolver: IpAddr,
+    ) -> Result<Self, MalformedEcs> {
         let resolver = ClientAddr {
             ip: resolver.to_canonical(),
             source_prefix: full_prefix(resolver.to_canonical()),
             ecs: None,
         };
-        let Some(EdnsOption::Subnet(ecs)) = edns.and_then(|e| e.option(EdnsCode::Subnet)) else {
+        let Some(ecs) = ecs else {
             return Ok(resolver);
         };
         let (addr, source) = (ecs.addr(), ecs.source_prefix());
@@ -47,7 +63,7 @@ impl ClientAddr {
         }
         if source == 0 {
             return Ok(ClientAddr {
-                ecs: Some(*ecs),
+                ecs: Some(ecs),
                 ..resolver
             });
         }
@@ -60,7 +76,7 @@ impl ClientAddr {
         Ok(ClientAddr {
             ip,
             source_prefix,
-            ecs: Some(*ecs),
+            ecs: Some(ecs),
         })
     }
 
