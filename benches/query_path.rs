@@ -1,5 +1,6 @@
 //! Hot-path benchmarks: one geo query through `Handler::answer`, what the UDP and TCP loops call (bytes in: decode, locate, route, encode, count; bytes out),
-//! one static query, and the routing core alone.
+//! one static query, and the routing core alone; the geo query also with the traffic record on
+//! (one in 16 sampled, and every query).
 //!
 //! Run with `cargo bench --bench query_path`. The handler benchmarks use the shipped example
 //! (the embedded country database), with ECS networks spread over the whole IPv4 space so that
@@ -16,9 +17,11 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 use meridian::config::Source;
+use meridian::config::TrafficConfig;
 use meridian::dns::{Handler, Transport};
 use meridian::routing::{Client, ServiceId};
 use meridian::state::{Shared, Snapshot};
+use meridian::traffic::Traffic;
 
 fn query_bytes(name: &str, qtype: RecordType, ecs: Option<(Ipv4Addr, u8)>) -> Vec<u8> {
     let mut message = Message::new(0x1234, MessageType::Query, OpCode::Query);
@@ -67,6 +70,38 @@ fn benches(c: &mut Criterion) {
             handler.answer(&geo_queries[i], src, Transport::Udp)
         })
     });
+
+    // The same with the traffic record on: one in 16 (the default) and every query, with a
+    // collector thread draining the channel every 100 ms as the server's task does.
+    for one_in in [16, 1] {
+        let traffic = Traffic::new(TrafficConfig {
+            sample_one_in: one_in,
+            window: std::time::Duration::from_secs(600),
+            max_networks: 50_000,
+        });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let collector = {
+            let (traffic, stop) = (traffic.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    traffic.collect(std::time::Instant::now());
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            })
+        };
+        let sampling = handler.clone().with_traffic(Some(traffic));
+        c.bench_function(
+            &format!("handler/geo_query_varied_ecs_traffic_1_in_{one_in}"),
+            |b| {
+                b.iter(|| {
+                    i = (i + 1) % geo_queries.len();
+                    sampling.answer(&geo_queries[i], src, Transport::Udp)
+                })
+            },
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        collector.join().expect("the collector stops");
+    }
 
     let static_query = query_bytes("ns1.example.com.", RecordType::A, None);
     c.bench_function("handler/static_query", |b| {

@@ -14,17 +14,19 @@ use sd_notify::NotifyState;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::config::Source;
+use crate::config::{ETCD_ENDPOINTS_ENV, Source, StateConfig};
 use crate::control::{self, ControlState};
 use crate::dns::{DnsServer, Handler};
 use crate::dns::{Loaded, Manager};
-use crate::metrics::Metrics;
+use crate::fleet::Fleet;
+use crate::metrics::{ErrorKind, InternalError, Metrics, panic_message};
 use crate::state::{Clock, Readiness, StateCommands, StateHandle, unix_ms};
 use crate::store::{AuditEntry, Change, Store};
+use crate::traffic::Traffic;
 
 pub use crate::state::state_channel;
 
@@ -168,6 +170,7 @@ pub async fn run(
     let readiness = Readiness::default();
     let store = Arc::new(options.store);
     let server_config = options.loaded.config.server.clone();
+    let backend = state_backend(&options.loaded.config.state);
     for deprecated in &server_config.deprecations {
         warn!(setting = %deprecated.path, "{}", deprecated.message);
     }
@@ -180,8 +183,32 @@ pub async fn run(
         readiness.clone(),
     )
     .context("reading the state store")?;
+    let manager = match backend {
+        StateConfig::Embedded => manager,
+        StateConfig::Etcd(etcd) => {
+            let fleet = Fleet::connect(&etcd)
+                .await
+                .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?;
+            manager.with_fleet(fleet)
+        }
+    };
     let mut tasks = JoinSet::new();
-    tasks.spawn(manager.run(commands, shutdown.clone()));
+    tasks.spawn(watched(
+        "state-manager",
+        tokio::spawn(manager.run(commands, shutdown.clone())),
+        metrics.clone(),
+        options.clock.clone(),
+    ));
+    // `server.traffic` is read at start, like `server.rrl`.
+    let traffic = Traffic::new(server_config.traffic);
+    if traffic.is_on() {
+        tasks.spawn(watched(
+            "traffic-collector",
+            tokio::spawn(collect_traffic(traffic.clone(), shutdown.clone())),
+            metrics.clone(),
+            options.clock.clone(),
+        ));
+    }
     if options.drained {
         let entry = AuditEntry {
             unix_ms: unix_ms(options.clock.now()),
@@ -208,7 +235,7 @@ pub async fn run(
                 readiness: readiness.clone(),
                 limiter: Arc::default(),
                 log_levels: options.log_levels.clone(),
-                errors: Arc::default(),
+                traffic: traffic.clone(),
             });
             let serving = control::serve(
                 listener,
@@ -223,7 +250,9 @@ pub async fn run(
     };
     // `server.rrl` and `server.tcp` are read at start; a reload does not change them.
     let dns = DnsServer::start(
-        Handler::new(shared, metrics.clone()).with_rrl(server_config.rrl.clone()),
+        Handler::new(shared, metrics.clone())
+            .with_rrl(server_config.rrl.clone())
+            .with_traffic(Some(traffic)),
         (listeners.udp, server_config.udp_workers),
         listeners.tcp,
         &server_config.tcp,
@@ -256,6 +285,31 @@ pub async fn run(
             warn!(grace = ?SHUTDOWN_GRACE, "in-flight queries did not finish in time");
             Ok(())
         }
+    }
+}
+
+/// The state backend: the configuration's `state`, with the endpoints of
+/// `MERIDIAN_ETCD_ENDPOINTS` when set (read at start; a reload does not change the backend).
+fn state_backend(configured: &StateConfig) -> StateConfig {
+    let env = std::env::var(ETCD_ENDPOINTS_ENV).ok();
+    configured.clone().with_endpoints_override(env.as_deref())
+}
+
+/// Awaits the background task `name`; if it panicked, logs, counts and keeps the panic (for
+/// `GET /v1/errors`). The rest of the server goes on: DNS answers from the last published
+/// snapshot even without the state manager.
+async fn watched(name: &'static str, task: JoinHandle<()>, metrics: Arc<Metrics>, clock: Clock) {
+    if let Err(error) = task.await
+        && error.is_panic()
+    {
+        let message = panic_message(error.into_panic().as_ref());
+        error!(task = name, %message, "a background task panicked");
+        metrics.keep_error(InternalError {
+            unix_ms: unix_ms(clock.now()),
+            kind: ErrorKind::Panic,
+            context: format!("task {name}"),
+            message,
+        });
     }
 }
 
@@ -311,4 +365,16 @@ pub fn watch_signals(reload: StateHandle, shutdown: CancellationToken) -> anyhow
         }
     });
     Ok(())
+}
+
+/// Moves sampled queries into the traffic record's window a few times a second, off the query
+/// path, until `shutdown`.
+async fn collect_traffic(traffic: Arc<Traffic>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => traffic.collect(std::time::Instant::now()),
+            () = shutdown.cancelled() => return,
+        }
+    }
 }

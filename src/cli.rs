@@ -1,5 +1,8 @@
-//! The command line: `meridian serve`, `meridian check-config`, `meridian state` and
-//! `meridian ctl` (the control plane's client, in `ctl.rs`).
+//! The command line: `meridian serve`, `meridian check-config`, `meridian state`,
+//! `meridian ctl` (the control plane's client, in `ctl.rs`) and `meridian simulate` (a
+//! candidate configuration against recorded traffic, in `cli/simulate.rs`).
+
+mod simulate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +79,9 @@ pub enum Command {
     },
     /// Ask a running server's control plane (token from `MERIDIAN_TOKEN` or `--token-file`).
     Ctl(CtlArgs),
+    /// Judge a candidate configuration offline against a server's recorded traffic: where the
+    /// queries would go, what moves, which datacenters pass their watermarks.
+    Simulate(simulate::SimulateArgs),
     /// Check a configuration, its zone files and geo database; exit 0 if valid, 2 if not.
     CheckConfig {
         /// Configuration file; without it, the shipped example.
@@ -137,6 +143,7 @@ pub fn run(cli: Cli) -> ExitCode {
         ),
         Command::State { action } => state(action),
         Command::Ctl(args) => ctl::run(args),
+        Command::Simulate(args) => simulate::simulate(args),
     }
 }
 

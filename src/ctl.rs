@@ -22,6 +22,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 
+mod simulate;
+
+pub use simulate::{SimulateArgs, fetch_traffic, render_text};
+
 /// The environment variable holding the bearer token.
 pub const TOKEN_ENV: &str = "MERIDIAN_TOKEN";
 /// How long one request may take, connection included.
@@ -113,8 +117,17 @@ pub enum CtlCommand {
         #[arg(long)]
         revert_after_seconds: Option<u64>,
     },
-    /// The most recent internal errors (panics caught in request handlers).
+    /// The most recent internal errors (panics, store failures, other 500s).
     Errors,
+    /// What would happen: the recorded traffic replayed under hypothetical changes (nothing
+    /// is changed).
+    Simulate(SimulateArgs),
+    /// The feature toggles; with `on NAME` or `off NAME`, switch one.
+    Toggles {
+        /// What to do (default: list them).
+        #[command(subcommand)]
+        action: Option<TogglesAction>,
+    },
     /// The audit log.
     Audit {
         /// Entries after this sequence number.
@@ -156,6 +169,21 @@ pub enum ConfigAction {
         from: String,
         /// The newer version.
         to: Option<String>,
+    },
+}
+
+/// `meridian ctl toggles ...`.
+#[derive(Debug, Subcommand)]
+pub enum TogglesAction {
+    /// Switch a toggle on.
+    On {
+        /// The toggle, e.g. `capacity_spill`.
+        name: String,
+    },
+    /// Switch a toggle off.
+    Off {
+        /// The toggle, e.g. `capacity_spill`.
+        name: String,
     },
 }
 
@@ -270,6 +298,14 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
         server: args.server.trim_end_matches('/').to_owned(),
         token,
     };
+    if let CtlCommand::Simulate(simulate) = &args.command {
+        let (_, body) = client.send(&simulate::call(simulate)?).await?;
+        return Ok(if args.json {
+            render(&body, true)
+        } else {
+            simulate::render(&body)
+        });
+    }
     let Some(call) = call_for(&args.command) else {
         return status(&client, args.json).await;
     };
@@ -280,7 +316,7 @@ async fn execute(args: &CtlArgs) -> Result<String, CtlError> {
 /// The one request a subcommand makes; `None` for `status`, which makes two.
 fn call_for(command: &CtlCommand) -> Option<Call> {
     Some(match command {
-        CtlCommand::Status => return None,
+        CtlCommand::Status | CtlCommand::Simulate(_) => return None,
         CtlCommand::Datacenters { name: None } => Call::get("/v1/datacenters"),
         CtlCommand::Datacenters { name: Some(name) } => {
             Call::get(format!("/v1/datacenters/{}", segment(name)))
@@ -322,6 +358,20 @@ fn call_for(command: &CtlCommand) -> Option<Call> {
         }
         CtlCommand::Reload => Call::post("/v1/reload", None),
         CtlCommand::Errors => Call::get("/v1/errors"),
+        CtlCommand::Toggles { action: None } => Call::get("/v1/toggles"),
+        CtlCommand::Toggles {
+            action: Some(action),
+        } => {
+            let (name, on) = match action {
+                TogglesAction::On { name } => (name, true),
+                TogglesAction::Off { name } => (name, false),
+            };
+            Call {
+                method: Method::PUT,
+                path: format!("/v1/toggles/{}", segment(name)),
+                body: Some(serde_json::json!({ "on": on })),
+            }
+        }
         CtlCommand::Config { action } => match action {
             ConfigAction::Show => Call::get("/v1/config"),
             ConfigAction::Versions => Call::get("/v1/config/versions"),
@@ -406,7 +456,12 @@ async fn status(client: &Client, json: bool) -> Result<String, CtlError> {
 /// The token: `--token-file`'s first line, else `MERIDIAN_TOKEN`, else none (reads that need
 /// no token still work; the server answers 401 to the others).
 fn token(args: &CtlArgs) -> Result<Option<String>, CtlError> {
-    if let Some(path) = &args.token_file {
+    token_from(args.token_file.as_deref())
+}
+
+/// The token from `token_file`'s first line, else `MERIDIAN_TOKEN`, else none.
+fn token_from(token_file: Option<&std::path::Path>) -> Result<Option<String>, CtlError> {
+    if let Some(path) = token_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CtlError::Usage(format!("cannot read {}: {e}", path.display())))?;
         let token = text.lines().next().unwrap_or_default().trim().to_owned();

@@ -12,6 +12,7 @@
 //! - [`metrics`]: Prometheus (it imports only [`routing::DcStatus`], the datacenter states);
 //! - [`store`]: the durable state (redb);
 //! - [`directory`]: the user directory's pure core (hash buckets, pins, serving rules);
+//! - [`traffic`]: the sampled record of recent traffic, and what-if simulations over it;
 //! - [`routing`]: the pure routing core, rankings precomputed per geo cell;
 //! - [`config`]: the YAML configuration, validated with every problem's path;
 //! - [`geo`]: client location from a MaxMind-format database (the only `maxminddb` user) and
@@ -25,11 +26,13 @@ pub mod control;
 pub mod ctl;
 pub mod directory;
 pub mod dns;
+pub mod fleet;
 pub mod geo;
 pub mod metrics;
 pub mod routing;
 pub mod state;
 pub mod store;
+pub mod traffic;
 
 pub use app::run;
 pub use config::Config;

@@ -11,6 +11,7 @@ mod parse;
 mod policy;
 pub mod raw;
 mod source;
+mod state;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,6 +23,7 @@ pub use control::{ControlConfig, RateLimit, Role, TokenConfig};
 pub use directory::{DirectoryConfig, Frontends};
 pub use policy::{AllDown, ClientRule, MetricWeights, Watermarks};
 pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Source};
+pub use state::{ETCD_ENDPOINTS_ENV, EtcdConfig, EtcdTls, StateConfig};
 
 use crate::geo::{Continent, Coordinates, CountryCode};
 use parse::Damaged;
@@ -87,6 +89,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// The user directory, if configured.
     pub directory: Option<DirectoryConfig>,
+    /// Where the control plane's state is kept (read at start; a reload does not change it).
+    pub state: StateConfig,
 }
 
 /// The `server` section, validated.
@@ -111,6 +115,19 @@ pub struct ServerConfig {
     pub deprecations: Vec<Problem>,
     /// DNS/UDP worker threads per DNS address, at least 1.
     pub udp_workers: usize,
+    /// The sampled record of recent traffic.
+    pub traffic: TrafficConfig,
+}
+
+/// The `server.traffic` section, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficConfig {
+    /// One query in this many is recorded; 0: none.
+    pub sample_one_in: u32,
+    /// How far back the record reaches.
+    pub window: Duration,
+    /// Most (service, client network) pairs kept, at least 1.
+    pub max_networks: u32,
 }
 
 /// The `server.tcp` section, validated.
@@ -344,6 +361,7 @@ fn validate(
     let directory = raw
         .directory
         .map(|d| directory::validate_directory(d, &names, zones_known, &mut problems));
+    let state = state::validate_state(raw.state, &mut problems);
     // Datacenters and services are numbered with u16 on the query path.
     if datacenters.len() > usize::from(u16::MAX) {
         problems.push(Problem::new("datacenters", "at most 65535 datacenters"));
@@ -360,6 +378,7 @@ fn validate(
             services,
             control,
             directory,
+            state,
         }),
         _ => Err(ConfigError { problems }),
     }
@@ -491,6 +510,43 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         },
+        traffic: validate_traffic(&raw.traffic, problems),
+    }
+}
+
+/// `server.traffic`: a window of 10 s to a day, at least one network.
+fn validate_traffic(raw: &raw::RawTraffic, problems: &mut Vec<Problem>) -> TrafficConfig {
+    let window = raw
+        .window_seconds
+        .unwrap_or(raw::DEFAULT_TRAFFIC_WINDOW_SECONDS);
+    if !(10..=86_400).contains(&window) {
+        problems.push(Problem::new(
+            "server.traffic.window_seconds",
+            format!("{window} is not from 10 to 86400"),
+        ));
+    }
+    let sample_one_in = raw
+        .sample_one_in
+        .unwrap_or(raw::DEFAULT_TRAFFIC_SAMPLE_ONE_IN);
+    if sample_one_in > 1_000_000 {
+        problems.push(Problem::new(
+            "server.traffic.sample_one_in",
+            format!("{sample_one_in} is not from 0 to 1000000"),
+        ));
+    }
+    let max_networks = raw
+        .max_networks
+        .unwrap_or(raw::DEFAULT_TRAFFIC_MAX_NETWORKS);
+    if !(1..=10_000_000).contains(&max_networks) {
+        problems.push(Problem::new(
+            "server.traffic.max_networks",
+            format!("{max_networks} is not from 1 to 10000000"),
+        ));
+    }
+    TrafficConfig {
+        sample_one_in,
+        window: Duration::from_secs(u64::from(window)),
+        max_networks,
     }
 }
 

@@ -35,6 +35,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "services",
     "control",
     "directory",
+    "state",
 ];
 
 /// What the file holds but could not be read; its problems are reported already.
@@ -125,6 +126,7 @@ pub(super) fn parse(text: &str, problems: &mut Vec<Problem>) -> Option<(RawConfi
         read_entries(text, "services", &mut damaged, problems, &mut push).unwrap_or_default();
     raw.control = section!(control).unwrap_or_default();
     raw.directory = section!(directory);
+    raw.state = section!(state);
     Some((raw, damaged))
 }
 

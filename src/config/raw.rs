@@ -112,6 +112,52 @@ pub struct RawConfig {
     pub control: RawControl,
     /// The user directory (which datacenter holds a user's data); absent: no directory.
     pub directory: Option<RawDirectory>,
+    /// Where reports, drains, pins and the audit log are kept; absent: the embedded store.
+    pub state: Option<RawState>,
+}
+
+/// Default key prefix of a fleet's state in etcd.
+pub const DEFAULT_ETCD_PREFIX: &str = "/meridian";
+
+/// The `state` section: which store holds the state the control plane writes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `embedded` (the redb file under `--state-dir`, the default) or `etcd` (a fleet's shared
+    /// state; `--state-dir` keeps this instance's local copy for warm starts).
+    pub backend: Option<String>,
+    /// The etcd cluster, required when `backend` is `etcd`.
+    pub etcd: Option<RawEtcd>,
+}
+
+/// The `state.etcd` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    /// Client URLs of the etcd members (`http://host:2379`, or `https://` with `tls`).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Key prefix under which the fleet's state lives; default [`DEFAULT_ETCD_PREFIX`].
+    pub prefix: Option<String>,
+    /// Client TLS: the CA that signed the members' certificates, and this client's certificate
+    /// and key (PEM files).
+    pub tls: Option<RawEtcdTls>,
+    /// etcd user name (with `password`); absent: no authentication.
+    pub user: Option<String>,
+    /// etcd password of `user`.
+    pub password: Option<String>,
+}
+
+/// The `state.etcd.tls` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcdTls {
+    /// PEM file of the certificate authority that signed the etcd members' certificates.
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM file of this client's certificate (with `key`), for client-certificate auth.
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key.
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// Default share of users a bulk import, restore or bucket move may change unconfirmed.
@@ -232,6 +278,30 @@ pub struct RawServer {
     /// DNS/UDP worker threads per DNS address, each with its own `SO_REUSEPORT` socket; default
     /// [`DEFAULT_UDP_WORKERS`] (one per core).
     pub udp_workers: Option<usize>,
+    /// The sampled record of recent traffic that simulations replay; default on.
+    #[serde(default)]
+    pub traffic: RawTraffic,
+}
+
+/// Default share of queries the traffic record samples: one in this many.
+pub const DEFAULT_TRAFFIC_SAMPLE_ONE_IN: u32 = 16;
+/// Default length of the traffic record's sliding window, in seconds.
+pub const DEFAULT_TRAFFIC_WINDOW_SECONDS: u32 = 600;
+/// Default most (service, client network) pairs the traffic record keeps.
+pub const DEFAULT_TRAFFIC_MAX_NETWORKS: u32 = 50_000;
+
+/// The `server.traffic` section: the sampled record of recent traffic.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTraffic {
+    /// Record one query in this many (per worker); 0 records nothing; default
+    /// [`DEFAULT_TRAFFIC_SAMPLE_ONE_IN`].
+    pub sample_one_in: Option<u32>,
+    /// How far back the record reaches, in seconds; default
+    /// [`DEFAULT_TRAFFIC_WINDOW_SECONDS`].
+    pub window_seconds: Option<u32>,
+    /// Most (service, client network) pairs kept; default [`DEFAULT_TRAFFIC_MAX_NETWORKS`].
+    pub max_networks: Option<u32>,
 }
 
 /// The `server.tcp` section.

@@ -270,7 +270,7 @@ directory:
     // pools that name its datacenters are not each an unknown datacenter.
     assert_eq!(
         all_problems(&VALID.replace("datacenters:", "datacentres:")),
-        "datacentres (line 4): unknown section (expected one of server, geo, zones, datacenters, services, control, directory)\n\
+        "datacentres (line 4): unknown section (expected one of server, geo, zones, datacenters, services, control, directory, state)\n\
          datacenters: missing section: at least one datacenter is needed"
     );
     // An invalid zone does not make every service name "outside every zone".
@@ -404,6 +404,7 @@ const DOCUMENTED_AT: &[(&str, &[&str])] = &[
     ("RawServer", &["server."]),
     ("RawTcp", &["server.tcp."]),
     ("RawRrl", &["server.rrl."]),
+    ("RawTraffic", &["server.traffic."]),
     ("RawGeo", &["geo."]),
     ("RawZone", &["zones[]."]),
     ("RawDatacenter", &["datacenters.<name>."]),
@@ -419,6 +420,9 @@ const DOCUMENTED_AT: &[(&str, &[&str])] = &[
     ("RawRateLimit", &["control.rate_limit."]),
     ("RawToken", &["control.tokens[]."]),
     ("RawDirectory", &["directory."]),
+    ("RawState", &["state."]),
+    ("RawEtcd", &["state.etcd."]),
+    ("RawEtcdTls", &["state.etcd.tls."]),
 ];
 
 /// Every field of every `Raw*` struct in raw.rs, as (struct, field), read from the source so that

@@ -5,11 +5,13 @@
 #![allow(unused_qualifications)]
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -22,6 +24,7 @@ use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
 use super::extract::Path;
+use super::simulate::drain_overloads;
 use super::write::{Accepted, Whole, admit, applied, audit, read_json};
 
 /// Longest report TTL accepted: a day.
@@ -83,7 +86,8 @@ fn latency_schema() -> utoipa::openapi::Object {
 pub(crate) struct DrainBody {
     /// Only this service (by its id); default every service.
     service: Option<String>,
-    /// Drain even if a service would be left with no eligible datacenter.
+    /// Drain even if a service would be left with no eligible datacenter, or another
+    /// datacenter would be pushed past its high watermark.
     #[serde(default)]
     force: bool,
 }
@@ -141,7 +145,11 @@ pub(crate) async fn put_report(
         return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
     }
     let body: ReportBody = read_json(body, config.control.body_limit, None).await?;
-    let report = validate_report(&body, config.control.report_ttl.as_secs() as u32, &state)?;
+    let report = validate_report(
+        &body,
+        config.control.report_ttl.as_secs() as u32,
+        state.clock.now(),
+    )?;
     let detail = serde_json::to_value(&report).unwrap_or_default();
     let change = Change::Report {
         datacenter: dc.clone(),
@@ -155,10 +163,10 @@ pub(crate) async fn put_report(
     )
 }
 
-fn validate_report(
+pub(super) fn validate_report(
     body: &ReportBody,
     default_ttl: u32,
-    state: &ControlState,
+    now: SystemTime,
 ) -> Result<StoredReport, ApiError> {
     let finite = |name: &str, value: f64| {
         if value.is_finite() && value >= 0.0 {
@@ -206,7 +214,7 @@ fn validate_report(
         ttl_seconds,
         latency_ms,
         cost,
-        received_unix_ms: unix_ms(state.clock.now()),
+        received_unix_ms: unix_ms(now),
     })
 }
 
@@ -309,7 +317,7 @@ fn datacenter_view(
     responses(
         (status = 200, description = "stored and published: DNS answers avoid the datacenter", body = Accepted),
         (status = 404, description = "no such datacenter or service", body = super::error::ErrorBody),
-        (status = 409, description = "would leave a service with no eligible datacenter (`force` overrides)", body = super::error::ErrorBody),
+        (status = 409, description = "would leave a service with no eligible datacenter, or by the recorded traffic push another datacenter past its high watermark (then the body has the simulation); `force` overrides", body = super::simulate::DrainConflict),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
         (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn drain(
@@ -317,7 +325,7 @@ pub(crate) async fn drain(
     Path(dc): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Accepted>, ApiError> {
+) -> Result<Response, ApiError> {
     set_drain(state, dc, headers, body, true).await
 }
 
@@ -334,7 +342,7 @@ pub(crate) async fn undrain(
     Path(dc): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Accepted>, ApiError> {
+) -> Result<Response, ApiError> {
     set_drain(state, dc, headers, body, false).await
 }
 
@@ -344,7 +352,7 @@ async fn set_drain(
     headers: HeaderMap,
     body: Body,
     drained: bool,
-) -> Result<Json<Accepted>, ApiError> {
+) -> Result<Response, ApiError> {
     let snapshot = state.shared.load();
     let caller = admit(&state, &snapshot, &headers, Need::Operator)?;
     let config = &snapshot.loaded.config;
@@ -357,6 +365,15 @@ async fn set_drain(
         && !config.services.iter().any(|s| s.id == *service)
     {
         return Err(ApiError::not_found(format!("no service {service:?}")));
+    }
+    // The capacity rail: replay the recorded traffic with the drain made, and refuse a drain
+    // that would push another datacenter past its high watermark.
+    if drained
+        && !body.force
+        && let Some(conflict) =
+            drain_overloads(&state, snapshot.clone(), &dc, body.service.as_deref()).await?
+    {
+        return Ok((StatusCode::CONFLICT, Json(conflict)).into_response());
     }
     let action = if drained { "drain" } else { "undrain" };
     let target = match &body.service {
@@ -377,6 +394,7 @@ async fn set_drain(
         action,
         &target,
     )
+    .map(IntoResponse::into_response)
 }
 
 /// Drain this instance: `/readyz` fails until undrained.

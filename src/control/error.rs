@@ -5,6 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::metrics::ErrorKind;
+
 /// An API error: `{"error": "<code>", "message": "<what is wrong>"}` with a matching status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -16,6 +18,20 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait before retrying (429).
     pub retry_after: Option<u64>,
+    /// For a 500: what kind of internal error it was (the response carries it to the
+    /// middleware that logs and keeps it); `None` when whoever decided it has logged and kept
+    /// it already (the state manager, for a store failure).
+    pub kind: Option<ErrorKind>,
+}
+
+/// What a 500 response carries (as a response extension) to the `observe` middleware, which
+/// logs and keeps it with the request's route: handlers return errors and never log them.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// What kind of internal error.
+    pub(crate) kind: ErrorKind,
+    /// Its message, as the client got it.
+    pub(crate) message: String,
 }
 
 /// The body of every error response, whatever produced it: a handler, an extractor that
@@ -41,6 +57,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            kind: Some(ErrorKind::Internal),
         }
     }
 
@@ -128,6 +145,14 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// 500: the state store failed (not for lack of disk: that is [`ApiError::read_only`]).
+    pub fn store_failed(message: impl Into<String>) -> Self {
+        ApiError {
+            kind: Some(ErrorKind::Store),
+            ..Self::internal(message)
+        }
+    }
+
     /// 503: shutting down.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
@@ -157,12 +182,22 @@ pub(crate) fn invalid_configuration(problems: &[crate::config::Problem]) -> Resp
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let failure = self
+            .kind
+            .filter(|_| self.status == StatusCode::INTERNAL_SERVER_ERROR)
+            .map(|kind| Failure {
+                kind,
+                message: self.message.clone(),
+            });
         let body = ErrorBody {
             error: self.code,
             message: self.message,
             problems: Vec::new(),
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

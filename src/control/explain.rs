@@ -67,6 +67,9 @@ pub(crate) struct ExplainView {
     scope_network: String,
     service: Option<String>,
     policy: Option<&'static str>,
+    /// Feature toggles an operator switched off (`GET /v1/toggles`), which this decision was
+    /// made under.
+    toggles_off: Vec<&'static str>,
     basis: Option<String>,
     failed_open: bool,
     datacenters: Vec<DcTraceView>,
@@ -135,6 +138,10 @@ pub(crate) async fn explain(
         scope_network: explained.scope_network.to_string(),
         service,
         policy: routing.as_ref().map(|r| r.policy),
+        toggles_off: routing
+            .as_ref()
+            .map(|r| r.toggles_off.iter().map(|t| t.name()).collect())
+            .unwrap_or_default(),
         basis: routing
             .as_ref()
             .map(|r| format!("{:?}", r.basis).to_lowercase()),

@@ -119,7 +119,7 @@ pub(crate) async fn put_log(
             if error.is_io() {
                 ApiError::read_only(format!("the state store cannot write now: {error}"))
             } else {
-                ApiError::internal(format!("the state store failed: {error}"))
+                ApiError::store_failed(format!("the state store failed: {error}"))
             }
         })?;
     // Audited first, so that no change goes unrecorded.

@@ -4,13 +4,16 @@
 //! - `explain.rs`: `GET /v1/explain`;
 //! - `configuration.rs`: reload, the running configuration, its versions and diffs;
 //! - `audit.rs`: the audit log;
-//! - `errors.rs`: panics in handlers caught, counted and kept for `GET /v1/errors`;
+//! - `errors.rs`: panics in handlers and 500s logged, counted and kept; `GET /v1/errors`;
 //! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
+//! - `simulate.rs`: `GET /v1/traffic` and `POST /v1/simulate`, what-if over the recorded traffic;
+//! - `toggles.rs`: `GET /v1/toggles`, `PUT /v1/toggles/{name}`, the feature toggles;
 //! - `probes.rs`: `/metrics`, `/healthz`, `/readyz`;
 //! - `users/`: the user directory (lookups, pins, bucket moves, import, export, restore);
 //! - `write.rs`: what every write shares (admission, bounded JSON bodies, audit entries, outcome);
 //! - `auth.rs`: bearer tokens, roles, and rate limits per address and per token;
 //! - `serve.rs`: the HTTP accept loop (connection cap, header and idle timeouts, accept errors);
+//! - `fuzzing.rs`: the request decoders as plain functions, for the fuzz targets in `fuzz/`;
 //! - `error.rs`: [`ApiError`], a status plus a JSON body naming the problem;
 //! - this file: the router, its route list and the OpenAPI document.
 //!
@@ -25,10 +28,13 @@ mod error;
 mod errors;
 mod explain;
 mod extract;
+pub mod fuzzing;
 mod log;
 mod openapi;
 mod probes;
 mod serve;
+mod simulate;
+mod toggles;
 mod users;
 mod write;
 
@@ -47,9 +53,9 @@ use utoipa::OpenApi;
 
 pub use auth::{AddressKey, Budget, Caller, Limiter, Need};
 pub use error::ApiError;
-pub use errors::ErrorLog;
 pub use log::{LogLevels, SetFilter};
 pub use serve::serve;
+pub use simulate::simulate_offline;
 
 use openapi::StandardResponses;
 
@@ -57,6 +63,7 @@ use crate::dns::Shared;
 use crate::metrics::Metrics;
 use crate::state::{Clock, Readiness, StateHandle};
 use crate::store::Store;
+use crate::traffic::Traffic;
 
 /// How long one control request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,6 +86,10 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/audit"),
     (Method::PUT, "/v1/log"),
     (Method::GET, "/v1/errors"),
+    (Method::GET, "/v1/traffic"),
+    (Method::POST, "/v1/simulate"),
+    (Method::GET, "/v1/toggles"),
+    (Method::PUT, "/v1/toggles/{name}"),
     (Method::GET, "/v1/users/{id}"),
     (Method::PUT, "/v1/users/{id}/pin"),
     (Method::DELETE, "/v1/users/{id}/pin"),
@@ -112,8 +123,8 @@ pub struct ControlState {
     pub limiter: Arc<Limiter>,
     /// The process's log filter, when it can be changed at runtime (`PUT /v1/log`).
     pub log_levels: Option<Arc<LogLevels>>,
-    /// Panics caught in handlers, for `GET /v1/errors`.
-    pub errors: Arc<ErrorLog>,
+    /// The sampled record of recent traffic, for `GET /v1/traffic` and simulations.
+    pub traffic: Arc<Traffic>,
 }
 
 /// The OpenAPI document of the control plane.
@@ -125,7 +136,8 @@ pub struct ControlState {
         datacenters::drain, datacenters::undrain, datacenters::drain_instance,
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
-        audit::audit_log, log::put_log, errors::list_errors, users::get_user, users::pin, users::unpin, users::summary,
+        audit::audit_log, log::put_log, errors::list_errors, simulate::get_traffic, simulate::post_simulate,
+        toggles::list_toggles, toggles::put_toggle, users::get_user, users::pin, users::unpin, users::summary,
         users::move_buckets, users::import, users::export, users::restore, openapi,
         probes::metrics, probes::healthz, probes::readyz
     ),
@@ -171,6 +183,10 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/audit", get(audit::audit_log))
         .route("/v1/log", put(log::put_log))
         .route("/v1/errors", get(errors::list_errors))
+        .route("/v1/traffic", get(simulate::get_traffic))
+        .route("/v1/simulate", post(simulate::post_simulate))
+        .route("/v1/toggles", get(toggles::list_toggles))
+        .route("/v1/toggles/{name}", put(toggles::put_toggle))
         .route("/v1/users/{id}", get(users::get_user))
         .route("/v1/users/{id}/pin", put(users::pin).delete(users::unpin))
         .route("/v1/directory", get(users::summary))
@@ -185,7 +201,6 @@ pub fn router(state: ControlState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(errors::catch_panics(
-            state.errors.clone(),
             state.metrics.clone(),
             state.clock.clone(),
         ))
@@ -263,6 +278,13 @@ async fn observe(State(state): State<ControlState>, request: Request, next: Next
     .await;
     let status = response.status().as_u16();
     state.metrics.record_http(route, status);
+    errors::record_failure(
+        &state.metrics,
+        &state.clock,
+        &response,
+        method.as_str(),
+        route,
+    );
     info!(
         target: "meridian::access",
         %method,

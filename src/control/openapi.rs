@@ -26,6 +26,7 @@ use utoipa::openapi::{
 };
 
 use crate::dns::Snapshot;
+use crate::routing::Toggle;
 
 use super::ApiDoc;
 
@@ -34,6 +35,7 @@ use super::ApiDoc;
 ///
 /// - the path parameter `dc` and the `home` and `replica` of pins and bucket moves may only name
 ///   a configured datacenter (elsewhere they are refused: 404 for the path, 400 for a body);
+/// - the path parameter `name` (of a toggle) may only name a toggle;
 /// - a bucket number is below the directory's number of buckets.
 pub(super) fn for_deployment(snapshot: &Snapshot) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document is JSON");
@@ -55,6 +57,9 @@ pub(super) fn for_deployment(snapshot: &Snapshot) -> Value {
         for parameter in parameters {
             if parameter["in"] == "path" && parameter["name"] == "dc" {
                 parameter["schema"]["enum"] = names.clone();
+            }
+            if parameter["in"] == "path" && parameter["name"] == "name" {
+                parameter["schema"]["enum"] = Toggle::ALL.iter().map(|t| t.name()).collect();
             }
         }
     }

@@ -138,21 +138,27 @@ pub(super) fn applied(
         })),
         Err(ApplyError::Refused(message)) => Err(ApiError::conflict(message)),
         Err(ApplyError::ShuttingDown) => Err(ApiError::unavailable("the server is shutting down")),
-        // The state manager has logged both (once, with the write's context).
-        Err(error @ ApplyError::ReadOnly(_)) => Err(ApiError::read_only(error.to_string())),
-        Err(error @ ApplyError::Store(_)) => Err(ApiError::internal(error.to_string())),
+        // The state manager has logged it (once, with the write's context) and kept it.
+        Err(error @ (ApplyError::ReadOnly(_) | ApplyError::Unreachable(_))) => {
+            Err(ApiError::read_only(error.to_string()))
+        }
+        // The state manager has logged and kept it (with the write's context).
+        Err(error @ (ApplyError::Store(_) | ApplyError::Fleet(_))) => Err(ApiError {
+            kind: None,
+            ..ApiError::internal(error.to_string())
+        }),
     }
 }
 
-/// A read of the store (audit log, configuration versions) that failed: 503 while the disk
-/// fails, else 500; logged here, once, because no one else sees it.
+/// A read or an audit-only write of the store (audit log, configuration versions, log filter
+/// changes) that failed: 503 while the disk fails (logged here at `warn`), else 500 (logged and
+/// kept by the `observe` middleware, as every 500 is).
 pub(super) fn store_read_failed(what: &str, error: &StoreError) -> ApiError {
     if error.is_io() {
         tracing::warn!(%error, what, "state store read failed");
         ApiError::read_only(format!("the state store cannot be read now: {error}"))
     } else {
-        tracing::error!(%error, what, "state store read failed");
-        ApiError::internal(format!("the state store failed: {error}"))
+        ApiError::store_failed(format!("the state store failed ({what}): {error}"))
     }
 }
 

@@ -5,11 +5,10 @@
 //! are prepared when the snapshot is built ([`Catalog::build`]), so answering allocates nothing
 //! on the common paths.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::rdata::{CNAME, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{Config, Problem};
@@ -19,17 +18,14 @@ use crate::routing::{Client, DcId, RoutingTable, ServiceId};
 use super::edns::ClientAddr;
 use super::routed::Answers;
 use super::rrset::RecordSet;
-use super::zone::{Dname, Lookup, Zone};
+use super::zone::{Lookup, Zone};
 
 /// How many CNAMEs we follow inside our own zones before handing the rest to the resolver.
 const MAX_CNAME_HOPS: usize = 8;
+/// Most DNAMEs followed in one answer.
+const MAX_DNAMES: usize = 1;
 /// Slices a section can be assembled from: a CNAME chain plus its final answer.
 const MAX_PARTS: usize = MAX_CNAME_HOPS + 1;
-/// Policies that split clients by network (`weighted`, spilling `nearest-with-capacity`) hash
-/// IPv4 clients by /24 and IPv6 clients by /48 (or the ECS source prefix, when shorter), the
-/// usual granularity of ECS.
-const NETWORK_PREFIX_V4: u8 = 24;
-const NETWORK_PREFIX_V6: u8 = 48;
 
 /// The static DNS side of a snapshot: zones and identity records, built on reload.
 #[derive(Debug)]
@@ -57,6 +53,8 @@ struct ChaosName {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Question<'q> {
     pub(crate) name: &'q LowerName,
+    /// The name as asked (its case), which owns synthesized records.
+    pub(crate) original: &'q Name,
     pub(crate) qtype: RecordType,
     pub(crate) qclass: DNSClass,
 }
@@ -65,6 +63,8 @@ pub(crate) struct Question<'q> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Section<'a> {
     parts: [&'a [Record]; MAX_PARTS],
+    /// Each part's uncompressed wire length.
+    lens: [usize; MAX_PARTS],
     len: usize,
     /// Sum of the parts' uncompressed wire lengths.
     wire_len: usize,
@@ -73,6 +73,7 @@ pub(crate) struct Section<'a> {
 impl<'a> Section<'a> {
     const EMPTY: Section<'a> = Section {
         parts: [&[]; MAX_PARTS],
+        lens: [0; MAX_PARTS],
         len: 0,
         wire_len: 0,
     };
@@ -85,8 +86,20 @@ impl<'a> Section<'a> {
 
     fn push(&mut self, records: &'a RecordSet) {
         self.parts[self.len] = records.records();
+        self.lens[self.len] = records.wire_len();
         self.len += 1;
         self.wire_len += records.wire_len();
+    }
+
+    /// The first `n` parts.
+    fn first_parts(mut self, n: usize) -> Self {
+        while self.len > n {
+            self.len -= 1;
+            self.wire_len -= self.lens[self.len];
+            self.parts[self.len] = &[];
+            self.lens[self.len] = 0;
+        }
+        self
     }
 
     /// The records, in order.
@@ -112,39 +125,58 @@ impl<'a> Section<'a> {
 }
 
 /// What to send back, minus the header bits the handler owns.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Reply<'a> {
     pub(crate) rcode: ResponseCode,
     pub(crate) authoritative: bool,
     pub(crate) answers: Section<'a>,
     pub(crate) authorities: Section<'a>,
     pub(crate) additionals: Section<'a>,
+    /// How many parts of `additionals` a UDP reply must carry whole or be truncated (a
+    /// referral's in-domain glue, RFC 9471 §3); the rest (addresses of targets, sibling glue)
+    /// are left out when they do not fit.
+    pub(crate) required_additionals: usize,
     /// ECS scope prefix in the client address's family: 0 unless the answer was routed.
     pub(crate) scope: u8,
     /// The routed part of the answer, if any.
     pub(crate) routed: Option<RoutedInfo>,
-    /// Records of a wildcard that answer the question; `respond` gives them the question's name
-    /// and makes them the answer (RFC 4592 §3.3.1).
-    pub(crate) wildcard: Option<&'a RecordSet>,
-    /// A DNAME that rewrote a name of the chain: `respond` synthesizes its CNAME and puts it
-    /// right after the DNAME in the answer (RFC 6672 §3.2).
-    pub(crate) dname: Option<DnameHop<'a>>,
-}
-
-/// Where a DNAME rewrote a name, for the CNAME that `respond` synthesizes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DnameHop<'a> {
-    pub(crate) dname: Dname<'a>,
-    /// The CNAME whose target was rewritten, or `None` for the question's own name.
-    pub(crate) after_cname: Option<&'a Record>,
-    /// The synthesized CNAME goes after this many record sets of the answer section.
-    pub(crate) at_part: usize,
+    /// Records built for this query alone, each after the number of `answers`' record sets it
+    /// follows: a wildcard's records owned by the name they answer for (RFC 4592 §3.3.1), the
+    /// CNAME a DNAME stands for (RFC 6672 §3.2), an explanation or a directory answer.
+    pub(crate) built: Vec<(usize, RecordSet)>,
+    /// DNAMEs followed so far.
+    n_dnames: usize,
 }
 
 impl<'a> Reply<'a> {
     /// Upper bound of the records' size on the wire (header, question and OPT not included).
     pub(crate) fn records_wire_len(&self) -> usize {
-        self.answers.wire_len + self.authorities.wire_len + self.additionals.wire_len
+        self.answers.wire_len
+            + self.authorities.wire_len
+            + self.additionals.wire_len
+            + self
+                .built
+                .iter()
+                .map(|(_, set)| set.wire_len())
+                .sum::<usize>()
+    }
+
+    /// Adds `records`, built for this query, after the answer's record sets so far.
+    pub(crate) fn push_built(&mut self, records: Vec<Record>) {
+        self.built
+            .push((self.answers.n_parts(), RecordSet::new(records)));
+    }
+
+    /// The answer section: the record sets and the built records in chain order.
+    pub(crate) fn answer_records(&self) -> impl Iterator<Item = &Record> + Send + '_ {
+        let answers = &self.answers;
+        (0..=answers.n_parts()).flat_map(move |part| {
+            self.built
+                .iter()
+                .filter(move |(at, _)| *at == part)
+                .flat_map(|(_, set)| set.records().iter())
+                .chain(answers.iter_parts(part, part + 1))
+        })
     }
 
     /// The same reply without records, for a UDP response whose records do not fit: the client
@@ -154,8 +186,23 @@ impl<'a> Reply<'a> {
             answers: Section::EMPTY,
             authorities: Section::EMPTY,
             additionals: Section::EMPTY,
+            required_additionals: 0,
+            built: Vec::new(),
             ..self
         }
+    }
+
+    /// The same reply without the additional records it may leave out.
+    pub(crate) fn without_optional_additionals(self) -> Self {
+        Reply {
+            additionals: self.additionals.first_parts(self.required_additionals),
+            ..self
+        }
+    }
+
+    /// Whether the reply carries additional records it may leave out.
+    pub(crate) fn has_optional_additionals(&self) -> bool {
+        self.additionals.n_parts() > self.required_additionals
     }
 
     /// An authoritative NOERROR reply with no records yet.
@@ -186,10 +233,11 @@ impl<'a> Reply<'a> {
             answers: Section::EMPTY,
             authorities: Section::EMPTY,
             additionals: Section::EMPTY,
+            required_additionals: 0,
             scope: 0,
             routed: None,
-            wildcard: None,
-            dname: None,
+            built: Vec::new(),
+            n_dnames: 0,
         }
     }
 }
@@ -202,7 +250,8 @@ impl Catalog {
     ///
     /// # Errors
     ///
-    /// Every problem in every zone, with the zone's path in the configuration.
+    /// Every problem in every zone, under the zone's place in the configuration (`zones[i]`),
+    /// each naming its file and line.
     pub fn build(
         config: &Config,
         zone_texts: &[(String, PathBuf)],
@@ -221,9 +270,12 @@ impl Catalog {
                 .collect();
             match Zone::parse(&zone.origin, text, path.clone(), &services) {
                 Ok(zone) => zones.push(zone),
-                Err(messages) => problems.extend(messages.into_iter().map(|message| {
-                    Problem::new(format!("zones[{i}] ({})", path.display()), message)
-                })),
+                // Each message names the file and line already.
+                Err(messages) => problems.extend(
+                    messages
+                        .into_iter()
+                        .map(|message| Problem::new(format!("zones[{i}]"), message)),
+                ),
             }
         }
         if !problems.is_empty() {
@@ -296,11 +348,16 @@ impl Catalog {
             DNSClass::CH => return self.chaos(question),
             _ => return Reply::error(ResponseCode::Refused),
         }
-        if matches!(question.qtype, RecordType::AXFR | RecordType::IXFR) {
-            // Zone transfers are not offered: zones come from configuration management.
-            return Reply::error(ResponseCode::Refused);
-        }
-        let Some(zone) = self.zone_of(question.name) else {
+        // RFC 4035 §3.1.4.1: the DS RRset at a zone's apex is the parent's data, so when we
+        // serve the parent too, the parent answers.
+        let parent = (question.qtype == RecordType::DS)
+            .then(|| {
+                self.zones.iter().find(|zone| {
+                    zone.origin != *question.name && zone.origin.zone_of(question.name)
+                })
+            })
+            .flatten();
+        let Some(zone) = parent.or_else(|| self.zone_of(question.name)) else {
             return Reply::error(ResponseCode::Refused);
         };
         self.resolve_in_zone(answers, routing, geo, zone, question, client)
@@ -323,71 +380,124 @@ impl Catalog {
             authoritative: true,
             ..Reply::error(ResponseCode::NoError)
         };
-        // Owned only when following a CNAME; the first name is the question's own.
-        let mut target: Option<LowerName> = None;
-        // The CNAME record that led to `target`, if one did (a DNAME's CNAME is synthesized).
-        let mut via: Option<&'a Record> = None;
+        // Owned only when following a CNAME: the name as the chain wrote it (a CNAME's target,
+        // a DNAME's rewrite), which owns what a wildcard or DNAME synthesizes for it. The first
+        // name is the question's own.
+        let mut target: Option<(LowerName, Name)> = None;
+        // The names of the chain so far, for loop protection (only a chain allocates).
+        let mut visited: Vec<LowerName> = Vec::new();
         for hop in 0..=MAX_CNAME_HOPS {
-            let name = target.as_ref().unwrap_or(question.name);
+            let (name, written) = match &target {
+                Some((name, written)) => (name, written),
+                None => (question.name, question.original),
+            };
             // RFC 4035 §3.1.4.1: DS at a delegation point is the parent's data, answered
             // authoritatively (the RRset, or NODATA with the parent's SOA), not referred.
             let lookup = match zone.delegation_node(name) {
                 Some(node) if question.qtype == RecordType::DS => Lookup::Node(node),
                 _ => zone.lookup(name),
             };
-            let node = match lookup {
-                Lookup::Node(node) => node,
-                Lookup::Dname(dname) => {
-                    if reply.dname.is_some() {
-                        // One DNAME per reply: the resolver follows a second one from here.
+            // The next name of the chain, when this one is an alias.
+            let next: Name = match lookup {
+                Lookup::Node(node) => {
+                    if let Some(service) = node.service
+                        && matches!(
+                            question.qtype,
+                            RecordType::A | RecordType::AAAA | RecordType::ANY
+                        )
+                    {
+                        let routed = route(answers, routing, geo, service, question.qtype, client);
+                        reply.scope = reply.scope.max(routed.scope);
+                        reply.routed = Some(routed.info);
+                        let Some(records) = routed.records else {
+                            // Every datacenter is ineligible and the service asks for SERVFAIL.
+                            return Reply::error(ResponseCode::ServFail);
+                        };
+                        if records.is_empty() {
+                            reply.authorities = Section::one(&zone.negative_soa);
+                        } else {
+                            reply.answers.push(records);
+                        }
                         return reply;
                     }
-                    // RFC 6672 §3.2: the DNAME, then a CNAME from the name to its rewrite
-                    // (synthesized by `respond`), then on with the rewritten name.
-                    reply.answers.push(dname.records);
-                    reply.dname = Some(DnameHop {
-                        dname,
-                        after_cname: via,
-                        at_part: reply.answers.n_parts(),
+                    let records = node.rrset(question.qtype).or_else(|| {
+                        // RFC 8482 §4.1: answer ANY with one RRset of the name.
+                        (question.qtype == RecordType::ANY)
+                            .then(|| node.first_rrset())
+                            .flatten()
                     });
-                    let Some(next) = dname.substitute(&Name::from(name.clone())) else {
-                        // RFC 6672 §2.2: the rewritten name would be longer than 255 octets.
-                        reply.rcode = ResponseCode::YXDomain;
-                        reply.dname = None;
+                    if let Some(records) = records {
+                        reply.answers.push(records);
+                        if let Some(addresses) = node.additional(records) {
+                            reply.additionals.push(addresses);
+                        }
+                        return reply;
+                    }
+                    // RRSIG and NSEC queries are about the name itself, never followed through
+                    // its CNAME (RFC 4035 §3.1.1, RFC 6672's and RFC 1034's exceptions).
+                    let follows = !matches!(question.qtype, RecordType::RRSIG | RecordType::NSEC);
+                    let Some((records, next)) = node
+                        .rrset(RecordType::CNAME)
+                        .filter(|_| follows)
+                        .and_then(|records| Some((records, cname_target(records)?)))
+                    else {
+                        // NODATA: the name exists, the type does not (RFC 2308 §2.2).
+                        reply.authorities = Section::one(&zone.negative_soa);
                         return reply;
                     };
-                    let next = LowerName::new(&next);
+                    reply.answers.push(records);
+                    next.clone()
+                }
+                Lookup::Dname(dname) => {
+                    if reply.n_dnames == MAX_DNAMES {
+                        // The resolver follows further DNAMEs from here.
+                        return reply;
+                    }
+                    // RFC 6672 §3.2: the DNAME, then a CNAME from the name to its rewrite,
+                    // then on with the rewritten name.
+                    reply.answers.push(dname.records);
+                    reply.n_dnames += 1;
+                    let Some(next) = dname.substitute(written) else {
+                        // RFC 6672 §2.2: the rewritten name would be longer than 255 octets.
+                        reply.rcode = ResponseCode::YXDomain;
+                        return reply;
+                    };
+                    // RFC 6672 §3.1: owned by the name as written, with the DNAME's TTL.
+                    let cname = Record::from_rdata(
+                        written.clone(),
+                        dname.ttl(),
+                        RData::CNAME(CNAME(next.clone())),
+                    );
+                    reply.push_built(vec![cname]);
                     if question.qtype == RecordType::CNAME {
                         return reply;
                     }
-                    match self.zone_of(&next) {
-                        Some(next_zone) if hop < MAX_CNAME_HOPS => {
-                            zone = next_zone;
-                            target = Some(next);
-                            via = None;
-                            continue;
-                        }
-                        _ => return reply,
-                    }
+                    next
                 }
                 Lookup::Wildcard(node) => {
-                    if hop > 0 {
-                        // A CNAME into a wildcard: the resolver follows it from here.
+                    // RFC 4592 §3.3.1: the wildcard's records, owned by the name they answer
+                    // for; a wildcard CNAME is followed like any other.
+                    let records = node.rrset(question.qtype).or_else(|| {
+                        (question.qtype == RecordType::ANY)
+                            .then(|| node.first_rrset())
+                            .flatten()
+                    });
+                    if let Some(records) = records {
+                        reply.push_built(owned_by(records, written));
+                        if let Some(addresses) = node.additional(records) {
+                            reply.additionals.push(addresses);
+                        }
                         return reply;
                     }
-                    let records = node
-                        .rrset(question.qtype)
-                        .or_else(|| node.rrset(RecordType::CNAME))
-                        .or_else(|| {
-                            (question.qtype == RecordType::ANY)
-                                .then(|| node.first_rrset())
-                                .flatten()
-                        });
-                    match records {
-                        Some(records) => reply.wildcard = Some(records),
-                        None => reply.authorities = Section::one(&zone.negative_soa),
-                    }
-                    return reply;
+                    let Some((records, next)) = node
+                        .rrset(RecordType::CNAME)
+                        .and_then(|records| Some((records, cname_target(records)?)))
+                    else {
+                        reply.authorities = Section::one(&zone.negative_soa);
+                        return reply;
+                    };
+                    reply.push_built(owned_by(records, written));
+                    next.clone()
                 }
                 Lookup::NxDomain => {
                     // RFC 6604 §3: the rcode describes the last name of a CNAME chain.
@@ -401,65 +511,22 @@ impl Catalog {
                         reply.authoritative = false;
                         reply.authorities = Section::one(&cut.ns);
                         reply.additionals = Section::one(&cut.glue);
+                        reply.required_additionals = 1;
+                        reply.additionals.push(&cut.other_addresses);
                     }
                     return reply;
                 }
             };
-            if let Some(service) = node.service
-                && matches!(
-                    question.qtype,
-                    RecordType::A | RecordType::AAAA | RecordType::ANY
-                )
-            {
-                let routed = route(answers, routing, geo, service, question.qtype, client);
-                reply.scope = reply.scope.max(routed.scope);
-                reply.routed = Some(routed.info);
-                let Some(records) = routed.records else {
-                    // Every datacenter is ineligible and the service asks for SERVFAIL.
-                    return Reply::error(ResponseCode::ServFail);
-                };
-                if records.is_empty() {
-                    reply.authorities = Section::one(&zone.negative_soa);
-                } else {
-                    reply.answers.push(records);
-                }
+            // Loop protection: a name seen before ends the chain (the resolver sees the loop).
+            visited.push(name.clone());
+            let lower = LowerName::new(&next);
+            if visited.contains(&lower) {
                 return reply;
             }
-            if let Some(records) = node.rrset(question.qtype) {
-                reply.answers.push(records);
-                return reply;
-            }
-            if question.qtype == RecordType::ANY
-                && let Some(records) = node.first_rrset()
-            {
-                // RFC 8482 §4.1: answer ANY with one RRset of the name.
-                reply.answers.push(records);
-                return reply;
-            }
-            // RRSIG and NSEC queries are about the name itself, never followed through its
-            // CNAME (RFC 4035 §3.1.1, RFC 6672's and RFC 1034's exceptions for these types).
-            let follows = !matches!(question.qtype, RecordType::RRSIG | RecordType::NSEC);
-            let cname = node
-                .rrset(RecordType::CNAME)
-                .filter(|_| follows)
-                .and_then(|records| {
-                    let record = records.records().first()?;
-                    match &record.data {
-                        RData::CNAME(cname) => Some((records, record, LowerName::new(&cname.0))),
-                        _ => None,
-                    }
-                });
-            let Some((records, record, next)) = cname else {
-                // NODATA: the name exists, the type does not (RFC 2308 §2.2).
-                reply.authorities = Section::one(&zone.negative_soa);
-                return reply;
-            };
-            reply.answers.push(records);
-            match self.zone_of(&next) {
+            match self.zone_of(&lower) {
                 Some(next_zone) if hop < MAX_CNAME_HOPS => {
                     zone = next_zone;
-                    target = Some(next);
-                    via = Some(record);
+                    target = Some((lower, next));
                 }
                 // Outside our zones, or a long chain: the resolver follows it from here.
                 _ => return reply,
@@ -533,15 +600,10 @@ pub(crate) struct Located {
 impl Located {
     /// Locates `client` in `geo`: the same steps for DNS answers and explanations.
     pub(crate) fn new(geo: &GeoDb, client: &ClientAddr) -> Located {
-        let hit = geo.lookup(client.ip);
-        let network_prefix = match client.ip {
-            IpAddr::V4(_) => NETWORK_PREFIX_V4,
-            IpAddr::V6(_) => NETWORK_PREFIX_V6,
-        }
-        .min(client.source_prefix);
+        let client = Client::locate(geo, client.ip, client.source_prefix);
         Located {
-            client: Client::new(client.ip, hit, network_prefix),
-            hit,
+            hit: client.hit(),
+            client,
         }
     }
 }
@@ -570,6 +632,27 @@ fn route<'a>(
         scope,
         info,
     }
+}
+
+/// The target of a CNAME record set.
+fn cname_target(records: &RecordSet) -> Option<&Name> {
+    match &records.records().first()?.data {
+        RData::CNAME(cname) => Some(&cname.0),
+        _ => None,
+    }
+}
+
+/// `records` (a wildcard's) given `owner` as their name.
+fn owned_by(records: &RecordSet, owner: &Name) -> Vec<Record> {
+    records
+        .records()
+        .iter()
+        .map(|record| {
+            let mut record = record.clone();
+            record.name = owner.clone();
+            record
+        })
+        .collect()
 }
 
 /// The index of the deepest configured zone containing `name`.

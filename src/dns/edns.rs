@@ -4,9 +4,10 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::Edns;
+use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
 
 use crate::geo::embedded_ipv4;
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
 
 /// The address routing locates, and how much of it the asker let us see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +132,65 @@ pub(crate) fn opt_wire_len(edns: &Edns) -> usize {
         .iter()
         .map(|(_, option)| 4 + usize::from(option.len()))
         .sum::<usize>()
+}
+
+/// Whether the OPT record of `message` (a whole query) holds an ECS option whose address field
+/// is longer than its source prefix needs: FORMERR (RFC 7871 §6, "ADDRESS ... MUST NOT contain
+/// any more octets than needed"). hickory-proto reads the octets the prefix needs and drops the
+/// rest, so this reads the message's own bytes; anything it cannot walk is left to the decoder.
+pub(crate) fn ecs_address_overlong(message: &[u8]) -> bool {
+    /// ECS's option code (RFC 7871 §6).
+    const ECS: u16 = 8;
+    let u16_at = |at: usize| {
+        message
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    // Past a (possibly compressed) name starting at `at`.
+    let skip_name = |mut at: usize| -> Option<usize> {
+        loop {
+            let len = *message.get(at)?;
+            match len {
+                0 => return Some(at + 1),
+                l if l & 0xc0 == 0xc0 => return Some(at + 2),
+                l if l & 0xc0 == 0 => at += 1 + usize::from(l),
+                _ => return None,
+            }
+        }
+    };
+    let walk = || -> Option<bool> {
+        let (questions, records) = (u16_at(4)?, u16_at(6)? + u16_at(8)? + u16_at(10)?);
+        let mut at = 12;
+        for _ in 0..questions {
+            at = skip_name(at)? + 4;
+        }
+        for _ in 0..records {
+            at = skip_name(at)?;
+            let (rtype, rdlen) = (u16_at(at)?, u16_at(at + 8)?);
+            let data = message.get(at + 10..at + 10 + rdlen)?;
+            at += 10 + rdlen;
+            if rtype != usize::from(u16::from(RecordType::OPT)) {
+                continue;
+            }
+            let mut option = data;
+            while let [c0, c1, l0, l1, rest @ ..] = option {
+                let (code, len) = (
+                    u16::from_be_bytes([*c0, *c1]),
+                    usize::from(u16::from_be_bytes([*l0, *l1])),
+                );
+                let value = rest.get(..len)?;
+                if code == ECS
+                    && let [_, _, source, _, address @ ..] = value
+                    && address.len() > usize::from(source.div_ceil(8))
+                {
+                    return Some(true);
+                }
+                option = &rest[len..];
+            }
+        }
+        Some(false)
+    };
+    walk().unwrap_or(false)
 }
 
 fn full_prefix(ip: IpAddr) -> u8 {
@@ -264,6 +324,55 @@ mod tests {
         assert_eq!(
             ClientAddr::from_query(Some(&query_edns(ecs)), resolver),
             Err(MalformedEcs)
+        );
+    }
+
+    /// A query for `a.` with an OPT record holding `options`.
+    fn query_with_options(options: &[u8]) -> Vec<u8> {
+        let mut message = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+        message.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+        message.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+        message.extend_from_slice(&u16::try_from(options.len()).unwrap().to_be_bytes());
+        message.extend_from_slice(options);
+        message
+    }
+
+    #[test]
+    fn ecs_addresses_longer_than_their_prefix_are_found() {
+        // family 1, source /24, scope 0, then the address octets.
+        let ecs = |address: &[u8]| {
+            let mut option = vec![
+                0,
+                8,
+                0,
+                u8::try_from(4 + address.len()).unwrap(),
+                0,
+                1,
+                24,
+                0,
+            ];
+            option.extend_from_slice(address);
+            option
+        };
+        assert!(!ecs_address_overlong(&query_with_options(&ecs(&[
+            81, 2, 69
+        ]))));
+        assert!(ecs_address_overlong(&query_with_options(&ecs(&[
+            81, 2, 69, 0
+        ]))));
+        // After another option (NSID, empty), and never for other options or short messages.
+        let mut both = vec![0, 3, 0, 0];
+        both.extend(ecs(&[81, 2, 69, 0]));
+        assert!(ecs_address_overlong(&query_with_options(&both)));
+        assert!(!ecs_address_overlong(&query_with_options(&[
+            0, 3, 0, 4, 1, 2, 3, 4
+        ])));
+        assert!(!ecs_address_overlong(&query_with_options(&[])));
+        assert!(!ecs_address_overlong(&[0; 11]));
+        let cut = query_with_options(&ecs(&[81, 2, 69, 0]));
+        assert!(
+            !ecs_address_overlong(&cut[..cut.len() - 1]),
+            "left to the decoder"
         );
     }
 

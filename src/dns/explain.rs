@@ -235,6 +235,10 @@ pub(crate) fn txt_lines(explanation: &QueryExplanation) -> Vec<String> {
                 ""
             }
         ));
+        if !routing.toggles_off.is_empty() {
+            let off: Vec<&str> = routing.toggles_off.iter().map(|t| t.name()).collect();
+            lines.push(format!("toggles off: {}", off.join(" ")));
+        }
         for dc in &routing.datacenters {
             let distance = dc
                 .distance_km

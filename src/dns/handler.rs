@@ -1,19 +1,29 @@
 //! The query side of our UDP and TCP loops (`udp.rs`, `tcp.rs`): [`Handler::answer`] takes a
 //! message's bytes, answers it through [`respond`](super::respond), the one answer path (by way
 //! of `wire.rs`), counts what the response says (routed answers, failed-open decisions,
-//! directory lookups, the query itself), applies response rate limiting to UDP, and returns the
-//! bytes to send. Nothing here does I/O, locks or logs above `debug`.
+//! directory lookups, the query itself), samples routed queries into the traffic record, applies
+//! response rate limiting to UDP, and returns the bytes to send. Nothing here does I/O, locks or
+//! logs above `debug`.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use tracing::error;
 
 use crate::config::RrlConfig;
-use crate::metrics::{DnsEvent, Metrics, QueryType, Rcode};
+use crate::metrics::{
+    DnsEvent, ErrorKind, InternalError, Metrics, QueryType, Rcode, panic_message,
+};
+use crate::routing::Toggle;
+use crate::state::unix_ms;
+use crate::traffic::Traffic;
 
 use super::respond::{Response, Transport};
 use super::rrl::{RateLimiter, Verdict};
-use super::wire::{Outcome, answer_bytes};
+use super::wire::{Outcome, answer_bytes, servfail};
 use super::{Shared, Snapshot};
 
 /// Answers DNS queries from the current snapshot.
@@ -24,6 +34,9 @@ pub struct Handler {
     metrics: Arc<Metrics>,
     /// Response rate limiting of UDP replies, when configured; its buckets are atomics.
     rrl: Option<Arc<RateLimiter>>,
+    /// The sampled record of recent traffic, when kept: a per-thread countdown and, once in a
+    /// while, a `try_send` (see `traffic`).
+    traffic: Option<Arc<Traffic>>,
 }
 
 impl Handler {
@@ -33,6 +46,15 @@ impl Handler {
             state,
             metrics,
             rrl: None,
+            traffic: None,
+        }
+    }
+
+    /// This handler, sampling routed queries into `traffic` (`None`: no record).
+    pub fn with_traffic(self, traffic: Option<Arc<Traffic>>) -> Self {
+        Handler {
+            traffic: traffic.filter(|traffic| traffic.is_on()),
+            ..self
         }
     }
 
@@ -46,7 +68,22 @@ impl Handler {
 
     /// Answers the message `bytes` from `src`: the reply to send, or `None` to send nothing (not
     /// a query, or a UDP response dropped by rate limiting).
+    ///
+    /// A panic while answering (a bug, or a query of death) is caught here, at the one entry
+    /// point of both socket loops: that query gets SERVFAIL, the panic is logged, counted and
+    /// kept for `GET /v1/errors`, and the loop goes on serving.
     pub fn answer(&self, bytes: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+        guarded(&self.metrics, &self.state, bytes, transport, || {
+            self.answer_unguarded(bytes, src, transport)
+        })
+    }
+
+    fn answer_unguarded(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         let started = Instant::now();
         // One snapshot for the whole query: every record sent comes from this consistent view.
         let snapshot = self.state.load();
@@ -64,7 +101,9 @@ impl Handler {
             started.elapsed().as_secs_f64(),
         );
         let verdict = match (&self.rrl, transport) {
-            (Some(rrl), Transport::Udp) => rrl.check(src.ip(), reply.class, started),
+            (Some(rrl), Transport::Udp) if snapshot.live.toggles.is_on(Toggle::Rrl) => {
+                rrl.check(src.ip(), reply.class, started)
+            }
             _ => Verdict::Send,
         };
         match verdict {
@@ -92,11 +131,65 @@ impl Handler {
             if routed.failed_open {
                 counters.failed_open.inc(usize::from(routed.service.0));
             }
+            if let (Some(traffic), Some(client)) = (&self.traffic, &response.client) {
+                traffic.record(
+                    &snapshot.loaded.config,
+                    routed.service,
+                    client.ip,
+                    client.source_prefix,
+                );
+            }
         }
         if let Some((source, reason)) = response.lookup {
             self.metrics.record_lookup(source, reason);
         }
     }
+}
+
+/// Runs `answer` for the message `bytes`; if it panics, returns SERVFAIL for the message (or
+/// nothing, when it has no header), and logs, counts and keeps the panic. Unwinding through it
+/// leaves nothing half-changed that a later query reads: the snapshot is immutable, and
+/// counters and rate-limit buckets are atomics.
+fn guarded(
+    metrics: &Metrics,
+    state: &Shared,
+    bytes: &[u8],
+    transport: Transport,
+    answer: impl FnOnce() -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let payload = match std::panic::catch_unwind(AssertUnwindSafe(answer)) {
+        Ok(reply) => return reply,
+        Err(payload) => payload,
+    };
+    let message = panic_message(payload.as_ref());
+    let context = match transport {
+        Transport::Udp => "dns udp",
+        Transport::Tcp => "dns tcp",
+    };
+    // A query of death may come in a flood: one line per second at most; every one is counted
+    // and kept.
+    if log_allowed() {
+        error!(context, %message, "answering a DNS query panicked; it got SERVFAIL");
+    }
+    metrics.keep_error(InternalError {
+        unix_ms: unix_ms(SystemTime::now()),
+        kind: ErrorKind::Panic,
+        context: context.to_owned(),
+        message,
+    });
+    metrics.record_query(QueryType::from_code(0), Rcode::ServFail, 0.0);
+    servfail(&state.load(), bytes)
+}
+
+/// Whether a panic may be logged now: once per second at most, over the whole process.
+fn log_allowed() -> bool {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = unix_ms(SystemTime::now()) / 1000;
+    let last = LAST.load(Ordering::Relaxed);
+    last != now
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// `reply` cut to its header and question, with TC set: what a rate-limited client gets instead
@@ -122,4 +215,61 @@ fn slipped(mut reply: Vec<u8>) -> Vec<u8> {
         }
     }
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::*;
+    use crate::config::Source;
+
+    /// A panic while answering, as a bug would raise: the query gets SERVFAIL with its id and
+    /// question, and the panic is counted and kept; an answer that does not panic passes
+    /// through untouched.
+    #[test]
+    fn a_panic_while_answering_gets_servfail_and_is_kept() {
+        let snapshot = Snapshot::load(&Source::Example, 1).expect("the example loads");
+        let (shared, _publisher) = Shared::new(snapshot);
+        let metrics = Metrics::new();
+        let mut query = Message::new(0x4242, MessageType::Query, OpCode::Query);
+        query.add_query(Query::query(
+            Name::from_str("www.example.com.").expect("a name"),
+            RecordType::AAAA,
+        ));
+        let bytes = query.to_vec().expect("encodes");
+
+        let reply = guarded(&metrics, &shared, &bytes, Transport::Tcp, || {
+            panic!("injected by the test")
+        })
+        .expect("a reply");
+        let reply = Message::from_vec(&reply).expect("decodes");
+        assert_eq!(reply.metadata.id, 0x4242);
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(reply.queries, query.queries);
+        let kept = metrics.recent_errors();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].kind, ErrorKind::Panic);
+        assert_eq!(kept[0].context, "dns tcp");
+        assert_eq!(kept[0].message, "injected by the test");
+        assert!(
+            metrics
+                .render()
+                .contains("meridian_internal_errors_total{kind=\"panic\"} 1")
+        );
+
+        let passed = guarded(&metrics, &shared, &bytes, Transport::Udp, || Some(vec![7]));
+        assert_eq!(passed, Some(vec![7]));
+        // No header: nothing to answer, panic or not.
+        assert_eq!(
+            guarded(&metrics, &shared, &[1, 2], Transport::Udp, || panic!(
+                "again"
+            )),
+            None
+        );
+        assert_eq!(metrics.recent_errors().len(), 2);
+    }
 }

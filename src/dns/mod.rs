@@ -41,6 +41,31 @@ pub use routed::Answers;
 pub use server::DnsServer;
 pub use tcp::AcceptErrors;
 
+/// Parses the master file `text` for `origin` as a zone load does, reading no other file (an
+/// `$INCLUDE` is a problem): the number of names with records, or every problem. For the fuzz
+/// target in `fuzz/` and its regression tests.
+///
+/// # Errors
+///
+/// Every problem, as `file:line: what is wrong`.
+#[doc(hidden)]
+pub fn parse_zone(origin: &str, text: &[u8]) -> Result<usize, Vec<String>> {
+    let mut no_include = |path: &std::path::Path| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} not read", path.display()),
+        ))
+    };
+    zone::Zone::parse_with(
+        origin,
+        text,
+        std::path::Path::new("fuzz.zone"),
+        &[],
+        &mut no_include,
+    )
+    .map(|zone| zone.n_names())
+}
+
 /// The snapshot queries read: the state's snapshot carrying our zones ([`Catalog`]) and
 /// prepared records ([`Answers`]).
 pub type Snapshot = state::Snapshot<Answers>;

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, LowerQuery, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::zone_handler::{MessageRequest, MessageResponse, MessageResponseBuilder};
@@ -20,13 +20,13 @@ use tracing::debug;
 
 use crate::directory::label_to_id;
 use crate::metrics::{LookupReason, LookupSource};
+use crate::routing::Toggle;
 use crate::state::{reason_label, source_label};
 
 use super::Snapshot;
 use super::answer::{Question, Reply};
 use super::edns::{ClientAddr, opt_wire_len, response_opt};
 use super::explain::{EXPLAIN_LABEL, explain_client, txt_records};
-use super::rrset::RecordSet;
 
 /// Header length (RFC 1035 §4.1.1).
 const HEADER_LEN: usize = 12;
@@ -50,9 +50,6 @@ pub struct Response<'a> {
     pub(crate) metadata: Metadata,
     /// The records and what they were for.
     pub(crate) reply: Reply<'a>,
-    /// Records built for this query alone (a wildcard's synthesized records, a DNAME's CNAME, a user directory
-    /// answer, an explanation); they form the answer section after `reply.answers`.
-    built: Option<RecordSet>,
     /// The reply's OPT record, when the request had one.
     pub(crate) edns: Option<Edns>,
     /// The client as located (ECS address, else the source), `None` for a malformed ECS option.
@@ -71,56 +68,22 @@ pub fn respond<'a>(
     let catalog = &snapshot.loaded.zones;
     let client = ClientAddr::from_query(request.edns.as_ref(), src).ok();
     let mut lookup = None;
-    let mut built = None;
     // `_explain.` and user directory answers are built for this query alone.
     let reply = match explain_target(request, snapshot, src, client.as_ref())
         .or_else(|| directory_answer(request, snapshot, src, &mut lookup))
     {
         Some(Built::Records(records)) => {
-            built = Some(RecordSet::new(records));
-            Reply::no_error()
+            let mut reply = Reply::no_error();
+            reply.push_built(records);
+            reply
         }
         Some(Built::Negative(rcode)) => {
             let name = request.queries.queries()[0].name();
             Reply::negative(rcode, catalog.negative_soa(name))
         }
         Some(Built::Error(rcode)) => Reply::error(rcode),
-        None => decide(request, snapshot, client.as_ref()),
+        None => decide(request, snapshot, client.as_ref(), transport),
     };
-    // A wildcard match: its records, owned by the question's name (RFC 4592 §3.3.1).
-    let reply = match (reply.wildcard, request.queries.queries().first()) {
-        (Some(source), Some(query)) => {
-            let owner = query.original().name();
-            built = Some(RecordSet::new(
-                source
-                    .records()
-                    .iter()
-                    .map(|record| {
-                        let mut record = record.clone();
-                        record.name = owner.clone();
-                        record
-                    })
-                    .collect::<Vec<_>>(),
-            ));
-            Reply {
-                wildcard: None,
-                ..reply
-            }
-        }
-        _ => reply,
-    };
-    // A DNAME rewrote a name of the chain: the CNAME it stands for (RFC 6672 §3.1), owned by
-    // the name as asked (or as the CNAME before it named it), with the DNAME's TTL.
-    if let (Some(hop), Some(query)) = (reply.dname, request.queries.queries().first()) {
-        let owner = match hop.after_cname.map(|record| &record.data) {
-            Some(RData::CNAME(cname)) => cname.0.clone(),
-            _ => query.original().name().clone(),
-        };
-        if let Some(target) = hop.dname.substitute(&owner) {
-            let cname = Record::from_rdata(owner, hop.dname.ttl(), RData::CNAME(CNAME(target)));
-            built = Some(RecordSet::new(vec![cname]));
-        }
-    }
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.authoritative = reply.authoritative;
     metadata.response_code = reply.rcode;
@@ -141,15 +104,21 @@ pub fn respond<'a>(
     let mut response = Response {
         metadata,
         reply,
-        built,
         edns,
         client,
         lookup,
     };
-    if transport == Transport::Udp && !response.fits(request) {
+    if transport == Transport::Udp
+        && !response.fits(request)
+        && !(response.reply.has_optional_additionals() && {
+            // Addresses of targets and sibling glue are left out before anything is truncated
+            // (RFC 9471 §3: only in-domain glue that does not fit sets TC).
+            response.reply = response.reply.without_optional_additionals();
+            response.fits(request)
+        })
+    {
         response.metadata.truncation = true;
         response.reply = response.reply.without_records();
-        response.built = None;
     }
     log_answer(snapshot, request, src, &response);
     response
@@ -189,16 +158,7 @@ fn log_answer(snapshot: &Snapshot, request: &MessageRequest, src: IpAddr, respon
 impl Response<'_> {
     /// The answer section.
     pub(crate) fn answers(&self) -> impl Iterator<Item = &Record> + Send + '_ {
-        // Built records follow the catalog's, except a DNAME's CNAME, which follows its DNAME.
-        let answers = &self.reply.answers;
-        let split = self
-            .reply
-            .dname
-            .map_or(answers.n_parts(), |hop| hop.at_part);
-        answers
-            .iter_parts(0, split)
-            .chain(self.built.iter().flat_map(|built| built.records().iter()))
-            .chain(answers.iter_parts(split, answers.n_parts()))
+        self.reply.answer_records()
     }
 
     /// The authority section.
@@ -247,7 +207,6 @@ impl Response<'_> {
         let bound = HEADER_LEN
             + request.queries.as_bytes().len()
             + self.reply.records_wire_len()
-            + self.built.as_ref().map_or(0, RecordSet::wire_len)
             + self.edns.as_ref().map_or(0, opt_wire_len);
         if bound <= limit {
             return true;
@@ -286,7 +245,8 @@ fn directory_answer(
     else {
         return None;
     };
-    if !settings.allowed(src) {
+    // Switched off by an operator (the `directory_dns` toggle), or not for this client.
+    if !snapshot.live.toggles.is_on(Toggle::DirectoryDns) || !settings.allowed(src) {
         return Some(Built::Error(ResponseCode::Refused));
     }
     let Some(user) = std::str::from_utf8(label).ok().and_then(label_to_id) else {
@@ -380,6 +340,7 @@ fn decide<'a>(
     request: &MessageRequest,
     snapshot: &'a Snapshot,
     client: Option<&ClientAddr>,
+    transport: Transport,
 ) -> Reply<'a> {
     if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
         // RFC 6891 §6.1.3: we speak EDNS version 0 only.
@@ -397,8 +358,12 @@ fn decide<'a>(
         return Reply::error(ResponseCode::FormErr);
     };
     let query = &request.queries.queries()[0];
+    if let Some(rcode) = meta_type_rcode(request, query.query_type(), transport) {
+        return Reply::error(rcode);
+    }
     let question = Question {
         name: query.name(),
+        original: query.original().name(),
         qtype: query.query_type(),
         qclass: query.query_class(),
     };
@@ -409,4 +374,34 @@ fn decide<'a>(
         question,
         client,
     )
+}
+
+/// The rcode of a question whose type asks for something other than records, as Knot DNS
+/// answers it, or `None` to look the name up. QTYPE 0 is reserved (RFC 6895 §3.1): NOTIMP for
+/// any name and class. Zone transfers are not offered (zones come from configuration
+/// management): AXFR over UDP is NOTIMP (it is a TCP-only query, RFC 5936 §4.2), AXFR over TCP
+/// and an IXFR carrying its SOA (RFC 1995 §3) are NOTAUTH, as a server that refuses the
+/// transfer to this client says (RFC 5936 §2.2.1). The other meta types (MAILA, MAILB, OPT,
+/// TSIG, TKEY) and an IXFR without a SOA are looked up like any type: NODATA or NXDOMAIN, as
+/// Knot answers them.
+fn meta_type_rcode(
+    request: &MessageRequest,
+    qtype: RecordType,
+    transport: Transport,
+) -> Option<ResponseCode> {
+    match qtype {
+        RecordType::ZERO => Some(ResponseCode::NotImp),
+        RecordType::AXFR if transport == Transport::Udp => Some(ResponseCode::NotImp),
+        RecordType::AXFR => Some(ResponseCode::NotAuth),
+        RecordType::IXFR
+            if transport == Transport::Tcp
+                || request
+                    .authorities
+                    .iter()
+                    .any(|record| record.record_type() == RecordType::SOA) =>
+        {
+            Some(ResponseCode::NotAuth)
+        }
+        _ => None,
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Our UDP and TCP loops and the fuzz harness all go through [`answer_bytes`], so what the
 //! fuzzer checks is what the sockets send. It decodes the message, answers it from the
-//! snapshot, and encodes the reply; a message that does not decode gets FORMERR with its
+//! snapshot, and encodes the reply; a message that does not decode (or whose ECS address is
+//! longer than its prefix needs, which hickory-proto does not see) gets FORMERR with its
 //! question (when the question itself decodes) and an OPT record (when the query had
 //! additional records), as Knot answers it, rather than a bare header.
 //!
@@ -17,6 +18,7 @@ use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
 use super::Snapshot;
+use super::edns::ecs_address_overlong;
 use super::respond::{Response, Transport, respond};
 use super::rrl::ResponseClass;
 
@@ -72,6 +74,9 @@ pub(crate) fn answer_bytes(
     let Ok(request) = Request::from_bytes(bytes.to_vec(), src, protocol) else {
         return Outcome::Reply(form_error(snapshot, bytes, header));
     };
+    if ecs_address_overlong(bytes) {
+        return Outcome::Reply(form_error(snapshot, bytes, header));
+    }
     let response = respond(snapshot, &request, src.ip(), transport);
     count(snapshot, &response);
     let qtype = request
@@ -99,6 +104,16 @@ pub(crate) fn answer_bytes(
         class,
         malformed: false,
     })
+}
+
+/// SERVFAIL for the message `bytes` (header and question), or `None` when it has no header or
+/// is itself a response: what a query gets when answering it failed inside the server.
+pub(crate) fn servfail(snapshot: &Snapshot, bytes: &[u8]) -> Option<Vec<u8>> {
+    let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
+    if header.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    Some(bare_reply(snapshot, bytes, header, ResponseCode::ServFail).bytes)
 }
 
 /// The class of a response, for rate limiting.

@@ -85,3 +85,25 @@ impl fmt::Debug for ServiceCounters {
             .finish()
     }
 }
+
+/// One counter handle resolved ahead of time (a banned-query rule's count): the query path
+/// increments it without a label lookup. The default counts nothing.
+#[derive(Clone, Default)]
+pub struct Counter(pub(super) Option<IntCounter>);
+
+impl Counter {
+    /// Counts one.
+    pub fn inc(&self) {
+        if let Some(counter) = &self.0 {
+            counter.inc();
+        }
+    }
+}
+
+impl fmt::Debug for Counter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Counter")
+            .field(&self.0.as_ref().map(IntCounter::get))
+            .finish()
+    }
+}

@@ -20,8 +20,10 @@
 //! - this file: [`Metrics`], the registry and the methods that record and render.
 
 mod counters;
+mod errors;
 mod labels;
 mod names;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -36,11 +38,13 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-pub use counters::{AnswerCounters, ServiceCounters};
+pub use counters::{AnswerCounters, Counter, ServiceCounters};
+pub use errors::{ERROR_RING_SIZE, ErrorKind, InternalError, panic_message};
 pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 
 use crate::routing::DcStatus;
 pub use names::*;
+pub use state::StateGauges;
 
 /// This build's version, from the manifest.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -98,8 +102,14 @@ pub struct Metrics {
     accept_errors: IntCounterVec,
     /// See [`INTERNAL_ERRORS_TOTAL`]; resolved per error, which is rare.
     internal_errors: IntCounterVec,
+    /// The most recent internal errors, for `GET /v1/errors`.
+    errors: errors::ErrorRing,
     /// See [`CONTROL_CONNECTIONS`].
     control_connections: IntGauge,
+    /// See [`TOGGLE_ENABLED`]; set when the toggles are published.
+    toggles: IntGaugeVec,
+    /// See [`DNS_BANNED_TOTAL`]; each rule's handle is resolved when the rules are published.
+    banned: IntCounterVec,
     /// DNS transport events, indexed by [`DnsEvent`] and resolved at construction.
     dns_events: [IntCounter; DnsEvent::ALL.len()],
     /// Serializes [`Metrics::render`] with the multi-series updates (`set_datacenter_state`,
@@ -107,6 +117,8 @@ pub struct Metrics {
     /// or in none. A `Mutex` because both sides are control-plane work and the sections are
     /// short; the query path never takes it.
     scrape: Mutex<()>,
+    /// The state backend's gauges (revision, reachability, read-only).
+    backend: StateGauges,
 }
 
 impl Metrics {
@@ -284,6 +296,24 @@ impl Metrics {
             IntGauge::new(CONTROL_CONNECTIONS, "Open control-plane HTTP connections.")
                 .expect("valid metric name");
         register(&registry, &control_connections);
+        let toggles = IntGaugeVec::new(
+            Opts::new(
+                TOGGLE_ENABLED,
+                "1 while a feature toggle is on, 0 while an operator has switched it off.",
+            ),
+            &["toggle"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &toggles);
+        let banned = IntCounterVec::new(
+            Opts::new(
+                DNS_BANNED_TOTAL,
+                "Queries a banned-query rule dropped or refused, by rule id.",
+            ),
+            &["rule"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &banned);
 
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -305,6 +335,7 @@ impl Metrics {
 
         let dns_events = dns_event_counters(&registry);
 
+        let backend = StateGauges::register(&registry);
         Metrics {
             registry,
             dns_events,
@@ -327,9 +358,34 @@ impl Metrics {
             store_failures,
             accept_errors,
             internal_errors,
+            errors: errors::ErrorRing::default(),
             control_connections,
+            toggles,
+            banned,
             scrape: Mutex::new(()),
+            backend,
         }
+    }
+
+    /// The state backend's gauges.
+    pub fn state(&self) -> &StateGauges {
+        &self.backend
+    }
+
+    /// Sets whether the feature toggle `name` is on.
+    pub fn set_toggle(&self, name: &str, on: bool) {
+        self.toggles.with_label_values(&[name]).set(i64::from(on));
+    }
+
+    /// The counter of queries banned by rule `id`, resolved once per published rule set so
+    /// that the query path only increments it.
+    pub fn banned_counter(&self, id: u64) -> Counter {
+        Counter(Some(self.banned.with_label_values(&[&id.to_string()])))
+    }
+
+    /// Stops exporting the count of rule `id`, once the rule is removed.
+    pub fn forget_banned(&self, id: u64) {
+        let _ = self.banned.remove_label_values(&[&id.to_string()]);
     }
 
     /// Sets whether the state store accepts writes.
@@ -348,8 +404,19 @@ impl Metrics {
     }
 
     /// Counts one internal error of `kind` (`panic`).
-    pub fn record_internal_error(&self, kind: &'static str) {
+    fn record_internal_error(&self, kind: &'static str) {
         self.internal_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts `error` by kind and keeps it in the ring of recent errors. The caller logs it.
+    pub fn keep_error(&self, error: InternalError) {
+        self.record_internal_error(error.kind.label());
+        self.errors.push(error);
+    }
+
+    /// The most recent internal errors, oldest first.
+    pub fn recent_errors(&self) -> Vec<InternalError> {
+        self.errors.list()
     }
 
     /// Adds `delta` (1 or -1) to the open control-plane connections.

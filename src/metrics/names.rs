@@ -44,6 +44,10 @@ pub const STORE_WRITE_FAILURES_TOTAL: &str = "meridian_store_write_failures_tota
 pub const ACCEPT_ERRORS_TOTAL: &str = "meridian_accept_errors_total";
 /// Internal errors caught and kept for `GET /v1/errors`, by kind (`panic`).
 pub const INTERNAL_ERRORS_TOTAL: &str = "meridian_internal_errors_total";
+/// 1 while a feature toggle is on, 0 while an operator has it off, by toggle.
+pub const TOGGLE_ENABLED: &str = "meridian_toggle_enabled";
+/// Queries matched by a banned-query rule (dropped or REFUSED before any other work), by rule id.
+pub const DNS_BANNED_TOTAL: &str = "meridian_dns_banned_queries_total";
 /// Open control-plane (HTTP) connections.
 pub const CONTROL_CONNECTIONS: &str = "meridian_control_connections";
 
@@ -66,3 +70,13 @@ pub const QUERY_DURATION_BUCKETS: [f64; 13] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1,
 ];
+/// The state revision this instance serves: etcd's revision of the last change applied (0 with
+/// the embedded store). Equal on every instance of a fleet that agrees.
+pub const STATE_REVISION: &str = "meridian_state_revision";
+/// 1 while the state backend is reachable (etcd: the watch is established), else 0.
+pub const STATE_BACKEND_UP: &str = "meridian_state_backend_up";
+/// 1 while the control plane is read-only because the state backend cannot write.
+pub const STATE_READ_ONLY: &str = "meridian_state_read_only";
+/// 1 while the configuration version the fleet published could not be loaded here (the last
+/// good one keeps serving).
+pub const STATE_CONFIG_REJECTED: &str = "meridian_state_config_rejected";

@@ -10,13 +10,17 @@ use crate::geo::Location;
 use super::base::{fence_for, rule_dcs};
 use super::live::{DcState, RoutingTable, Standing, metric_score};
 use super::policy;
+use super::toggles::Toggle;
 use super::{Basis, Client, DcId, Scope, ServiceId, bucket};
 
 /// The decision for one query, with every datacenter's part in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
-    /// The service's policy name.
+    /// The service's policy name, as configured.
     pub policy: &'static str,
+    /// The feature toggles switched off when the decision was made (see [`Toggles::policy`](super::Toggles::policy)
+    /// for how they change a policy).
+    pub toggles_off: Vec<Toggle>,
     /// Why the ranking is what it is.
     pub basis: Basis,
     /// How far the answer holds.
@@ -81,7 +85,7 @@ pub fn explain(
                 cell.coordinates
                     .distance_km(&table.base().dc_coordinates[pool.datacenter])
             });
-            let score = match (service_config.policy, location) {
+            let score = match (table.toggles().policy(service_config.policy), location) {
                 (Policy::Metric, Some(cell)) => {
                     Some(metric_score(table.base(), service_config, states, cell, dc))
                 }
@@ -91,7 +95,8 @@ pub fn explain(
                 .as_ref()
                 .is_some_and(|allowed| !allowed.contains(&dc));
             let overloaded = table.is_overloaded(service, dc);
-            let spills = service_config.policy == Policy::NearestWithCapacity
+            let spills = table.toggles().policy(service_config.policy)
+                == Policy::NearestWithCapacity
                 && utilization.is_some_and(|u| {
                     bucket(client.network_key) < policy::spill_buckets(u, &service_config.capacity)
                 });
@@ -120,6 +125,7 @@ pub fn explain(
     datacenters.sort_by_key(|trace| trace.rank.unwrap_or(usize::MAX));
     Explanation {
         policy: service_config.policy.name(),
+        toggles_off: table.toggles().off().collect(),
         basis: decision.basis,
         scope: decision.scope,
         failed_open: decision.failed_open,

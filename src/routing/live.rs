@@ -19,6 +19,7 @@ use crate::geo::{Location, Region, UnitVector};
 use super::base::{self, BaseId, BaseTable, Interner};
 use super::geomap::{Candidate, Context, GeoMap, MapInputs, MapStats};
 use super::policy;
+use super::toggles::Toggles;
 use super::{Basis, Client, DcId, Decision, RankingId, Scope, ServiceId, bucket};
 
 /// What the control plane knows about one datacenter, as of the time the table is built.
@@ -151,6 +152,8 @@ impl Standing {
 #[derive(Debug)]
 pub struct RoutingTable {
     base: Arc<BaseTable>,
+    /// The feature toggles it was built under.
+    toggles: Toggles,
     /// Shared with the previous table where nothing the service depends on changed.
     services: Vec<Arc<LiveService>>,
 }
@@ -216,10 +219,24 @@ impl RoutingTable {
         states: &[DcState],
         previous: Option<&RoutingTable>,
     ) -> RoutingTable {
+        RoutingTable::build_toggled(base, config, states, Toggles::default(), previous)
+    }
+
+    /// As [`RoutingTable::build`], under `toggles`: a capability switched off changes the
+    /// inputs of the maps it touches, which are rebuilt (or taken from an earlier table with
+    /// the same inputs).
+    pub fn build_toggled(
+        base: Arc<BaseTable>,
+        config: &Config,
+        states: &[DcState],
+        toggles: Toggles,
+        previous: Option<&RoutingTable>,
+    ) -> RoutingTable {
         // Maps depend on the geo database and their inputs only, so they outlive reloads that
-        // keep the database; everything else is kept only within one configuration.
+        // keep the database; everything else is kept only within one configuration and one
+        // set of toggles.
         let same_geo = previous.filter(|p| Arc::ptr_eq(&p.base.geo, &base.geo));
-        let previous = previous.filter(|p| Arc::ptr_eq(&p.base, &base));
+        let previous = previous.filter(|p| Arc::ptr_eq(&p.base, &base) && p.toggles == toggles);
         let facts: Vec<ServiceFacts> = config
             .services
             .iter()
@@ -227,7 +244,7 @@ impl RoutingTable {
             .map(|(i, service)| {
                 let id = ServiceId(i as u16);
                 let overloaded = previous.map(|p| &p.services[i].overloaded[..]);
-                ServiceFacts::judge(&base, config, service, id, states, overloaded)
+                ServiceFacts::judge(&base, config, service, id, states, toggles, overloaded)
             })
             .collect();
         let maps = build_maps(&base, &facts, same_geo);
@@ -252,7 +269,11 @@ impl RoutingTable {
                 ))
             })
             .collect();
-        RoutingTable { base, services }
+        RoutingTable {
+            base,
+            toggles,
+            services,
+        }
     }
 
     /// Ranks the datacenters of `service` for `client`.
@@ -265,59 +286,68 @@ impl RoutingTable {
     pub fn resolve(&self, service: ServiceId, client: &Client) -> Decision<'_> {
         let base = self.base.service(service);
         let live = &self.services[usize::from(service.0)];
-        let (ranking, basis, scope, prefix_len) =
-            if let Some((net, id)) = base.network_override(client.ip) {
-                let prefix = net.prefix_len();
-                (
-                    live.by_base[id.0 as usize],
-                    Basis::Override,
-                    Scope::Prefix(prefix),
-                    prefix,
-                )
-            } else {
-                match base.policy {
-                    Policy::Failover => (
-                        live.by_base[base.ordered.0 as usize],
-                        Basis::Order,
-                        Scope::Global,
-                        0,
-                    ),
-                    Policy::Weighted => {
-                        let id = base.by_bucket[bucket(client.network_key)];
-                        (
-                            live.by_base[id.0 as usize],
-                            Basis::Weight,
-                            Scope::Network,
-                            client.network_prefix,
-                        )
-                    }
-                    Policy::Nearest | Policy::NearestWithCapacity | Policy::Metric => {
-                        let part = live.geo.as_ref().expect("geographic services have a map");
-                        let answer = part.map.resolve(&self.base.geo, client.ip, client.hit());
-                        let basis = match (client.cell, base.policy) {
-                            (None, _) => Basis::NoLocation,
-                            (Some(_), Policy::Metric) => Basis::Score,
-                            (Some(_), _) => Basis::Distance,
-                        };
-                        match &part.choices[answer.rank as usize] {
-                            Choice::Fixed(id) => (*id, basis, Scope::Geo, answer.prefix_len),
-                            Choice::Split(fronts) => {
-                                let b = bucket(client.network_key);
-                                let id = fronts
-                                    .iter()
-                                    .find(|(dc, _)| b >= usize::from(live.spill[usize::from(dc.0)]))
-                                    .unwrap_or(&fronts[0])
-                                    .1;
-                                // RFC 7871 §7.2.1: the answer holds only where both the place
-                                // and the hashed network are the client's.
-                                let prefix = answer.prefix_len.max(client.network_prefix);
-                                (id, basis, Scope::GeoAndNetwork, prefix)
-                            }
+        let overrides = self.toggles.overrides();
+        let network_override = if overrides {
+            base.network_override(client.ip)
+        } else {
+            None
+        };
+        let (ranking, basis, scope, prefix_len) = if let Some((net, id)) = network_override {
+            let prefix = net.prefix_len();
+            (
+                live.by_base[id.0 as usize],
+                Basis::Override,
+                Scope::Prefix(prefix),
+                prefix,
+            )
+        } else {
+            match base.policy {
+                Policy::Failover => (
+                    live.by_base[base.ordered.0 as usize],
+                    Basis::Order,
+                    Scope::Global,
+                    0,
+                ),
+                Policy::Weighted => {
+                    let id = base.by_bucket[bucket(client.network_key)];
+                    (
+                        live.by_base[id.0 as usize],
+                        Basis::Weight,
+                        Scope::Network,
+                        client.network_prefix,
+                    )
+                }
+                Policy::Nearest | Policy::NearestWithCapacity | Policy::Metric => {
+                    let part = live.geo.as_ref().expect("geographic services have a map");
+                    let answer = part.map.resolve(&self.base.geo, client.ip, client.hit());
+                    let basis = match (client.cell, self.toggles.policy(base.policy)) {
+                        (None, _) => Basis::NoLocation,
+                        (Some(_), Policy::Metric) => Basis::Score,
+                        (Some(_), _) => Basis::Distance,
+                    };
+                    match &part.choices[answer.rank as usize] {
+                        Choice::Fixed(id) => (*id, basis, Scope::Geo, answer.prefix_len),
+                        Choice::Split(fronts) => {
+                            let b = bucket(client.network_key);
+                            let id = fronts
+                                .iter()
+                                .find(|(dc, _)| b >= usize::from(live.spill[usize::from(dc.0)]))
+                                .unwrap_or(&fronts[0])
+                                .1;
+                            // RFC 7871 §7.2.1: the answer holds only where both the place
+                            // and the hashed network are the client's.
+                            let prefix = answer.prefix_len.max(client.network_prefix);
+                            (id, basis, Scope::GeoAndNetwork, prefix)
                         }
                     }
                 }
-            };
-        let prefix_len = narrow_for_overrides(&base.by_network, client.ip, prefix_len);
+            }
+        };
+        let prefix_len = if overrides {
+            narrow_for_overrides(&base.by_network, client.ip, prefix_len)
+        } else {
+            prefix_len
+        };
         Decision {
             ranking,
             datacenters: &live.rankings[ranking.0 as usize],
@@ -410,6 +440,11 @@ impl RoutingTable {
             .map(|part| &part.map)
     }
 
+    /// The feature toggles this table was built under.
+    pub fn toggles(&self) -> Toggles {
+        self.toggles
+    }
+
     /// The base table this table applies state to.
     pub fn base(&self) -> &Arc<BaseTable> {
         &self.base
@@ -463,8 +498,10 @@ impl ServiceFacts {
         service: &ServiceConfig,
         id: ServiceId,
         states: &[DcState],
+        toggles: Toggles,
         previous_overload: Option<&[bool]>,
     ) -> ServiceFacts {
+        let policy = toggles.policy(service.policy);
         // Only the service's own datacenters count, so that a report from another one leaves
         // the service as it was.
         let mut in_pool = vec![false; states.len()];
@@ -480,7 +517,7 @@ impl ServiceFacts {
                 in_pool[i] && Standing::of(dc, state, id, service).is_eligible()
             })
             .collect();
-        let capacity = service.policy == Policy::NearestWithCapacity;
+        let capacity = policy == Policy::NearestWithCapacity;
         let utilization =
             |state: &DcState| state.report.as_ref().map_or(0.0, ReportState::utilization);
         let overloaded: Vec<bool> = states
@@ -508,13 +545,14 @@ impl ServiceFacts {
             })
             .collect();
         let inputs = matches!(
-            service.policy,
+            policy,
             Policy::Nearest | Policy::NearestWithCapacity | Policy::Metric
         )
         .then(|| {
             Arc::new(map_inputs(
                 base,
                 service,
+                toggles,
                 states,
                 &eligible,
                 &overloaded,
@@ -615,17 +653,19 @@ fn build_maps(
 fn map_inputs(
     base: &BaseTable,
     service: &ServiceConfig,
+    toggles: Toggles,
     states: &[DcState],
     eligible: &[bool],
     overloaded: &[bool],
     spill: &[u16],
 ) -> MapInputs {
-    let metric = service.policy == Policy::Metric;
+    let metric = toggles.policy(service.policy) == Policy::Metric;
     let by_place = !service.geofences.is_empty()
-        || service
-            .overrides
-            .iter()
-            .any(|rule| !rule.countries.is_empty() || !rule.continents.is_empty());
+        || toggles.overrides()
+            && service
+                .overrides
+                .iter()
+                .any(|rule| !rule.countries.is_empty() || !rule.continents.is_empty());
     let measured = metric
         && service.pools.iter().any(|pool| {
             states[pool.datacenter]
@@ -633,8 +673,9 @@ fn map_inputs(
                 .as_ref()
                 .is_some_and(|r| !r.latency_ms.is_empty())
         });
-    let context =
-        |region: Option<&Region>| context_for(base, service, states, eligible, overloaded, region);
+    let context = |region: Option<&Region>| {
+        context_for(base, service, toggles, states, eligible, overloaded, region)
+    };
     let (contexts, by_region) = if by_place || measured {
         let mut contexts: Vec<Context> = Vec::new();
         let mut ids: HashMap<Context, u16> = HashMap::new();
@@ -680,6 +721,7 @@ fn map_inputs(
 fn context_for(
     base: &BaseTable,
     service: &ServiceConfig,
+    toggles: Toggles,
     states: &[DcState],
     eligible: &[bool],
     overloaded: &[bool],
@@ -687,8 +729,10 @@ fn context_for(
 ) -> Context {
     let allowed = matching(&service.geofences, region).map(|rule| base::rule_dcs(service, rule));
     let preferred = matching(&service.overrides, region)
+        .filter(|_| toggles.overrides())
         .map(|rule| base::rule_dcs(service, rule))
         .unwrap_or_default();
+    let metric = toggles.policy(service.policy) == Policy::Metric;
     let in_order: Vec<(u32, DcId)> = service
         .order
         .iter()
@@ -713,9 +757,7 @@ fn context_for(
             let full = !failed_open && overloaded[usize::from(dc.0)];
             let (per_km, offset) = match pref {
                 Some(rank) => (0.0, rank as f64),
-                None if service.policy == Policy::Metric => {
-                    metric_parameters(service, states, region, dc)
-                }
+                None if metric => metric_parameters(service, states, region, dc),
                 None => (1.0, 0.0),
             };
             Candidate {

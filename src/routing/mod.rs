@@ -21,16 +21,24 @@ mod geomap;
 mod live;
 mod policy;
 mod status;
+mod toggles;
 
 pub use base::BaseTable;
 pub use explain::{DcTrace, Explanation, explain};
 pub use geomap::MapStats;
 pub use live::{DcState, MapReport, ReportState, RoutingTable, Standing};
 pub use status::DcStatus;
+pub use toggles::{Toggle, Toggles};
 
 use std::net::IpAddr;
 
-use crate::geo::{CellId, GeoHit};
+use crate::geo::{CellId, GeoDb, GeoHit};
+
+/// Policies that split clients by network (`weighted`, spilling `nearest-with-capacity`) hash
+/// IPv4 clients by /24 (or the ECS source prefix, when shorter), the usual granularity of ECS.
+pub const NETWORK_PREFIX_V4: u8 = 24;
+/// As [`NETWORK_PREFIX_V4`], for IPv6 clients: /48.
+pub const NETWORK_PREFIX_V6: u8 = 48;
 
 /// Index of a datacenter in `Config::datacenters`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,6 +80,18 @@ impl Client {
             network_key: network_key(ip, network_prefix),
             network_prefix,
         }
+    }
+
+    /// The client at `ip` with an ECS source prefix of `source_prefix` (the address's full
+    /// length without ECS), located in `geo`: the one way DNS answers, explanations and
+    /// simulations place a client, so all three route it alike.
+    pub fn locate(geo: &GeoDb, ip: IpAddr, source_prefix: u8) -> Client {
+        let network_prefix = match ip {
+            IpAddr::V4(_) => NETWORK_PREFIX_V4,
+            IpAddr::V6(_) => NETWORK_PREFIX_V6,
+        }
+        .min(source_prefix);
+        Client::new(ip, geo.lookup(ip), network_prefix)
     }
 
     /// What the geo database said about the client.

@@ -1,4 +1,5 @@
-//! The control plane's live state (reports, drains), and the clock it is judged by.
+//! The control plane's live state (reports, drains, feature toggles), and the clock it is judged
+//! by.
 //!
 //! Kept by names, not indexes, so that it survives reloads that add or remove datacenters and
 //! services; [`LiveState::dc_states`] turns it into routing's per-datacenter view at an instant.
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::directory::{Directory, Placement};
-use crate::routing::{DcState, ReportState, ServiceId};
+use crate::routing::{DcState, ReportState, ServiceId, Toggle, Toggles};
 use crate::store::{Change, DirectoryChange, DrainKey, Persisted, StoredReport};
 
 use super::directory::placement_of;
@@ -28,6 +29,11 @@ pub struct LiveState {
     pub unverified: BTreeSet<String>,
     /// The user directory, when configured.
     pub directory: Option<Directory>,
+    /// The fleet's state revision this state reflects (etcd's revision of the last change
+    /// applied); 0 with the embedded store.
+    pub revision: i64,
+    /// Feature toggles as an operator set them.
+    pub toggles: Toggles,
 }
 
 impl LiveState {
@@ -39,6 +45,8 @@ impl LiveState {
             drains: persisted.drains,
             instance_drained: persisted.instance_drained,
             directory: None,
+            revision: 0,
+            toggles: toggles_named(&persisted.toggles),
         }
     }
 
@@ -62,6 +70,11 @@ impl LiveState {
             Change::InstanceDrain { drained } => next.instance_drained = *drained,
             Change::Directory(change) => {
                 next.directory = next.directory.map(|d| apply_directory(&d, change));
+            }
+            Change::Toggle { name, on } => {
+                if let Some(toggle) = Toggle::named(name) {
+                    next.toggles = next.toggles.with(toggle, *on);
+                }
             }
             Change::AuditOnly => {}
         }
@@ -158,6 +171,14 @@ fn widened(directory: &Directory, names: Vec<String>, known: usize) -> Directory
         .map(|(user, placement)| (user.to_owned(), placement))
         .collect();
     Directory::new(names, buckets, pins)
+}
+
+/// The toggles set by name; a name this build does not know (a toggle since removed) is ignored.
+pub(super) fn toggles_named(named: &BTreeMap<String, bool>) -> Toggles {
+    named
+        .iter()
+        .filter_map(|(name, on)| Toggle::named(name).map(|t| (t, *on)))
+        .fold(Toggles::default(), |toggles, (t, on)| toggles.with(t, on))
 }
 
 /// Milliseconds since the Unix epoch.

@@ -22,10 +22,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigError, Problem, Source};
+use crate::config::{Config, ConfigError, DirectoryConfig, Problem, Source};
 use crate::directory::Directory;
-use crate::metrics::Metrics;
-use crate::routing::{DcState, DcStatus, ServiceId, Standing};
+use crate::fleet::{Fleet, FleetEvent};
+use crate::metrics::{ErrorKind, InternalError, Metrics};
+use crate::routing::{DcState, DcStatus, ServiceId, Standing, Toggle};
 use crate::store::{
     AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement, VersionFile,
 };
@@ -99,10 +100,30 @@ pub enum ApplyError {
     /// not fit the stored state); nothing changed.
     #[error("the state store failed: {0}")]
     Store(StoreError),
+    /// The fleet's etcd cannot be reached; nothing changed, and no write will succeed until it
+    /// returns, which the manager notices by itself.
+    #[error(
+        "the fleet's state store (etcd) is unreachable ({0}); the control plane is read-only until it returns, and DNS keeps answering by the last published state"
+    )]
+    Unreachable(String),
+    /// etcd refused the change for another reason (a value it cannot encode); nothing changed.
+    #[error("the fleet's state store (etcd) failed: {0}")]
+    Fleet(String),
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
 }
+
+/// What an accepted change waits for before its requester hears back.
+enum Applied {
+    /// Published: this generation serves it.
+    Published(u64),
+    /// Stored in etcd at this revision: answered when this instance's watch has applied it.
+    At(i64),
+}
+
+/// A requester waiting for its write's revision to be applied.
+type Pending = (i64, oneshot::Sender<Result<u64, ApplyError>>);
 
 /// Sends commands to the running state manager.
 #[derive(Clone)]
@@ -201,7 +222,13 @@ pub struct Manager<P: Prepare> {
     /// methods take `&self` across `.await`s (so it must be `Sync`); only the manager's own task
     /// ever takes it, briefly and never across an `.await`.
     health: Mutex<StoreHealth>,
+    /// The fleet's shared state, when the backend is etcd: writes go there, and the changes its
+    /// watch delivers are applied here; `store` is then the local copy for warm starts.
+    fleet: Option<Fleet>,
 }
+
+mod fleet;
+use fleet::next_event;
 
 /// The store's health as the manager last saw it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -258,6 +285,7 @@ impl<P: Prepare> Manager<P> {
             metrics,
             readiness,
             health: Mutex::default(),
+            fleet: None,
         };
         manager.metrics.set_store_writable(true);
         manager.record_version(&manager.publisher.current().loaded);
@@ -273,6 +301,8 @@ impl<P: Prepare> Manager<P> {
         let mut tick = tokio::time::interval(REFRESH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reloads: Reloads<P> = Reloads::default();
+        let mut events = self.follow_fleet(&shutdown);
+        let mut pending: Vec<Pending> = Vec::new();
         loop {
             tokio::select! {
                 command = commands.commands.recv() => match command {
@@ -286,9 +316,22 @@ impl<P: Prepare> Manager<P> {
                             reloads.running = Some(self.start_reload());
                         }
                     }
-                    Some(command) => self.handle(command).await,
+                    Some(command) => {
+                        if let Some(waiter) = self.handle(command).await {
+                            pending.push(waiter);
+                            self.answer_pending(&mut pending, None);
+                        }
+                    }
                     None => break,
                 },
+                Some(event) = next_event(&mut events) => {
+                    let lost = match &event {
+                        FleetEvent::Down(why) => Some(why.clone()),
+                        _ => None,
+                    };
+                    self.on_fleet_event(event).await;
+                    self.answer_pending(&mut pending, lost.as_deref());
+                }
                 built = async {
                     reloads.running.as_mut().expect("only polled while running").await
                 }, if reloads.running.is_some() => {
@@ -306,7 +349,10 @@ impl<P: Prepare> Manager<P> {
                     }
                 }
                 _ = tick.tick() => {
-                    self.probe_store().await;
+                    // With etcd, its follower says when writes work again.
+                    if self.fleet.is_none() {
+                        self.probe_store().await;
+                    }
                     self.refresh(false);
                 }
                 () = shutdown.cancelled() => break,
@@ -314,7 +360,9 @@ impl<P: Prepare> Manager<P> {
         }
     }
 
-    async fn handle(&self, command: Command) {
+    /// Handles one command; a write stored in etcd comes back as a waiter, answered once this
+    /// instance's watch has applied its revision.
+    async fn handle(&self, command: Command) -> Option<Pending> {
         match command {
             Command::Reload { reply, .. } => {
                 // `run` takes reloads off this path; nothing else sends them here.
@@ -328,12 +376,31 @@ impl<P: Prepare> Manager<P> {
                 force,
                 reply,
             } => {
-                let _ = reply.send(self.apply(change, audit, force).await);
+                let applied = match (&self.fleet, &change) {
+                    // An instance drain is this instance's own: stored locally, as without etcd.
+                    (Some(fleet), change) if !matches!(change, Change::InstanceDrain { .. }) => {
+                        self.apply_fleet(fleet, change.clone(), audit, force).await
+                    }
+                    _ => self
+                        .apply(change, audit, force)
+                        .await
+                        .map(Applied::Published),
+                };
+                match applied {
+                    Ok(Applied::At(revision)) => return Some((revision, reply)),
+                    Ok(Applied::Published(generation)) => {
+                        let _ = reply.send(Ok(generation));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
             }
             Command::Refresh { reply } => {
                 let _ = reply.send(self.refresh(true));
             }
         }
+        None
     }
 
     /// Reads and builds a new configuration on the blocking pool: the files (keeping the geo
@@ -457,20 +524,7 @@ impl<P: Prepare> Manager<P> {
             });
         }
         self.store_writes();
-        let snapshot = Snapshot::assemble(
-            current.loaded.clone(),
-            Arc::new(next),
-            Some(&current),
-            current.generation + 1,
-            self.judge_time(),
-        );
-        let generation = snapshot.generation;
-        if let Some(directory) = &snapshot.live.directory {
-            self.metrics.set_pins(directory.n_pins() as u64);
-        }
-        self.publisher.publish(snapshot);
-        self.after_publish(None);
-        Ok(generation)
+        Ok(self.publish_live(next))
     }
 
     /// Republishes when the passing of time changed a datacenter's standing (or when forced);
@@ -519,7 +573,7 @@ impl<P: Prepare> Manager<P> {
     /// The instant report freshness is judged at: now, unless the store failed (then the moment
     /// it failed, so that our own failure makes no datacenter stale), or recovered less than one
     /// report TTL ago (then the paused time running on from that moment).
-    fn judge_time(&self) -> SystemTime {
+    pub(super) fn judge_time(&self) -> SystemTime {
         let now = self.clock.now();
         let health = *self.health.lock().unwrap_or_else(PoisonError::into_inner);
         match health {
@@ -540,14 +594,32 @@ impl<P: Prepare> Manager<P> {
     }
 
     /// Records a failed store write: the first failure of an outage is logged at `error` (with
-    /// what was being written), later ones at `warn`; every one is counted. A failure that is not
+    /// what was being written), later ones at `warn`; every one is counted and kept for
+    /// `GET /v1/errors`. A failure that is not
     /// the disk's (a value the store refuses) is logged at `error` and changes no health.
     fn store_failed(&self, failure: &StoreError, operation: &str, action: &str, target: &str) {
         self.metrics.record_store_failure();
+        self.metrics.keep_error(InternalError {
+            unix_ms: unix_ms(self.clock.now()),
+            kind: ErrorKind::Store,
+            context: format!("store {operation} {action} {target}"),
+            message: failure.to_string(),
+        });
         if !failure.is_io() {
             error!(error = %failure, operation, action, target, "the state store refused a write");
             return;
         }
+        self.enter_read_only(&failure.to_string(), operation, action, target);
+    }
+
+    /// Starts (or continues) an outage of the state store: writes are refused until it ends.
+    pub(super) fn enter_read_only(
+        &self,
+        failure: &str,
+        operation: &str,
+        action: &str,
+        target: &str,
+    ) {
         let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
         if let StoreHealth::Failing { .. } = *health {
             warn!(error = %failure, operation, action, target, "state store write failed, still read-only");
@@ -575,11 +647,12 @@ impl<P: Prepare> Manager<P> {
             "the state store cannot write: the control plane is read-only and DNS keeps answering by the last published state until it recovers"
         );
         self.metrics.set_store_writable(false);
+        self.metrics.state().set_read_only(true);
         self.readiness.set_store_failing(true);
     }
 
     /// Records a successful store write; ends an outage.
-    fn store_writes(&self) {
+    pub(super) fn store_writes(&self) {
         let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
         if let StoreHealth::Failing { since } = *health {
             *health = StoreHealth::Settling {
@@ -589,6 +662,7 @@ impl<P: Prepare> Manager<P> {
             drop(health);
             info!("the state store writes again: the control plane accepts writes");
             self.metrics.set_store_writable(true);
+            self.metrics.state().set_read_only(false);
             self.readiness.set_store_failing(false);
         }
     }
@@ -639,7 +713,7 @@ impl<P: Prepare> Manager<P> {
     }
 
     /// Logs, readiness and gauges after a publish; forgets datacenters a reload removed.
-    fn after_publish(&self, replaced: Option<&Snapshot<P>>) {
+    pub(super) fn after_publish(&self, replaced: Option<&Snapshot<P>>) {
         let snapshot = self.publisher.current();
         let config = &snapshot.loaded.config;
         if let Some(replaced) = replaced {
@@ -662,6 +736,10 @@ impl<P: Prepare> Manager<P> {
             }
         }
         self.readiness.set_drained(snapshot.live.instance_drained);
+        for toggle in Toggle::ALL {
+            self.metrics
+                .set_toggle(toggle.name(), snapshot.live.toggles.is_on(toggle));
+        }
         self.update_gauges(&snapshot.loaded, &snapshot.live, snapshot.built_at);
         let (zones, names) = P::summary(&snapshot.loaded.zones);
         info!(
@@ -736,18 +814,7 @@ fn load_directory(store: &Store, config: &Config) -> Result<Option<Directory>, S
     let buckets: Vec<StoredPlacement> = match stored {
         Some((_, buckets)) => buckets,
         None => {
-            let layout: Vec<StoredPlacement> =
-                Directory::round_robin(settings.datacenters.len() as u16, settings.n_buckets)
-                    .into_iter()
-                    .map(|p| StoredPlacement {
-                        home: config.datacenters[settings.datacenters[usize::from(p.home)]]
-                            .name
-                            .clone(),
-                        replica: config.datacenters[settings.datacenters[usize::from(p.replica)]]
-                            .name
-                            .clone(),
-                    })
-                    .collect();
+            let layout = default_layout(config, settings);
             store.init_directory(settings.n_buckets, &layout)?;
             layout
         }
@@ -762,6 +829,21 @@ fn load_directory(store: &Store, config: &Config) -> Result<Option<Directory>, S
         "user directory loaded"
     );
     Ok(Some(Directory::new(names, buckets, pins)))
+}
+
+/// The configured initial bucket layout (bucket b: home = b mod n, replica = the next).
+fn default_layout(config: &Config, settings: &DirectoryConfig) -> Vec<StoredPlacement> {
+    Directory::round_robin(settings.datacenters.len() as u16, settings.n_buckets)
+        .into_iter()
+        .map(|p| StoredPlacement {
+            home: config.datacenters[settings.datacenters[usize::from(p.home)]]
+                .name
+                .clone(),
+            replica: config.datacenters[settings.datacenters[usize::from(p.replica)]]
+                .name
+                .clone(),
+        })
+        .collect()
 }
 
 /// Whether any datacenter of `service` is eligible in `states`.

@@ -250,10 +250,11 @@ impl<P: Prepare> Snapshot<P> {
         now: SystemTime,
     ) -> Snapshot<P> {
         let states = live.dc_states(&loaded.config, now);
-        let routing = RoutingTable::build(
+        let routing = RoutingTable::build_toggled(
             loaded.base.clone(),
             &loaded.config,
             &states,
+            live.toggles,
             previous.map(|p| &p.routing),
         );
         // What was prepared for rankings that did not change is kept (same configuration only).

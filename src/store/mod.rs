@@ -20,6 +20,7 @@
 //! | `meta` | `schema_version`, `instance_drained`, `directory_n_buckets`, `write_probe` | a JSON number, a JSON bool, a JSON number, a JSON number |
 //! | `audit` | sequence number 1, 2, 3, ... | [`AuditEntry`] |
 //! | `config_versions` | content hash | [`ConfigVersion`] |
+//! | `toggles` | toggle name | a JSON bool: on or off |
 //! | `directory_buckets` | bucket number | [`StoredPlacement`] as home `\0` replica |
 //! | `directory_pins` | user id | [`StoredPlacement`] as home `\0` replica |
 //!
@@ -77,12 +78,14 @@ const DRAINS_TABLE: &str = "drains";
 const META_TABLE: &str = "meta";
 const AUDIT_TABLE: &str = "audit";
 const CONFIG_VERSIONS_TABLE: &str = "config_versions";
+const TOGGLES_TABLE: &str = "toggles";
 
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new(REPORTS_TABLE);
 const DRAINS: TableDefinition<&str, ()> = TableDefinition::new(DRAINS_TABLE);
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_TABLE);
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new(AUDIT_TABLE);
 const CONFIG_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new(CONFIG_VERSIONS_TABLE);
+const TOGGLES: TableDefinition<&str, &[u8]> = TableDefinition::new(TOGGLES_TABLE);
 
 /// The `meta` key holding [`SCHEMA_VERSION`].
 const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -447,6 +450,49 @@ impl Store {
         })
     }
 
+    /// Replaces the reports, the drains and, when `directory` is given, the user directory with
+    /// a shared state's (etcd's), in one transaction and without an audit entry: this store is
+    /// then the instance's local copy of the fleet's state, read at the next start.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::apply`].
+    pub fn mirror(
+        &self,
+        reports: &std::collections::BTreeMap<String, StoredReport>,
+        drains: &std::collections::BTreeSet<DrainKey>,
+        directory: Option<&DirectoryChange>,
+    ) -> Result<(), StoreError> {
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            txn.delete_table(REPORTS)?;
+            txn.delete_table(DRAINS)?;
+            {
+                let mut table = txn.open_table(REPORTS)?;
+                for (datacenter, report) in reports {
+                    check_finite(datacenter, report)?;
+                    let value = encode(REPORTS_TABLE, datacenter, report)?;
+                    table.insert(datacenter.as_str(), value.as_slice())?;
+                }
+                let mut table = txn.open_table(DRAINS)?;
+                for key in drains {
+                    let encoded =
+                        serde_json::to_string(key).map_err(|error| StoreError::Unencodable {
+                            table: DRAINS_TABLE,
+                            key: format!("{key:?}"),
+                            message: error.to_string(),
+                        })?;
+                    table.insert(encoded.as_str(), ())?;
+                }
+            }
+            if let Some(change) = directory {
+                directory::write_directory_change(&txn, change)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
     /// Everything needed to rebuild live state at startup.
     ///
     /// All tables are read in one read transaction, so the result is a consistent snapshot even
@@ -483,6 +529,13 @@ impl Store {
         let meta = txn.open_table(META)?;
         if let Some(value) = meta.get(INSTANCE_DRAINED_KEY)? {
             res.instance_drained = decode(META_TABLE, INSTANCE_DRAINED_KEY, value.value())?;
+        }
+
+        for entry in txn.open_table(TOGGLES)?.iter()? {
+            let (key, value) = entry?;
+            let name = key.value().to_owned();
+            let on = decode(TOGGLES_TABLE, &name, value.value())?;
+            res.toggles.insert(name, on);
         }
         Ok(res)
     }
@@ -621,6 +674,7 @@ impl Store {
             txn.open_table(DRAINS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(CONFIG_VERSIONS)?;
+            txn.open_table(TOGGLES)?;
             directory::create_tables(&txn)?;
             let mut meta = txn.open_table(META)?;
             let found = match meta.get(SCHEMA_VERSION_KEY)? {
@@ -746,6 +800,11 @@ fn write_change(
             let value = encode(META_TABLE, INSTANCE_DRAINED_KEY, drained)?;
             let mut table = txn.open_table(META)?;
             table.insert(INSTANCE_DRAINED_KEY, value.as_slice())?;
+        }
+        Change::Toggle { name, on } => {
+            let value = encode(TOGGLES_TABLE, name, on)?;
+            let mut table = txn.open_table(TOGGLES)?;
+            table.insert(name.as_str(), value.as_slice())?;
         }
         Change::AuditOnly => {}
         Change::Directory(change) => directory::write_directory_change(txn, change)?,

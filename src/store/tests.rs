@@ -123,6 +123,7 @@ fn expected_state() -> Persisted {
             drain_key("us-east", Some("www")),
         ]),
         instance_drained: true,
+        ..Persisted::default()
     }
 }
 

@@ -64,6 +64,13 @@ pub enum Change {
         /// `true` to drain, `false` to lift the drain.
         drained: bool,
     },
+    /// Switch a feature toggle on (true) or off (false), by its name.
+    Toggle {
+        /// The toggle's name, e.g. `capacity_spill`.
+        name: String,
+        /// `true` for on.
+        on: bool,
+    },
     /// A write that changes no stored state but must be audited (e.g. a reload).
     AuditOnly,
     /// A change to the user directory: pins, buckets, or the whole directory at once.
@@ -138,6 +145,8 @@ pub struct Persisted {
     pub drains: BTreeSet<DrainKey>,
     /// Whether this instance is drained (its /readyz fails).
     pub instance_drained: bool,
+    /// Feature toggles an operator set, by name (absent: never set, so on).
+    pub toggles: BTreeMap<String, bool>,
 }
 
 /// A configuration the server has run, with its full text and the zone files it named.

@@ -335,17 +335,71 @@ async fn delegation_gets_a_referral_with_glue() {
     }
 }
 
+/// Zone transfers, QTYPE 0 and the other meta types, answered as Knot DNS 3.2 answers them
+/// (checked with `kdig` against `knotd` serving the same zone, no transfer ACL): QTYPE 0 is
+/// NOTIMP for any name and class, AXFR is NOTIMP over UDP and NOTAUTH over TCP, IXFR is
+/// NOTAUTH, and MAILA, MAILB, OPT, TSIG and TKEY are looked up like any other type.
 #[tokio::test]
-async fn zone_transfers_are_refused() {
+async fn zone_transfers_and_meta_types_are_answered_as_knot_does() {
     let server = server().await;
+    let error = |reply: &Message, rcode: ResponseCode, what: &str| {
+        assert_eq!(reply.metadata.response_code, rcode, "{what}");
+        assert!(!reply.metadata.authoritative, "{what}: no AA");
+        assert_eq!(reply.queries.len(), 1, "{what}: the question is echoed");
+        assert!(
+            reply.answers.is_empty() && reply.authorities.is_empty(),
+            "{what}"
+        );
+    };
     for qtype in [RecordType::AXFR, RecordType::IXFR] {
         let reply = Ask::new("example.com", qtype).tcp(server.tcp).await;
-        assert_eq!(
-            reply.metadata.response_code,
-            ResponseCode::Refused,
-            "{qtype}"
+        error(&reply, ResponseCode::NotAuth, &format!("{qtype} over TCP"));
+    }
+    let reply = Ask::new("example.com", RecordType::AXFR)
+        .udp(server.udp)
+        .await;
+    error(&reply, ResponseCode::NotImp, "AXFR over UDP");
+    for (name, class) in [
+        ("example.com", DNSClass::IN),
+        ("nope.example.com", DNSClass::IN),
+        ("example.org", DNSClass::IN),
+        ("id.server", DNSClass::CH),
+    ] {
+        let ask = Ask::new(name, RecordType::ZERO).class(class);
+        error(
+            &ask.udp(server.udp).await,
+            ResponseCode::NotImp,
+            &format!("{name} type 0"),
         );
-        assert!(reply.answers.is_empty());
+        let reply = ask.edns(1232).udp(server.udp).await;
+        error(
+            &reply,
+            ResponseCode::NotImp,
+            &format!("{name} type 0, EDNS"),
+        );
+        assert!(reply.edns.is_some(), "{name} type 0: the OPT is kept");
+    }
+    for qtype in [
+        RecordType::Unknown(253),
+        RecordType::Unknown(254),
+        RecordType::OPT,
+        RecordType::TSIG,
+        RecordType::Unknown(249),
+    ] {
+        for (name, rcode) in [
+            ("example.com", ResponseCode::NoError),
+            ("nope.example.com", ResponseCode::NXDomain),
+        ] {
+            let reply = Ask::new(name, qtype).udp(server.udp).await;
+            assert_eq!(reply.metadata.response_code, rcode, "{name} {qtype}");
+            assert!(reply.metadata.authoritative, "{name} {qtype}");
+            assert!(reply.answers.is_empty(), "{name} {qtype}");
+            assert_eq!(
+                types(&reply.authorities),
+                [RecordType::SOA],
+                "{name} {qtype}"
+            );
+        }
     }
 }
 
@@ -582,11 +636,11 @@ async fn wildcards_answer_for_names_that_do_not_exist() {
         .udp(server.udp)
         .await;
     assert_negative(&reply, ResponseCode::NoError);
-    // A wildcard CNAME is synthesized too (the resolver follows it).
+    // A wildcard CNAME is synthesized too, and followed to the routed service.
     let reply = Ask::new("y.alias.example.com", RecordType::A)
         .udp(server.udp)
         .await;
-    assert_eq!(types(&reply.answers), [RecordType::CNAME]);
+    assert_eq!(types(&reply.answers), [RecordType::CNAME, RecordType::A]);
     assert_eq!(reply.answers[0].name.to_string(), "y.alias.example.com.");
     // No wildcard at the closest encloser: NXDOMAIN, even below an empty non-terminal.
     for name in ["nope.example.com", "x.deep.example.com"] {

@@ -113,3 +113,202 @@ async fn version_bind_is_refused_unless_configured() {
         assert_eq!(txt_strings(&reply.answers[0]), ["meridian 0.1"], "{name}");
     }
 }
+
+/// The example zone plus MX, SRV and NS targets in the zone, a delegation whose NS lie inside
+/// it (in-domain glue), under a sibling delegation (sibling glue) and at the zone's own name
+/// server, and a delegation whose in-domain glue is too big for 512 bytes.
+fn additional_zone() -> String {
+    let mut zone = format!(
+        "{ZONE}\
+mx IN MX 10 mail.example.com.\n\
+mx IN MX 20 mx2.example.com.\n\
+mx IN MX 30 mail.example.net.\n\
+mx2 IN AAAA 2001:db8::25\n\
+_sip._udp IN SRV 0 5 5060 sip.example.com.\n\
+sip IN A 192.0.2.60\n\
+child IN NS ns.child.example.com.\n\
+child IN NS ns.sibling.example.com.\n\
+child IN NS ns1.example.com.\n\
+ns.child IN A 192.0.2.71\n\
+sibling IN NS ns.sibling.example.com.\n\
+ns.sibling IN A 192.0.2.72\n\
+big IN NS ns.big.example.com.\n\
+big IN NS ns1.example.com.\n"
+    );
+    for i in 1..=40 {
+        zone.push_str(&format!("ns.big IN A 192.0.2.{i}\n"));
+    }
+    zone
+}
+
+#[tokio::test]
+async fn additional_section_holds_addresses_of_in_zone_targets() {
+    let server = TestServer::start(CONFIG, &additional_zone()).await;
+    let additional = |reply: &hickory_proto::op::Message| -> Vec<String> {
+        reply
+            .additionals
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.record_type()))
+            .collect()
+    };
+    // MX: the targets this zone holds, A and AAAA; not the one outside it.
+    let reply = Ask::new("mx.example.com", RecordType::MX)
+        .udp(server.udp)
+        .await;
+    assert_eq!(types(&reply.answers), [RecordType::MX; 3]);
+    assert_eq!(
+        additional(&reply),
+        ["mail.example.com. A", "mx2.example.com. AAAA"]
+    );
+    // SRV, and NS at the apex.
+    let reply = Ask::new("_sip._udp.example.com", RecordType::SRV)
+        .udp(server.udp)
+        .await;
+    assert_eq!(additional(&reply), ["sip.example.com. A"]);
+    let reply = Ask::new("example.com", RecordType::NS)
+        .udp(server.udp)
+        .await;
+    assert_eq!(
+        additional(&reply),
+        [
+            "ns1.example.com. A",
+            "ns1.example.com. AAAA",
+            "ns2.example.com. A",
+            "ns2.example.com. AAAA"
+        ]
+    );
+    // A referral: in-domain glue, then sibling glue and the parent's own name server.
+    let reply = Ask::new("www.child.example.com", RecordType::A)
+        .udp(server.udp)
+        .await;
+    assert!(!reply.metadata.authoritative);
+    assert_eq!(types(&reply.authorities), [RecordType::NS; 3]);
+    assert_eq!(
+        additional(&reply),
+        [
+            "ns.child.example.com. A",
+            "ns.sibling.example.com. A",
+            "ns1.example.com. A",
+            "ns1.example.com. AAAA"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn only_missing_in_domain_glue_truncates() {
+    let server = TestServer::start(CONFIG, &additional_zone()).await;
+    // 40 in-domain glue records (16 bytes each) do not fit 512 bytes: RFC 9471 §3, TC.
+    let reply = Ask::new("www.big.example.com", RecordType::A)
+        .udp(server.udp)
+        .await;
+    assert!(
+        reply.metadata.truncation,
+        "in-domain glue that does not fit"
+    );
+    let whole = Ask::new("www.big.example.com", RecordType::A)
+        .tcp(server.tcp)
+        .await;
+    assert_eq!(whole.additionals.len(), 42, "40 glue, ns1's A and AAAA");
+    // With room for the glue but not for ns1's A and AAAA (16 and 28 bytes): the glue, no TC.
+    let ask = Ask::new("www.big.example.com", RecordType::A).edns(4096);
+    let whole = crate::client::send_tcp(server.tcp, &ask.to_bytes())
+        .await
+        .len();
+    let reply = Ask::new("www.big.example.com", RecordType::A)
+        .edns(u16::try_from(whole - 20).unwrap())
+        .udp(server.udp)
+        .await;
+    assert!(
+        !reply.metadata.truncation,
+        "optional addresses are left out instead"
+    );
+    assert_eq!(reply.additionals.len(), 40, "every in-domain glue record");
+    assert!(
+        reply
+            .additionals
+            .iter()
+            .all(|r| r.name.to_string() == "ns.big.example.com.")
+    );
+}
+
+/// Each record of a section as `owner type data`, in order.
+fn section(records: &[hickory_proto::rr::Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect()
+}
+
+#[tokio::test]
+async fn cname_chains_continue_through_wildcards_and_stop_at_loops() {
+    let zone = format!(
+        "{ZONE}\
+*.wild IN CNAME target.example.com.\n\
+target IN A 192.0.2.80\n\
+*.w2 IN A 192.0.2.81\n\
+to-wild IN CNAME X.w2.example.com.\n\
+*.chain IN CNAME y.w2.example.com.\n\
+*.loop IN CNAME z.loop.example.com.\n\
+loop1 IN CNAME loop2.example.com.\n\
+loop2 IN CNAME loop1.example.com.\n"
+    );
+    let server = TestServer::start(CONFIG, &zone).await;
+    let cases: [(&str, &[&str]); 5] = [
+        // A CNAME synthesized from a wildcard, owned by the name asked (its case kept), then
+        // its in-zone target.
+        (
+            "A.Wild.example.com",
+            &[
+                "A.Wild.example.com. CNAME target.example.com.",
+                "target.example.com. A 192.0.2.80",
+            ],
+        ),
+        // A CNAME whose target matches a wildcard: the A owned by the target as written.
+        (
+            "to-wild.example.com",
+            &[
+                "to-wild.example.com. CNAME X.w2.example.com.",
+                "X.w2.example.com. A 192.0.2.81",
+            ],
+        ),
+        // Both: a wildcard CNAME into another wildcard.
+        (
+            "q.chain.example.com",
+            &[
+                "q.chain.example.com. CNAME y.w2.example.com.",
+                "y.w2.example.com. A 192.0.2.81",
+            ],
+        ),
+        // A wildcard CNAME whose target matches the same wildcard: one loop, then stop.
+        (
+            "q.loop.example.com",
+            &[
+                "q.loop.example.com. CNAME z.loop.example.com.",
+                "z.loop.example.com. CNAME z.loop.example.com.",
+            ],
+        ),
+        // Two CNAMEs naming each other: each once.
+        (
+            "loop1.example.com",
+            &[
+                "loop1.example.com. CNAME loop2.example.com.",
+                "loop2.example.com. CNAME loop1.example.com.",
+            ],
+        ),
+    ];
+    for (name, expected) in cases {
+        for reply in [
+            Ask::new(name, RecordType::A).udp(server.udp).await,
+            Ask::new(name, RecordType::A).tcp(server.tcp).await,
+        ] {
+            assert_eq!(
+                reply.metadata.response_code,
+                ResponseCode::NoError,
+                "{name}"
+            );
+            assert!(reply.metadata.authoritative, "{name}");
+            assert_eq!(section(&reply.answers), expected, "{name}");
+            assert!(reply.authorities.is_empty(), "{name}");
+        }
+    }
+}

@@ -31,8 +31,6 @@ pub(crate) struct Ask {
 impl Ask {
     /// A recursion-less class-IN query for `name` (taken as absolute) and `qtype`, without EDNS.
     pub(crate) fn new(name: &str, qtype: RecordType) -> Ask {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let mut message = Message::new(id, MessageType::Query, OpCode::Query);
         // Absolute, so that it compares equal to the question decoded from the reply.
         let fqdn = if name.ends_with('.') {
             name.to_owned()
@@ -40,6 +38,13 @@ impl Ask {
             format!("{name}.")
         };
         let name = Name::from_ascii(&fqdn).unwrap_or_else(|error| panic!("name {fqdn:?}: {error}"));
+        Ask::name(name, qtype)
+    }
+
+    /// A recursion-less class-IN query for `name` and `qtype`, without EDNS.
+    pub(crate) fn name(name: Name, qtype: RecordType) -> Ask {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let mut message = Message::new(id, MessageType::Query, OpCode::Query);
         let mut query = Query::query(name, qtype);
         query.set_query_class(DNSClass::IN);
         message.add_query(query);

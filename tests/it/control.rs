@@ -71,7 +71,12 @@ async fn put_report(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn post(server: &TestServer, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn post(
+    server: &TestServer,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     let response = http()
         .post(server.url(path))
         .bearer_auth(token)

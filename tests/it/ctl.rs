@@ -19,7 +19,7 @@ const EU_WEST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
 
 /// Runs `meridian ctl --server <server> args…` with `token` in `MERIDIAN_TOKEN` (or none), off
 /// the runtime's worker threads so the in-process server keeps serving meanwhile.
-async fn ctl(server: &TestServer, token: Option<&str>, args: &[&str]) -> Output {
+pub(crate) async fn ctl(server: &TestServer, token: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(BIN);
     command
         .env_remove("RUST_LOG")
@@ -38,7 +38,7 @@ async fn ctl(server: &TestServer, token: Option<&str>, args: &[&str]) -> Output 
         .expect("the blocking task finishes")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     assert!(
         output.status.success(),
         "ctl failed: {}",
@@ -190,4 +190,30 @@ async fn the_token_comes_from_a_file_and_errors_exit_1_with_the_servers_message(
         .expect("run meridian ctl");
     assert_eq!(closed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&closed.stderr).contains("cannot reach"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toggles_through_ctl() {
+    let server = TestServer::start(&config(), ZONE).await;
+    let table = stdout(&ctl(&server, Some(OPERATOR), &["toggles"]).await);
+    assert!(table.contains("capacity_spill"), "{table}");
+    let switched = json(
+        &ctl(
+            &server,
+            Some(OPERATOR),
+            &["--json", "toggles", "off", "rrl"],
+        )
+        .await,
+    );
+    assert_eq!(switched["action"], "toggle-off", "{switched}");
+    let listed = json(&ctl(&server, Some(OPERATOR), &["--json", "toggles"]).await);
+    let rrl = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["name"] == "rrl"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(rrl["on"], false, "{listed}");
+    let unknown = ctl(&server, Some(OPERATOR), &["toggles", "on", "warp"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no toggle"));
 }

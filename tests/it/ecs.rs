@@ -172,6 +172,49 @@ async fn host_bits_past_the_source_prefix_get_formerr() {
     check(&server, "81.2.64.0/20", US_EAST, 22).await;
 }
 
+/// `www.example.com A` with an OPT record whose only option is ECS family 1, source prefix
+/// `source`, scope 0, and exactly the address octets `address`.
+fn raw_ecs_query(source: u8, address: &[u8]) -> Vec<u8> {
+    let mut message = vec![0xbe, 0xef, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in ["www", "example", "com"] {
+        message.push(u8::try_from(label.len()).unwrap());
+        message.extend_from_slice(label.as_bytes());
+    }
+    message.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let option_len = 4 + address.len();
+    message.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    message.extend_from_slice(&u16::try_from(4 + option_len).unwrap().to_be_bytes());
+    message.extend_from_slice(&[0, 8]);
+    message.extend_from_slice(&u16::try_from(option_len).unwrap().to_be_bytes());
+    message.extend_from_slice(&[0, 1, source, 0]);
+    message.extend_from_slice(address);
+    message
+}
+
+#[tokio::test]
+async fn ecs_addresses_longer_than_their_prefix_get_formerr() {
+    let server = TestServer::example().await;
+    // RFC 7871 §6: ADDRESS "MUST NOT contain any more octets than needed"; a /24 needs three.
+    for (source, address, rcode) in [
+        (24, &[81, 2, 69][..], ResponseCode::NoError),
+        (24, &[81, 2, 69, 0][..], ResponseCode::FormErr),
+        (20, &[81, 2, 64, 0][..], ResponseCode::FormErr),
+        (0, &[0][..], ResponseCode::FormErr),
+        (0, &[][..], ResponseCode::NoError),
+    ] {
+        let bytes = crate::client::send_udp(server.udp, &raw_ecs_query(source, address)).await;
+        let reply = crate::client::decode(&bytes);
+        let what = format!("/{source} with {} octets", address.len());
+        assert_eq!(reply.metadata.id, 0xbeef, "{what}");
+        assert_eq!(reply.metadata.response_code, rcode, "{what}");
+        assert_eq!(reply.queries.len(), 1, "{what}: the question is kept");
+        assert!(reply.edns.is_some(), "{what}: an OPT record");
+        if rcode == ResponseCode::FormErr {
+            assert!(reply.answers.is_empty(), "{what}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn no_ecs_in_the_query_means_none_in_the_reply() {
     let server = TestServer::example().await;

@@ -160,11 +160,31 @@ async fn a_full_disk_makes_the_control_plane_read_only_and_it_recovers_by_itself
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "read_only", "{body}");
 
+    // Each failed write is kept for operators, with what was being written, and counted.
+    let errors: Value = http()
+        .get(server.url("/v1/errors"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .expect("GET /v1/errors")
+        .json()
+        .await
+        .expect("JSON");
+    let kept = errors.as_array().expect("a list");
+    assert!(kept.len() >= 2, "{errors}");
+    assert_eq!(kept[0]["kind"], "store", "{errors}");
+    assert_eq!(kept[0]["context"], "store apply report eu-west", "{errors}");
+    assert!(!kept[0]["message"].as_str().unwrap_or_default().is_empty());
+
     let (status, ready) = text(&server, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ready.contains("state store"), "{ready}");
     let (_, metrics) = text(&server, "/metrics").await;
     assert!(metrics.contains("meridian_store_writable 0"), "{metrics}");
+    assert!(
+        metrics.contains("meridian_internal_errors_total{kind=\"store\"}"),
+        "{metrics}"
+    );
     assert!(
         !metrics.contains("meridian_store_write_failures_total 0"),
         "{metrics}"

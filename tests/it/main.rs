@@ -15,31 +15,48 @@
 //! - `cli`: `meridian check-config`, `meridian serve` and `meridian state`, exit codes and
 //!   signals;
 //! - `ctl`: `meridian ctl` (the real binary) against a running server;
+//! - `deploy`: the Kubernetes manifests' configuration passes `check-config`, and their paths
+//!   and ports match it;
 //! - `hardening`: the control plane under abuse (access, rate limits, slow and idle
 //!   connections, the connection cap, imports);
 //! - `faults`: the state store on a full disk;
+//! - `operations`: feature toggles, banned queries, the query log and error collection;
 //! - `architecture`: the module map's directions, as `docs/ARCHITECTURE.md` states them;
 //! - `zone_files`: zone files served exactly as written, and the checks made before serving.
+//! - `fuzz`: every input kept from the fuzz targets in `fuzz/`, through the fuzzer's checks;
+//! - `conformance`: meridian's answers against Knot DNS serving the same zones, and exact answers;
 //! - `dname`: DNAME records and the CNAMEs synthesized from them (RFC 6672).
+//! - `simulate`: what-if simulations checked against the answers after the change, the drain's
+//!   capacity rail, `meridian ctl simulate` and `meridian simulate` offline.
 
 #[path = "../common/mmdb_fixture.rs"]
 mod mmdb_fixture;
+// What the fuzz targets check, shared with `fuzz`, which runs their kept inputs.
+#[path = "../../fuzz/src/checks.rs"]
+mod fuzz_checks;
 
 mod answers;
 mod architecture;
 mod authority;
 mod cli;
 mod client;
+mod conformance;
 mod control;
 mod ctl;
+mod deploy;
 mod dname;
 mod ecs;
+mod etcd;
 mod explain;
 mod faults;
+mod fleet;
+mod fuzz;
 mod hardening;
 mod listeners;
+mod operations;
 mod policies;
 mod reload;
+mod simulate;
 mod support;
 mod transport;
 mod truncation;

@@ -15,7 +15,7 @@ use crate::support::{TestServer, ZONE};
 
 /// The shipped file, with the fixture database (written beside it by the test server) and the
 /// repository's country table.
-fn policies() -> String {
+pub(crate) fn policies() -> String {
     let countries = concat!(env!("CARGO_MANIFEST_DIR"), "/geodata/countries.csv");
     include_str!("../../zones/policies.yaml")
         .replace(
@@ -47,11 +47,11 @@ const SINGAPORE: &str = "2400:cb00::/48";
 const NOWHERE: &str = "192.0.2.0/24";
 
 /// The A records of `name` for a client in `ecs`.
-async fn a(server: &TestServer, name: &str, ecs: &str) -> Vec<Ipv4Addr> {
+pub(crate) async fn a(server: &TestServer, name: &str, ecs: &str) -> Vec<Ipv4Addr> {
     a_records(&Ask::new(name, RecordType::A).ecs(ecs).udp(server.udp).await)
 }
 
-fn ip(last: u8) -> Ipv4Addr {
+pub(crate) fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, last)
 }
 

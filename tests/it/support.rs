@@ -72,6 +72,8 @@ pub(crate) struct Setup {
     pub(crate) state_dir: Option<PathBuf>,
     /// Start drained.
     pub(crate) drained: bool,
+    /// More files to write beside the configuration (name, text), e.g. another zone.
+    pub(crate) files: Vec<(String, String)>,
     clock: Clock,
 }
 
@@ -83,6 +85,7 @@ impl Setup {
             zone: zone_text.to_owned(),
             state_dir: None,
             drained: false,
+            files: Vec::new(),
             clock: Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
         }
     }
@@ -123,6 +126,9 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         std::fs::write(dir.path().join(CONFIG_FILE), &setup.config).expect("write the config");
         std::fs::write(dir.path().join(ZONE_FILE), &setup.zone).expect("write the zone");
+        for (name, text) in &setup.files {
+            std::fs::write(dir.path().join(name), text).expect("write a file of the setup");
+        }
         std::fs::write(dir.path().join(GEO_FILE), mmdb_fixture::standard())
             .expect("write the geo database");
 

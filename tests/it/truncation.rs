@@ -225,3 +225,70 @@ async fn truncated_replies_end_with_their_last_record() {
         &trailing[..trailing.len().min(5)]
     );
 }
+
+/// Names whose whole answers fall on both sides of 512 bytes, one byte apart: `w<n>` holds one
+/// TXT record of two strings, `n` bytes of text in all, and `mx18` the 18 MX records.
+fn boundary_zone() -> String {
+    let mut zone = ZONE.to_owned();
+    for n in 440..=480 {
+        zone.push_str(&format!(
+            "w{n} IN TXT \"{}\" \"{}\"\n",
+            "a".repeat(250),
+            "b".repeat(n - 250)
+        ));
+    }
+    for i in 0..18 {
+        zone.push_str(&format!("mx18 IN MX {i} mail{i:02}.example.com.\n"));
+    }
+    zone
+}
+
+#[tokio::test]
+async fn truncation_only_when_the_message_does_not_fit() {
+    let server = TestServer::start(CONFIG, &boundary_zone()).await;
+    let names: Vec<(String, RecordType)> = (440..=480)
+        .map(|n| (format!("w{n}.example.com"), RecordType::TXT))
+        .chain([("mx18.example.com".to_owned(), RecordType::MX)])
+        .collect();
+    let mut wrong = Vec::new();
+    let (mut at_512, mut mx18) = (false, 0);
+    for (name, qtype) in &names {
+        // Over TCP the whole answer: its size is what must fit.
+        let plain = Ask::new(name, *qtype);
+        let whole = client::send_tcp(server.tcp, &plain.to_bytes()).await.len();
+        at_512 |= whole == 512;
+        if name.starts_with("mx18") {
+            mx18 = whole;
+        }
+        let (reply, size) = udp(&server, &plain).await;
+        if reply.metadata.truncation != (whole > 512) {
+            wrong.push(format!(
+                "{name}, no EDNS: {whole} bytes whole, {size} sent, TC {}",
+                reply.metadata.truncation
+            ));
+        }
+        for variant in [Ask::new(name, *qtype), Ask::new(name, *qtype).nsid()] {
+            let whole = client::send_tcp(server.tcp, &variant.clone().edns(4096).to_bytes())
+                .await
+                .len();
+            for payload in [whole - 1, whole, whole + 1] {
+                let payload = u16::try_from(payload.max(512)).unwrap();
+                let ask = variant.clone().edns(payload);
+                let (reply, size) = udp(&server, &ask).await;
+                if reply.metadata.truncation != (whole > usize::from(payload)) {
+                    wrong.push(format!(
+                        "{name}, EDNS {payload}: {whole} bytes whole, {size} sent, TC {}",
+                        reply.metadata.truncation
+                    ));
+                }
+            }
+        }
+    }
+    assert!(at_512, "one answer is exactly 512 bytes whole");
+    assert!(mx18 > 450 && mx18 <= 512, "18 MX records: {mx18} bytes");
+    assert!(
+        wrong.is_empty(),
+        "TC where the answer fits, or none where it does not:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -431,4 +431,9 @@ fn check_config_prints_file_line_and_text() {
             "expected {expected:?} in\n{stderr}"
         );
     }
+    // The file is named once per problem: the configuration path, then `file:line`.
+    for line in stderr.lines().filter(|line| line.contains("is not an")) {
+        assert_eq!(line.matches(ZONE_FILE).count(), 1, "{line}");
+        assert!(line.contains("zones[0]"), "{line}");
+    }
 }

@@ -79,14 +79,14 @@ pub(crate) async fn export(
 }
 
 /// A parsed export.
-pub(super) struct Export {
-    pub(super) n_buckets: u32,
-    pub(super) buckets: Vec<StoredPlacement>,
-    pub(super) pins: Vec<(String, StoredPlacement)>,
+pub(in crate::control) struct Export {
+    pub(in crate::control) n_buckets: u32,
+    pub(in crate::control) buckets: Vec<StoredPlacement>,
+    pub(in crate::control) pins: Vec<(String, StoredPlacement)>,
 }
 
 /// Reads an export (header, buckets in order, pins), checking every line.
-pub(super) async fn read_export(
+pub(in crate::control) async fn read_export(
     body: Body,
     limit: usize,
     snapshot: &Snapshot,

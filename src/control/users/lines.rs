@@ -27,12 +27,10 @@ pub(super) const MAX_LINE_BYTES: usize = 64 * 1024;
 /// The 413 for line `number`, longer than [`MAX_LINE_BYTES`]; nothing is imported.
 fn line_too_long(number: usize) -> ApiError {
     ApiError {
-        status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-        code: "payload_too_large",
         message: format!(
             "line {number} is longer than {MAX_LINE_BYTES} bytes; nothing was imported"
         ),
-        retry_after: None,
+        ..ApiError::payload_too_large(MAX_LINE_BYTES)
     }
 }
 
@@ -95,7 +93,7 @@ struct PinRow {
 }
 
 /// Reads import rows, checking each; every bad row is reported with its line number.
-pub(super) async fn read_rows(
+pub(in crate::control) async fn read_rows(
     body: Body,
     limit: usize,
     csv: bool,

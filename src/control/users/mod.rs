@@ -42,7 +42,9 @@ use super::write::{Accepted, admit, admit_to, applied, audit, read_json};
 pub(crate) use bulk::{
     __path_import, __path_move_buckets, __path_restore, import, move_buckets, restore,
 };
+pub(super) use export::read_export;
 pub(crate) use export::{__path_export, export};
+pub(super) use lines::read_rows;
 
 /// One user's directory entry.
 #[derive(Debug, Serialize, ToSchema)]

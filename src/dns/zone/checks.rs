@@ -127,8 +127,8 @@ impl Drafts {
                     name,
                     Node {
                         rrsets,
-                        service: None,
                         dname_target,
+                        ..Node::default()
                     },
                 )
             })

@@ -46,6 +46,9 @@ pub(crate) struct Node {
     pub(crate) service: Option<ServiceId>,
     /// The target of the DNAME at this name, if any (the checks allow one per name).
     dname_target: Option<Name>,
+    /// For each NS, MX and SRV record set here: the A and AAAA records of its targets that
+    /// this zone holds authoritatively, for the additional section (RFC 1034 §4.3.2 step 6).
+    additionals: Vec<(RecordType, RecordSet)>,
 }
 
 /// A delegation to another server.
@@ -53,8 +56,12 @@ pub(crate) struct Node {
 pub(crate) struct Cut {
     pub(crate) name: LowerName,
     pub(crate) ns: RecordSet,
-    /// Addresses of the delegated servers that lie inside the cut (glue, RFC 9471).
+    /// Addresses of the delegated servers that lie inside the cut (in-domain glue, RFC 9471
+    /// §2.1): a referral that cannot carry them all is truncated.
     pub(crate) glue: RecordSet,
+    /// Addresses of the delegated servers held elsewhere in this zone (sibling glue under
+    /// another cut, RFC 9471 §2.2, and the zone's own names): sent when they fit.
+    pub(crate) other_addresses: RecordSet,
 }
 
 /// Where a name stands in a zone.
@@ -127,6 +134,84 @@ impl Node {
     pub(crate) fn first_rrset(&self) -> Option<&RecordSet> {
         self.rrsets.first().map(|(_, records)| records)
     }
+
+    /// The addresses for the additional section of an answer with `records` (a record set of
+    /// this node): those of its NS, MX or SRV targets in this zone, if any.
+    pub(crate) fn additional(&self, records: &RecordSet) -> Option<&RecordSet> {
+        let rtype = records.records().first()?.record_type();
+        self.additionals
+            .iter()
+            .find(|(t, _)| *t == rtype)
+            .map(|(_, records)| records)
+    }
+}
+
+/// The name an NS, MX or SRV record points to, for additional section processing.
+fn target(record: &Record) -> Option<&Name> {
+    match &record.data {
+        RData::NS(ns) => Some(&ns.0),
+        RData::MX(mx) => Some(&mx.exchange),
+        RData::SRV(srv) => Some(&srv.target),
+        _ => None,
+    }
+}
+
+/// The A and AAAA records at each of `targets` in `nodes`, in target order, without repeats.
+fn addresses<'n>(
+    nodes: &HashMap<LowerName, Node>,
+    targets: impl Iterator<Item = &'n Name>,
+    keep: impl Fn(&LowerName) -> bool,
+) -> Vec<Record> {
+    let mut seen: Vec<LowerName> = Vec::new();
+    let mut records = Vec::new();
+    for target in targets {
+        let target = LowerName::new(target);
+        if seen.contains(&target) || !keep(&target) {
+            continue;
+        }
+        if let Some(node) = nodes.get(&target) {
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                records.extend(
+                    node.rrset(rtype)
+                        .into_iter()
+                        .flat_map(|set| set.records().iter().cloned()),
+                );
+            }
+        }
+        seen.push(target);
+    }
+    records
+}
+
+/// Gives every NS, MX and SRV record set outside the cuts the addresses of its targets that
+/// the zone serves authoritatively (not below a cut: those are glue, sent with referrals only).
+fn add_additionals(nodes: &mut HashMap<LowerName, Node>, origin: &LowerName, cuts: &[Cut]) {
+    let authoritative =
+        |name: &LowerName| origin.zone_of(name) && !cuts.iter().any(|cut| cut.name.zone_of(name));
+    let mut found = Vec::new();
+    for (name, node) in nodes.iter() {
+        if !authoritative(name) {
+            continue;
+        }
+        for (rtype, set) in &node.rrsets {
+            if !matches!(*rtype, RecordType::NS | RecordType::MX | RecordType::SRV) {
+                continue;
+            }
+            let records = addresses(
+                nodes,
+                set.records().iter().filter_map(target),
+                authoritative,
+            );
+            if !records.is_empty() {
+                found.push((name.clone(), *rtype, RecordSet::new(records)));
+            }
+        }
+    }
+    for (name, rtype, records) in found {
+        if let Some(node) = nodes.get_mut(&name) {
+            node.additionals.push((rtype, records));
+        }
+    }
 }
 
 impl Zone {
@@ -153,7 +238,7 @@ impl Zone {
     }
 
     /// [`Zone::parse`] with `include` reading the files `$INCLUDE` names.
-    fn parse_with(
+    pub(crate) fn parse_with(
         origin: &str,
         text: &[u8],
         path: &Path,
@@ -225,6 +310,7 @@ impl Zone {
         }
         add_empty_non_terminals(&mut nodes, &origin_lower);
         let cuts = find_cuts(&nodes, &origin_lower);
+        add_additionals(&mut nodes, &origin_lower, &cuts);
         match negative_soa {
             Some(soa) if messages.is_empty() => Ok(Zone {
                 origin: origin_lower,
@@ -312,27 +398,16 @@ fn find_cuts(nodes: &HashMap<LowerName, Node>, origin: &LowerName) -> Vec<Cut> {
         .filter(|(name, _)| *name != origin)
         .filter_map(|(name, node)| {
             let ns = node.rrset(RecordType::NS)?;
-            let glue: Vec<Record> = ns
-                .records()
-                .iter()
-                .filter_map(|record| match &record.data {
-                    RData::NS(target) => Some(LowerName::new(&target.0)),
-                    _ => None,
-                })
-                .filter(|target| name.zone_of(target))
-                .filter_map(|target| nodes.get(&target))
-                .flat_map(|target| {
-                    [RecordType::A, RecordType::AAAA]
-                        .into_iter()
-                        .filter_map(|t| target.rrset(t))
-                        .flat_map(RecordSet::records)
-                        .cloned()
-                })
-                .collect();
+            let targets = || ns.records().iter().filter_map(target);
+            let glue = addresses(nodes, targets(), |target| name.zone_of(target));
+            let other_addresses = addresses(nodes, targets(), |target| {
+                origin.zone_of(target) && !name.zone_of(target)
+            });
             Some(Cut {
                 name: name.clone(),
                 ns: ns.clone(),
                 glue: RecordSet::new(glue),
+                other_addresses: RecordSet::new(other_addresses),
             })
         })
         .collect();

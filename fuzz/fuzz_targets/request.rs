@@ -1,0 +1,7 @@
+//! Fuzz target `request`: see `checks::request`.
+#![no_main]
+
+#[path = "../src/checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::request(data));

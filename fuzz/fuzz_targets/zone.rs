@@ -1,0 +1,7 @@
+//! Fuzz target `zone`: see `checks::zone`.
+#![no_main]
+
+#[path = "../src/checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::zone(data));

@@ -1,0 +1,615 @@
+//! A fleet's shared state in etcd: every control-plane write as one etcd transaction, and a
+//! watch that hands every change (from any instance) back to the state manager.
+//!
+//! Keys under the configured prefix `P`:
+//!
+//! | key | value |
+//! |---|---|
+//! | `P/reports/{datacenter}` | [`StoredReport`] as JSON |
+//! | `P/drains/{drain key as JSON}` | empty: presence means drained |
+//! | `P/directory/buckets` | the whole bucket map, JSON list of [`StoredPlacement`] |
+//! | `P/directory/pins/{user}` | [`StoredPlacement`] as JSON |
+//! | `P/toggles/{name}` | whether the feature toggle is on, JSON |
+//! | `P/changes` | the last write's [`Record`]: the change, its audit entry, the instance |
+//!
+//! A write puts its state keys and `P/changes` in one transaction, so they share one revision.
+//! Followers apply the [`Record`] of each revision in order with the same code the embedded store
+//! uses (`LiveState::with`), and mirror it with its audit entry into their local store; the state
+//! keys are read whole ([`Fleet::read_all`]) only at start, after a reconnect that finds the
+//! watch's revision compacted, and whenever the watch cannot resume. So no instance ever sees half
+//! a write, and every instance applies the same writes in the same (etcd's) order.
+//!
+//! This module does not decide anything: it encodes changes, runs transactions and decodes what
+//! the watch delivers. Rules (safety rails, freshness) stay in `state`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::EtcdConfig;
+use crate::store::{AuditEntry, Change, DirectoryChange, DrainKey, StoredPlacement, StoredReport};
+
+/// The most operations one write puts in a transaction: etcd refuses more than 128 by default
+/// (`--max-txn-ops`), and one is the change record.
+pub const MAX_TXN_OPS: usize = 120;
+
+/// How long a write or a read may take before etcd counts as unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many times a write is tried before etcd counts as unreachable.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// How long one attempt of a write may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// How long the follower waits before trying etcd again after a failure.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Keys per page when the whole state is read.
+const PAGE: i64 = 5_000;
+
+/// One accepted write as the fleet sees it: the change, its audit entry, and which instance
+/// accepted it (an instance drain applies to that instance only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The instance that accepted the write ([`Fleet::instance`]).
+    pub origin: String,
+    /// The change.
+    pub change: Change,
+    /// Its audit entry.
+    pub audit: AuditEntry,
+}
+
+/// The fleet's whole state at one revision.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetState {
+    /// The etcd revision it was read at.
+    pub revision: i64,
+    /// Each datacenter's latest report.
+    pub reports: BTreeMap<String, StoredReport>,
+    /// Drains in force.
+    pub drains: BTreeSet<DrainKey>,
+    /// The bucket map, once an instance has laid it out.
+    pub buckets: Option<Vec<StoredPlacement>>,
+    /// Every pin.
+    pub pins: Vec<(String, StoredPlacement)>,
+    /// Feature toggles an operator set, by name.
+    pub toggles: BTreeMap<String, bool>,
+}
+
+/// What the follower tells the state manager, in etcd's order.
+#[derive(Debug)]
+pub enum FleetEvent {
+    /// The whole state, read at start or after the watch could not resume: replaces everything.
+    Synced(FleetState),
+    /// The writes of one or more revisions, in order; `revision` is the last one's.
+    Changed {
+        /// The revision of the last record.
+        revision: i64,
+        /// The records, oldest first.
+        records: Vec<Record>,
+    },
+    /// etcd cannot be reached (or has no leader): why.
+    Down(String),
+    /// etcd is reachable again and the watch resumed where it left off (no write was missed).
+    Up,
+}
+
+/// etcd refused or could not take a write.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// etcd cannot be reached, has no leader, or did not answer in time.
+    #[error("etcd is unreachable: {0}")]
+    Unavailable(String),
+    /// The change needs more operations than one etcd transaction takes.
+    #[error(
+        "the change needs {ops} operations, more than one etcd transaction takes ({MAX_TXN_OPS}); split it"
+    )]
+    TooLarge {
+        /// Operations the change needs.
+        ops: usize,
+    },
+    /// A value cannot be encoded, or a stored value does not decode.
+    #[error("etcd value at {key}: {message}")]
+    Value {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The client could not be built from the configuration (a bad URL, an unreadable TLS file).
+    #[error("etcd client: {0}")]
+    Client(String),
+}
+
+impl From<etcd_client::Error> for FleetError {
+    fn from(error: etcd_client::Error) -> Self {
+        FleetError::Unavailable(error.to_string())
+    }
+}
+
+/// A connection to the fleet's etcd cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    client: Client,
+    prefix: String,
+    instance: String,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("prefix", &self.prefix)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// A client of the cluster `config` names. Connections are made lazily (and again after
+    /// failures), so this succeeds while etcd is down unless a user must log in.
+    ///
+    /// # Errors
+    ///
+    /// [`FleetError::Client`] for a bad endpoint or TLS file, [`FleetError::Unavailable`] when a
+    /// configured user cannot log in.
+    pub async fn connect(config: &EtcdConfig) -> Result<Fleet, FleetError> {
+        let mut options = ConnectOptions::new()
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT * 2)
+            .with_require_leader(true);
+        if let Some((user, password)) = &config.user {
+            options = options.with_user(user, password);
+        }
+        if let Some(tls) = &config.tls {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path)
+                    .map_err(|error| FleetError::Client(format!("{}: {error}", path.display())))
+            };
+            let mut settings = etcd_client::TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                settings = settings.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                settings =
+                    settings.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(settings);
+        }
+        let client = match &config.user {
+            Some(_) => tokio::time::timeout(
+                REQUEST_TIMEOUT * 2,
+                Client::connect(&config.endpoints, Some(options)),
+            )
+            .await
+            .map_err(|_| FleetError::Unavailable("logging in timed out".to_owned()))??,
+            None => Client::connect(&config.endpoints, Some(options))
+                .await
+                .map_err(|error| FleetError::Client(error.to_string()))?,
+        };
+        Ok(Fleet {
+            client,
+            prefix: config.prefix.clone(),
+            instance: instance_name(),
+        })
+    }
+
+    /// This instance's name in the fleet: host, process and a counter, unique among running
+    /// instances.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.prefix)
+    }
+
+    /// Stores `change` and its audit entry in one transaction; returns its revision.
+    ///
+    /// `buckets` is the whole bucket map after the change, for a change of buckets (the map is
+    /// one key).
+    ///
+    /// # Errors
+    ///
+    /// [`FleetError::Unavailable`] when etcd cannot take it (nothing was stored, or, on a timeout,
+    /// it may have been: the watch then delivers it), [`FleetError::TooLarge`] and
+    /// [`FleetError::Value`] when it cannot be one transaction.
+    pub async fn commit(
+        &self,
+        change: &Change,
+        audit: &AuditEntry,
+        buckets: Option<&[StoredPlacement]>,
+    ) -> Result<i64, FleetError> {
+        let mut ops = self.state_ops(change, buckets)?;
+        let record = Record {
+            origin: self.instance.clone(),
+            change: change.clone(),
+            audit: audit.clone(),
+        };
+        ops.push(TxnOp::put(
+            self.key("changes"),
+            encode("changes", &record)?,
+            None,
+        ));
+        if ops.len() > MAX_TXN_OPS + 1 {
+            return Err(FleetError::TooLarge { ops: ops.len() });
+        }
+        let txn = Txn::new().and_then(ops);
+        let mut kv = self.client.kv_client();
+        let mut failure = String::new();
+        // A request sent down the connection of a member that just died waits for that
+        // connection to fail: another attempt goes to a live member. An attempt that timed out
+        // may have been applied; applying a record twice changes nothing (every change sets
+        // state), and only its audit entry is then kept twice.
+        for _ in 0..WRITE_ATTEMPTS {
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn.clone())).await {
+                Ok(Ok(response)) => return Ok(response.header().map_or(0, |h| h.revision())),
+                Ok(Err(error)) => failure = error.to_string(),
+                Err(_) => failure = "the write timed out".to_owned(),
+            }
+        }
+        Err(FleetError::Unavailable(failure))
+    }
+
+    /// Lays out the bucket map when no instance has yet (all instances compute the same default
+    /// layout, so which one wins does not matter). Returns whether this one wrote it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Fleet::commit`].
+    pub async fn init_buckets(
+        &self,
+        buckets: &[StoredPlacement],
+        audit: &AuditEntry,
+    ) -> Result<bool, FleetError> {
+        let key = self.key("directory/buckets");
+        let record = Record {
+            origin: self.instance.clone(),
+            change: Change::Directory(DirectoryChange::Replace {
+                n_buckets: buckets.len() as u32,
+                buckets: buckets.to_vec(),
+                pins: Vec::new(),
+            }),
+            audit: audit.clone(),
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(key.clone(), encode(&key, &buckets)?, None),
+                TxnOp::put(self.key("changes"), encode("changes", &record)?, None),
+            ]);
+        let mut kv = self.client.kv_client();
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(txn))
+            .await
+            .map_err(|_| FleetError::Unavailable("the write timed out".to_owned()))??;
+        Ok(response.succeeded())
+    }
+
+    /// The operations that put `change` into the state keys.
+    fn state_ops(
+        &self,
+        change: &Change,
+        buckets: Option<&[StoredPlacement]>,
+    ) -> Result<Vec<TxnOp>, FleetError> {
+        let mut ops = Vec::new();
+        match change {
+            Change::Report { datacenter, report } => {
+                let key = self.key(&format!("reports/{datacenter}"));
+                ops.push(TxnOp::put(key.clone(), encode(&key, report)?, None));
+            }
+            Change::Drain { key, drained } => {
+                let name = serde_json::to_string(key).map_err(|error| FleetError::Value {
+                    key: format!("{key:?}"),
+                    message: error.to_string(),
+                })?;
+                let key = self.key(&format!("drains/{name}"));
+                ops.push(if *drained {
+                    TxnOp::put(key, Vec::new(), None)
+                } else {
+                    TxnOp::delete(key, None)
+                });
+            }
+            Change::Toggle { name, on } => {
+                let key = self.key(&format!("toggles/{name}"));
+                ops.push(TxnOp::put(key.clone(), encode(&key, on)?, None));
+            }
+            // An instance drain is this instance's own: only its record goes to the fleet.
+            Change::InstanceDrain { .. } | Change::AuditOnly => {}
+            Change::Directory(DirectoryChange::Pins(pins)) => {
+                for (user, placement) in pins {
+                    let key = self.key(&format!("directory/pins/{user}"));
+                    ops.push(match placement {
+                        Some(placement) => TxnOp::put(key.clone(), encode(&key, placement)?, None),
+                        None => TxnOp::delete(key, None),
+                    });
+                }
+            }
+            Change::Directory(DirectoryChange::Buckets(_)) => {
+                let key = self.key("directory/buckets");
+                let Some(buckets) = buckets else {
+                    return Err(FleetError::Value {
+                        key,
+                        message: "no bucket map to change: the directory is not laid out".into(),
+                    });
+                };
+                ops.push(TxnOp::put(key.clone(), encode(&key, &buckets)?, None));
+            }
+            Change::Directory(DirectoryChange::Replace { buckets, pins, .. }) => {
+                let key = self.key("directory/buckets");
+                ops.push(TxnOp::put(key.clone(), encode(&key, buckets)?, None));
+                ops.push(TxnOp::delete(
+                    self.key("directory/pins/"),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ));
+                for (user, placement) in pins {
+                    let key = self.key(&format!("directory/pins/{user}"));
+                    ops.push(TxnOp::put(key.clone(), encode(&key, placement)?, None));
+                }
+            }
+        }
+        Ok(ops)
+    }
+
+    /// Reads the whole state at one revision, a page at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`FleetError::Unavailable`] when etcd cannot answer, [`FleetError::Value`] for a value
+    /// that does not decode.
+    pub async fn read_all(&self) -> Result<FleetState, FleetError> {
+        let mut kv = self.client.kv_client();
+        let root = format!("{}/", self.prefix);
+        let end = prefix_end(root.as_bytes());
+        let mut state = FleetState::default();
+        let mut from = root.clone().into_bytes();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if state.revision > 0 {
+                options = options.with_revision(state.revision);
+            }
+            let mut response =
+                tokio::time::timeout(REQUEST_TIMEOUT, kv.get(from.clone(), Some(options)))
+                    .await
+                    .map_err(|_| FleetError::Unavailable("reading the state timed out".into()))??;
+            if state.revision == 0 {
+                state.revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let kvs = response.take_kvs();
+            for kv in &kvs {
+                self.decode_into(&mut state, kv.key(), kv.value())?;
+            }
+            match kvs.last() {
+                Some(last) if more => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(state)
+    }
+
+    fn decode_into(
+        &self,
+        state: &mut FleetState,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), FleetError> {
+        let key = String::from_utf8_lossy(key);
+        let Some(rest) = key.strip_prefix(&format!("{}/", self.prefix)) else {
+            return Ok(());
+        };
+        if let Some(datacenter) = rest.strip_prefix("reports/") {
+            state
+                .reports
+                .insert(datacenter.to_owned(), decode(&key, value)?);
+        } else if let Some(drain) = rest.strip_prefix("drains/") {
+            let drain = serde_json::from_str(drain).map_err(|error| FleetError::Value {
+                key: key.to_string(),
+                message: error.to_string(),
+            })?;
+            state.drains.insert(drain);
+        } else if let Some(name) = rest.strip_prefix("toggles/") {
+            state.toggles.insert(name.to_owned(), decode(&key, value)?);
+        } else if rest == "directory/buckets" {
+            state.buckets = Some(decode(&key, value)?);
+        } else if let Some(user) = rest.strip_prefix("directory/pins/") {
+            state.pins.push((user.to_owned(), decode(&key, value)?));
+        }
+        Ok(())
+    }
+
+    /// Follows the fleet's state until `shutdown`: reads it whole, then watches from the next
+    /// revision, sending every change to `events` in etcd's order. A broken watch resumes from
+    /// the revision after the last one delivered; one that cannot (compacted) reads everything
+    /// again. Failures are sent as [`FleetEvent::Down`] and retried every [`RETRY_INTERVAL`].
+    pub async fn follow(self, events: mpsc::Sender<FleetEvent>, shutdown: CancellationToken) {
+        let mut next: Option<i64> = None;
+        let mut down = false;
+        let mut failures = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let outcome = tokio::select! {
+                outcome = self.follow_once(&mut next, &events, &mut down, &mut failures) => outcome,
+                () = shutdown.cancelled() => return,
+            };
+            if let Err(error) = outcome {
+                failures += 1;
+                // A watch on a member that died resumes on another one at once: only a second
+                // failure in a row means etcd is gone.
+                if failures < 2 {
+                    debug!(%error, "the fleet's watch broke; resuming");
+                    continue;
+                }
+                if !down {
+                    warn!(%error, "lost the fleet's etcd; retrying");
+                }
+                down = true;
+                if events.send(FleetEvent::Down(error)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_INTERVAL) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    /// One watch: (re)reads the state when `next` is unknown, watches from `next`, and returns
+    /// when the watch ends (an error to report, or `Ok` to resume at once).
+    async fn follow_once(
+        &self,
+        next: &mut Option<i64>,
+        events: &mpsc::Sender<FleetEvent>,
+        down: &mut bool,
+        failures: &mut u32,
+    ) -> Result<(), String> {
+        let start = match *next {
+            Some(revision) => revision,
+            None => {
+                let state = self.read_all().await.map_err(|e| e.to_string())?;
+                let revision = state.revision;
+                info!(revision, "read the fleet's state from etcd");
+                events
+                    .send(FleetEvent::Synced(state))
+                    .await
+                    .map_err(|_| "the state manager stopped".to_owned())?;
+                *next = Some(revision + 1);
+                *down = false;
+                revision + 1
+            }
+        };
+        let mut watch_client = self.client.watch_client();
+        let options = WatchOptions::new()
+            .with_start_revision(start)
+            .with_progress_notify();
+        let changes = self.key("changes");
+        let mut stream = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            watch_client.watch(changes.clone(), Some(options)),
+        )
+        .await
+        .map_err(|_| "starting the watch timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+        loop {
+            let message = stream.message().await.map_err(|e| e.to_string())?;
+            let Some(response) = message else {
+                return Err("the watch ended".to_owned());
+            };
+            if response.compact_revision() > 0 || response.canceled() {
+                info!(
+                    compacted = response.compact_revision(),
+                    reason = response.cancel_reason(),
+                    "the watch cannot resume; reading the whole state again"
+                );
+                *next = None;
+                return Ok(());
+            }
+            if response.created() {
+                *failures = 0;
+            }
+            if response.created() && *down {
+                // The watch resumed where it left off: writes are possible again.
+                *down = false;
+                events
+                    .send(FleetEvent::Up)
+                    .await
+                    .map_err(|_| "the state manager stopped".to_owned())?;
+            }
+            let mut records = Vec::new();
+            let mut revision = 0;
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                if event.event_type() != EventType::Put {
+                    continue;
+                }
+                let record: Record = decode(&changes, kv.value()).map_err(|e| e.to_string())?;
+                revision = kv.mod_revision();
+                records.push(record);
+            }
+            if records.is_empty() {
+                continue;
+            }
+            debug!(revision, records = records.len(), "fleet changes");
+            *next = Some(revision + 1);
+            events
+                .send(FleetEvent::Changed { revision, records })
+                .await
+                .map_err(|_| "the state manager stopped".to_owned())?;
+        }
+    }
+}
+
+/// The end of the key range of every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>, FleetError> {
+    serde_json::to_vec(value).map_err(|error| FleetError::Value {
+        key: key.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, FleetError> {
+    serde_json::from_slice(value).map_err(|error| FleetError::Value {
+        key: key.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+/// `host-pid-n`: unique among the instances running at once, even several in one process.
+fn instance_name() -> String {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "meridian".to_owned());
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    format!("{host}-{}-{n}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_range_ends_after_every_key_under_it() {
+        assert_eq!(prefix_end(b"/meridian/"), b"/meridian0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+
+    #[test]
+    fn instance_names_differ_within_a_process() {
+        assert_ne!(instance_name(), instance_name());
+    }
+}

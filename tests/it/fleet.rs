@@ -1,0 +1,306 @@
+//! A fleet: three meridian instances on one real etcd cluster of three members. A write accepted
+//! by any instance changes the answers of all three, which then give byte-identical replies; an
+//! etcd member's death changes nothing; etcd's total loss keeps DNS answering and makes writes
+//! 503 until it returns, and then the fleet converges without a restart.
+//!
+//! These tests need the `etcd` binary (Debian's `etcd-server`); without it they print a skip line
+//! and return.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::client::{Ask, a_records, send_udp};
+use crate::etcd::Etcd;
+use crate::support::{TestServer, ZONE};
+
+const OPERATOR: &str = "example-operator-token";
+const EU_WEST: &str = "example-eu-west-token";
+const US_EAST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const EU_WEST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+/// A client network in Great Britain: eu-west is nearest.
+const GB: &str = "81.2.69.0/24";
+/// How long every instance has to converge on a write.
+const CONVERGE: Duration = Duration::from_secs(10);
+
+/// The directory test configuration on `etcd`'s members, under its own prefix.
+fn config(etcd: &Etcd, prefix: &str) -> String {
+    let endpoints = etcd
+        .endpoints()
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{}\nstate:\n  backend: etcd\n  etcd:\n    endpoints: [{endpoints}]\n    prefix: {prefix}\n",
+        crate::users::config()
+    )
+}
+
+/// Three instances on `etcd`, each having read the fleet's state.
+async fn fleet(etcd: &Etcd, prefix: &str) -> Vec<TestServer> {
+    let config = config(etcd, prefix);
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(TestServer::start(&config, ZONE).await);
+    }
+    for server in &servers {
+        wait_for(server, "the fleet's state", || async {
+            metric(server, "meridian_state_backend_up").await == Some(1.0)
+        })
+        .await;
+    }
+    servers
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("HTTP request");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn report(server: &TestServer, healthy: bool) -> (StatusCode, Value) {
+    send(
+        http()
+            .put(server.url("/v1/datacenters/eu-west/report"))
+            .bearer_auth(EU_WEST)
+            .json(&json!({"healthy": healthy, "capacity": 100, "load": 10})),
+    )
+    .await
+}
+
+async fn www(server: &TestServer) -> Vec<Ipv4Addr> {
+    a_records(
+        &Ask::new("www.example.com", RecordType::A)
+            .ecs(GB)
+            .udp(server.udp)
+            .await,
+    )
+}
+
+async fn home_of(server: &TestServer, user: &str) -> Value {
+    let (status, body) = send(
+        http()
+            .get(server.url(&format!("/v1/users/{user}")))
+            .bearer_auth(OPERATOR),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["home"].clone()
+}
+
+/// A gauge's value in the server's `/metrics`.
+async fn metric(server: &TestServer, name: &str) -> Option<f64> {
+    let text = http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits (bounded by [`CONVERGE`]) until `check` holds.
+async fn wait_for<F, Fut>(server: &TestServer, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + CONVERGE;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not reach {what} within {CONVERGE:?}",
+            server.http
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every server answers `www.example.com` for GB with `expected`.
+async fn converge(servers: &[TestServer], expected: Ipv4Addr) {
+    for server in servers {
+        wait_for(server, &format!("answering {expected}"), || async {
+            www(server).await == [expected]
+        })
+        .await;
+    }
+}
+
+/// The raw replies of every server to the same queries.
+async fn replies(servers: &[TestServer]) -> Vec<Vec<Vec<u8>>> {
+    let queries = [
+        Ask::new("www.example.com", RecordType::A).ecs(GB),
+        Ask::new("www.example.com", RecordType::AAAA).ecs("198.51.100.0/24"),
+        Ask::new("api.example.com", RecordType::A).ecs(GB),
+        Ask::new("alice.users.example.com", RecordType::A),
+        Ask::new("bob.users.example.com", RecordType::TXT),
+    ];
+    let mut all = Vec::new();
+    for server in servers {
+        let mut replies = Vec::new();
+        for query in &queries {
+            replies.push(send_udp(server.udp, &query.to_bytes()).await);
+        }
+        all.push(replies);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_instance_changes_the_answers_of_all_three() {
+    let Some(mut etcd) = Etcd::start("fleet::a_write_on_one_instance", 3).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/converge").await;
+    converge(&servers, EU_WEST_IP).await;
+
+    // A report through the first instance: it answers by it at once, the others soon.
+    let (status, body) = report(&servers[0], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(www(&servers[0]).await, [US_EAST_IP]);
+    converge(&servers, US_EAST_IP).await;
+
+    // The datacenter recovers through the second, is drained through the third.
+    let (status, body) = report(&servers[1], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(www(&servers[1]).await, [EU_WEST_IP]);
+    converge(&servers, EU_WEST_IP).await;
+    let (status, body) = send(
+        http()
+            .post(servers[2].url("/v1/datacenters/eu-west/drain"))
+            .bearer_auth(OPERATOR)
+            // `solo` has only eu-west: the rail must be overridden.
+            .json(&json!({"force": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(www(&servers[2]).await, [US_EAST_IP]);
+    converge(&servers, US_EAST_IP).await;
+
+    // A pin through the first instance.
+    let (status, body) = send(
+        http()
+            .put(servers[0].url("/v1/users/alice/pin"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"home": "sa-east", "replica": "us-east"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for server in &servers {
+        wait_for(server, "alice's pin", || async {
+            home_of(server, "alice").await == "sa-east"
+        })
+        .await;
+    }
+
+    // Every instance serves the same revision and sends the same bytes.
+    let revisions: Vec<Option<f64>> = futures_revisions(&servers).await;
+    assert!(revisions[0].is_some_and(|r| r > 0.0), "{revisions:?}");
+    assert!(
+        revisions.iter().all(|r| *r == revisions[0]),
+        "{revisions:?}"
+    );
+    let replies = replies(&servers).await;
+    assert_eq!(replies[0], replies[1], "instances 0 and 1 differ");
+    assert_eq!(replies[0], replies[2], "instances 0 and 2 differ");
+
+    // One etcd member dies: writes and fan-out go on.
+    etcd.kill(0);
+    let (status, body) = send(
+        http()
+            .post(servers[1].url("/v1/datacenters/eu-west/undrain"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, EU_WEST_IP).await;
+    let (status, body) = report(&servers[0], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+async fn futures_revisions(servers: &[TestServer]) -> Vec<Option<f64>> {
+    let mut revisions = Vec::new();
+    for server in servers {
+        revisions.push(metric(server, "meridian_state_revision").await);
+    }
+    revisions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_etcd_dns_answers_writes_are_refused_and_the_fleet_catches_up_after() {
+    let Some(mut etcd) = Etcd::start("fleet::without_etcd", 3).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/outage").await;
+    let (status, body) = report(&servers[0], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
+
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    // Every instance notices, turns read-only and unready, and still answers by the last state.
+    for server in &servers {
+        wait_for(server, "read-only mode", || async {
+            metric(server, "meridian_state_read_only").await == Some(1.0)
+        })
+        .await;
+        assert_eq!(www(server).await, [US_EAST_IP]);
+        let (status, _) = send(http().get(server.url("/readyz"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(metric(server, "meridian_state_backend_up").await, Some(0.0));
+    }
+    let (status, body) = report(&servers[1], true).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "read_only", "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains("etcd")),
+        "{body}"
+    );
+    assert_eq!(www(&servers[1]).await, [US_EAST_IP]);
+
+    // etcd returns: every instance resumes by itself, and a write reaches all three.
+    for i in 0..3 {
+        etcd.restart(i);
+    }
+    etcd.wait_healthy().await;
+    for server in &servers {
+        wait_for(server, "writable mode", || async {
+            metric(server, "meridian_state_read_only").await == Some(0.0)
+        })
+        .await;
+    }
+    let (status, body) = report(&servers[2], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, EU_WEST_IP).await;
+    for server in &servers {
+        let (status, _) = send(http().get(server.url("/readyz"))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
