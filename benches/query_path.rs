@@ -1,6 +1,6 @@
 //! Hot-path benchmarks: one geo query through `Handler::answer`, what the UDP and TCP loops call (bytes in: decode, locate, route, encode, count; bytes out),
 //! one static query, and the routing core alone; the geo query also with the traffic record on
-//! (one in 16 sampled, and every query).
+//! (one in 16 sampled, and every query), and `Traffic::record` alone.
 //!
 //! Run with `cargo bench --bench query_path`. The handler benchmarks use the shipped example
 //! (the embedded country database), with ECS networks spread over the whole IPv4 space so that
@@ -89,6 +89,15 @@ fn benches(c: &mut Criterion) {
                 }
             })
         };
+        // The record alone: what a routed answer adds.
+        let config = shared.load().loaded.config.clone();
+        let mut n = 0u32;
+        c.bench_function(&format!("traffic/record_1_in_{one_in}"), |b| {
+            b.iter(|| {
+                n = n.wrapping_add(256);
+                traffic.record(&config, ServiceId(0), IpAddr::V4(Ipv4Addr::from(n)), 24)
+            })
+        });
         let sampling = handler.clone().with_traffic(Some(traffic));
         c.bench_function(
             &format!("handler/geo_query_varied_ecs_traffic_1_in_{one_in}"),

@@ -136,6 +136,12 @@ pub(super) fn validate_directory(
                 "frontends have no weight",
             ));
         }
+        if pool.bias.is_some() {
+            problems.push(Problem::new(
+                format!("{path}.bias"),
+                "frontends have no bias",
+            ));
+        }
         frontends.push(Frontends {
             datacenter,
             a,

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 pub use control::{ControlConfig, RateLimit, Role, TokenConfig};
 pub use directory::{DirectoryConfig, Frontends};
-pub use policy::{AllDown, ClientRule, MetricWeights, Watermarks};
+pub use policy::{AllDown, Bias, ClientRule, MetricWeights, Rotation, Watermarks};
+pub use raw::SLOW_START_STEPS;
 pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Source};
 pub use state::{ETCD_ENDPOINTS_ENV, EtcdConfig, EtcdTls, StateConfig};
 
@@ -204,6 +205,10 @@ pub enum Policy {
     NearestWithCapacity,
     /// By a score from reported latency and cost.
     Metric,
+    /// By the configured `order`, each datacenter filled to its high watermark before the next.
+    Cascade,
+    /// By reported utilization, least loaded first (optionally among the nearest only).
+    LeastLoaded,
 }
 
 impl Policy {
@@ -215,7 +220,25 @@ impl Policy {
             Policy::Weighted => "weighted",
             Policy::NearestWithCapacity => "nearest-with-capacity",
             Policy::Metric => "metric",
+            Policy::Cascade => "cascade",
+            Policy::LeastLoaded => "least-loaded",
         }
+    }
+
+    /// Whether the policy skips datacenters over their high watermark (`capacity`).
+    pub fn uses_capacity(&self) -> bool {
+        matches!(
+            self,
+            Policy::NearestWithCapacity | Policy::Cascade | Policy::LeastLoaded
+        )
+    }
+
+    /// Whether the policy ranks by the client's place (a decision map).
+    pub fn is_geographic(&self) -> bool {
+        matches!(
+            self,
+            Policy::Nearest | Policy::NearestWithCapacity | Policy::Metric | Policy::LeastLoaded
+        )
     }
 }
 
@@ -249,10 +272,20 @@ pub struct ServiceConfig {
     pub geofences: Vec<ClientRule>,
     /// Clients matching an override prefer its datacenters, in order.
     pub overrides: Vec<ClientRule>,
+    /// How long a datacenter that becomes eligible again takes to get back its whole share of
+    /// clients; zero: at once.
+    pub slow_start: Duration,
+    /// A datacenter reporting a higher service latency (milliseconds) is skipped as if full.
+    pub max_service_latency_ms: Option<f64>,
+    /// How a datacenter's addresses are ordered across answers.
+    pub rotation: Rotation,
+    /// `least-loaded`: only datacenters at most this many kilometres farther than the nearest
+    /// are ranked by load.
+    pub max_extra_km: Option<f64>,
 }
 
 /// The addresses one datacenter answers for one service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     /// Index into [`Config::datacenters`].
     pub datacenter: usize,
@@ -262,6 +295,8 @@ pub struct PoolConfig {
     pub aaaa: Vec<Ipv6Addr>,
     /// Weight under the `weighted` policy.
     pub weight: NonZeroU32,
+    /// `nearest`, `nearest-with-capacity`: how this datacenter's catchment is pulled or pushed.
+    pub bias: Bias,
 }
 
 impl Config {
@@ -762,11 +797,13 @@ fn validate_services(
             "weighted" => Policy::Weighted,
             "nearest-with-capacity" => Policy::NearestWithCapacity,
             "metric" => Policy::Metric,
+            "cascade" => Policy::Cascade,
+            "least-loaded" => Policy::LeastLoaded,
             other => {
                 problems.push(Problem::new(
                     format!("{path}.policy"),
                     format!(
-                        "unknown policy {other:?} (nearest, nearest-with-capacity, metric, failover, weighted)"
+                        "unknown policy {other:?} (nearest, nearest-with-capacity, metric, failover, weighted, cascade, least-loaded)"
                     ),
                 ));
                 Policy::Nearest
@@ -789,6 +826,12 @@ fn validate_services(
         // The order refers to pools by name, so it is checked against the names as written even
         // when a pool itself is invalid.
         let pool_names: Vec<String> = service.pools.keys().cloned().collect();
+        let raw_balance = policy::RawBalance {
+            slow_start_seconds: service.slow_start_seconds,
+            max_service_latency_ms: service.max_service_latency_ms,
+            rotation: service.rotation.clone(),
+            max_extra_km: service.max_extra_km,
+        };
         let pools = validate_pools(&path, service.pools, datacenters, problems);
         let order = validate_order(&path, service.order, &pool_names, problems);
         let all_down = policy::validate_all_down(&path, service.all_down.as_deref(), problems);
@@ -809,6 +852,7 @@ fn validate_services(
             problems,
         );
         check_rules_apply(&path, policy, &geofences, &overrides, problems);
+        let balance = policy::validate_balance(&path, policy, &raw_balance, &pools, problems);
         if problems.len() == before {
             services.push(ServiceConfig {
                 id,
@@ -824,6 +868,10 @@ fn validate_services(
                 metric,
                 geofences,
                 overrides,
+                slow_start: balance.slow_start,
+                max_service_latency_ms: balance.max_service_latency_ms,
+                rotation: balance.rotation,
+                max_extra_km: balance.max_extra_km,
             });
         }
     }
@@ -839,7 +887,10 @@ fn check_rules_apply(
     overrides: &[ClientRule],
     problems: &mut Vec<Problem>,
 ) {
-    if !matches!(policy, Policy::Failover | Policy::Weighted) {
+    if !matches!(
+        policy,
+        Policy::Failover | Policy::Weighted | Policy::Cascade
+    ) {
         return;
     }
     let name = policy.name();
@@ -847,7 +898,7 @@ fn check_rules_apply(
         problems.push(Problem::new(
             format!("{path}.geofence"),
             format!(
-                "the {name} policy does not place clients, so it cannot apply geofences (use nearest, nearest-with-capacity or metric)"
+                "the {name} policy does not place clients, so it cannot apply geofences (use nearest, nearest-with-capacity, metric or least-loaded)"
             ),
         ));
     }
@@ -900,12 +951,14 @@ fn validate_pools(
                 "must be at least 1 (remove the pool to send it nothing)",
             ));
         }
+        let bias = policy::validate_bias(&pool_path, pool.bias.as_deref(), problems);
         if let (Some(datacenter), Some(weight)) = (datacenter, weight) {
             pools.push(PoolConfig {
                 datacenter,
                 a,
                 aaaa,
                 weight,
+                bias,
             });
         }
     }

@@ -225,3 +225,191 @@ pub(super) fn validate_rules(
     }
     rules
 }
+
+/// How a datacenter's addresses are ordered across answers (BIND's `rrset-order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rotation {
+    /// Always in configured order.
+    #[default]
+    Fixed,
+    /// Each answer starts one address further along, round robin.
+    Cyclic,
+    /// Each answer starts at an address chosen by a hash of the query.
+    Random,
+}
+
+impl Rotation {
+    /// The name as written in the configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rotation::Fixed => "fixed",
+            Rotation::Cyclic => "cyclic",
+            Rotation::Random => "random",
+        }
+    }
+}
+
+/// `nearest`: how a datacenter's catchment is pulled (positive) or pushed (negative), like
+/// Route 53's geoproximity bias.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Bias {
+    /// None.
+    #[default]
+    None,
+    /// Clients count the datacenter this many kilometres nearer than it is.
+    Km(f64),
+    /// Clients count the datacenter this per cent nearer than it is (-99 to 99).
+    Percent(f64),
+}
+
+impl Bias {
+    /// The score of a datacenter at `distance_km` is `per_km × distance + offset`: these two.
+    pub fn score_parameters(&self) -> (f64, f64) {
+        match *self {
+            Bias::None => (1.0, 0.0),
+            Bias::Km(km) => (1.0, -km),
+            Bias::Percent(p) => (1.0 - p / 100.0, 0.0),
+        }
+    }
+
+    /// In words, for explanations; `None` without a bias.
+    pub fn describe(&self) -> Option<String> {
+        match *self {
+            Bias::None => None,
+            Bias::Km(km) => Some(format!("bias {km:+} km")),
+            Bias::Percent(p) => Some(format!("bias {p:+} %")),
+        }
+    }
+}
+
+/// The balancing fields of a service, as written.
+pub(super) struct RawBalance {
+    pub(super) slow_start_seconds: Option<u32>,
+    pub(super) max_service_latency_ms: Option<f64>,
+    pub(super) rotation: Option<String>,
+    pub(super) max_extra_km: Option<f64>,
+}
+
+/// The balancing settings of a service, validated.
+pub(super) struct Balance {
+    pub(super) slow_start: Duration,
+    pub(super) max_service_latency_ms: Option<f64>,
+    pub(super) rotation: Rotation,
+    pub(super) max_extra_km: Option<f64>,
+}
+
+/// Longest slow start ramp: a day.
+const MAX_SLOW_START_SECONDS: u32 = 86_400;
+
+pub(super) fn validate_balance(
+    path: &str,
+    policy: super::Policy,
+    raw: &RawBalance,
+    pools: &[super::PoolConfig],
+    problems: &mut Vec<Problem>,
+) -> Balance {
+    let seconds = raw.slow_start_seconds.unwrap_or(0);
+    if seconds > MAX_SLOW_START_SECONDS {
+        problems.push(Problem::new(
+            format!("{path}.slow_start_seconds"),
+            format!("{seconds} is more than a day ({MAX_SLOW_START_SECONDS})"),
+        ));
+    }
+    let max_service_latency_ms = raw.max_service_latency_ms;
+    if let Some(ms) = max_service_latency_ms
+        && !(ms.is_finite() && ms > 0.0)
+    {
+        problems.push(Problem::new(
+            format!("{path}.max_service_latency_ms"),
+            format!("{ms} is not a positive number of milliseconds"),
+        ));
+    }
+    let rotation = match raw.rotation.as_deref() {
+        None | Some("fixed") => Rotation::Fixed,
+        Some("cyclic") => Rotation::Cyclic,
+        Some("random") => Rotation::Random,
+        Some(other) => {
+            problems.push(Problem::new(
+                format!("{path}.rotation"),
+                format!("{other:?} is not fixed, cyclic or random"),
+            ));
+            Rotation::Fixed
+        }
+    };
+    let max_extra_km = raw.max_extra_km;
+    if let Some(km) = max_extra_km {
+        if policy != super::Policy::LeastLoaded {
+            problems.push(Problem::new(
+                format!("{path}.max_extra_km"),
+                "only the least-loaded policy uses it",
+            ));
+        } else if !(km.is_finite() && km >= 0.0) {
+            problems.push(Problem::new(
+                format!("{path}.max_extra_km"),
+                format!("{km} is not a distance (kilometres, 0 or more)"),
+            ));
+        }
+    }
+    if !matches!(
+        policy,
+        super::Policy::Nearest | super::Policy::NearestWithCapacity
+    ) && pools.iter().any(|pool| pool.bias != Bias::None)
+    {
+        problems.push(Problem::new(
+            format!("{path}.pools"),
+            format!(
+                "the {} policy does not rank by distance, so it cannot apply a bias (use nearest or nearest-with-capacity)",
+                policy.name()
+            ),
+        ));
+    }
+    Balance {
+        slow_start: Duration::from_secs(u64::from(seconds)),
+        max_service_latency_ms,
+        rotation,
+        max_extra_km,
+    }
+}
+
+/// Parses a pool's `bias`: `"300 km"`, `"-300km"`, `"20 %"` or `"-20%"`.
+pub(super) fn validate_bias(
+    pool_path: &str,
+    raw: Option<&str>,
+    problems: &mut Vec<Problem>,
+) -> Bias {
+    let Some(text) = raw else {
+        return Bias::None;
+    };
+    let trimmed = text.trim();
+    let parsed = if let Some(number) = trimmed.strip_suffix("km") {
+        number
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|km| km.is_finite() && km.abs() <= MAX_BIAS_KM)
+            .map(Bias::Km)
+    } else if let Some(number) = trimmed.strip_suffix('%') {
+        number
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|p| p.is_finite() && p.abs() <= MAX_BIAS_PERCENT)
+            .map(Bias::Percent)
+    } else {
+        None
+    };
+    parsed.unwrap_or_else(|| {
+        problems.push(Problem::new(
+            format!("{pool_path}.bias"),
+            format!(
+                "{text:?} is not a bias: kilometres (\"300 km\", at most {MAX_BIAS_KM}) or per cent (\"-20 %\", -{MAX_BIAS_PERCENT} to {MAX_BIAS_PERCENT})"
+            ),
+        ));
+        Bias::None
+    })
+}
+
+/// Largest bias in kilometres: half the Earth's circumference.
+const MAX_BIAS_KM: f64 = 20_000.0;
+/// Largest bias in per cent: 100 would make the datacenter everyone's nearest.
+const MAX_BIAS_PERCENT: f64 = 99.0;

@@ -82,6 +82,8 @@ pub const DEFAULT_HIGH_WATERMARK: f64 = 0.95;
 /// Default margin below the high watermark a datacenter must fall to before it takes clients
 /// again.
 pub const DEFAULT_HYSTERESIS: f64 = 0.05;
+/// Steps a slow start ramp is cut into: the decision changes (and is rebuilt) once per step.
+pub const SLOW_START_STEPS: u32 = 20;
 /// Default weight of one millisecond of latency in a `metric` score.
 pub const DEFAULT_LATENCY_WEIGHT: f64 = 1.0;
 /// Default weight of one unit of cost in a `metric` score.
@@ -382,7 +384,8 @@ pub struct RawDatacenter {
 pub struct RawService {
     /// The DNS name answered, e.g. `www.example.com`; must lie inside a configured zone.
     pub name: String,
-    /// `nearest`, `nearest-with-capacity`, `metric`, `failover` or `weighted`.
+    /// `nearest`, `nearest-with-capacity`, `metric`, `failover`, `weighted`, `cascade` or
+    /// `least-loaded`.
     pub policy: String,
     /// TTL of the answers in seconds; default [`DEFAULT_SERVICE_TTL`].
     pub ttl: Option<u32>,
@@ -409,6 +412,18 @@ pub struct RawService {
     /// Clients of these places or networks prefer these datacenters, in this order.
     #[serde(default)]
     pub overrides: Vec<RawClientRule>,
+    /// Seconds over which a datacenter that becomes eligible again takes back its share of
+    /// clients; default 0 (at once).
+    pub slow_start_seconds: Option<u32>,
+    /// A datacenter reporting a `service_latency_ms` above this is skipped as if full;
+    /// default none.
+    pub max_service_latency_ms: Option<f64>,
+    /// Order of a datacenter's addresses across answers: `fixed` (default), `cyclic` or
+    /// `random`.
+    pub rotation: Option<String>,
+    /// `least-loaded`: only datacenters at most this much farther than the nearest eligible one
+    /// are ranked by load; default no limit.
+    pub max_extra_km: Option<f64>,
 }
 
 /// Utilization watermarks (load / capacity).
@@ -463,4 +478,7 @@ pub struct RawPool {
     pub aaaa: Vec<String>,
     /// Relative weight under the `weighted` policy; default 1.
     pub weight: Option<u32>,
+    /// `nearest` and `nearest-with-capacity`: pulls clients towards this datacenter (positive)
+    /// or pushes them away (negative), as `"300 km"` or `"20 %"`; default none.
+    pub bias: Option<String>,
 }

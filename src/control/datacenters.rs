@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::dns::Snapshot;
-use crate::routing::{DcState, DcStatus, ServiceId, Standing};
+use crate::routing::{DcState, DcStatus, ServiceId, Standing, Toggle, slow_start};
 use crate::state::unix_ms;
 use crate::store::{Change, DrainKey, StoredReport};
 
@@ -55,6 +55,10 @@ pub(crate) struct ReportBody {
     /// Relative cost of serving from here (≥ 0).
     #[schema(minimum = 0)]
     cost: Option<f64>,
+    /// The datacenter's own service latency (p99), milliseconds (≥ 0); services with
+    /// `max_service_latency_ms` skip it above that.
+    #[schema(minimum = 0)]
+    service_latency_ms: Option<f64>,
 }
 
 /// The schema of `ReportBody::latency_ms`: what `validate_report` accepts.
@@ -121,6 +125,21 @@ pub(crate) struct DatacenterView {
     /// Standing for each service using it: `healthy`, `unreported`, `stale`, `drained`,
     /// `down`, `stale-past-grace`, `no-report`.
     services: BTreeMap<String, String>,
+    /// The service latency (p99, milliseconds) of the latest report, if it has one.
+    service_latency_ms: Option<f64>,
+    /// Services in which the datacenter is taking back its clients, by service identifier.
+    slow_start: BTreeMap<String, SlowStartView>,
+}
+
+/// Where a datacenter is in one service's slow start.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SlowStartView {
+    /// The share of its clients it serves now, 0 to 1 (in steps of 1/20).
+    share: f64,
+    /// The whole ramp, seconds (`slow_start_seconds`).
+    seconds: u64,
+    /// Seconds since it became eligible again.
+    elapsed_seconds: f64,
 }
 
 /// Accept a datacenter's report.
@@ -180,6 +199,10 @@ pub(super) fn validate_report(
     let capacity = finite("capacity", body.capacity)?;
     let load = finite("load", body.load)?;
     let cost = body.cost.map(|c| finite("cost", c)).transpose()?;
+    let service_latency_ms = body
+        .service_latency_ms
+        .map(|ms| finite("service_latency_ms", ms))
+        .transpose()?;
     let ttl_seconds = body.ttl_seconds.map_or(default_ttl, |Whole(ttl)| ttl);
     if !(1..=MAX_REPORT_TTL_SECONDS).contains(&ttl_seconds) {
         return Err(ApiError::bad_request(format!(
@@ -215,6 +238,9 @@ pub(super) fn validate_report(
         latency_ms,
         cost,
         received_unix_ms: unix_ms(now),
+        service_latency_ms,
+        // The state manager sets it from the previous report.
+        serving_since_unix_ms: None,
     })
 }
 
@@ -288,6 +314,26 @@ fn datacenter_view(
             (s.id.clone(), standing.label().to_owned())
         })
         .collect();
+    let slow_start = config
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.pools.iter().any(|p| p.datacenter == index))
+        .filter_map(|(i, s)| {
+            let id = ServiceId(i as u16);
+            let on = snapshot.live.toggles.is_on(Toggle::SlowStart);
+            if !on || !Standing::of(dc, state, id, s).is_eligible() {
+                return None;
+            }
+            let (ramp, elapsed) = slow_start(s, id, state)?;
+            let view = SlowStartView {
+                share: ramp.share(),
+                seconds: ramp.over.as_secs(),
+                elapsed_seconds: elapsed.as_secs_f64(),
+            };
+            Some((s.id.clone(), view))
+        })
+        .collect();
     DatacenterView {
         name: dc.name.clone(),
         country: dc.country.to_string(),
@@ -308,6 +354,8 @@ fn datacenter_view(
             .map(|s| config.services[usize::from(s.0)].id.clone())
             .collect(),
         services,
+        service_latency_ms: report.and_then(|r| r.service_latency_ms),
+        slow_start,
     }
 }
 

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use crate::config::{Config, Policy};
 use crate::dns::{Loaded, Snapshot};
-use crate::routing::{BaseTable, DcState, ReportState, RoutingTable, ServiceId};
+use crate::routing::{BaseTable, DcState, ReportState, RoutingTable, ServiceId, Toggle, Toggles};
 use crate::traffic::{
     Change, DcChange, Sample, SampledNetwork, ServiceChange, Simulation, World, simulate,
 };
@@ -49,6 +49,9 @@ pub(crate) struct TrafficView {
     configuration: String,
     /// Every datacenter's state as routing saw it.
     datacenters: Vec<DcStateView>,
+    /// Feature toggles switched off (routing honours them; an offline replay does too).
+    #[serde(default)]
+    toggles_off: Vec<String>,
     /// Sampled queries per service and client network.
     networks: Vec<NetworkView>,
 }
@@ -65,6 +68,9 @@ pub(crate) struct DcStateView {
     unverified: bool,
     /// The latest report, if any.
     report: Option<ReportView>,
+    /// Milliseconds since it became eligible again, when known (slow start ramps from it).
+    #[serde(default)]
+    back_for_ms: Option<u64>,
 }
 
 /// A report as routing sees it.
@@ -77,6 +83,9 @@ pub(crate) struct ReportView {
     #[schema(value_type = BTreeMap<String, f64>)]
     latency_ms: BTreeMap<String, f64>,
     cost: Option<f64>,
+    /// The datacenter's own service latency (p99), milliseconds.
+    #[serde(default)]
+    service_latency_ms: Option<f64>,
     age_ms: u64,
     ttl_ms: u64,
 }
@@ -329,9 +338,10 @@ pub(crate) async fn drain_overloads(
     }))
 }
 
-/// Replays the record of `sample_json` (a `GET /v1/traffic` answer) under the configuration it
-/// was recorded with and under `candidate`, both located with `candidate`'s geo database: what
-/// `meridian simulate` prints, as JSON.
+/// Replays the record of `sample_json` (a `GET /v1/traffic` answer) under the configuration,
+/// state and feature toggles it was recorded with, and under `candidate` with the same state and
+/// toggles, both located with `candidate`'s geo database: what `meridian simulate` prints, as
+/// JSON.
 ///
 /// # Errors
 ///
@@ -353,7 +363,12 @@ pub fn simulate_offline(sample_json: &[u8], candidate: &Loaded) -> Result<String
         })
         .collect();
     let base = Arc::new(BaseTable::build(&config, Arc::clone(&candidate.geo)));
-    let routing = RoutingTable::build(base, &config, &states, None);
+    let mut toggles = Toggles::default();
+    for name in &view.toggles_off {
+        let toggle = Toggle::named(name).ok_or_else(|| format!("no feature toggle {name:?}"))?;
+        toggles = toggles.with(toggle, false);
+    }
+    let routing = RoutingTable::build_toggled(base, &config, &states, toggles, None);
     let before = World {
         config: &config,
         states: &states,
@@ -506,6 +521,12 @@ fn traffic_view(snapshot: &Snapshot, sample: &Sample) -> TrafficView {
         window_seconds: sample.window.as_secs(),
         dropped: sample.dropped,
         config_version: snapshot.loaded.config_version.clone(),
+        toggles_off: snapshot
+            .routing
+            .toggles()
+            .off()
+            .map(|toggle| toggle.name().to_owned())
+            .collect(),
         configuration: snapshot.loaded.config_text.to_string(),
         datacenters: config
             .datacenters
@@ -521,7 +542,11 @@ fn traffic_view(snapshot: &Snapshot, sample: &Sample) -> TrafficView {
                     .map(|s| s.id.clone())
                     .collect(),
                 unverified: state.unverified,
+                back_for_ms: state
+                    .back_for
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 report: state.report.as_ref().map(|r| ReportView {
+                    service_latency_ms: r.service_latency_ms,
                     healthy: r.healthy,
                     capacity: r.capacity,
                     load: r.load,
@@ -559,10 +584,13 @@ fn dc_state(config: &Config, view: &DcStateView) -> DcState {
             load: r.load,
             latency_ms: r.latency_ms.clone(),
             cost: r.cost,
+            service_latency_ms: r.service_latency_ms,
             age: Duration::from_millis(r.age_ms),
             ttl: Duration::from_millis(r.ttl_ms),
         }),
         unverified: view.unverified,
+        back_for: view.back_for_ms.map(Duration::from_millis),
+        back_for_services: Vec::new(),
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Metrics {
     state: IntGaugeVec,
     /// See [`DATACENTER_UTILIZATION_RATIO`].
     utilization: GaugeVec,
+    /// See [`SLOW_START_SHARE`].
+    slow_start: GaugeVec,
     /// `outcome="ok"`, resolved at construction.
     reloads_ok: IntCounter,
     /// `outcome="failed"`, resolved at construction.
@@ -206,6 +208,16 @@ impl Metrics {
         )
         .expect("valid metric name and labels");
         register(&registry, &utilization);
+
+        let slow_start = GaugeVec::new(
+            Opts::new(
+                SLOW_START_SHARE,
+                "Share of its clients a datacenter in slow start serves for a service (1 when not ramping).",
+            ),
+            &["datacenter", "service"],
+        )
+        .expect("valid metric name and labels");
+        register(&registry, &slow_start);
 
         let reloads = IntCounterVec::new(
             Opts::new(CONFIG_RELOADS_TOTAL, "Configuration reloads, by outcome."),
@@ -346,6 +358,7 @@ impl Metrics {
             report_age,
             state,
             utilization,
+            slow_start,
             reloads_ok,
             reloads_failed,
             builds,
@@ -508,6 +521,11 @@ impl Metrics {
         child(&self.utilization, &[datacenter]).set(ratio);
     }
 
+    /// Sets the share of its clients `datacenter` serves for `service` in its slow start.
+    pub fn set_slow_start(&self, datacenter: &str, service: &str, share: f64) {
+        child(&self.slow_start, &[datacenter, service]).set(share);
+    }
+
     /// Removes every series labelled with `datacenter`: its gauges and its answer counters.
     ///
     /// For a datacenter removed from the configuration; call it after the snapshot without it is
@@ -519,6 +537,9 @@ impl Metrics {
         // Each removal fails only if that series was never created, which is fine to ignore.
         let _ = self.report_age.remove_label_values(&[datacenter]);
         let _ = self.utilization.remove_label_values(&[datacenter]);
+        for service in label_values_where(&self.slow_start, "datacenter", datacenter, "service") {
+            let _ = self.slow_start.remove_label_values(&[datacenter, &service]);
+        }
         for state in DcStatus::ALL {
             let _ = self.state.remove_label_values(&[datacenter, state.label()]);
         }

@@ -18,6 +18,9 @@ pub const DATACENTER_REPORT_AGE_SECONDS: &str = "meridian_datacenter_report_age_
 pub const DATACENTER_STATE: &str = "meridian_datacenter_state";
 /// A datacenter's reported load divided by its configured capacity.
 pub const DATACENTER_UTILIZATION_RATIO: &str = "meridian_datacenter_utilization_ratio";
+/// Share of its clients a datacenter serves for a service during its slow start (1 when not
+/// ramping), by datacenter and service.
+pub const SLOW_START_SHARE: &str = "meridian_slow_start_share";
 /// Configuration reloads, by outcome ("ok" or "failed").
 pub const CONFIG_RELOADS_TOTAL: &str = "meridian_config_reloads_total";
 /// Snapshots built from files by reloads: a reload whose files did not change since the running

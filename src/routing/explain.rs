@@ -95,12 +95,10 @@ pub fn explain(
                 .as_ref()
                 .is_some_and(|allowed| !allowed.contains(&dc));
             let overloaded = table.is_overloaded(service, dc);
-            let spills = table.toggles().policy(service_config.policy)
-                == Policy::NearestWithCapacity
-                && utilization.is_some_and(|u| {
-                    bucket(client.network_key) < policy::spill_buckets(u, &service_config.capacity)
-                });
-            let reason = reason(
+            let slow = table.is_slow(service, dc);
+            let ramp = table.ramp(service, dc);
+            let spills = bucket(client.network_key) < table.spill(service, dc);
+            let mut reason = reason(
                 rank,
                 &standing,
                 geofenced,
@@ -109,6 +107,68 @@ pub fn explain(
                 utilization,
                 decision.failed_open,
             );
+            let latency = state.report.as_ref().and_then(|r| r.service_latency_ms);
+            let mut notes: Vec<String> = Vec::new();
+            if slow {
+                notes.push(format!(
+                    "service latency {:.0} ms is over the limit of {:.0} ms",
+                    latency.unwrap_or_default(),
+                    service_config.max_service_latency_ms.unwrap_or_default()
+                ));
+            }
+            if let Some(ramp) = ramp {
+                notes.push(ramp.describe());
+            }
+            match service_config.policy {
+                Policy::LeastLoaded => notes.push(format!(
+                    "least-loaded: {}",
+                    utilization.filter(|u| u.is_finite()).map_or_else(
+                        || "no report, counted as empty".to_owned(),
+                        |u| format!("{:.0} % utilization", u * 100.0)
+                    )
+                )),
+                Policy::Cascade => notes.push(format!(
+                    "cascade: position {} in the order",
+                    service_config
+                        .order
+                        .iter()
+                        .position(|&p| service_config.pools[p].datacenter == pool.datacenter)
+                        .map_or(0, |p| p + 1)
+                )),
+                _ => {}
+            }
+            if let (Some(extra), Some(cell)) = (service_config.max_extra_km, location) {
+                let nearest = service_config
+                    .pools
+                    .iter()
+                    .filter(|p| {
+                        let id = policy::dc_id(p);
+                        ranking.contains(&id)
+                            || Standing::of(
+                                &config.datacenters[p.datacenter],
+                                &states[p.datacenter],
+                                service,
+                                service_config,
+                            )
+                            .is_eligible()
+                    })
+                    .map(|p| {
+                        cell.coordinates
+                            .distance_km(&table.base().dc_coordinates[p.datacenter])
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                if distance_km.is_some_and(|d| d > nearest + extra) {
+                    notes.push(format!(
+                        "more than max_extra_km ({extra} km) farther than the nearest"
+                    ));
+                }
+            }
+            if let Some(bias) = pool.bias.describe() {
+                notes.push(bias);
+            }
+            if !notes.is_empty() {
+                reason = format!("{reason} ({})", notes.join("; "));
+            }
             DcTrace {
                 dc,
                 name: dc_config.name.clone(),

@@ -100,6 +100,9 @@ pub(super) struct MapInputs {
     pub(super) by_region: Option<Vec<u16>>,
     /// The ranking of clients the database cannot place, and whether it failed open.
     pub(super) unlocated: (Vec<DcId>, bool),
+    /// `least-loaded` with `max_extra_km` (as `f64` bits): candidates farther than this beyond
+    /// the nearest one rank after all others (each group by score).
+    pub(super) within_km: Option<u64>,
 }
 
 /// Index of a ranking in a [`GeoMap`].
@@ -163,7 +166,12 @@ impl GeoMap {
         previous: &GeoMap,
         inputs: &MapInputs,
     ) -> Option<GeoMap> {
-        if before.depth != inputs.depth || before.by_region.is_some() != inputs.by_region.is_some()
+        // With `within_km`, a candidate's tier depends on the nearest one: a change of one
+        // candidate can move the others.
+        if before.depth != inputs.depth
+            || before.by_region.is_some() != inputs.by_region.is_some()
+            || before.within_km.is_some()
+            || inputs.within_km.is_some()
         {
             return None;
         }
@@ -391,6 +399,28 @@ impl<'a> Builder<'a> {
             bound: c.per_km * quad.radius_km,
             position: c.position,
         }));
+        if let Some(extra) = inputs.within_km.map(f64::from_bits) {
+            // Whether each candidate is within `extra` of the nearest is decided for the whole
+            // quad only when no distance (moving by up to the radius) can cross the line.
+            let r = quad.radius_km;
+            let distances: Vec<f64> = candidates
+                .iter()
+                .map(|c| quad.center_point.distance_km(&c.point))
+                .collect();
+            let nearest = distances.iter().copied().fold(f64::INFINITY, f64::min);
+            for s in &mut scored {
+                let d = distances[s.index];
+                let out = if d + r + SLACK <= nearest - r + extra {
+                    false
+                } else if d - r - SLACK > nearest + r + extra {
+                    true
+                } else {
+                    self.scored = scored;
+                    return self.split(id, finest, Some(candidates));
+                };
+                s.tier = 2 * s.tier + u8::from(out);
+            }
+        }
         let depth = inputs.depth.min(scored.len());
         // Only the first `depth + 1` places need an order.
         let order = |a: &Scored, b: &Scored| {
@@ -514,6 +544,16 @@ impl<'a> Builder<'a> {
             let score = c.per_km * point.distance_km(&c.point) + c.offset;
             (c.tier, score, c.position, c.dc)
         }));
+        if let Some(extra) = inputs.within_km.map(f64::from_bits) {
+            let nearest = candidates
+                .iter()
+                .map(|c| point.distance_km(&c.point))
+                .fold(f64::INFINITY, f64::min);
+            for (s, c) in scored.iter_mut().zip(candidates) {
+                let out = point.distance_km(&c.point) > nearest + extra;
+                s.0 = 2 * s.0 + u8::from(out);
+            }
+        }
         let depth = inputs.depth.min(scored.len());
         let order = |a: &(u8, f64, u32, DcId), b: &(u8, f64, u32, DcId)| {
             (a.0, a.1, a.2)

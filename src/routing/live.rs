@@ -16,10 +16,11 @@ use ipnet::IpNet;
 use crate::config::{AllDown, ClientRule, Config, DatacenterConfig, Policy, ServiceConfig};
 use crate::geo::{Location, Region, UnitVector};
 
+use super::balance::{self, Ramp};
 use super::base::{self, BaseId, BaseTable, Interner};
 use super::geomap::{Candidate, Context, GeoMap, MapInputs, MapStats};
 use super::policy;
-use super::toggles::Toggles;
+use super::toggles::{Toggle, Toggles};
 use super::{Basis, Client, DcId, Decision, RankingId, Scope, ServiceId, bucket};
 
 /// What the control plane knows about one datacenter, as of the time the table is built.
@@ -33,6 +34,12 @@ pub struct DcState {
     pub report: Option<ReportState>,
     /// Restored from the store after a restart and not yet confirmed by a fresh report.
     pub unverified: bool,
+    /// How long ago the datacenter became eligible again (its first healthy report, after it
+    /// was down, stale past grace or never reported; or the lifting of its drain), when that
+    /// is recent enough to matter; slow start ramps from it.
+    pub back_for: Option<Duration>,
+    /// The same for the lifting of a drain of one service.
+    pub back_for_services: Vec<(ServiceId, Duration)>,
 }
 
 /// A datacenter's latest report, with its age at build time.
@@ -48,6 +55,8 @@ pub struct ReportState {
     pub latency_ms: BTreeMap<String, f64>,
     /// Relative cost of serving from here.
     pub cost: Option<f64>,
+    /// The datacenter's own service latency (p99), milliseconds.
+    pub service_latency_ms: Option<f64>,
     /// How old the report is.
     pub age: Duration,
     /// How long the report stays fresh.
@@ -164,16 +173,22 @@ pub(super) struct LiveService {
     pub(super) rankings: Vec<Box<[DcId]>>,
     /// Whether each ranking is a fail-open one.
     failed_open: Vec<bool>,
-    /// Each base ranking (configured order, weight buckets, overrides), filtered.
-    by_base: Vec<RankingId>,
+    /// Each base ranking (configured order, weight buckets, overrides), filtered, with full
+    /// datacenters last and their spill.
+    by_base: Vec<Choice>,
     /// `nearest`, `nearest-with-capacity`, `metric`: the decision map and what each of its
     /// rankings becomes.
     geo: Option<GeoPart>,
-    /// `nearest-with-capacity`: which datacenters are over their high watermark (with
+    /// Capacity-aware policies: which datacenters are over their high watermark (with
     /// hysteresis), by `DcId`; carried into the next table.
     pub(super) overloaded: Vec<bool>,
-    /// `nearest-with-capacity`: how many hash buckets each datacenter sends on, by `DcId`.
+    /// `max_service_latency_ms`: which datacenters are over the limit (with hysteresis), by
+    /// `DcId`; carried into the next table.
+    pub(super) slow: Vec<bool>,
+    /// How many hash buckets each datacenter sends on (capacity spill, slow start), by `DcId`.
     spill: Vec<u16>,
+    /// Slow start: where each datacenter is in its ramp, by `DcId`.
+    ramps: Vec<Option<Ramp>>,
     /// Which datacenters may receive clients, by `DcId`.
     eligible: Vec<bool>,
 }
@@ -189,7 +204,7 @@ struct GeoPart {
     build_time: Duration,
 }
 
-/// What one ranking of a decision map answers.
+/// What one ranking answers.
 #[derive(Debug)]
 enum Choice {
     /// The same for every client network.
@@ -243,8 +258,8 @@ impl RoutingTable {
             .enumerate()
             .map(|(i, service)| {
                 let id = ServiceId(i as u16);
-                let overloaded = previous.map(|p| &p.services[i].overloaded[..]);
-                ServiceFacts::judge(&base, config, service, id, states, toggles, overloaded)
+                let before = previous.map(|p| &*p.services[i]);
+                ServiceFacts::judge(&base, config, service, id, states, toggles, before)
             })
             .collect();
         let maps = build_maps(&base, &facts, same_geo);
@@ -286,6 +301,7 @@ impl RoutingTable {
     pub fn resolve(&self, service: ServiceId, client: &Client) -> Decision<'_> {
         let base = self.base.service(service);
         let live = &self.services[usize::from(service.0)];
+        let b = bucket(client.network_key);
         let overrides = self.toggles.overrides();
         let network_override = if overrides {
             base.network_override(client.ip)
@@ -294,46 +310,46 @@ impl RoutingTable {
         };
         let (ranking, basis, scope, prefix_len) = if let Some((net, id)) = network_override {
             let prefix = net.prefix_len();
-            (
-                live.by_base[id.0 as usize],
-                Basis::Override,
-                Scope::Prefix(prefix),
-                prefix,
-            )
+            match live.pick(&live.by_base[id.0 as usize], b) {
+                (id, false) => (id, Basis::Override, Scope::Prefix(prefix), prefix),
+                // Split by the hashed network too: the answer holds only where both hold.
+                (id, true) if client.network_prefix > prefix => {
+                    (id, Basis::Override, Scope::Network, client.network_prefix)
+                }
+                (id, true) => (id, Basis::Override, Scope::Prefix(prefix), prefix),
+            }
         } else {
             match base.policy {
-                Policy::Failover => (
-                    live.by_base[base.ordered.0 as usize],
-                    Basis::Order,
-                    Scope::Global,
-                    0,
-                ),
+                Policy::Failover | Policy::Cascade => {
+                    match live.pick(&live.by_base[base.ordered.0 as usize], b) {
+                        (id, false) => (id, Basis::Order, Scope::Global, 0),
+                        (id, true) => (id, Basis::Order, Scope::Network, client.network_prefix),
+                    }
+                }
                 Policy::Weighted => {
-                    let id = base.by_bucket[bucket(client.network_key)];
+                    let id = base.by_bucket[b];
                     (
-                        live.by_base[id.0 as usize],
+                        live.pick(&live.by_base[id.0 as usize], b).0,
                         Basis::Weight,
                         Scope::Network,
                         client.network_prefix,
                     )
                 }
-                Policy::Nearest | Policy::NearestWithCapacity | Policy::Metric => {
+                Policy::Nearest
+                | Policy::NearestWithCapacity
+                | Policy::Metric
+                | Policy::LeastLoaded => {
                     let part = live.geo.as_ref().expect("geographic services have a map");
                     let answer = part.map.resolve(&self.base.geo, client.ip, client.hit());
                     let basis = match (client.cell, self.toggles.policy(base.policy)) {
                         (None, _) => Basis::NoLocation,
                         (Some(_), Policy::Metric) => Basis::Score,
+                        (Some(_), Policy::LeastLoaded) => Basis::Load,
                         (Some(_), _) => Basis::Distance,
                     };
-                    match &part.choices[answer.rank as usize] {
-                        Choice::Fixed(id) => (*id, basis, Scope::Geo, answer.prefix_len),
-                        Choice::Split(fronts) => {
-                            let b = bucket(client.network_key);
-                            let id = fronts
-                                .iter()
-                                .find(|(dc, _)| b >= usize::from(live.spill[usize::from(dc.0)]))
-                                .unwrap_or(&fronts[0])
-                                .1;
+                    match live.pick(&part.choices[answer.rank as usize], b) {
+                        (id, false) => (id, basis, Scope::Geo, answer.prefix_len),
+                        (id, true) => {
                             // RFC 7871 §7.2.1: the answer holds only where both the place
                             // and the hashed network are the client's.
                             let prefix = answer.prefix_len.max(client.network_prefix);
@@ -402,13 +418,40 @@ impl RoutingTable {
         &self.services[usize::from(service.0)].rankings
     }
 
-    /// Whether `dc` is over its high watermark for `service` (`nearest-with-capacity`).
+    /// Whether `dc` is over its high watermark for `service` (capacity-aware policies).
     pub fn is_overloaded(&self, service: ServiceId, dc: DcId) -> bool {
         self.services[usize::from(service.0)]
             .overloaded
             .get(usize::from(dc.0))
             .copied()
             .unwrap_or(false)
+    }
+
+    /// Whether `dc` is over the service latency limit of `service`.
+    pub fn is_slow(&self, service: ServiceId, dc: DcId) -> bool {
+        self.services[usize::from(service.0)]
+            .slow
+            .get(usize::from(dc.0))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Where `dc` is in its slow start for `service`, if ramping.
+    pub fn ramp(&self, service: ServiceId, dc: DcId) -> Option<Ramp> {
+        self.services[usize::from(service.0)]
+            .ramps
+            .get(usize::from(dc.0))
+            .copied()
+            .flatten()
+    }
+
+    /// How many of the [`BUCKETS`](super::BUCKETS) client-network buckets `dc` sends on for
+    /// `service` (capacity spill and slow start).
+    pub fn spill(&self, service: ServiceId, dc: DcId) -> usize {
+        self.services[usize::from(service.0)]
+            .spill
+            .get(usize::from(dc.0))
+            .map_or(0, |s| usize::from(*s))
     }
 
     /// The decision map of `service`, for `check-config`; `None` for policies without one.
@@ -473,7 +516,25 @@ impl LiveService {
         same_map
             && self.eligible == facts.eligible
             && self.overloaded == facts.overloaded
+            && self.slow == facts.slow
             && self.spill == facts.spill
+            && self.ramps == facts.ramps
+    }
+
+    /// The ranking `choice` gives clients in hash bucket `b`, and whether it depended on the
+    /// bucket.
+    fn pick(&self, choice: &Choice, b: usize) -> (RankingId, bool) {
+        match choice {
+            Choice::Fixed(id) => (*id, false),
+            Choice::Split(fronts) => {
+                let id = fronts
+                    .iter()
+                    .find(|(dc, _)| b >= usize::from(self.spill[usize::from(dc.0)]))
+                    .unwrap_or(&fronts[0])
+                    .1;
+                (id, true)
+            }
+        }
     }
 }
 
@@ -487,7 +548,11 @@ impl From<u32> for RankingId {
 struct ServiceFacts {
     eligible: Vec<bool>,
     overloaded: Vec<bool>,
+    slow: Vec<bool>,
+    /// Over the high watermark or the latency limit: ranked last, takes no spill.
+    full: Vec<bool>,
     spill: Vec<u16>,
+    ramps: Vec<Option<Ramp>>,
     inputs: Option<Arc<MapInputs>>,
 }
 
@@ -499,7 +564,7 @@ impl ServiceFacts {
         id: ServiceId,
         states: &[DcState],
         toggles: Toggles,
-        previous_overload: Option<&[bool]>,
+        previous: Option<&LiveService>,
     ) -> ServiceFacts {
         let policy = toggles.policy(service.policy);
         // Only the service's own datacenters count, so that a report from another one leaves
@@ -517,52 +582,80 @@ impl ServiceFacts {
                 in_pool[i] && Standing::of(dc, state, id, service).is_eligible()
             })
             .collect();
-        let capacity = policy == Policy::NearestWithCapacity;
+        let capacity = policy.uses_capacity();
+        // Spill between the watermarks; `least-loaded` sends everyone to the least loaded one
+        // instead, and only skips full ones.
+        let spills = policy != Policy::LeastLoaded;
+        let slow_start = toggles.is_on(Toggle::SlowStart);
         let utilization =
             |state: &DcState| state.report.as_ref().map_or(0.0, ReportState::utilization);
+        let was = |flags: Option<&Vec<bool>>, i: usize| {
+            flags.and_then(|p| p.get(i)).copied().unwrap_or(false)
+        };
         let overloaded: Vec<bool> = states
             .iter()
             .enumerate()
             .map(|(i, state)| {
-                let was = previous_overload
-                    .and_then(|p| p.get(i))
-                    .copied()
-                    .unwrap_or(false);
+                let was = was(previous.map(|p| &p.overloaded), i);
                 capacity
                     && in_pool[i]
                     && policy::still_overloaded(was, utilization(state), &service.capacity)
+            })
+            .collect();
+        let slow: Vec<bool> = states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| {
+                let was = was(previous.map(|p| &p.slow), i);
+                let latency = state.report.as_ref().and_then(|r| r.service_latency_ms);
+                in_pool[i]
+                    && balance::still_slow(
+                        was,
+                        latency,
+                        service.max_service_latency_ms,
+                        service.capacity.hysteresis,
+                    )
+            })
+            .collect();
+        let full: Vec<bool> = overloaded
+            .iter()
+            .zip(&slow)
+            .map(|(o, s)| *o || *s)
+            .collect();
+        let ramps: Vec<Option<Ramp>> = states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| {
+                (slow_start && in_pool[i] && eligible[i])
+                    .then(|| balance::slow_start(service, id, state).map(|(ramp, _)| ramp))
+                    .flatten()
             })
             .collect();
         let spill: Vec<u16> = states
             .iter()
             .enumerate()
             .map(|(i, state)| {
-                if capacity && in_pool[i] {
-                    policy::spill_buckets(utilization(state), &service.capacity) as u16
+                let by_load = if capacity && spills && in_pool[i] {
+                    policy::spill_buckets(utilization(state), &service.capacity)
                 } else {
                     0
-                }
+                };
+                let by_ramp = ramps[i].map_or(0, |r| r.spill_buckets());
+                by_load.max(by_ramp) as u16
             })
             .collect();
-        let inputs = matches!(
-            policy,
-            Policy::Nearest | Policy::NearestWithCapacity | Policy::Metric
-        )
-        .then(|| {
+        let inputs = policy.is_geographic().then(|| {
             Arc::new(map_inputs(
-                base,
-                service,
-                toggles,
-                states,
-                &eligible,
-                &overloaded,
-                &spill,
+                base, service, toggles, states, &eligible, &full, &spill,
             ))
         });
         ServiceFacts {
             eligible,
             overloaded,
+            slow,
+            full,
             spill,
+            ramps,
             inputs,
         }
     }
@@ -656,7 +749,7 @@ fn map_inputs(
     toggles: Toggles,
     states: &[DcState],
     eligible: &[bool],
-    overloaded: &[bool],
+    full: &[bool],
     spill: &[u16],
 ) -> MapInputs {
     let metric = toggles.policy(service.policy) == Policy::Metric;
@@ -674,7 +767,7 @@ fn map_inputs(
                 .is_some_and(|r| !r.latency_ms.is_empty())
         });
     let context = |region: Option<&Region>| {
-        context_for(base, service, toggles, states, eligible, overloaded, region)
+        context_for(base, service, toggles, states, eligible, full, region)
     };
     let (contexts, by_region) = if by_place || measured {
         let mut contexts: Vec<Context> = Vec::new();
@@ -707,13 +800,21 @@ fn map_inputs(
         .iter()
         .filter(|pool| spill[pool.datacenter] > 0)
         .count();
-    let ordered = policy::by_order(&service.pools, &service.order);
+    let mut ordered = policy::by_order(&service.pools, &service.order);
+    if toggles.policy(service.policy) == Policy::LeastLoaded {
+        ordered.sort_by(|a, b| {
+            let rank = |dc: &DcId| balance::load_rank(&states[usize::from(dc.0)]);
+            rank(a).total_cmp(&rank(b))
+        });
+    }
     let (unlocated, unlocated_open) = filter(&ordered, eligible, service.all_down);
+    let unlocated = last_if_full(unlocated, unlocated_open, full);
     MapInputs {
         depth: answers + lacking + spilling,
         contexts,
         by_region,
         unlocated: (unlocated, unlocated_open),
+        within_km: service.max_extra_km.map(f64::to_bits),
     }
 }
 
@@ -724,7 +825,7 @@ fn context_for(
     toggles: Toggles,
     states: &[DcState],
     eligible: &[bool],
-    overloaded: &[bool],
+    full: &[bool],
     region: Option<&Region>,
 ) -> Context {
     let allowed = matching(&service.geofences, region).map(|rule| base::rule_dcs(service, rule));
@@ -732,18 +833,18 @@ fn context_for(
         .filter(|_| toggles.overrides())
         .map(|rule| base::rule_dcs(service, rule))
         .unwrap_or_default();
-    let metric = toggles.policy(service.policy) == Policy::Metric;
-    let in_order: Vec<(u32, DcId)> = service
+    let policy = toggles.policy(service.policy);
+    let in_order: Vec<(u32, DcId, usize)> = service
         .order
         .iter()
         .enumerate()
-        .map(|(position, &pool)| (position as u32, policy::dc_id(&service.pools[pool])))
-        .filter(|(_, dc)| allowed.as_ref().is_none_or(|a| a.contains(dc)))
+        .map(|(position, &pool)| (position as u32, policy::dc_id(&service.pools[pool]), pool))
+        .filter(|(_, dc, _)| allowed.as_ref().is_none_or(|a| a.contains(dc)))
         .collect();
-    let healthy: Vec<(u32, DcId)> = in_order
+    let healthy: Vec<(u32, DcId, usize)> = in_order
         .iter()
         .copied()
-        .filter(|(_, dc)| eligible[usize::from(dc.0)])
+        .filter(|(_, dc, _)| eligible[usize::from(dc.0)])
         .collect();
     let (members, failed_open) = match (healthy.is_empty(), service.all_down) {
         (false, _) => (healthy, false),
@@ -752,13 +853,16 @@ fn context_for(
     };
     let candidates = members
         .into_iter()
-        .map(|(position, dc)| {
+        .map(|(position, dc, pool)| {
             let pref = preferred.iter().position(|p| *p == dc);
-            let full = !failed_open && overloaded[usize::from(dc.0)];
+            let full = !failed_open && full[usize::from(dc.0)];
             let (per_km, offset) = match pref {
                 Some(rank) => (0.0, rank as f64),
-                None if metric => metric_parameters(service, states, region, dc),
-                None => (1.0, 0.0),
+                None if policy == Policy::Metric => metric_parameters(service, states, region, dc),
+                None if policy == Policy::LeastLoaded => {
+                    (0.0, balance::load_rank(&states[usize::from(dc.0)]))
+                }
+                None => service.pools[pool].bias.score_parameters(),
             };
             Candidate {
                 dc,
@@ -841,33 +945,35 @@ fn build_service(
         }
         id
     };
-    let by_base: Vec<RankingId> = base_service
+    let mut choose = |ranking: Vec<DcId>, open: bool, interner: &mut Interner<RankingId>| {
+        let fronts = spill_fronts(&ranking, open, &facts.full, &facts.spill);
+        if fronts.len() < 2 {
+            return Choice::Fixed(finish(ranking, open, interner));
+        }
+        let fronts = fronts
+            .into_iter()
+            .map(|dc| {
+                let mut moved = vec![dc];
+                moved.extend(ranking.iter().copied().filter(|d| *d != dc));
+                (dc, finish(moved, false, interner))
+            })
+            .collect();
+        Choice::Split(fronts)
+    };
+    let by_base: Vec<Choice> = base_service
         .rankings
         .iter()
         .map(|ranking| {
             let (effective, open) = filter(ranking, &facts.eligible, service.all_down);
-            finish(effective, open, &mut interner)
+            let effective = last_if_full(effective, open, &facts.full);
+            choose(effective, open, &mut interner)
         })
         .collect();
     let geo = facts.inputs.zip(map).map(|(inputs, (map, build_time))| {
         let choices = map
             .rankings
             .iter()
-            .map(|(ranking, open)| {
-                let fronts = spill_fronts(ranking, *open, &facts.overloaded, &facts.spill);
-                if fronts.len() < 2 {
-                    return Choice::Fixed(finish(ranking.to_vec(), *open, &mut interner));
-                }
-                let fronts = fronts
-                    .into_iter()
-                    .map(|dc| {
-                        let mut moved = vec![dc];
-                        moved.extend(ranking.iter().copied().filter(|d| *d != dc));
-                        (dc, finish(moved, false, &mut interner))
-                    })
-                    .collect();
-                Choice::Split(fronts)
-            })
+            .map(|(ranking, open)| choose(ranking.to_vec(), *open, &mut interner))
             .collect();
         GeoPart {
             inputs,
@@ -882,14 +988,28 @@ fn build_service(
         by_base,
         geo,
         overloaded: facts.overloaded,
+        slow: facts.slow,
         spill: facts.spill,
+        ramps: facts.ramps,
         eligible: facts.eligible,
     }
 }
 
-/// `nearest-with-capacity`: the datacenters that can come first in `ranking` depending on the
-/// client's hash bucket: the leading ones that are not full, up to the first that spills
-/// nothing. Fewer than two means the bucket does not matter.
+/// Moves full datacenters (over the high watermark or the latency limit) after the others,
+/// keeping each group's order; a ranking that failed open stays as it is.
+fn last_if_full(ranking: Vec<DcId>, failed_open: bool, full: &[bool]) -> Vec<DcId> {
+    if failed_open {
+        return ranking;
+    }
+    let (mut ranking, rest): (Vec<DcId>, Vec<DcId>) =
+        ranking.into_iter().partition(|dc| !full[usize::from(dc.0)]);
+    ranking.extend(rest);
+    ranking
+}
+
+/// Spill (capacity between the watermarks, slow start): the datacenters that can come first in
+/// `ranking` depending on the client's hash bucket: the leading ones that are not full, up to
+/// the first that spills nothing. Fewer than two means the bucket does not matter.
 fn spill_fronts(
     ranking: &[DcId],
     failed_open: bool,

@@ -15,6 +15,7 @@
 //! one decision with every datacenter's reason, for operators. Map builds run on every core
 //! (scoped threads) and time themselves for `check-config`; no decision reads that time.
 
+mod balance;
 mod base;
 mod explain;
 mod geomap;
@@ -23,6 +24,7 @@ mod policy;
 mod status;
 mod toggles;
 
+pub use balance::{Ramp, next_step_in, ramp_at, slow_start};
 pub use base::BaseTable;
 pub use explain::{DcTrace, Explanation, explain};
 pub use geomap::MapStats;
@@ -116,6 +118,8 @@ pub enum Basis {
     Weight,
     /// Ranked by the latency/cost score (`metric`).
     Score,
+    /// Ranked by reported utilization (`least-loaded`).
+    Load,
     /// A per-network override.
     Override,
 }
@@ -187,6 +191,8 @@ pub fn network_key(ip: IpAddr, prefix_len: u8) -> u64 {
     policy::splitmix(hash.finish())
 }
 
+#[cfg(test)]
+mod balance_tests;
 #[cfg(test)]
 mod scope_tests;
 #[cfg(test)]

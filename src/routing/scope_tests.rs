@@ -97,6 +97,57 @@ services:
       eu-central: { a: [192.0.2.6] }
       ap-south: { a: [192.0.2.4] }
       sa-east:  { a: [192.0.2.5] }
+  cascade:
+    name: cascade.example.com
+    policy: cascade
+    order: [eu-west, us-east, ap-south]
+    capacity: { low_watermark: 0.5, high_watermark: 0.9, hysteresis: 0.1 }
+    slow_start_seconds: 120
+    max_service_latency_ms: 150
+    overrides: [{ cidrs: [20.1.0.0/16], datacenters: [ap-south] }]
+    pools:
+      us-east:  { a: [192.0.2.1] }
+      eu-west:  { a: [192.0.2.3] }
+      ap-south: { a: [192.0.2.4] }
+  least:
+    name: least.example.com
+    policy: least-loaded
+    slow_start_seconds: 120
+    pools:
+      us-east:  { a: [192.0.2.1] }
+      eu-west:  { a: [192.0.2.3] }
+      eu-central: { a: [192.0.2.6] }
+      sa-east:  { a: [192.0.2.5] }
+  near-least:
+    name: near-least.example.com
+    policy: least-loaded
+    max_extra_km: 1500
+    geofence: [{ continents: [EU], datacenters: [eu-west, eu-central] }]
+    pools:
+      us-east:  { a: [192.0.2.1] }
+      us-west:  { a: [192.0.2.2] }
+      eu-west:  { a: [192.0.2.3] }
+      eu-central: { a: [192.0.2.6] }
+      sa-east:  { a: [192.0.2.5] }
+  biased:
+    name: biased.example.com
+    policy: nearest-with-capacity
+    slow_start_seconds: 60
+    max_service_latency_ms: 100
+    pools:
+      us-east:  { a: [192.0.2.1], bias: "1500 km" }
+      us-west:  { a: [192.0.2.2], bias: "-30 %" }
+      eu-west:  { a: [192.0.2.3] }
+      eu-central: { a: [192.0.2.6], bias: "40 %" }
+      sa-east:  { a: [192.0.2.5] }
+  ramped:
+    name: ramped.example.com
+    policy: weighted
+    slow_start_seconds: 100
+    pools:
+      us-east:  { a: [192.0.2.1], weight: 3 }
+      us-west:  { a: [192.0.2.2], weight: 1 }
+      eu-west:  { a: [192.0.2.3], weight: 2 }
 "#;
 
 /// Places records are drawn from: (latitude, longitude, country, continent).
@@ -208,14 +259,27 @@ fn report(healthy: bool, load: f64) -> ReportState {
         load,
         latency_ms: Default::default(),
         cost: None,
+        service_latency_ms: None,
         age: Duration::from_secs(1),
         ttl: Duration::from_secs(10),
     }
 }
 
 /// A datacenter's state from a small number: default, drained, healthy at some load (with a
-/// measured latency for some regions), reported down.
+/// measured latency for some regions, a service latency, and for some a slow start under way),
+/// reported down.
 fn state(code: u8, load: u8) -> DcState {
+    let mut state = old_state(code, load);
+    if let Some(report) = &mut state.report {
+        report.service_latency_ms = Some(f64::from(load) * 2.0);
+    }
+    if code / 5 % 2 == 1 {
+        state.back_for = Some(Duration::from_secs(u64::from(load) % 130));
+    }
+    state
+}
+
+fn old_state(code: u8, load: u8) -> DcState {
     match code % 5 {
         0 => DcState::default(),
         1 => DcState {
@@ -378,8 +442,14 @@ fn a_health_flip_brings_maps_up_to_date_instead_of_building_them() {
         if before == inputs {
             continue;
         }
-        let map = geomap::GeoMap::update(&world.geo, before, map, inputs)
-            .expect("a datacenter going down changes candidates only");
+        let Some(map) = geomap::GeoMap::update(&world.geo, before, map, inputs) else {
+            // Only `max_extra_km` (tiers by distance to the nearest candidate) is built anew.
+            assert!(
+                inputs.within_km.is_some(),
+                "service {s}: candidates changed only"
+            );
+            continue;
+        };
         assert_eq!(map.entries(), built.entries(), "service {s}");
         // And back up.
         let back = geomap::GeoMap::update(&world.geo, inputs, &map, before).unwrap();
@@ -517,6 +587,10 @@ fn maps_are_shared_and_reused() {
     let second = RoutingTable::build(world.base.clone(), &world.config, &loaded, Some(&first));
     for s in 0..world.config.services.len() {
         let id = ServiceId(s as u16);
+        // `least-loaded` ranks by load: its map follows it.
+        if world.config.services[s].policy == crate::config::Policy::LeastLoaded {
+            continue;
+        }
         if let Some(map) = second.map_of(id) {
             assert!(
                 Arc::ptr_eq(map, first.map_of(id).unwrap()),
@@ -580,4 +654,58 @@ fn pools_of_hundreds_of_datacenters_route() {
         })
         .unwrap();
     assert_eq!(decision.datacenters[0], DcId(nearest as u16));
+}
+
+/// Slow start, cascade spill and the latency limit: while an answer depends on the client's
+/// hash bucket, the scope is at least the hashed network, in every policy.
+#[test]
+fn balancing_scopes_never_claim_more_than_the_hashed_network() {
+    let world = world();
+    let mut states = vec![DcState::default(); world.config.datacenters.len()];
+    for state in &mut states {
+        // Half way through a slow start, below the low watermark.
+        state.report = Some(report(true, 20.0));
+        state.back_for = Some(Duration::from_secs(50));
+    }
+    let table = RoutingTable::build(world.base.clone(), &world.config, &states, None);
+    for (s, service) in world.config.services.iter().enumerate() {
+        for ip in [
+            "81.0.0.1",
+            "20.5.0.1",
+            "20.1.9.9",
+            "100.100.0.1",
+            "2a00:8::1",
+            "10.0.0.1",
+        ] {
+            let decision = table.resolve(
+                ServiceId(s as u16),
+                &client(&world.geo, ip.parse().unwrap()),
+            );
+            let network = if ip.contains(':') { 48 } else { 24 };
+            if !service.slow_start.is_zero() && decision.datacenters.len() > 1 {
+                assert!(
+                    decision.prefix_len >= network,
+                    "{} {ip}: /{} {:?}",
+                    service.id,
+                    decision.prefix_len,
+                    decision.scope
+                );
+            }
+        }
+    }
+    // Cascade with nothing spilling holds for everyone but the override network 20.1.0.0/16:
+    // 81.0.0.0/2 is the widest network around 81.0.0.1 that does not reach it.
+    let calm = vec![DcState::default(); world.config.datacenters.len()];
+    let table = RoutingTable::build(world.base.clone(), &world.config, &calm, None);
+    let cascade = world
+        .config
+        .services
+        .iter()
+        .position(|s| s.id == "cascade")
+        .unwrap();
+    let decision = table.resolve(
+        ServiceId(cascade as u16),
+        &client(&world.geo, "81.0.0.1".parse().unwrap()),
+    );
+    assert_eq!((decision.prefix_len, decision.scope), (2, Scope::Global));
 }

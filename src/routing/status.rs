@@ -97,10 +97,13 @@ mod tests {
                 load: 1.0,
                 latency_ms: Default::default(),
                 cost: None,
+                service_latency_ms: None,
                 age: Duration::from_secs(age),
                 ttl: Duration::from_secs(30),
             }),
             unverified: false,
+            back_for: None,
+            back_for_services: Vec::new(),
         }
     }
 

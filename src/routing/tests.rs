@@ -219,6 +219,7 @@ fn report(healthy: bool, load: f64, age_s: u64) -> ReportState {
         load,
         latency_ms: Default::default(),
         cost: None,
+        service_latency_ms: None,
         age: std::time::Duration::from_secs(age_s),
         ttl: std::time::Duration::from_secs(10),
     }

@@ -14,7 +14,8 @@ use crate::config::Policy;
 /// One capability that can be switched off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Toggle {
-    /// `nearest-with-capacity` sheds load by watermarks; off: it ranks as `nearest`.
+    /// `nearest-with-capacity` and `cascade` shed load by watermarks; off: they rank as
+    /// `nearest` and `failover`.
     CapacitySpill,
     /// `metric` ranks by reported latency and cost; off: it ranks as `nearest`.
     MetricRanking,
@@ -64,7 +65,9 @@ impl Toggle {
     /// What switching it off does, in words.
     pub fn when_off(self) -> &'static str {
         match self {
-            Toggle::CapacitySpill => "nearest-with-capacity services rank as nearest",
+            Toggle::CapacitySpill => {
+                "nearest-with-capacity services rank as nearest, cascade services as failover"
+            }
             Toggle::MetricRanking => "metric services rank as nearest",
             Toggle::SlowStart => "recovering datacenters take their full share at once",
             Toggle::Overrides => "per-network, country and continent overrides are ignored",
@@ -112,6 +115,7 @@ impl Toggles {
     pub fn policy(self, policy: Policy) -> Policy {
         match policy {
             Policy::NearestWithCapacity if !self.is_on(Toggle::CapacitySpill) => Policy::Nearest,
+            Policy::Cascade if !self.is_on(Toggle::CapacitySpill) => Policy::Failover,
             Policy::Metric if !self.is_on(Toggle::MetricRanking) => Policy::Nearest,
             other => other,
         }

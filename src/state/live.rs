@@ -27,6 +27,8 @@ pub struct LiveState {
     pub instance_drained: bool,
     /// Datacenters whose report was restored after a restart and not confirmed since.
     pub unverified: BTreeSet<String>,
+    /// When each drain was last lifted, Unix milliseconds (slow start ramps from it).
+    pub undrained: BTreeMap<DrainKey, u64>,
     /// The user directory, when configured.
     pub directory: Option<Directory>,
     /// The fleet's state revision this state reflects (etcd's revision of the last change
@@ -43,6 +45,7 @@ impl LiveState {
             unverified: persisted.reports.keys().cloned().collect(),
             reports: persisted.reports,
             drains: persisted.drains,
+            undrained: persisted.undrained,
             instance_drained: persisted.instance_drained,
             directory: None,
             revision: 0,
@@ -50,8 +53,49 @@ impl LiveState {
         }
     }
 
-    /// The state after `change`.
-    pub fn with(&self, change: &Change) -> LiveState {
+    /// `change` as it is to be stored: a report gets the time since which its datacenter has
+    /// been serving without a break (see [`StoredReport::serving_since_unix_ms`]).
+    pub fn stamp(&self, config: &Config, change: Change) -> Change {
+        let Change::Report {
+            datacenter,
+            mut report,
+        } = change
+        else {
+            return change;
+        };
+        let required = config
+            .datacenters
+            .iter()
+            .find(|dc| dc.name == datacenter)
+            .is_some_and(|dc| dc.require_report);
+        // The longest grace any service gives: a datacenter within it was still serving.
+        let grace_ms = config
+            .services
+            .iter()
+            .map(|s| u64::try_from(s.staleness_grace.as_millis()).unwrap_or(u64::MAX))
+            .max()
+            .unwrap_or(0);
+        let served = match self.reports.get(&datacenter) {
+            None => (!required).then_some(None),
+            Some(before) => {
+                let until = before
+                    .received_unix_ms
+                    .saturating_add(u64::from(before.ttl_seconds) * 1000)
+                    .saturating_add(grace_ms);
+                (before.healthy && report.received_unix_ms <= until)
+                    .then_some(before.serving_since_unix_ms)
+            }
+        };
+        report.serving_since_unix_ms = match served {
+            _ if !report.healthy => None,
+            Some(since) => since,
+            None => Some(report.received_unix_ms),
+        };
+        Change::Report { datacenter, report }
+    }
+
+    /// The state after `change`, made at `at_ms` (Unix milliseconds: when a drain is lifted).
+    pub fn with(&self, change: &Change, at_ms: u64) -> LiveState {
         let mut next = self.clone();
         match change {
             Change::Report { datacenter, report } => {
@@ -60,12 +104,16 @@ impl LiveState {
             }
             Change::Drain { key, drained: true } => {
                 next.drains.insert(key.clone());
+                next.undrained.remove(key);
             }
             Change::Drain {
                 key,
                 drained: false,
             } => {
-                next.drains.remove(key);
+                // Only a drain in force starts a slow start when lifted.
+                if next.drains.remove(key) {
+                    next.undrained.insert(key.clone(), at_ms);
+                }
             }
             Change::InstanceDrain { drained } => next.instance_drained = *drained,
             Change::Directory(change) => {
@@ -100,12 +148,35 @@ impl LiveState {
                     .filter_map(|name| config.services.iter().position(|s| s.id == name))
                     .map(|i| ServiceId(i as u16))
                     .collect();
-                let report = self.reports.get(&dc.name).map(|r| ReportState {
+                let age = |since: u64| Duration::from_millis(now_ms.saturating_sub(since));
+                let stored = self.reports.get(&dc.name);
+                let undrained = |service: Option<&str>| {
+                    self.undrained
+                        .iter()
+                        .find(|(key, _)| {
+                            key.datacenter == dc.name && key.service.as_deref() == service
+                        })
+                        .map(|(_, at)| age(*at))
+                };
+                let back_for = stored
+                    .and_then(|r| r.serving_since_unix_ms)
+                    .map(age)
+                    .into_iter()
+                    .chain(undrained(None))
+                    .min();
+                let back_for_services = config
+                    .services
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| Some((ServiceId(i as u16), undrained(Some(&s.id))?)))
+                    .collect();
+                let report = stored.map(|r| ReportState {
                     healthy: r.healthy,
                     capacity: r.capacity,
                     load: r.load,
                     latency_ms: r.latency_ms.clone(),
                     cost: r.cost,
+                    service_latency_ms: r.service_latency_ms,
                     age: Duration::from_millis(now_ms.saturating_sub(r.received_unix_ms)),
                     ttl: Duration::from_secs(u64::from(r.ttl_seconds)),
                 });
@@ -114,6 +185,8 @@ impl LiveState {
                     drained_services,
                     report,
                     unverified: self.unverified.contains(&dc.name),
+                    back_for,
+                    back_for_services,
                 }
             })
             .collect()
@@ -217,5 +290,132 @@ impl Clock {
             let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
             ms.fetch_add(by, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::slow_start;
+
+    const CONFIG: &str = r#"
+geo: { database: unused.mmdb }
+zones: [{ origin: example.com, file: unused.zone }]
+datacenters:
+  eu-west: { latitude: 53.3, longitude: -6.2, country: IE, continent: EU, require_report: true }
+  us-east: { latitude: 39.0, longitude: -77.4, country: US, continent: NA }
+services:
+  www:
+    name: www.example.com
+    policy: nearest
+    slow_start_seconds: 100
+    staleness_grace_seconds: 30
+    pools: { eu-west: { a: [192.0.2.3] }, us-east: { a: [192.0.2.1] } }
+"#;
+
+    fn report(healthy: bool, at_s: u64) -> StoredReport {
+        StoredReport {
+            healthy,
+            capacity: 10.0,
+            load: 1.0,
+            ttl_seconds: 10,
+            latency_ms: BTreeMap::new(),
+            cost: None,
+            received_unix_ms: at_s * 1000,
+            service_latency_ms: None,
+            serving_since_unix_ms: None,
+        }
+    }
+
+    /// Applies a report at `at_s` and returns the new state and its `serving_since`, seconds.
+    fn reported(
+        live: &LiveState,
+        config: &Config,
+        dc: &str,
+        healthy: bool,
+        at_s: u64,
+    ) -> (LiveState, Option<u64>) {
+        let change = live.stamp(
+            config,
+            Change::Report {
+                datacenter: dc.to_owned(),
+                report: report(healthy, at_s),
+            },
+        );
+        let Change::Report { report, .. } = &change else {
+            unreachable!("a report stays a report")
+        };
+        let since = report.serving_since_unix_ms.map(|ms| ms / 1000);
+        (live.with(&change, at_s * 1000), since)
+    }
+
+    #[test]
+    fn ramps_start_when_a_datacenter_comes_back_and_survive_a_restart() {
+        let config = Config::from_yaml_str(CONFIG).unwrap();
+        let live = LiveState::default();
+        #[rustfmt::skip]
+        let steps: &[(&str, bool, u64, Option<u64>, &str)] = &[
+            ("eu-west", true, 1000, Some(1000), "first report where one is required: ramps"),
+            ("eu-west", true, 1005, Some(1000), "healthy again: keeps its start"),
+            ("eu-west", true, 1045, Some(1000), "within TTL + grace (40 s): still serving"),
+            ("eu-west", true, 1090, Some(1090), "past TTL + grace: back from stale, ramps again"),
+            ("eu-west", false, 1095, None, "down"),
+            ("eu-west", true, 1100, Some(1100), "recovered: ramps"),
+            ("us-east", true, 1000, None, "first report where none is required: it was serving"),
+        ];
+        let mut live = live;
+        for &(dc, healthy, at, expected, why) in steps {
+            let (next, since) = reported(&live, &config, dc, healthy, at);
+            assert_eq!(since, expected, "{why}");
+            live = next;
+        }
+        // Half way through eu-west's ramp, a restart: the stored start is restored and the ramp
+        // resumes where it was.
+        let persisted = Persisted {
+            reports: live.reports.clone(),
+            drains: live.drains.clone(),
+            instance_drained: false,
+            undrained: live.undrained.clone(),
+            ..Persisted::default()
+        };
+        let restored = LiveState::restored(persisted);
+        let at = UNIX_EPOCH + Duration::from_secs(1150);
+        let www = &config.services[0];
+        let before = slow_start(www, ServiceId(0), &live.dc_states(&config, at)[0]);
+        let after = slow_start(www, ServiceId(0), &restored.dc_states(&config, at)[0]);
+        assert_eq!(before, after);
+        assert_eq!(after.map(|(ramp, _)| ramp.share()), Some(0.5));
+        // Lifting a drain ramps from then; lifting one not in force changes nothing.
+        let key = DrainKey {
+            datacenter: "us-east".to_owned(),
+            service: None,
+        };
+        let drained = live.with(
+            &Change::Drain {
+                key: key.clone(),
+                drained: true,
+            },
+            1_200_000,
+        );
+        let undrained = drained.with(
+            &Change::Drain {
+                key: key.clone(),
+                drained: false,
+            },
+            1_210_000,
+        );
+        let states = undrained.dc_states(&config, UNIX_EPOCH + Duration::from_secs(1235));
+        assert_eq!(
+            slow_start(www, ServiceId(0), &states[1]).map(|(r, _)| r.share()),
+            Some(0.25)
+        );
+        let twice = undrained.with(
+            &Change::Drain {
+                key,
+                drained: false,
+            },
+            1_220_000,
+        );
+        assert_eq!(twice.undrained, undrained.undrained);
     }
 }

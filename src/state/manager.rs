@@ -26,7 +26,7 @@ use crate::config::{Config, ConfigError, DirectoryConfig, Problem, Source};
 use crate::directory::Directory;
 use crate::fleet::{Fleet, FleetEvent};
 use crate::metrics::{ErrorKind, InternalError, Metrics};
-use crate::routing::{DcState, DcStatus, ServiceId, Standing, Toggle};
+use crate::routing::{DcState, DcStatus, ServiceId, Standing, Toggle, slow_start};
 use crate::store::{
     AuditEntry, Change, ConfigVersion, DrainKey, Store, StoreError, StoredPlacement, VersionFile,
 };
@@ -506,7 +506,8 @@ impl<P: Prepare> Manager<P> {
         force: bool,
     ) -> Result<u64, ApplyError> {
         let current = self.publisher.current();
-        let next = current.live.with(&change);
+        let change = current.live.stamp(&current.loaded.config, change);
+        let next = current.live.with(&change, audit.unix_ms);
         if !force && let Change::Drain { key, drained: true } = &change {
             refuse_last_drain(&current, &next, key, &self.clock)?;
         }
@@ -550,7 +551,10 @@ impl<P: Prepare> Manager<P> {
                         let id = ServiceId(s as u16);
                         let before = Standing::of(dc, &current.states[d], id, service);
                         let after = Standing::of(dc, &states[d], id, service);
-                        discriminant(&before) != discriminant(&after)
+                        // A slow start step is a change of the decision too.
+                        let ramp_before = slow_start(service, id, &current.states[d]).map(|r| r.0);
+                        let ramp_after = slow_start(service, id, &states[d]).map(|r| r.0);
+                        discriminant(&before) != discriminant(&after) || ramp_before != ramp_after
                     })
             });
         self.update_gauges(&current.loaded, &current.live, now);
@@ -763,6 +767,26 @@ impl<P: Prepare> Manager<P> {
                 let utilization = Some(r.utilization()).filter(|u| u.is_finite());
                 self.metrics
                     .set_utilization(&dc.name, utilization.unwrap_or(0.0));
+            }
+        }
+        for (i, service) in loaded.config.services.iter().enumerate() {
+            if service.slow_start.is_zero() {
+                continue;
+            }
+            for pool in &service.pools {
+                let (dc, state) = (
+                    &loaded.config.datacenters[pool.datacenter],
+                    &states[pool.datacenter],
+                );
+                let id = ServiceId(i as u16);
+                let share = if !live.toggles.is_on(Toggle::SlowStart) {
+                    1.0
+                } else if Standing::of(dc, state, id, service).is_eligible() {
+                    slow_start(service, id, state).map_or(1.0, |(ramp, _)| ramp.share())
+                } else {
+                    0.0
+                };
+                self.metrics.set_slow_start(&dc.name, &service.id, share);
             }
         }
     }

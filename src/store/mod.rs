@@ -75,6 +75,7 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 const REPORTS_TABLE: &str = "reports";
 const DRAINS_TABLE: &str = "drains";
+const UNDRAINS_TABLE: &str = "undrains";
 const META_TABLE: &str = "meta";
 const AUDIT_TABLE: &str = "audit";
 const CONFIG_VERSIONS_TABLE: &str = "config_versions";
@@ -82,6 +83,9 @@ const TOGGLES_TABLE: &str = "toggles";
 
 const REPORTS: TableDefinition<&str, &[u8]> = TableDefinition::new(REPORTS_TABLE);
 const DRAINS: TableDefinition<&str, ()> = TableDefinition::new(DRAINS_TABLE);
+/// When each drain was last lifted (Unix milliseconds, from its audit entry): slow start ramps
+/// from it, also across a restart.
+const UNDRAINS: TableDefinition<&str, u64> = TableDefinition::new(UNDRAINS_TABLE);
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_TABLE);
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new(AUDIT_TABLE);
 const CONFIG_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new(CONFIG_VERSIONS_TABLE);
@@ -526,6 +530,17 @@ impl Store {
             res.drains.insert(drain);
         }
 
+        for entry in txn.open_table(UNDRAINS)?.iter()? {
+            let (key, value) = entry?;
+            let encoded = key.value();
+            let drain = serde_json::from_str(encoded).map_err(|error| StoreError::Corrupt {
+                table: UNDRAINS_TABLE,
+                key: encoded.to_owned(),
+                message: error.to_string(),
+            })?;
+            res.undrained.insert(drain, value.value());
+        }
+
         let meta = txn.open_table(META)?;
         if let Some(value) = meta.get(INSTANCE_DRAINED_KEY)? {
             res.instance_drained = decode(META_TABLE, INSTANCE_DRAINED_KEY, value.value())?;
@@ -672,6 +687,7 @@ impl Store {
         {
             txn.open_table(REPORTS)?;
             txn.open_table(DRAINS)?;
+            txn.open_table(UNDRAINS)?;
             txn.open_table(AUDIT)?;
             txn.open_table(CONFIG_VERSIONS)?;
             txn.open_table(TOGGLES)?;
@@ -790,10 +806,15 @@ fn write_change(
                 message: error.to_string(),
             })?;
             let mut table = txn.open_table(DRAINS)?;
+            let mut undrains = txn.open_table(UNDRAINS)?;
             if *drained {
                 table.insert(encoded.as_str(), ())?;
+                undrains.remove(encoded.as_str())?;
             } else {
-                table.remove(encoded.as_str())?;
+                // Only a drain in force starts a slow start when lifted.
+                if table.remove(encoded.as_str())?.is_some() {
+                    undrains.insert(encoded.as_str(), audit.unix_ms)?;
+                }
             }
         }
         Change::InstanceDrain { drained } => {
@@ -821,6 +842,9 @@ fn check_finite(datacenter: &str, report: &StoredReport) -> Result<(), StoreErro
     ];
     if let Some(cost) = report.cost {
         numbers.push(("cost".to_owned(), cost));
+    }
+    if let Some(ms) = report.service_latency_ms {
+        numbers.push(("service_latency_ms".to_owned(), ms));
     }
     for (target, latency) in &report.latency_ms {
         numbers.push((format!("latency_ms.{target}"), *latency));

@@ -28,6 +28,8 @@ fn report(capacity: f64) -> StoredReport {
         latency_ms: BTreeMap::from([("us-east".to_owned(), 71.5)]),
         cost: Some(1.25),
         received_unix_ms: 1_700_000_000_123,
+        service_latency_ms: Some(180.5),
+        serving_since_unix_ms: Some(1_700_000_000_000),
     }
 }
 
@@ -123,6 +125,8 @@ fn expected_state() -> Persisted {
             drain_key("us-east", Some("www")),
         ]),
         instance_drained: true,
+        // Lifted drains are kept with their time: slow start ramps from it.
+        undrained: BTreeMap::from([(drain_key("us-east", Some("api")), 1_700_000_000_000)]),
         ..Persisted::default()
     }
 }

@@ -31,6 +31,15 @@ pub struct StoredReport {
     pub cost: Option<f64>,
     /// When the report was accepted, Unix milliseconds (wall clock, so ages survive restarts).
     pub received_unix_ms: u64,
+    /// The datacenter's own service latency (p99), milliseconds, if it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_latency_ms: Option<f64>,
+    /// Since when the datacenter has been reporting healthy without a break (set by the state
+    /// manager when a healthy report follows a down one, one past its grace, or none where one
+    /// is required); `None` when it has served since before anyone counted. Slow start ramps
+    /// from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_since_unix_ms: Option<u64>,
 }
 
 /// What a drain applies to: one service in a datacenter, or the whole datacenter.
@@ -145,6 +154,8 @@ pub struct Persisted {
     pub drains: BTreeSet<DrainKey>,
     /// Whether this instance is drained (its /readyz fails).
     pub instance_drained: bool,
+    /// When each drain was last lifted, Unix milliseconds.
+    pub undrained: BTreeMap<DrainKey, u64>,
     /// Feature toggles an operator set, by name (absent: never set, so on).
     pub toggles: BTreeMap<String, bool>,
 }

@@ -710,6 +710,7 @@ fn apply_datacenter(
         load: 0.0,
         latency_ms: BTreeMap::new(),
         cost: None,
+        service_latency_ms: None,
         age: Duration::ZERO,
         ttl: config.control.report_ttl,
     });

@@ -193,6 +193,7 @@ impl Fixture {
                     load,
                     latency_ms: Default::default(),
                     cost: None,
+                    service_latency_ms: None,
                     age: Duration::ZERO,
                     ttl: Duration::from_secs(60),
                 }),

@@ -1,6 +1,8 @@
 //! The shipped Kubernetes manifests against the code: the configuration and zone files that
 //! `deploy/kubernetes` puts in its ConfigMap pass the real binary's `check-config`, laid out as
-//! the pod sees them, and the Deployment's paths and ports are the ones that configuration names.
+//! the pod sees them and with the etcd endpoints the pod is given (by the base and by the
+//! external-etcd overlay), and the Deployment's paths and ports are the ones that configuration
+//! names.
 //! (CI checks the manifests themselves with kustomize, checkov and kubernetes-validate:
 //! `.ci/deploy.sh`.)
 
@@ -43,14 +45,20 @@ fn list<'a>(value: &'a Value, key: &str) -> &'a [Value] {
         .unwrap_or_else(|| panic!("{key:?} is not a list in {value:?}"))
 }
 
-/// The files of the ConfigMap generator `name` in the kustomization: (key, file).
-fn generated_files(name: &str) -> Vec<(String, PathBuf)> {
-    let kustomization = yaml(&Path::new(MANIFESTS).join("kustomization.yaml"));
-    let generator = list(&kustomization, "configMapGenerator")
+/// The ConfigMap generator `name` of the kustomization in `dir`.
+fn generator(dir: &str, name: &str) -> Value {
+    let kustomization = yaml(&Path::new(dir).join("kustomization.yaml"));
+    list(&kustomization, "configMapGenerator")
         .iter()
         .find(|g| text(g, "name") == name)
-        .unwrap_or_else(|| panic!("no configMapGenerator {name:?}"));
-    list(generator, "files")
+        .unwrap_or_else(|| panic!("no configMapGenerator {name:?} in {dir}"))
+        .clone()
+}
+
+/// The files of the ConfigMap generator `name` in meridian's kustomization: (key, file).
+fn generated_files(name: &str) -> Vec<(String, PathBuf)> {
+    let generator = generator(MANIFESTS, name);
+    list(&generator, "files")
         .iter()
         .map(|entry| {
             let entry = entry.as_str().expect("a file entry is a string");
@@ -61,6 +69,17 @@ fn generated_files(name: &str) -> Vec<(String, PathBuf)> {
             (key.to_owned(), Path::new(MANIFESTS).join(file))
         })
         .collect()
+}
+
+/// The value of `key` among the literals of the ConfigMap generator `name` in `dir`.
+fn generated_literal(dir: &str, name: &str, key: &str) -> String {
+    let generator = generator(dir, name);
+    list(&generator, "literals")
+        .iter()
+        .filter_map(|l| l.as_str()?.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_else(|| panic!("no literal {key} in {name} of {dir}"))
 }
 
 /// The Deployment's meridian container.
@@ -121,8 +140,9 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-#[test]
-fn the_kubernetes_configmap_holds_a_valid_configuration() {
+/// Runs `check-config` on the ConfigMap's files laid out as the pod sees them, with the etcd
+/// endpoints that the ConfigMap `meridian-etcd` of the kustomization in `dir` gives the pod.
+fn check_pod_configuration(dir: &str) {
     let container = container();
     let config_path = PathBuf::from(argument(&container, "--config"));
     let mount = PathBuf::from(mount_path(&container, "config"));
@@ -155,7 +175,19 @@ fn the_kubernetes_configmap_holds_a_valid_configuration() {
     .unwrap();
     let config_file = zones.join(config_path.file_name().expect("a file name"));
 
+    // MERIDIAN_ETCD_ENDPOINTS selects etcd with these endpoints when `serve` starts; written
+    // into the state section, check-config validates them too.
+    let endpoints = generated_literal(dir, "meridian-etcd", "MERIDIAN_ETCD_ENDPOINTS");
     let config = yaml(&config_file);
+    if config.get("state").is_none() {
+        let endpoints: Vec<String> = endpoints.split(',').map(|e| format!("{e:?}")).collect();
+        let mut text = std::fs::read_to_string(&config_file).unwrap();
+        text.push_str(&format!(
+            "\nstate:\n  backend: etcd\n  etcd:\n    endpoints: [{}]\n",
+            endpoints.join(", ")
+        ));
+        std::fs::write(&config_file, text).unwrap();
+    }
     let database = Path::new(text(field(&config, "geo"), "database"));
     assert!(
         normalize(&mount.join(database)).starts_with(IMAGE_GEODATA),
@@ -192,12 +224,25 @@ fn the_kubernetes_configmap_holds_a_valid_configuration() {
     assert_eq!(
         status.code(),
         Some(0),
-        "check-config refused the ConfigMap's configuration:\n{stdout}{stderr}"
+        "check-config refused the ConfigMap's configuration with the endpoints of {dir}:\n{stdout}{stderr}"
     );
     assert!(
         stdout.contains(&format!("{}: ok", config_file.display())),
         "{stdout}"
     );
+}
+
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_configuration() {
+    check_pod_configuration(MANIFESTS);
+}
+
+#[test]
+fn the_external_etcd_overlay_gives_valid_endpoints() {
+    check_pod_configuration(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/external-etcd"
+    ));
 }
 
 #[test]

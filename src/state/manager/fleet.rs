@@ -62,7 +62,8 @@ impl<P: Prepare> Manager<P> {
             ));
         }
         let current = self.publisher.current();
-        let next = current.live.with(&change);
+        let change = current.live.stamp(&current.loaded.config, change);
+        let next = current.live.with(&change, audit.unix_ms);
         if !force && let Change::Drain { key, drained: true } = &change {
             refuse_last_drain(&current, &next, key, &self.clock)?;
         }
@@ -157,7 +158,7 @@ impl<P: Prepare> Manager<P> {
                 }
                 change => change,
             };
-            live = live.with(&change);
+            live = live.with(&change, record.audit.unix_ms);
             local.push((change, record.audit));
         }
         live.revision = revision;
