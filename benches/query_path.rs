@@ -64,10 +64,11 @@ fn benches(c: &mut Criterion) {
         })
         .collect();
     let mut i = 0;
+    let mut reply = Vec::with_capacity(512);
     c.bench_function("handler/geo_query_varied_ecs", |b| {
         b.iter(|| {
             i = (i + 1) % geo_queries.len();
-            handler.answer(&geo_queries[i], src, Transport::Udp)
+            handler.answer(&geo_queries[i], src, Transport::Udp, &mut reply)
         })
     });
 
@@ -104,7 +105,7 @@ fn benches(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     i = (i + 1) % geo_queries.len();
-                    sampling.answer(&geo_queries[i], src, Transport::Udp)
+                    sampling.answer(&geo_queries[i], src, Transport::Udp, &mut reply)
                 })
             },
         );
@@ -114,7 +115,7 @@ fn benches(c: &mut Criterion) {
 
     let static_query = query_bytes("ns1.example.com.", RecordType::A, None);
     c.bench_function("handler/static_query", |b| {
-        b.iter(|| handler.answer(&static_query, src, Transport::Udp))
+        b.iter(|| handler.answer(&static_query, src, Transport::Udp, &mut reply))
     });
 
     // Locating and resolving, with the scope: what a query does besides DNS.

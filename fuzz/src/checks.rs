@@ -36,9 +36,28 @@ pub(crate) fn example() -> &'static (Handler, Shared<meridian::dns::Answers>) {
 pub(crate) fn request(bytes: &[u8]) {
     let (handler, _) = example();
     let src: SocketAddr = "192.0.2.1:5353".parse().expect("an address");
+    let mut reply = Vec::new();
     for transport in [Transport::Udp, Transport::Tcp] {
-        let reply = handler.answer(bytes, src, transport);
-        check_reply(bytes, reply.as_deref(), transport);
+        let answered = handler.answer(bytes, src, transport, &mut reply);
+        check_reply(bytes, answered.then_some(&reply[..]), transport);
+    }
+}
+
+/// The UDP fast path: whenever it answers `bytes`, its reply is the general path's, byte for
+/// byte (issue 9), from an IPv4 and an IPv6 resolver.
+pub(crate) fn fast_path(bytes: &[u8]) {
+    let (_, shared) = example();
+    let snapshot = shared.load();
+    for src in ["192.0.2.1:5353", "[2001:db8::53]:53"] {
+        let src: SocketAddr = src.parse().expect("an address");
+        let (fast, general) = meridian::dns::both_paths(&snapshot, bytes, src);
+        if let Some(fast) = fast {
+            assert_eq!(
+                Some(&fast),
+                general.as_ref(),
+                "the fast path's reply to {bytes:02x?} is not the general path's"
+            );
+        }
     }
 }
 

@@ -326,8 +326,14 @@ pub(super) fn validate_balance(
     }
     let rotation = match raw.rotation.as_deref() {
         None | Some("fixed") => Rotation::Fixed,
-        Some("cyclic") => Rotation::Cyclic,
-        Some("random") => Rotation::Random,
+        // The answers are not prepared per rotation yet: refuse rather than ignore.
+        Some(name @ ("cyclic" | "random")) => {
+            problems.push(Problem::new(
+                format!("{path}.rotation"),
+                format!("{name:?} is not supported yet (only fixed)"),
+            ));
+            Rotation::Fixed
+        }
         Some(other) => {
             problems.push(Problem::new(
                 format!("{path}.rotation"),

@@ -468,3 +468,50 @@ fn every_raw_field_is_documented() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn balancing_settings_are_validated_with_their_paths() {
+    let valid = VALID.replace(
+        "    policy: nearest\n    order: [eu-west]\n",
+        "    policy: nearest\n    order: [eu-west]\n    slow_start_seconds: 120\n    max_service_latency_ms: 250\n    rotation: fixed\n",
+    );
+    let config = Config::from_yaml_str(&valid.replace(
+        "us-east: { a: [192.0.2.1], aaaa",
+        "us-east: { bias: \"-20 %\", a: [192.0.2.1], aaaa",
+    ))
+    .expect("valid balancing settings");
+    let www = &config.services[0];
+    assert_eq!(www.slow_start, Duration::from_secs(120));
+    assert_eq!(www.max_service_latency_ms, Some(250.0));
+    assert_eq!(www.pools[0].bias, Bias::Percent(-20.0));
+    assert_eq!(www.pools[1].bias, Bias::None);
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, &str)] = &[
+        ("    policy: nearest\n", "    policy: nearest\n    slow_start_seconds: 90000\n", "services.www.slow_start_seconds: 90000 is more than a day"),
+        ("    policy: nearest\n", "    policy: nearest\n    max_service_latency_ms: -1\n", "services.www.max_service_latency_ms: -1 is not a positive"),
+        ("    policy: nearest\n", "    policy: nearest\n    rotation: cyclic\n", "services.www.rotation: \"cyclic\" is not supported yet"),
+        ("    policy: nearest\n", "    policy: nearest\n    rotation: sideways\n", "services.www.rotation: \"sideways\" is not fixed, cyclic or random"),
+        ("    policy: nearest\n", "    policy: nearest\n    max_extra_km: 100\n", "services.www.max_extra_km: only the least-loaded policy uses it"),
+        ("    policy: nearest\n", "    policy: least-loaded\n    max_extra_km: -5\n", "services.www.max_extra_km: -5 is not a distance"),
+        ("us-east: { a:", "us-east: { bias: 300, a:", "services.www.pools.us-east.bias: \"300\" is not a bias"),
+        ("us-east: { a:", "us-east: { bias: \"150 %\", a:", "services.www.pools.us-east.bias: \"150 %\" is not a bias"),
+        ("    policy: nearest\n", "    policy: cascade\n    geofence: [{ continents: [EU], datacenters: [eu-west] }]\n", "services.www.geofence: the cascade policy does not place clients"),
+        ("    policy: nearest\n    order", "    policy: failover\n    order", "__bias__"),
+    ];
+    for &(from, to, expected) in cases {
+        let yaml = VALID.replace(from, to);
+        assert_ne!(yaml, VALID, "{to}");
+        if expected == "__bias__" {
+            let yaml = yaml.replace("us-east: { a:", "us-east: { bias: \"10 km\", a:");
+            let got = problems(&yaml);
+            assert!(
+                got.iter().any(|p| p
+                    .contains("services.www.pools: the failover policy does not rank by distance")),
+                "{got:?}"
+            );
+            continue;
+        }
+        let got = problems(&yaml);
+        assert!(got.iter().any(|p| p.starts_with(expected)), "{to}: {got:?}");
+    }
+}

@@ -16,6 +16,7 @@ use crate::geo::{GeoDb, GeoHit};
 use crate::routing::{Client, DcId, RoutingTable, ServiceId};
 
 use super::edns::ClientAddr;
+use super::fast::{Prepared, StaticAnswers};
 use super::routed::Answers;
 use super::rrset::RecordSet;
 use super::zone::{Lookup, Zone};
@@ -41,6 +42,8 @@ pub struct Catalog {
     max_udp_payload: u16,
     /// `directory.zone_name`: `<user>.<this>` is answered from the user directory.
     directory_zone: Option<LowerName>,
+    /// The answers of every name, prepared for the UDP fast path.
+    fast: StaticAnswers,
 }
 
 #[derive(Debug)]
@@ -205,6 +208,14 @@ impl<'a> Reply<'a> {
         self.additionals.n_parts() > self.required_additionals
     }
 
+    /// An authoritative NOERROR reply with `records` as its answer: a routed service's.
+    pub(crate) fn answer(records: &'a RecordSet) -> Self {
+        Reply {
+            answers: Section::one(records),
+            ..Reply::no_error()
+        }
+    }
+
     /// An authoritative NOERROR reply with no records yet.
     pub(crate) fn no_error() -> Self {
         Reply {
@@ -282,7 +293,7 @@ impl Catalog {
             return Err(problems);
         }
         zones.sort_by_key(|zone| std::cmp::Reverse(zone.origin.num_labels()));
-        Ok(Catalog {
+        let mut catalog = Catalog {
             zones,
             id_server: ChaosName::new("id.server.", identity),
             hostname_bind: ChaosName::new("hostname.bind.", identity),
@@ -301,7 +312,16 @@ impl Catalog {
                 .map(|zone| {
                     LowerName::new(&Name::from_ascii(format!("{zone}.")).expect("validated name"))
                 }),
-        })
+            fast: StaticAnswers::default(),
+        };
+        catalog.fast =
+            StaticAnswers::build(&catalog, identity.as_bytes(), config.server.max_udp_payload);
+        Ok(catalog)
+    }
+
+    /// The answers prepared for the fast path.
+    pub(crate) fn fast(&self) -> &StaticAnswers {
+        &self.fast
     }
 
     /// The user label of `name` when `name` is `<label>.<directory zone>`.
@@ -343,6 +363,42 @@ impl Catalog {
         question: Question<'_>,
         client: &ClientAddr,
     ) -> Reply<'a> {
+        let router = Router {
+            answers,
+            routing,
+            geo,
+            client,
+        };
+        self.respond_with(Some(&router), question)
+    }
+
+    /// Answers one question from the zones alone, for the fast path's prepared answers: a
+    /// question that reaches a routed service gets a reply whose `routed` is set and which must
+    /// not be used (its records depend on the client).
+    pub(crate) fn respond_static(&self, question: Question<'_>) -> Reply<'_> {
+        self.respond_with(None, question)
+    }
+
+    /// The zones in the order `respond` searches them (most labels first), for the fast path.
+    pub(crate) fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+
+    /// The zone answering for `name`: the deepest of ours containing it.
+    pub(crate) fn zone_for(&self, name: &LowerName) -> Option<&Zone> {
+        self.zone_of(name)
+    }
+
+    /// `directory.zone_name`, when configured.
+    pub(crate) fn directory_zone(&self) -> Option<&LowerName> {
+        self.directory_zone.as_ref()
+    }
+
+    fn respond_with<'a>(
+        &'a self,
+        router: Option<&Router<'a, '_>>,
+        question: Question<'_>,
+    ) -> Reply<'a> {
         match question.qclass {
             DNSClass::IN => {}
             DNSClass::CH => return self.chaos(question),
@@ -360,7 +416,7 @@ impl Catalog {
         let Some(zone) = parent.or_else(|| self.zone_of(question.name)) else {
             return Reply::error(ResponseCode::Refused);
         };
-        self.resolve_in_zone(answers, routing, geo, zone, question, client)
+        self.resolve_in_zone(router, zone, question)
     }
 
     fn zone_of(&self, name: &LowerName) -> Option<&Zone> {
@@ -369,12 +425,9 @@ impl Catalog {
 
     fn resolve_in_zone<'a>(
         &'a self,
-        answers: &'a Answers,
-        routing: &RoutingTable,
-        geo: &GeoDb,
+        router: Option<&Router<'a, '_>>,
         mut zone: &'a Zone,
         question: Question<'_>,
-        client: &ClientAddr,
     ) -> Reply<'a> {
         let mut reply = Reply {
             authoritative: true,
@@ -406,7 +459,26 @@ impl Catalog {
                             RecordType::A | RecordType::AAAA | RecordType::ANY
                         )
                     {
-                        let routed = route(answers, routing, geo, service, question.qtype, client);
+                        let Some(router) = router else {
+                            // Answering from the zones alone: the caller sees `routed` and
+                            // stops.
+                            return Reply {
+                                routed: Some(RoutedInfo {
+                                    service,
+                                    first: None,
+                                    failed_open: false,
+                                }),
+                                ..Reply::error(ResponseCode::ServFail)
+                            };
+                        };
+                        let routed = route(
+                            router.answers,
+                            router.routing,
+                            router.geo,
+                            service,
+                            question.qtype,
+                            router.client,
+                        );
                         reply.scope = reply.scope.max(routed.scope);
                         reply.routed = Some(routed.info);
                         let Some(records) = routed.records else {
@@ -571,11 +643,24 @@ impl ChaosName {
     }
 }
 
+/// What routing a service's name needs besides the zones.
+struct Router<'a, 'r> {
+    answers: &'a Answers,
+    routing: &'r RoutingTable,
+    geo: &'r GeoDb,
+    client: &'r ClientAddr,
+}
+
 /// A routed answer: its records (`None`: SERVFAIL), ECS scope and what to count.
-struct Routed<'a> {
-    records: Option<&'a RecordSet>,
-    scope: u8,
-    info: RoutedInfo,
+pub(crate) struct Routed<'a> {
+    /// The records (`None`: SERVFAIL, every datacenter is ineligible).
+    pub(crate) records: Option<&'a RecordSet>,
+    /// Their wire form as the fast path sends them, when prepared.
+    pub(crate) wire: Option<&'a Prepared>,
+    /// The ECS scope in the client address's family.
+    pub(crate) scope: u8,
+    /// What to count.
+    pub(crate) info: RoutedInfo,
 }
 
 /// What a routed answer was, for metrics.
@@ -609,7 +694,7 @@ impl Located {
 }
 
 /// The addresses of a service for this client, and the ECS scope they hold for.
-fn route<'a>(
+pub(crate) fn route<'a>(
     answers: &'a Answers,
     routing: &RoutingTable,
     geo: &GeoDb,
@@ -625,10 +710,14 @@ fn route<'a>(
         first: decision.datacenters.first().copied(),
         failed_open: decision.failed_open,
     };
-    let records = (!decision.datacenters.is_empty())
-        .then(|| answers.records(service, decision.ranking, qtype));
+    let routable = !decision.datacenters.is_empty();
+    let records = routable.then(|| answers.records(service, decision.ranking, qtype));
+    let wire = routable
+        .then(|| answers.wire(service, decision.ranking, qtype))
+        .flatten();
     Routed {
         records,
+        wire,
         scope,
         info,
     }

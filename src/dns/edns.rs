@@ -35,13 +35,29 @@ impl ClientAddr {
     ///
     /// [`MalformedEcs`] when the ECS address has bits set past its source prefix.
     pub(crate) fn from_query(edns: Option<&Edns>, resolver: IpAddr) -> Result<Self, MalformedEcs> {
+        let ecs = match edns.and_then(|e| e.option(EdnsCode::Subnet)) {
+            Some(EdnsOption::Subnet(ecs)) => Some(*ecs),
+            _ => None,
+        };
+        ClientAddr::from_subnet(ecs, resolver)
+    }
+
+    /// As [`ClientAddr::from_query`], from the query's ECS option alone.
+    ///
+    /// # Errors
+    ///
+    /// [`MalformedEcs`] when the ECS address has bits set past its source prefix.
+    pub(crate) fn from_subnet(
+        ecs: Option<ClientSubnet>,
+        resolver: IpAddr,
+    ) -> Result<Self, MalformedEcs> {
         let (ip, _) = located_as(resolver, full_prefix(resolver));
         let resolver = ClientAddr {
             ip,
             source_prefix: full_prefix(ip),
             ecs: None,
         };
-        let Some(EdnsOption::Subnet(ecs)) = edns.and_then(|e| e.option(EdnsCode::Subnet)) else {
+        let Some(ecs) = ecs else {
             return Ok(resolver);
         };
         let (addr, source) = (ecs.addr(), ecs.source_prefix());
@@ -50,7 +66,7 @@ impl ClientAddr {
         }
         if source == 0 {
             return Ok(ClientAddr {
-                ecs: Some(*ecs),
+                ecs: Some(ecs),
                 ..resolver
             });
         }
@@ -63,7 +79,7 @@ impl ClientAddr {
         Ok(ClientAddr {
             ip,
             source_prefix,
-            ecs: Some(*ecs),
+            ecs: Some(ecs),
         })
     }
 

@@ -1,9 +1,9 @@
 //! The query side of our UDP and TCP loops (`udp.rs`, `tcp.rs`): [`Handler::answer`] takes a
-//! message's bytes, answers it through [`respond`](super::respond), the one answer path (by way
-//! of `wire.rs`), counts what the response says (routed answers, failed-open decisions,
-//! directory lookups, the query itself), samples routed queries into the traffic record, applies
-//! response rate limiting to UDP, and returns the bytes to send. Nothing here does I/O, locks or
-//! logs above `debug`.
+//! message's bytes, answers it from the fast path's prepared answers (UDP, common shapes) or
+//! through [`respond`](super::respond), the one answer path (by way of `wire.rs`), counts what
+//! the response says (routed answers, failed-open decisions, directory lookups, the query
+//! itself), samples routed queries into the traffic record, applies response rate limiting to
+//! UDP, and returns the bytes to send. Nothing here does I/O, locks or logs above `debug`.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -21,6 +21,8 @@ use crate::routing::Toggle;
 use crate::state::unix_ms;
 use crate::traffic::Traffic;
 
+use super::answer::RoutedInfo;
+use super::fast;
 use super::respond::{Response, Transport};
 use super::rrl::{RateLimiter, Verdict};
 use super::wire::{Outcome, answer_bytes, servfail};
@@ -66,16 +68,32 @@ impl Handler {
         }
     }
 
-    /// Answers the message `bytes` from `src`: the reply to send, or `None` to send nothing (not
-    /// a query, or a UDP response dropped by rate limiting).
+    /// Answers the message `bytes` from `src` into `reply`: `true` to send it, `false` to send
+    /// nothing (not a query, or a UDP response dropped by rate limiting).
+    ///
+    /// The one entry point of every query, whichever path answers it: a UDP query of a shape
+    /// the fast path knows is answered from prepared bytes (`fast/`), every other one by the
+    /// general path (`wire.rs`, `respond.rs`), with the same bytes either way. What the caller
+    /// passes in `reply` is overwritten; its capacity is reused.
     ///
     /// A panic while answering (a bug, or a query of death) is caught here, at the one entry
     /// point of both socket loops: that query gets SERVFAIL, the panic is logged, counted and
     /// kept for `GET /v1/errors`, and the loop goes on serving.
-    pub fn answer(&self, bytes: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
-        guarded(&self.metrics, &self.state, bytes, transport, || {
-            self.answer_unguarded(bytes, src, transport)
-        })
+    pub fn answer(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        guarded(
+            &self.metrics,
+            &self.state,
+            bytes,
+            transport,
+            reply,
+            |reply| self.answer_unguarded(bytes, src, transport, reply),
+        )
     }
 
     fn answer_unguarded(
@@ -83,38 +101,56 @@ impl Handler {
         bytes: &[u8],
         src: SocketAddr,
         transport: Transport,
-    ) -> Option<Vec<u8>> {
+        reply: &mut Vec<u8>,
+    ) -> bool {
         let started = Instant::now();
         // One snapshot for the whole query: every record sent comes from this consistent view.
-        let snapshot = self.state.load();
-        let Outcome::Reply(reply) = answer_bytes(&snapshot, bytes, src, transport, |s, r| {
-            self.count(s, r);
-        }) else {
-            return None;
+        let snapshot = self.state.peek();
+        // The `fast_path` toggle off: every query takes the general path.
+        let fast = match transport {
+            Transport::Udp if snapshot.live.toggles.is_on(Toggle::FastPath) => {
+                fast::answer(&snapshot, bytes, src, reply)
+            }
+            _ => None,
         };
-        if reply.malformed {
-            self.metrics.record_dns_event(DnsEvent::Malformed);
-        }
+        let (qtype, rcode, class) = if let Some(answered) = fast {
+            if let Some(routed) = answered.routed {
+                self.count_routed(&snapshot, routed, Some(answered.client));
+            }
+            (answered.qtype, answered.rcode, answered.class)
+        } else {
+            let Outcome::Reply(general) = answer_bytes(&snapshot, bytes, src, transport, |s, r| {
+                self.count(s, r);
+            }) else {
+                return false;
+            };
+            if general.malformed {
+                self.metrics.record_dns_event(DnsEvent::Malformed);
+            }
+            *reply = general.bytes;
+            (general.qtype, general.rcode, general.class)
+        };
         self.metrics.record_query(
-            QueryType::from_code(reply.qtype),
-            Rcode::from_code(reply.rcode),
+            QueryType::from_code(qtype),
+            Rcode::from_code(rcode),
             started.elapsed().as_secs_f64(),
         );
         let verdict = match (&self.rrl, transport) {
             (Some(rrl), Transport::Udp) if snapshot.live.toggles.is_on(Toggle::Rrl) => {
-                rrl.check(src.ip(), reply.class, started)
+                rrl.check(src.ip(), class, started)
             }
             _ => Verdict::Send,
         };
         match verdict {
-            Verdict::Send => Some(reply.bytes),
+            Verdict::Send => true,
             Verdict::Slip => {
                 self.metrics.record_dns_event(DnsEvent::RrlSlipped);
-                Some(slipped(reply.bytes))
+                slip(reply);
+                true
             }
             Verdict::Drop => {
                 self.metrics.record_dns_event(DnsEvent::RrlDropped);
-                None
+                false
             }
         }
     }
@@ -122,26 +158,36 @@ impl Handler {
     /// Counts what `response` did, besides the query itself.
     fn count(&self, snapshot: &Snapshot, response: &Response<'_>) {
         if let Some(routed) = response.reply.routed {
-            let counters = &snapshot.loaded.counters;
-            if let Some(first) = routed.first {
-                counters
-                    .answers
-                    .inc(usize::from(routed.service.0), usize::from(first.0));
-            }
-            if routed.failed_open {
-                counters.failed_open.inc(usize::from(routed.service.0));
-            }
-            if let (Some(traffic), Some(client)) = (&self.traffic, &response.client) {
-                traffic.record(
-                    &snapshot.loaded.config,
-                    routed.service,
-                    client.ip,
-                    client.source_prefix,
-                );
-            }
+            let client = response
+                .client
+                .as_ref()
+                .map(|client| (client.ip, client.source_prefix));
+            self.count_routed(snapshot, routed, client);
         }
         if let Some((source, reason)) = response.lookup {
             self.metrics.record_lookup(source, reason);
+        }
+    }
+
+    /// Counts a routed answer: by service and first datacenter, and whether it failed open;
+    /// samples it into the traffic record with its `client` (address and source prefix).
+    fn count_routed(
+        &self,
+        snapshot: &Snapshot,
+        routed: RoutedInfo,
+        client: Option<(std::net::IpAddr, u8)>,
+    ) {
+        let counters = &snapshot.loaded.counters;
+        if let Some(first) = routed.first {
+            counters
+                .answers
+                .inc(usize::from(routed.service.0), usize::from(first.0));
+        }
+        if routed.failed_open {
+            counters.failed_open.inc(usize::from(routed.service.0));
+        }
+        if let (Some(traffic), Some((ip, source_prefix))) = (&self.traffic, client) {
+            traffic.record(&snapshot.loaded.config, routed.service, ip, source_prefix);
         }
     }
 }
@@ -155,10 +201,11 @@ fn guarded(
     state: &Shared,
     bytes: &[u8],
     transport: Transport,
-    answer: impl FnOnce() -> Option<Vec<u8>>,
-) -> Option<Vec<u8>> {
-    let payload = match std::panic::catch_unwind(AssertUnwindSafe(answer)) {
-        Ok(reply) => return reply,
+    reply: &mut Vec<u8>,
+    answer: impl FnOnce(&mut Vec<u8>) -> bool,
+) -> bool {
+    let payload = match std::panic::catch_unwind(AssertUnwindSafe(|| answer(&mut *reply))) {
+        Ok(send) => return send,
         Err(payload) => payload,
     };
     let message = panic_message(payload.as_ref());
@@ -178,7 +225,13 @@ fn guarded(
         message,
     });
     metrics.record_query(QueryType::from_code(0), Rcode::ServFail, 0.0);
-    servfail(&state.load(), bytes)
+    match servfail(&state.load(), bytes) {
+        Some(servfail) => {
+            *reply = servfail;
+            true
+        }
+        None => false,
+    }
 }
 
 /// Whether a panic may be logged now: once per second at most, over the whole process.
@@ -194,7 +247,7 @@ fn log_allowed() -> bool {
 
 /// `reply` cut to its header and question, with TC set: what a rate-limited client gets instead
 /// of the answer, so that a real resolver retries over TCP (RRL "slip").
-fn slipped(mut reply: Vec<u8>) -> Vec<u8> {
+fn slip(reply: &mut Vec<u8>) {
     use hickory_proto::serialize::binary::BinDecoder;
     use hickory_server::zone_handler::Queries;
     let n_questions = reply
@@ -214,7 +267,6 @@ fn slipped(mut reply: Vec<u8>) -> Vec<u8> {
             reply[4..6].fill(0);
         }
     }
-    reply
 }
 
 #[cfg(test)]
@@ -242,10 +294,15 @@ mod tests {
         ));
         let bytes = query.to_vec().expect("encodes");
 
-        let reply = guarded(&metrics, &shared, &bytes, Transport::Tcp, || {
-            panic!("injected by the test")
-        })
-        .expect("a reply");
+        let mut reply = Vec::new();
+        assert!(guarded(
+            &metrics,
+            &shared,
+            &bytes,
+            Transport::Tcp,
+            &mut reply,
+            |_| panic!("injected by the test")
+        ));
         let reply = Message::from_vec(&reply).expect("decodes");
         assert_eq!(reply.metadata.id, 0x4242);
         assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
@@ -261,15 +318,28 @@ mod tests {
                 .contains("meridian_internal_errors_total{kind=\"panic\"} 1")
         );
 
-        let passed = guarded(&metrics, &shared, &bytes, Transport::Udp, || Some(vec![7]));
-        assert_eq!(passed, Some(vec![7]));
+        let mut passed = Vec::new();
+        assert!(guarded(
+            &metrics,
+            &shared,
+            &bytes,
+            Transport::Udp,
+            &mut passed,
+            |reply| {
+                *reply = vec![7];
+                true
+            }
+        ));
+        assert_eq!(passed, vec![7]);
         // No header: nothing to answer, panic or not.
-        assert_eq!(
-            guarded(&metrics, &shared, &[1, 2], Transport::Udp, || panic!(
-                "again"
-            )),
-            None
-        );
+        assert!(!guarded(
+            &metrics,
+            &shared,
+            &[1, 2],
+            Transport::Udp,
+            &mut passed,
+            |_| panic!("again")
+        ));
         assert_eq!(metrics.recent_errors().len(), 2);
     }
 }

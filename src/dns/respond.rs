@@ -24,7 +24,7 @@ use crate::routing::Toggle;
 use crate::state::{reason_label, source_label};
 
 use super::Snapshot;
-use super::answer::{Question, Reply};
+use super::answer::{Question, Reply, RoutedInfo};
 use super::edns::{ClientAddr, opt_wire_len, response_opt};
 use super::explain::{EXPLAIN_LABEL, explain_client, txt_records};
 
@@ -124,35 +124,89 @@ pub fn respond<'a>(
     response
 }
 
+/// The wire form of `reply` to `request`, sent without an OPT record, exactly as `respond`'s caller encodes it: what the fast path prepares.
+/// `None` when it cannot be encoded.
+pub(crate) fn encode_plain(request: &MessageRequest, reply: Reply<'_>) -> Option<Vec<u8>> {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.authoritative = reply.authoritative;
+    metadata.response_code = reply.rcode;
+    let response = Response {
+        metadata,
+        reply,
+        edns: None,
+        client: None,
+        lookup: None,
+    };
+    let mut out = Vec::new();
+    response
+        .message(request)
+        .destructive_emit(&mut BinEncoder::new(&mut out))
+        .ok()?;
+    Some(out)
+}
+
 /// One `debug` line per answer, for operators who turn it on (`RUST_LOG=meridian::dns=debug`
 /// or `PUT /v1/log`): who asked, where routing placed them, what they got, and for how wide a
-/// network. Off (the default), the macro's level check is all it costs: the fields are not
-/// evaluated.
+/// network. Off (the default), the level check is all it costs.
 fn log_answer(snapshot: &Snapshot, request: &MessageRequest, src: IpAddr, response: &Response) {
     let Some(query) = request.queries.queries().first() else {
         return;
     };
-    let config = &snapshot.loaded.config;
-    let routed = response.reply.routed.as_ref();
-    debug!(
-        %src,
-        client = %response.client.as_ref().map_or(src, |client| client.ip),
-        source_prefix = response.client.as_ref().map(|client| client.source_prefix),
-        name = %query.name(),
-        qtype = %query.query_type(),
-        rcode = %response.metadata.response_code,
-        scope = response.reply.scope,
-        service = routed
-            .and_then(|routed| config.services.get(usize::from(routed.service.0)))
-            .map(|service| service.name.as_str()),
-        datacenter = routed
-            .and_then(|routed| routed.first)
-            .and_then(|dc| config.datacenters.get(usize::from(dc.0)))
-            .map(|dc| dc.name.as_str()),
-        failed_open = routed.is_some_and(|routed| routed.failed_open),
-        truncated = response.metadata.truncation,
-        "answered"
-    );
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    AnswerLine {
+        src,
+        client: response.client.as_ref().map_or(src, |client| client.ip),
+        source_prefix: response.client.as_ref().map(|client| client.source_prefix),
+        name: query.name(),
+        qtype: query.query_type(),
+        rcode: response.metadata.response_code,
+        scope: response.reply.scope,
+        routed: response.reply.routed,
+        truncated: response.metadata.truncation,
+    }
+    .log(snapshot);
+}
+
+/// What the `debug` line of one answer says, whichever path answered.
+pub(crate) struct AnswerLine<'n, N> {
+    pub(crate) src: IpAddr,
+    pub(crate) client: IpAddr,
+    pub(crate) source_prefix: Option<u8>,
+    pub(crate) name: &'n N,
+    pub(crate) qtype: RecordType,
+    pub(crate) rcode: ResponseCode,
+    pub(crate) scope: u8,
+    pub(crate) routed: Option<RoutedInfo>,
+    pub(crate) truncated: bool,
+}
+
+impl<N: std::fmt::Display> AnswerLine<'_, N> {
+    /// Logs the line at `debug`, naming the service and datacenter from `snapshot`.
+    pub(crate) fn log(&self, snapshot: &Snapshot) {
+        let config = &snapshot.loaded.config;
+        let routed = self.routed.as_ref();
+        debug!(
+            src = %self.src,
+            client = %self.client,
+            source_prefix = self.source_prefix,
+            name = %self.name,
+            qtype = %self.qtype,
+            rcode = %self.rcode,
+            scope = self.scope,
+            service = routed
+                .and_then(|routed| config.services.get(usize::from(routed.service.0)))
+                .map(|service| service.name.as_str()),
+            datacenter = routed
+                .and_then(|routed| routed.first)
+                .and_then(|dc| config.datacenters.get(usize::from(dc.0)))
+                .map(|dc| dc.name.as_str()),
+            failed_open = routed.is_some_and(|routed| routed.failed_open),
+            truncated = self.truncated,
+            "answered"
+        );
+    }
 }
 
 impl Response<'_> {

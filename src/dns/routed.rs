@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{Config, PoolConfig, ServiceConfig};
 use crate::routing::{DcId, RankingId, RoutingTable, ServiceId};
 
+use super::answer::Reply;
+use super::fast::{Prepared, question};
 use super::rrset::RecordSet;
 
 /// Prepared records of every service's rankings.
@@ -25,11 +27,14 @@ struct ServiceAnswers {
     by_ranking: Vec<RankedRecords>,
 }
 
-/// The records of one ranking: A and AAAA, each cut to the service's answer size.
+/// The records of one ranking: A and AAAA, each cut to the service's answer size, and their
+/// wire form for the fast path (`None` when there are none, or they cannot be encoded).
 #[derive(Debug)]
 struct RankedRecords {
     a: RecordSet,
     aaaa: RecordSet,
+    a_wire: Option<Prepared>,
+    aaaa_wire: Option<Prepared>,
 }
 
 impl Answers {
@@ -66,12 +71,38 @@ impl Answers {
         ranking: RankingId,
         qtype: RecordType,
     ) -> &RecordSet {
-        let RankedRecords { a, aaaa } =
-            &self.services[usize::from(service.0)].by_ranking[ranking.0 as usize];
+        let ranked = &self.services[usize::from(service.0)].by_ranking[ranking.0 as usize];
+        if ranked.is_aaaa(qtype) {
+            &ranked.aaaa
+        } else {
+            &ranked.a
+        }
+    }
+
+    /// The wire form of [`Answers::records`], as the fast path sends it after the question.
+    pub(crate) fn wire(
+        &self,
+        service: ServiceId,
+        ranking: RankingId,
+        qtype: RecordType,
+    ) -> Option<&Prepared> {
+        let ranked = &self.services[usize::from(service.0)].by_ranking[ranking.0 as usize];
+        if ranked.is_aaaa(qtype) {
+            ranked.aaaa_wire.as_ref()
+        } else {
+            ranked.a_wire.as_ref()
+        }
+    }
+}
+
+impl RankedRecords {
+    /// Whether `qtype` gets the AAAA set: AAAA, and ANY for an IPv6-only service (RFC 8482
+    /// §4.1: one RRset); everything else gets A.
+    fn is_aaaa(&self, qtype: RecordType) -> bool {
         match qtype {
-            RecordType::AAAA => aaaa,
-            RecordType::ANY if a.is_empty() => aaaa,
-            _ => a,
+            RecordType::AAAA => true,
+            RecordType::ANY => self.a.is_empty(),
+            _ => false,
         }
     }
 }
@@ -97,15 +128,29 @@ fn prepare_service(service: &ServiceConfig, rankings: &[Box<[DcId]>]) -> Service
             .collect();
         RecordSet::new(records)
     };
+    // Every routed answer follows a question of the service's name, whatever its case.
+    let question = question(&LowerName::new(&name), u16::from(RecordType::A));
+    let wire = |records: &RecordSet| {
+        let question = question.as_ref()?;
+        (!records.is_empty())
+            .then(|| Prepared::encode(question, Reply::answer(records)))
+            .flatten()
+    };
     let by_ranking = rankings
         .iter()
-        .map(|ranking| RankedRecords {
-            a: take(ranking, &|pool| {
+        .map(|ranking| {
+            let a = take(ranking, &|pool| {
                 pool.a.iter().map(|ip| RData::A(A(*ip))).collect()
-            }),
-            aaaa: take(ranking, &|pool| {
+            });
+            let aaaa = take(ranking, &|pool| {
                 pool.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect()
-            }),
+            });
+            RankedRecords {
+                a_wire: wire(&a),
+                aaaa_wire: wire(&aaaa),
+                a,
+                aaaa,
+            }
         })
         .collect();
     ServiceAnswers { by_ranking }

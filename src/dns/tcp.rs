@@ -239,10 +239,11 @@ async fn connection(
         if message.len() < HEADER_LEN {
             return Closed::Done;
         }
-        let Some(reply) = handler.answer(&message, peer, Transport::Tcp) else {
+        let mut reply = Vec::new();
+        if !handler.answer(&message, peer, Transport::Tcp, &mut reply) {
             // Not a query: nothing good can follow on this connection.
             return Closed::Done;
-        };
+        }
         let Ok(len) = u16::try_from(reply.len()) else {
             return Closed::Done;
         };

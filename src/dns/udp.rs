@@ -7,13 +7,12 @@
 //! kernel refuses another socket there (a socket bound without `SO_REUSEPORT`, as `app` does on port
 //! 0), the remaining workers share the first socket instead, which is correct, only slower.
 //!
-//! A worker is a tight loop: receive a datagram, answer it through [`Handler::answer`] (the
-//! same general path as TCP, with response rate limiting), send the reply. It owns one receive
-//! buffer for its whole life and spawns nothing per datagram. Blocking reads wake up every [`POLL_INTERVAL`] to look at the
-//! shutdown token, so stopping needs no wake-up datagram and takes at most that long.
-//!
-//! What it does not do (yet): batched `recvmmsg`/`sendmmsg` and the pre-encoded fast path of
-//! issue 9; every datagram takes one `recv_from`, one decode and one `send_to`.
+//! A worker is a tight loop: receive a batch of datagrams (`batch.rs`: one `recvmmsg`), answer
+//! each through [`Handler::answer`] (the fast path for the common shapes, else the general
+//! path as for TCP, with response rate limiting either way), send the replies (one
+//! `sendmmsg`). It owns its buffers for its whole life and spawns nothing per datagram.
+//! Blocking reads wake up every [`POLL_INTERVAL`] to look at the shutdown token, so stopping
+//! needs no wake-up datagram and takes at most that long.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -25,13 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Handler;
+use super::batch::Batch;
 use super::respond::Transport;
 
 /// How often a worker blocked in `recv_from` wakes up to see whether the server is stopping.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// The largest datagram we read: the most a UDP payload can be (a query is far smaller; a
-/// longer one is cut, fails to decode and gets FORMERR if its header reads).
-const RECEIVE_BUFFER: usize = 65_535;
 
 /// The worker threads serving DNS/UDP on every address.
 pub(super) struct UdpWorkers {
@@ -112,12 +109,13 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// One worker's loop: receive, answer, send, until `shutdown`.
+/// One worker's loop: receive a batch, answer each datagram, send the replies, until
+/// `shutdown`.
 fn serve(socket: &UdpSocket, handler: &Handler, shutdown: &CancellationToken) {
-    let mut buffer = vec![0u8; RECEIVE_BUFFER];
+    let mut batch = Batch::new();
     while !shutdown.is_cancelled() {
-        let (len, src) = match socket.recv_from(&mut buffer) {
-            Ok(received) => received,
+        let n = match batch.receive(socket) {
+            Ok(n) => n,
             Err(error)
                 if matches!(
                     error.kind(),
@@ -135,14 +133,20 @@ fn serve(socket: &UdpSocket, handler: &Handler, shutdown: &CancellationToken) {
                 continue;
             }
         };
-        if src.port() == 0 {
-            // A reply to port 0 cannot be delivered.
-            continue;
+        for i in 0..n {
+            let (query, src, reply) = batch.slot(i);
+            // A reply to port 0 (or to no address) cannot be delivered.
+            let answered = match src {
+                Some(src) if src.port() != 0 => handler.answer(query, src, Transport::Udp, reply),
+                _ => false,
+            };
+            if !answered {
+                reply.clear();
+            }
         }
-        if let Some(reply) = handler.answer(&buffer[..len], src, Transport::Udp)
-            && let Err(error) = socket.send_to(&reply, src)
-        {
-            debug!(%error, %src, "DNS/UDP send failed");
+        let failed = batch.send(socket);
+        if failed > 0 {
+            debug!(failed, "DNS/UDP send failed");
         }
     }
 }

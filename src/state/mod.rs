@@ -64,6 +64,12 @@ impl<P: Prepare> Shared<P> {
     pub fn load(&self) -> Arc<Snapshot<P>> {
         self.current.load_full()
     }
+
+    /// The current snapshot for a short borrow, such as one query: `arc_swap`'s thread-local
+    /// guard, so that query threads do not all write one reference count's cache line.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Snapshot<P>>> {
+        self.current.load()
+    }
 }
 
 impl<P: Prepare> Publisher<P> {

@@ -36,6 +36,16 @@ fn request_inputs() {
 }
 
 #[test]
+fn fast_path_inputs() {
+    assert!(
+        run("fast_path", checks::fast_path) > 0,
+        "fast path inputs kept"
+    );
+    // The request target's inputs are queries too.
+    assert!(run("request", checks::fast_path) > 0, "request inputs kept");
+}
+
+#[test]
 fn zone_inputs() {
     assert!(run("zone", checks::zone) > 0, "zone inputs kept");
 }
@@ -64,9 +74,11 @@ fn request_checks_catch_wrong_replies() {
         crate::client::Ask::new("www.example.com.", hickory_proto::rr::RecordType::A).to_bytes();
     let (handler, _) = checks::example();
     let src = "192.0.2.1:5353".parse().unwrap();
-    let good = handler
-        .answer(&query, src, Transport::Udp)
-        .expect("a reply");
+    let mut good = Vec::new();
+    assert!(
+        handler.answer(&query, src, Transport::Udp, &mut good),
+        "a reply"
+    );
     checks::check_reply(&query, Some(&good), Transport::Udp);
     let mut wrong_id = good.clone();
     wrong_id[0] ^= 0xff;

@@ -38,6 +38,7 @@ mod fuzz_checks;
 mod answers;
 mod architecture;
 mod authority;
+mod balancing;
 mod cli;
 mod client;
 mod conformance;

@@ -56,7 +56,7 @@ pub(crate) fn ip(last: u8) -> Ipv4Addr {
 }
 
 /// `dc` reports `body` with its own example token.
-async fn report(server: &TestServer, dc: &str, body: Value) {
+pub(crate) async fn report(server: &TestServer, dc: &str, body: Value) {
     let response = reqwest::Client::new()
         .put(server.url(&format!("/v1/datacenters/{dc}/report")))
         .bearer_auth(format!("example-{dc}-token"))
@@ -75,7 +75,7 @@ async fn report(server: &TestServer, dc: &str, body: Value) {
 }
 
 /// A healthy report of `dc` at `load` of a capacity of 100.
-async fn load(server: &TestServer, dc: &str, load: u32) {
+pub(crate) async fn load(server: &TestServer, dc: &str, load: u32) {
     report(
         server,
         dc,

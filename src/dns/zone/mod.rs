@@ -130,6 +130,11 @@ impl Node {
         })
     }
 
+    /// The types of the record sets at this name.
+    pub(crate) fn types(&self) -> impl Iterator<Item = RecordType> + '_ {
+        self.rrsets.iter().map(|(rtype, _)| *rtype)
+    }
+
     /// The first record set, for minimal answers to ANY (RFC 8482 §4.1).
     pub(crate) fn first_rrset(&self) -> Option<&RecordSet> {
         self.rrsets.first().map(|(_, records)| records)
@@ -363,6 +368,12 @@ impl Zone {
             }
             child = parent;
         }
+    }
+
+    /// Every name of the zone with its node, empty non-terminals and names below
+    /// delegations included (for the fast path's prepared answers).
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = (&LowerName, &Node)> {
+        self.nodes.iter()
     }
 
     /// The number of names with records, for logs.
