@@ -183,13 +183,13 @@ pub async fn run(
         readiness.clone(),
     )
     .context("reading the state store")?;
-    let manager = match backend {
-        StateConfig::Embedded => manager,
+    let (manager, fleet) = match backend {
+        StateConfig::Embedded => (manager, None),
         StateConfig::Etcd(etcd) => {
             let fleet = Fleet::connect(&etcd)
                 .await
                 .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?;
-            manager.with_fleet(fleet)
+            (manager.with_fleet(fleet.clone()), Some(fleet))
         }
     };
     let mut tasks = JoinSet::new();
@@ -236,6 +236,7 @@ pub async fn run(
                 limiter: Arc::default(),
                 log_levels: options.log_levels.clone(),
                 traffic: traffic.clone(),
+                fleet,
             });
             let serving = control::serve(
                 listener,

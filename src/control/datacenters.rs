@@ -125,6 +125,10 @@ pub(crate) struct DatacenterView {
     /// Standing for each service using it: `healthy`, `unreported`, `stale`, `drained`,
     /// `down`, `stale-past-grace`, `no-report`.
     services: BTreeMap<String, String>,
+    /// The state revision this view reflects: with etcd, the revision of the last change this
+    /// instance applied (equal on every instance of a fleet that agrees); 0 with the embedded
+    /// store.
+    state_revision: i64,
     /// The service latency (p99, milliseconds) of the latest report, if it has one.
     service_latency_ms: Option<f64>,
     /// Services in which the datacenter is taking back its clients, by service identifier.
@@ -354,6 +358,7 @@ fn datacenter_view(
             .map(|s| config.services[usize::from(s.0)].id.clone())
             .collect(),
         services,
+        state_revision: snapshot.live.revision,
         service_latency_ms: report.and_then(|r| r.service_latency_ms),
         slow_start,
     }

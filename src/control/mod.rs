@@ -28,6 +28,7 @@ mod error;
 mod errors;
 mod explain;
 mod extract;
+mod fleet;
 pub mod fuzzing;
 mod log;
 mod openapi;
@@ -60,6 +61,7 @@ pub use simulate::simulate_offline;
 use openapi::StandardResponses;
 
 use crate::dns::Shared;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::state::{Clock, Readiness, StateHandle};
 use crate::store::Store;
@@ -74,6 +76,7 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::PUT, "/v1/datacenters/{dc}/report"),
     (Method::GET, "/v1/datacenters"),
     (Method::GET, "/v1/datacenters/{dc}"),
+    (Method::GET, "/v1/fleet"),
     (Method::POST, "/v1/datacenters/{dc}/drain"),
     (Method::POST, "/v1/datacenters/{dc}/undrain"),
     (Method::POST, "/v1/drain"),
@@ -125,6 +128,8 @@ pub struct ControlState {
     pub log_levels: Option<Arc<LogLevels>>,
     /// The sampled record of recent traffic, for `GET /v1/traffic` and simulations.
     pub traffic: Arc<Traffic>,
+    /// The fleet's shared state, with the etcd backend (`GET /v1/fleet`).
+    pub fleet: Option<Fleet>,
 }
 
 /// The OpenAPI document of the control plane.
@@ -132,7 +137,7 @@ pub struct ControlState {
 #[openapi(
     info(title = "meridian control plane", description = "Datacenter reports, drains, explanations, configuration and metrics of a meridian DNS load balancer."),
     paths(
-        datacenters::put_report, datacenters::list_datacenters, datacenters::get_datacenter,
+        datacenters::put_report, datacenters::list_datacenters, datacenters::get_datacenter, fleet::get_fleet,
         datacenters::drain, datacenters::undrain, datacenters::drain_instance,
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
@@ -170,6 +175,7 @@ pub fn router(state: ControlState) -> Router {
     Router::new()
         .route("/v1/datacenters/{dc}/report", put(datacenters::put_report))
         .route("/v1/datacenters", get(datacenters::list_datacenters))
+        .route("/v1/fleet", get(fleet::get_fleet))
         .route("/v1/datacenters/{dc}", get(datacenters::get_datacenter))
         .route("/v1/datacenters/{dc}/drain", post(datacenters::drain))
         .route("/v1/datacenters/{dc}/undrain", post(datacenters::undrain))

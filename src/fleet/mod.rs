@@ -10,6 +10,7 @@
 //! | `P/directory/buckets` | the whole bucket map, JSON list of [`StoredPlacement`] |
 //! | `P/directory/pins/{user}` | [`StoredPlacement`] as JSON |
 //! | `P/toggles/{name}` | whether the feature toggle is on, JSON |
+//! | `P/instances/{instance}` | [`InstanceRecord`], under the instance's lease |
 //! | `P/changes` | the last write's [`Record`]: the change, its audit entry, the instance |
 //!
 //! A write puts its state keys and `P/changes` in one transaction, so they share one revision.
@@ -27,7 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -44,14 +46,24 @@ pub const MAX_TXN_OPS: usize = 120;
 /// How long a write or a read may take before etcd counts as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How many times a write is tried before etcd counts as unreachable.
-const WRITE_ATTEMPTS: usize = 3;
+/// How long a write is tried before etcd counts as unreachable.
+const WRITE_BUDGET: Duration = Duration::from_secs(4);
+
+/// How long the follower's failures must last before etcd counts as lost (an election after a
+/// member's death takes about a second).
+const DOWN_AFTER: Duration = Duration::from_secs(2);
 
 /// How long one attempt of a write may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1_000);
 
-/// How long the follower waits before trying etcd again after a failure.
-pub const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// How long the follower (and a write) waits before trying etcd again after a failure.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long an instance stays listed after it stops renewing its lease.
+pub const INSTANCE_TTL_SECONDS: i64 = 10;
+
+/// How often an instance renews its lease (and rewrites its record when it changed).
+const RENEW_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keys per page when the whole state is read.
 const PAGE: i64 = 5_000;
@@ -66,6 +78,20 @@ pub struct Record {
     pub change: Change,
     /// Its audit entry.
     pub audit: AuditEntry,
+}
+
+/// An instance of the fleet as it registers itself (under a lease, so that it disappears when
+/// it stops).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Its name ([`Fleet::instance`]).
+    pub instance: String,
+    /// Its configured identity (NSID, `id.server`).
+    pub identity: String,
+    /// The state revision it serves.
+    pub revision: i64,
+    /// When it last wrote this record, Unix milliseconds on its own clock.
+    pub updated_unix_ms: u64,
 }
 
 /// The fleet's whole state at one revision.
@@ -251,19 +277,24 @@ impl Fleet {
         }
         let txn = Txn::new().and_then(ops);
         let mut kv = self.client.kv_client();
-        let mut failure = String::new();
         // A request sent down the connection of a member that just died waits for that
         // connection to fail: another attempt goes to a live member. An attempt that timed out
         // may have been applied; applying a record twice changes nothing (every change sets
         // state), and only its audit entry is then kept twice.
-        for _ in 0..WRITE_ATTEMPTS {
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn.clone())).await {
+        // A member's death may also cost an election: attempts go on, a little apart, for up to
+        // WRITE_BUDGET.
+        let deadline = tokio::time::Instant::now() + WRITE_BUDGET;
+        loop {
+            let failure = match tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn.clone())).await {
                 Ok(Ok(response)) => return Ok(response.header().map_or(0, |h| h.revision())),
-                Ok(Err(error)) => failure = error.to_string(),
-                Err(_) => failure = "the write timed out".to_owned(),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "the write timed out".to_owned(),
+            };
+            if tokio::time::Instant::now() + RETRY_INTERVAL >= deadline {
+                return Err(FleetError::Unavailable(failure));
             }
+            tokio::time::sleep(RETRY_INTERVAL).await;
         }
-        Err(FleetError::Unavailable(failure))
     }
 
     /// Lays out the bucket map when no instance has yet (all instances compute the same default
@@ -365,6 +396,109 @@ impl Fleet {
         Ok(ops)
     }
 
+    /// Keeps this instance listed under `P/instances/` until `shutdown`: a lease of
+    /// [`INSTANCE_TTL_SECONDS`] renewed every second, and its record (identity, and the
+    /// revision and time `now` gives) rewritten when the revision changes and every few seconds.
+    /// Failures are retried; the record vanishes with the lease when the instance stops.
+    pub async fn register(
+        self,
+        identity: String,
+        now: impl Fn() -> (i64, u64) + Send + 'static,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.register_once(&identity, &now) => outcome,
+                () = shutdown.cancelled() => return,
+            };
+            if let Err(error) = outcome {
+                debug!(%error, "could not register this instance in the fleet; retrying");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RENEW_INTERVAL) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn register_once(
+        &self,
+        identity: &str,
+        now: &impl Fn() -> (i64, u64),
+    ) -> Result<(), FleetError> {
+        let mut client = self.client.clone();
+        let timed_out = || FleetError::Unavailable("registering timed out".to_owned());
+        let lease = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            client.lease_grant(INSTANCE_TTL_SECONDS, None),
+        )
+        .await
+        .map_err(|_| timed_out())??
+        .id();
+        let (mut keeper, mut renewals) =
+            tokio::time::timeout(REQUEST_TIMEOUT, client.lease_keep_alive(lease))
+                .await
+                .map_err(|_| timed_out())??;
+        let key = self.key(&format!("instances/{}", self.instance));
+        let mut written: Option<(i64, u64)> = None;
+        loop {
+            let (revision, unix_ms) = now();
+            let due =
+                written.is_none_or(|(r, at)| r != revision || unix_ms.saturating_sub(at) >= 5_000);
+            if due {
+                let record = InstanceRecord {
+                    instance: self.instance.clone(),
+                    identity: identity.to_owned(),
+                    revision,
+                    updated_unix_ms: unix_ms,
+                };
+                let value = encode(&key, &record)?;
+                let options = PutOptions::new().with_lease(lease);
+                tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    client.put(key.clone(), value, Some(options)),
+                )
+                .await
+                .map_err(|_| timed_out())??;
+                written = Some((revision, unix_ms));
+            }
+            tokio::time::timeout(REQUEST_TIMEOUT, keeper.keep_alive())
+                .await
+                .map_err(|_| timed_out())??;
+            let renewed = tokio::time::timeout(REQUEST_TIMEOUT, renewals.message())
+                .await
+                .map_err(|_| timed_out())??;
+            if renewed.is_none_or(|r| r.ttl() <= 0) {
+                return Err(FleetError::Unavailable(
+                    "the instance's lease expired".to_owned(),
+                ));
+            }
+            tokio::time::sleep(RENEW_INTERVAL).await;
+        }
+    }
+
+    /// Every instance registered now, by name.
+    ///
+    /// # Errors
+    ///
+    /// [`FleetError::Unavailable`] when etcd cannot answer, [`FleetError::Value`] for a record
+    /// that does not decode.
+    pub async fn instances(&self) -> Result<Vec<InstanceRecord>, FleetError> {
+        let mut kv = self.client.kv_client();
+        let prefix = self.key("instances/");
+        let response = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            kv.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+        )
+        .await
+        .map_err(|_| FleetError::Unavailable("listing the instances timed out".to_owned()))??;
+        response
+            .kvs()
+            .iter()
+            .map(|kv| decode(&prefix, kv.value()))
+            .collect()
+    }
+
     /// Reads the whole state at one revision, a page at a time.
     ///
     /// # Errors
@@ -443,9 +577,13 @@ impl Fleet {
         let mut next: Option<i64> = None;
         let mut down = false;
         let mut failures = 0;
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 return;
+            }
+            if failures == 0 {
+                failing_since = None;
             }
             let outcome = tokio::select! {
                 outcome = self.follow_once(&mut next, &events, &mut down, &mut failures) => outcome,
@@ -453,10 +591,17 @@ impl Fleet {
             };
             if let Err(error) = outcome {
                 failures += 1;
-                // A watch on a member that died resumes on another one at once: only a second
-                // failure in a row means etcd is gone.
-                if failures < 2 {
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                // A watch on a member that died resumes on another one, perhaps after an
+                // election: only failures lasting DOWN_AFTER mean etcd is gone.
+                if failures < 2 || since.elapsed() < DOWN_AFTER {
                     debug!(%error, "the fleet's watch broke; resuming");
+                    if failures >= 2 {
+                        tokio::select! {
+                            () = tokio::time::sleep(RETRY_INTERVAL) => {}
+                            () = shutdown.cancelled() => return,
+                        }
+                    }
                     continue;
                 }
                 if !down {

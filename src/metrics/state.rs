@@ -50,6 +50,11 @@ impl StateGauges {
         self.revision.set(revision);
     }
 
+    /// The value of [`STATE_REVISION`].
+    pub fn revision(&self) -> i64 {
+        self.revision.get()
+    }
+
     /// Sets [`STATE_BACKEND_UP`].
     pub fn set_backend_up(&self, up: bool) {
         self.backend_up.set(i64::from(up));

@@ -236,9 +236,42 @@ async fn a_write_on_one_instance_changes_the_answers_of_all_three() {
     let (status, body) = report(&servers[0], false).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     converge(&servers, US_EAST_IP).await;
+
+    // Every instance lists the three, each serving the same revision, and says so per datacenter.
+    wait_for(&servers[1], "a fleet that agrees", || async {
+        let (status, fleet) = send(http().get(servers[1].url("/v1/fleet"))).await;
+        status == StatusCode::OK
+            && fleet["backend"] == "etcd"
+            && fleet["instances"].as_array().is_some_and(|i| i.len() == 3)
+            && fleet["agreed"] == true
+    })
+    .await;
+    let mut seen = Vec::new();
+    for server in &servers {
+        let (_, datacenters) = send(http().get(server.url("/v1/datacenters"))).await;
+        seen.push(datacenters[0]["state_revision"].clone());
+    }
+    assert!(seen[0].as_i64().is_some_and(|r| r > 0), "{seen:?}");
+    assert!(seen.iter().all(|r| *r == seen[0]), "{seen:?}");
+
+    // A datacenter that stops reporting goes stale on every instance at once: its age is
+    // measured from the report's own time, stamped once by the instance that accepted it.
+    for server in &servers {
+        assert_eq!(freshness(server, "eu-west").await, "fresh");
+        server.advance(Duration::from_secs(16)).await;
+    }
+    for server in &servers {
+        assert_eq!(freshness(server, "eu-west").await, "stale");
+    }
     for server in servers {
         server.stop().await.expect("clean shutdown");
     }
+}
+
+async fn freshness(server: &TestServer, dc: &str) -> Value {
+    let (status, view) = send(http().get(server.url(&format!("/v1/datacenters/{dc}")))).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    view["freshness"].clone()
 }
 
 async fn futures_revisions(servers: &[TestServer]) -> Vec<Option<f64>> {

@@ -43,7 +43,18 @@ impl<P: Prepare> Manager<P> {
     ) -> Option<mpsc::Receiver<FleetEvent>> {
         let fleet = self.fleet.clone()?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(fleet.follow(tx, shutdown.clone()));
+        tokio::spawn(fleet.clone().follow(tx, shutdown.clone()));
+        let identity = self
+            .publisher
+            .current()
+            .loaded
+            .config
+            .server
+            .identity
+            .clone();
+        let (metrics, clock) = (self.metrics.clone(), self.clock.clone());
+        let now = move || (metrics.state().revision(), unix_ms(clock.now()));
+        tokio::spawn(fleet.register(identity.unwrap_or_default(), now, shutdown.clone()));
         Some(rx)
     }
 
