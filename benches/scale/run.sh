@@ -97,7 +97,7 @@ done
 python3 - "$WORK/flip-times.txt" <<'PY'
 import sys
 times = sorted(float(t) * 1000 for t in open(sys.argv[1]))
-print(f"{len(times)} health flips (maps rebuilt): p50 {times[len(times)//2]:.0f} ms, max {times[-1]:.0f} ms")
+print(f"{len(times)} health flips (maps brought up to date): p50 {times[len(times)//2]:.0f} ms, max {times[-1]:.0f} ms")
 PY
 kill $LOAD 2> /dev/null || true
 wait $LOAD 2> /dev/null || true

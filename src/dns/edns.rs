@@ -7,11 +7,13 @@ use hickory_proto::op::Edns;
 use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
 
+use crate::geo::embedded_ipv4;
+
 /// The address routing locates, and how much of it the asker let us see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClientAddr {
-    /// The address to locate: the ECS address, else the resolver's; canonical (IPv4-mapped
-    /// IPv6 addresses become IPv4).
+    /// The address to locate: the ECS address, else the resolver's; an IPv6 address carrying
+    /// an IPv4 one (mapped, compatible, 6to4) becomes that IPv4 address.
     pub(crate) ip: IpAddr,
     /// How many leading bits of `ip` are meaningful, in `ip`'s own family.
     pub(crate) source_prefix: u8,
@@ -49,9 +51,10 @@ impl ClientAddr {
         ecs: Option<ClientSubnet>,
         resolver: IpAddr,
     ) -> Result<Self, MalformedEcs> {
+        let (ip, _) = located_as(resolver, full_prefix(resolver));
         let resolver = ClientAddr {
-            ip: resolver.to_canonical(),
-            source_prefix: full_prefix(resolver.to_canonical()),
+            ip,
+            source_prefix: full_prefix(ip),
             ecs: None,
         };
         let Some(ecs) = ecs else {
@@ -67,11 +70,11 @@ impl ClientAddr {
                 ..resolver
             });
         }
-        let ip = addr.to_canonical();
-        // An IPv4-mapped address in an IPv6 option: its IPv4 bits start at bit 96.
-        let source_prefix = match (addr, ip) {
-            (IpAddr::V6(_), IpAddr::V4(_)) => source.saturating_sub(96),
-            _ => source,
+        let (ip, at) = located_as(addr, source);
+        let source_prefix = match ip {
+            // An IPv4 address carried in an IPv6 option: its bits start at `at`.
+            IpAddr::V4(_) => source.min(at + 32).saturating_sub(at),
+            IpAddr::V6(_) => source,
         };
         Ok(ClientAddr {
             ip,
@@ -90,10 +93,21 @@ impl ClientAddr {
         if ecs.source_prefix() == 0 {
             return 0;
         }
-        match (ecs.addr(), self.ip) {
-            (IpAddr::V6(_), IpAddr::V4(_)) => scope + 96,
-            _ => scope,
-        }
+        let (_, at) = located_as(ecs.addr(), ecs.source_prefix());
+        scope + at
+    }
+}
+
+/// The address routing locates for `addr`/`prefix`, and the bit of `addr` where it starts:
+/// an IPv6 network that lies wholly in IPv4-mapped, IPv4-compatible or 6to4 space is located
+/// by the IPv4 address it carries (see [`embedded_ipv4`]); anything else is itself, at bit 0.
+fn located_as(addr: IpAddr, prefix: u8) -> (IpAddr, u8) {
+    match addr {
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Some((v4, at)) if prefix >= at => (IpAddr::V4(v4), at),
+            _ => (addr, 0),
+        },
+        IpAddr::V4(_) => (addr, 0),
     }
 }
 
@@ -265,6 +279,57 @@ mod tests {
             client.reply_scope(16),
             112,
             "scope in the option's own family"
+        );
+    }
+
+    #[test]
+    fn six_to_four_and_ipv4_compatible_clients_are_located_by_their_ipv4_address() {
+        let resolver: IpAddr = "2002:c000:235::53".parse().unwrap();
+        let plain = ClientAddr::from_query(None, resolver).unwrap();
+        assert_eq!(
+            (plain.ip, plain.source_prefix),
+            ("192.0.2.53".parse().unwrap(), 32)
+        );
+
+        let six_to_four = ClientSubnet::new("2002:5102:4500::".parse().unwrap(), 40, 0);
+        let client = ClientAddr::from_query(Some(&query_edns(six_to_four)), resolver).unwrap();
+        assert_eq!(client.ip, "81.2.69.0".parse::<IpAddr>().unwrap());
+        assert_eq!(client.source_prefix, 24);
+        assert_eq!(
+            client.reply_scope(14),
+            30,
+            "bit 16 onwards carries the IPv4 address"
+        );
+
+        let site = ClientSubnet::new("2002:5102:45a0:1::".parse().unwrap(), 64, 0);
+        let client = ClientAddr::from_query(Some(&query_edns(site)), resolver).unwrap();
+        assert_eq!(
+            (client.ip, client.source_prefix),
+            ("81.2.69.160".parse().unwrap(), 32)
+        );
+        assert_eq!(client.reply_scope(32), 48);
+
+        let compatible = ClientSubnet::new("::81.2.69.0".parse().unwrap(), 120, 0);
+        let client = ClientAddr::from_query(Some(&query_edns(compatible)), resolver).unwrap();
+        assert_eq!(
+            (client.ip, client.source_prefix),
+            ("81.2.69.0".parse().unwrap(), 24)
+        );
+        assert_eq!(client.reply_scope(16), 112);
+
+        let wider = ClientSubnet::new("::".parse().unwrap(), 64, 0);
+        let client = ClientAddr::from_query(Some(&query_edns(wider)), resolver).unwrap();
+        assert_eq!(
+            (client.ip, client.reply_scope(3)),
+            ("::".parse().unwrap(), 3),
+            "a network wider than ::/96 is not IPv4"
+        );
+
+        let native = ClientSubnet::new("2001:db8::".parse().unwrap(), 48, 0);
+        let client = ClientAddr::from_query(Some(&query_edns(native)), resolver).unwrap();
+        assert_eq!(
+            (client.ip, client.reply_scope(32)),
+            ("2001:db8::".parse().unwrap(), 32)
         );
     }
 

@@ -5,7 +5,8 @@
 //! with its cell, and every inner node carries a summary of what lies below it (up to
 //! [`COVER`] cells or quads holding every located address below, and whether unlocated space
 //! is mixed in). Routing uses the summaries to find, for a client, the widest prefix over which its
-//! answer cannot change.
+//! answer cannot change; where a summary lists quads, it can ask for the widest networks of one
+//! answer under its own answer per cell (`Trie::uniform_networks`).
 //!
 //! The quadtree splits the longitude/latitude rectangle into four per level, down to
 //! [`FINEST_LEVEL`]; only quads holding at least one location exist. Quads are numbered in
@@ -85,6 +86,13 @@ pub enum Place {
 }
 
 impl Summary {
+    /// Whether it lists quads: more places are below than it can list one by one.
+    pub fn is_coarse(&self) -> bool {
+        self.places
+            .iter()
+            .any(|&code| code != 0 && matches!(decode(code), Place::Quad(_)))
+    }
+
     /// The places, none when everything below is unlocated.
     pub fn places(&self) -> impl Iterator<Item = Place> + '_ {
         self.places
@@ -342,6 +350,30 @@ impl Trie {
         }
     }
 
+    /// The widest networks no longer than `max_len`, among those whose summary lists quads,
+    /// in which every address has one answer, as (left-aligned address, prefix length) in
+    /// address order. `answers` gives each cell's answer, each quad's (the answer of all its
+    /// locations, or [`MIXED`]) and that of addresses the database cannot place. Deeper than
+    /// `max_len`, a node counts as one answer only when its summary's places tell so; summaries
+    /// that list cells are exact. So every network returned has one answer, and no longer than
+    /// `max_len` they are the widest.
+    pub(super) fn uniform_networks(&self, answers: &Answers<'_>, max_len: u8) -> Vec<(u128, u8)> {
+        let mut widest = Vec::new();
+        if self.is_empty() || self.whole_family().is_some() {
+            return widest;
+        }
+        let mut walk = Uniform {
+            trie: self,
+            answers,
+            max_len,
+            widest: &mut widest,
+        };
+        if walk.node(0, 0, 0) != MIXED && self.summaries[0].is_coarse() {
+            widest.push((0, 0));
+        }
+        widest
+    }
+
     fn child_summary(&self, child: u32) -> Summary {
         match child {
             EMPTY | UNPLACED => Summary {
@@ -439,9 +471,93 @@ impl Trie {
         (left == right && (left == EMPTY || left & LEAF != 0)).then_some(left)
     }
 
+    /// Number of inner nodes whose summary lists quads, for logs.
+    pub(super) fn coarse_len(&self) -> usize {
+        self.summaries.iter().filter(|s| s.is_coarse()).count()
+    }
+
     /// Number of inner nodes, for logs.
     pub(super) fn len(&self) -> usize {
         self.nodes.len()
+    }
+}
+
+/// Answers per place, for [`Trie::uniform_networks`].
+#[derive(Debug, Clone, Copy)]
+pub struct Answers<'a> {
+    /// By `CellId`.
+    pub cells: &'a [u32],
+    /// By `QuadId`: the answer of every location in the quad, or [`MIXED`].
+    pub quads: &'a [u32],
+    /// Of addresses the database cannot place.
+    pub unlocated: u32,
+}
+
+impl Answers<'_> {
+    /// The one answer of everything a summary lists, or [`MIXED`].
+    fn of(&self, summary: &Summary) -> u32 {
+        let mut value = summary.unlocated.then_some(self.unlocated);
+        for place in summary.places() {
+            let here = match place {
+                Place::Cell(cell) => self.cells[cell.0 as usize],
+                Place::Quad(quad) => self.quads[quad.0 as usize],
+            };
+            match value {
+                _ if here == MIXED => return MIXED,
+                Some(v) if v != here => return MIXED,
+                _ => value = Some(here),
+            }
+        }
+        value.unwrap_or(MIXED)
+    }
+}
+
+/// The walk of [`Trie::uniform_networks`].
+struct Uniform<'t> {
+    trie: &'t Trie,
+    answers: &'t Answers<'t>,
+    max_len: u8,
+    widest: &'t mut Vec<(u128, u8)>,
+}
+
+/// Addresses under a node have more than one answer.
+pub const MIXED: u32 = u32::MAX;
+
+impl Uniform<'_> {
+    /// The one answer of inner node `node` (network `addr`/`len`), or [`MIXED`]; records the
+    /// widest uniform networks below a mixed node.
+    fn node(&mut self, node: u32, addr: u128, len: u8) -> u32 {
+        let trie = self.trie;
+        let summary = &trie.summaries[node as usize];
+        if !summary.is_coarse() || len > self.max_len {
+            // Exact when the summary lists cells; a bound otherwise.
+            return self.answers.of(summary);
+        }
+        let [left, right] = trie.nodes[node as usize];
+        let half = 1u128 << (127 - u32::from(len));
+        let values = [
+            self.child(left, addr, len + 1),
+            self.child(right, addr | half, len + 1),
+        ];
+        if values[0] != MIXED && values[0] == values[1] {
+            return values[0];
+        }
+        for (i, (child, value)) in [left, right].into_iter().zip(values).enumerate() {
+            let coarse =
+                child & LEAF == 0 && child != EMPTY && trie.summaries[child as usize].is_coarse();
+            if value != MIXED && coarse {
+                self.widest.push((addr | (i as u128 * half), len + 1));
+            }
+        }
+        MIXED
+    }
+
+    fn child(&mut self, child: u32, addr: u128, len: u8) -> u32 {
+        match child {
+            EMPTY | UNPLACED => self.answers.unlocated,
+            leaf if leaf & LEAF != 0 => self.answers.cells[(leaf & !LEAF) as usize],
+            node => self.node(node, addr, len),
+        }
     }
 }
 

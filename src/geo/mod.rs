@@ -14,14 +14,16 @@ mod location;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
 pub use countries::{COUNTRIES_CSV, CountryTable};
-pub use index::{COVER, FINEST_LEVEL, GeoHit, Place, Quad, QuadId, Region, RegionId, Summary};
+pub use index::{
+    Answers, COVER, FINEST_LEVEL, GeoHit, MIXED, Place, Quad, QuadId, Region, RegionId, Summary,
+};
 pub use location::{Continent, Coordinates, CountryCode, Location, UnitVector};
 
 use index::{Quadtree, Trie, left_aligned};
@@ -102,12 +104,13 @@ impl GeoDb {
         v6.summarize(&tree);
         let metadata = reader.metadata();
         let description = format!(
-            "{} built {} ({} distinct locations, {} quads, {} trie nodes)",
+            "{} built {} ({} distinct locations, {} quads, {} trie nodes, {} summarized by quads)",
             metadata.database_type,
             metadata.build_epoch,
             locations.len(),
             tree.quads.len(),
             v4.len() + v6.len(),
+            v4.coarse_len() + v6.coarse_len(),
         );
         let points = locations
             .iter()
@@ -135,6 +138,23 @@ impl GeoDb {
     pub fn widest(&self, ip: IpAddr, end: u8, accept: &mut dyn FnMut(Summary) -> bool) -> u8 {
         let (bits, is_v4) = left_aligned(ip.to_canonical());
         self.trie(is_v4).widest(bits, end, accept)
+    }
+
+    /// Networks of each family in which every address has one answer under `answers`, among
+    /// those too mixed for a trie summary to list their places: the widest ones up to /16 in
+    /// IPv4 and /32 in IPv6 (deeper, a network counts as one answer only when its summary's
+    /// places tell so). Routing combines them with [`GeoDb::widest`] to find the widest
+    /// network of one answer. Linear in the trie nodes above those lengths.
+    pub fn uniform_networks(&self, answers: &Answers<'_>) -> UniformNetworks {
+        UniformNetworks {
+            v4: self
+                .v4
+                .uniform_networks(answers, UNIFORM_V4_MAX_LEN)
+                .into_iter()
+                .map(|(addr, len)| ((addr >> 96) as u32, len))
+                .collect(),
+            v6: self.v6.uniform_networks(answers, UNIFORM_V6_MAX_LEN),
+        }
     }
 
     fn trie(&self, is_v4: bool) -> &Trie {
@@ -185,6 +205,40 @@ impl GeoDb {
     /// Database type, build time and size, for logs.
     pub fn description(&self) -> &str {
         &self.description
+    }
+}
+
+/// How deep [`GeoDb::uniform_networks`] looks exactly in IPv4: the networks of one answer that
+/// matter for caching are wide ones, and each level deeper costs every decision map more work.
+const UNIFORM_V4_MAX_LEN: u8 = 16;
+/// As [`UNIFORM_V4_MAX_LEN`], for IPv6.
+const UNIFORM_V6_MAX_LEN: u8 = 32;
+
+/// Disjoint networks of one answer, per family, in address order (see
+/// [`GeoDb::uniform_networks`]).
+#[derive(Debug, Default)]
+pub struct UniformNetworks {
+    v4: Vec<(u32, u8)>,
+    v6: Vec<(u128, u8)>,
+}
+
+impl UniformNetworks {
+    /// The prefix length of the network holding `ip`, if any does.
+    pub fn prefix_of(&self, ip: IpAddr) -> Option<u8> {
+        fn find<T: Copy + Ord + std::ops::BitXor<Output = T> + Into<u128>>(
+            networks: &[(T, u8)],
+            addr: T,
+            width: u32,
+        ) -> Option<u8> {
+            let i = networks.partition_point(|(start, _)| *start <= addr);
+            let &(start, len) = networks.get(i.checked_sub(1)?)?;
+            let differ: u128 = (start ^ addr).into();
+            (len == 0 || differ >> (width - u32::from(len)) == 0).then_some(len)
+        }
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => find(&self.v4, v4.to_bits(), 32),
+            IpAddr::V6(v6) => find(&self.v6, v6.to_bits(), 128),
+        }
     }
 }
 
@@ -281,12 +335,27 @@ impl Walk {
     }
 }
 
+/// The IPv4 address an IPv6 address carries, and the bit of the IPv6 address where it starts:
+/// IPv4-mapped (`::ffff:0:0/96`) and IPv4-compatible (`::/96`) addresses at bit 96, 6to4
+/// (`2002::/16`, RFC 3056) at bit 16. Such clients are located by their IPv4 address, as gdnsd
+/// does, and a scope `p` over the IPv4 address is `p` + that bit over the IPv6 one.
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<(Ipv4Addr, u8)> {
+    let bits = ip.to_bits();
+    if bits >> 32 == 0 || bits >> 32 == 0xffff {
+        return Some((Ipv4Addr::from_bits(bits as u32), 96));
+    }
+    if bits >> 112 == 0x2002 {
+        return Some((Ipv4Addr::from_bits((bits >> 80) as u32), 16));
+    }
+    None
+}
+
 fn all_ipv4() -> ipnetwork::Ipv4Network {
-    ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")
+    ipnetwork::Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid")
 }
 
 fn all_ipv6() -> ipnetwork::Ipv6Network {
-    ipnetwork::Ipv6Network::new(std::net::Ipv6Addr::UNSPECIFIED, 0).expect("/0 is valid")
+    ipnetwork::Ipv6Network::new(Ipv6Addr::UNSPECIFIED, 0).expect("/0 is valid")
 }
 
 /// IPv6 space without `::/96` (where an IPv6 database keeps IPv4): the networks `1` at bit
@@ -294,7 +363,7 @@ fn all_ipv6() -> ipnetwork::Ipv6Network {
 fn ipv6_outside_ipv4() -> Vec<IpNetwork> {
     (0..96u8)
         .map(|k| {
-            let addr = std::net::Ipv6Addr::from_bits(1u128 << (127 - u32::from(k)));
+            let addr = Ipv6Addr::from_bits(1u128 << (127 - u32::from(k)));
             IpNetwork::V6(ipnetwork::Ipv6Network::new(addr, k + 1).expect("prefix within 128"))
         })
         .collect()

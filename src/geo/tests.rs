@@ -88,3 +88,57 @@ fn garbage_is_rejected() {
     let error = GeoDb::build(Cow::Owned(only_unknown), &countries).unwrap_err();
     assert!(matches!(error, GeoError::NoLocations), "{error}");
 }
+
+#[test]
+fn ipv6_addresses_carrying_ipv4_give_it_and_where_it_starts() {
+    let cases: &[(&str, Option<(&str, u8)>)] = &[
+        ("::ffff:81.2.69.160", Some(("81.2.69.160", 96))),
+        ("::81.2.69.160", Some(("81.2.69.160", 96))),
+        ("2002:5102:45a0::1", Some(("81.2.69.160", 16))),
+        (
+            "2002:5102:45a0:ffff:ffff:ffff:ffff:ffff",
+            Some(("81.2.69.160", 16)),
+        ),
+        ("2003:5102:45a0::1", None),
+        ("2001:db8::1", None),
+        ("::1:ffff:5102:45a0", None),
+    ];
+    for &(v6, want) in cases {
+        let got = embedded_ipv4(v6.parse().unwrap());
+        let want = want.map(|(v4, at)| (v4.parse().unwrap(), at));
+        assert_eq!(got, want, "{v6}");
+    }
+}
+
+#[test]
+fn uniform_networks_are_exact_where_summaries_list_quads() {
+    // Eight cities in one /16, more than a summary lists one by one.
+    let mut fixture = fixture::MmdbFixture::new();
+    for i in 0..8u32 {
+        let network = format!("30.1.{}.0/19", i * 32);
+        let lat = 50.0 + f64::from(i) * 0.7;
+        let lon = -9.0 + f64::from(i) * 1.3;
+        fixture = fixture.city(&network, lat, lon, "GB", "EU");
+    }
+    let countries = CountryTable::parse(COUNTRIES_CSV).unwrap();
+    let db = GeoDb::build(Cow::Owned(fixture.build()), &countries).unwrap();
+    let quads = vec![MIXED; db.quads().len()];
+    let mut cells = vec![1; db.locations().len()];
+    let one_answer = db.uniform_networks(&Answers {
+        cells: &cells,
+        quads: &quads,
+        unlocated: 2,
+    });
+    let inside: IpAddr = "30.1.200.7".parse().unwrap();
+    assert_eq!(one_answer.prefix_of(inside), Some(16), "{one_answer:?}");
+    assert_eq!(one_answer.prefix_of("30.2.0.1".parse().unwrap()), None);
+    assert_eq!(one_answer.prefix_of("::1".parse().unwrap()), None);
+    // One city answers otherwise: the /16 has two answers, and its halves list their cells.
+    cells[db.lookup(inside).cell.unwrap().0 as usize] = 3;
+    let two_answers = db.uniform_networks(&Answers {
+        cells: &cells,
+        quads: &quads,
+        unlocated: 2,
+    });
+    assert_eq!(two_answers.prefix_of(inside), None, "{two_answers:?}");
+}

@@ -83,6 +83,8 @@ pub struct Metrics {
     reloads_ok: IntCounter,
     /// `outcome="failed"`, resolved at construction.
     reloads_failed: IntCounter,
+    /// See [`CONFIG_BUILDS_TOTAL`].
+    builds: IntCounter,
     /// Control-plane requests; resolved per request, which is fine off the query path.
     control_requests: IntCounterVec,
     /// See [`SNAPSHOT_GENERATION`].
@@ -225,6 +227,12 @@ impl Metrics {
         let reloads_ok = child(&reloads, &["ok"]);
         let reloads_failed = child(&reloads, &["failed"]);
         register(&registry, &reloads);
+        let builds = IntCounter::new(
+            CONFIG_BUILDS_TOTAL,
+            "Snapshots built from files by reloads (unchanged files build none).",
+        )
+        .expect("valid metric name");
+        register(&registry, &builds);
 
         let control_requests = IntCounterVec::new(
             Opts::new(
@@ -353,6 +361,7 @@ impl Metrics {
             slow_start,
             reloads_ok,
             reloads_failed,
+            builds,
             control_requests,
             generation,
             lookups,
@@ -562,6 +571,11 @@ impl Metrics {
         } else {
             self.reloads_failed.inc();
         }
+    }
+
+    /// Counts one snapshot built from files by a reload.
+    pub fn record_config_build(&self) {
+        self.builds.inc();
     }
 
     /// Counts one control-plane HTTP request.

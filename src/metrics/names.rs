@@ -23,6 +23,9 @@ pub const DATACENTER_UTILIZATION_RATIO: &str = "meridian_datacenter_utilization_
 pub const SLOW_START_SHARE: &str = "meridian_slow_start_share";
 /// Configuration reloads, by outcome ("ok" or "failed").
 pub const CONFIG_RELOADS_TOTAL: &str = "meridian_config_reloads_total";
+/// Snapshots built from files by reloads: a reload whose files did not change since the running
+/// configuration was read builds none, so a burst of reloads builds once.
+pub const CONFIG_BUILDS_TOTAL: &str = "meridian_config_builds_total";
 /// Control-plane HTTP requests, by route template and status code.
 pub const CONTROL_REQUESTS_TOTAL: &str = "meridian_control_requests_total";
 /// Generation of the snapshot currently serving queries.

@@ -468,6 +468,7 @@ fn names_follow_conventions() {
         DNS_ANSWERS_TOTAL,
         ROUTING_FAILED_OPEN_TOTAL,
         CONFIG_RELOADS_TOTAL,
+        CONFIG_BUILDS_TOTAL,
         CONTROL_REQUESTS_TOTAL,
     ];
     let others = [

@@ -16,13 +16,23 @@
 //! Sibling quads (and the cells of a quad) with one answer are merged into their parent, so the
 //! map holds the largest identical-answer quads.
 //!
-//! A map does not know about client networks: [`GeoMap::resolve`] finds the widest network
-//! around a client whose trie summary lies wholly inside quads or cells of the client's answer.
+//! A map knows client networks only through the geo database's trie: [`GeoMap::resolve`] finds
+//! the widest network around a client whose trie summary lies wholly inside quads or cells of
+//! the client's answer, or, where summaries list quads rather than cells (too many places below
+//! them), the widest network of one answer that the map worked out exactly when it was built
+//! (down to /16 in IPv4 and /32 in IPv6).
+//!
+//! A change of candidates alone (a datacenter going down or up, a new latency or cost) brings a
+//! map up to date from the previous one ([`GeoMap::update`]) rather than building it again.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 
-use crate::geo::{CellId, Coordinates, GeoDb, GeoHit, Place, QuadId, RegionId, UnitVector};
+use crate::geo::{
+    Answers, CellId, Coordinates, GeoDb, GeoHit, MIXED, Place, Quad, QuadId, RegionId,
+    UniformNetworks, UnitVector,
+};
 
 use super::DcId;
 
@@ -109,6 +119,9 @@ pub(super) struct GeoMap {
     cells: Vec<(u32, GeoRank)>,
     /// The ranking of unlocated clients.
     unlocated: GeoRank,
+    /// The widest networks of one ranking that trie summaries are too coarse to find, once
+    /// [`GeoMap::widen`] has worked them out.
+    uniform: OnceLock<UniformNetworks>,
 }
 
 /// What a map says for one client.
@@ -133,30 +146,96 @@ pub struct MapStats {
 impl GeoMap {
     /// Decides every quad and location of `geo` for `inputs`.
     pub(super) fn build(geo: &GeoDb, inputs: &MapInputs) -> GeoMap {
-        let mut builder = Builder {
-            geo,
-            inputs,
-            ids: [HashMap::new(), HashMap::new()],
-            scratch: Vec::new(),
-            ranking: Vec::new(),
-            map: GeoMap {
-                rankings: Vec::new(),
-                quads: Vec::new(),
-                cells: Vec::new(),
-                unlocated: 0,
-            },
-        };
-        // Cut like every other ranking, so that unlocated space merges with neighbours that
-        // have the same answer.
-        let (ranking, failed_open) = &inputs.unlocated;
-        let depth = inputs.depth.min(ranking.len());
-        builder.map.unlocated = builder.intern(&ranking[..depth], *failed_open);
+        let mut builder = Builder::new(geo, inputs);
         if !geo.quads().is_empty() {
             builder.decide(0, None);
         }
-        let mut map = builder.map;
-        map.cells.sort_unstable();
-        map
+        builder.finish()
+    }
+
+    /// The map for `inputs`, from `previous`, the map built for `before` over the same `geo`:
+    /// only the entries a change of candidates can touch are decided again (those whose
+    /// ranking holds a datacenter that left or changed, and those a new or changed candidate
+    /// may enter, by the same bounds as [`GeoMap::build`]); the rest keep their ranking.
+    /// Siblings are merged as in a build, so the result is the map `build` makes. `None` when
+    /// the change is not one of candidates (another depth, or place rules appearing or
+    /// going): build then.
+    pub(super) fn update(
+        geo: &GeoDb,
+        before: &MapInputs,
+        previous: &GeoMap,
+        inputs: &MapInputs,
+    ) -> Option<GeoMap> {
+        // With `within_km`, a candidate's tier depends on the nearest one: a change of one
+        // candidate can move the others.
+        if before.depth != inputs.depth
+            || before.by_region.is_some() != inputs.by_region.is_some()
+            || before.within_km.is_some()
+            || inputs.within_km.is_some()
+        {
+            return None;
+        }
+        let changes = Changes::between(before, inputs);
+        let mut builder = Builder::new(geo, inputs);
+        if !geo.quads().is_empty() {
+            let mut update = Update {
+                previous,
+                changes: &changes,
+                next: 0,
+                remap: vec![None; previous.rankings.len()],
+            };
+            update.quad(&mut builder, 0);
+        }
+        Some(builder.finish())
+    }
+
+    /// Every entry with its ranking spelled out: equal for maps that decide alike.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub(super) fn entries(
+        &self,
+    ) -> (
+        Vec<(u32, u32, &(Box<[DcId]>, bool))>,
+        Vec<(u32, &(Box<[DcId]>, bool))>,
+    ) {
+        let ranking = |rank: GeoRank| &self.rankings[rank as usize];
+        (
+            self.quads
+                .iter()
+                .map(|&(a, b, r)| (a, b, ranking(r)))
+                .collect(),
+            self.cells.iter().map(|&(c, r)| (c, ranking(r))).collect(),
+        )
+    }
+
+    /// Works out the widest networks of one ranking where trie summaries list quads, unless
+    /// done already; returns whether it did. Linear in the trie nodes down to /16 (IPv4) and
+    /// /32 (IPv6): run off the query path, once per map.
+    pub(super) fn widen(&self, geo: &GeoDb) -> bool {
+        if self.uniform.get().is_some() {
+            return false;
+        }
+        let mut quads = vec![MIXED; geo.quads().len()];
+        let mut cells = vec![self.unlocated; geo.locations().len()];
+        for &(start, end, rank) in &self.quads {
+            quads[start as usize..end as usize].fill(rank);
+            for quad in start..end {
+                for cell in geo.quad_cells(QuadId(quad)) {
+                    cells[cell.0 as usize] = rank;
+                }
+            }
+        }
+        for &(cell, rank) in &self.cells {
+            cells[cell as usize] = rank;
+        }
+        let answers = Answers {
+            cells: &cells,
+            quads: &quads,
+            unlocated: self.unlocated,
+        };
+        // Another thread may have got there first: the result is the same.
+        let _ = self.uniform.set(geo.uniform_networks(&answers));
+        true
     }
 
     /// Sizes, for `check-config`.
@@ -174,7 +253,7 @@ impl GeoMap {
         let rank = hit
             .cell
             .map_or(self.unlocated, |cell| self.cell_rank(geo, cell));
-        let prefix_len = geo.widest(ip, hit.prefix_len, &mut |summary| {
+        let walked = geo.widest(ip, hit.prefix_len, &mut |summary| {
             (!summary.unlocated || rank == self.unlocated)
                 && summary.places().all(|place| match place {
                     Place::Cell(cell) => {
@@ -183,6 +262,12 @@ impl GeoMap {
                     Place::Quad(quad) => self.quad_rank(quad) == Some(rank),
                 })
         });
+        // Where summaries list quads, the exact widest network of this ranking, if any.
+        let prefix_len = self
+            .uniform
+            .get()
+            .and_then(|uniform| uniform.prefix_of(ip))
+            .map_or(walked, |wide| wide.min(walked));
         GeoAnswer { rank, prefix_len }
     }
 
@@ -218,6 +303,10 @@ struct Builder<'a> {
     /// Buffers reused from cell to cell.
     scratch: Vec<(u8, f64, u32, DcId)>,
     ranking: Vec<DcId>,
+    scored: Vec<Scored>,
+    worst: Vec<(u8, f64)>,
+    /// The candidates kept for each quadtree level's children, reused from quad to quad.
+    kept: Vec<Vec<Candidate>>,
 }
 
 /// A candidate's score as seen from a quad's centre, with its error bound.
@@ -230,7 +319,39 @@ struct Scored {
     position: u32,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    fn new(geo: &'a GeoDb, inputs: &'a MapInputs) -> Builder<'a> {
+        let mut builder = Builder {
+            geo,
+            inputs,
+            ids: [HashMap::new(), HashMap::new()],
+            scratch: Vec::new(),
+            ranking: Vec::new(),
+            scored: Vec::new(),
+            worst: Vec::new(),
+            kept: vec![Vec::new(); usize::from(crate::geo::FINEST_LEVEL) + 1],
+            map: GeoMap {
+                rankings: Vec::new(),
+                quads: Vec::new(),
+                cells: Vec::new(),
+                unlocated: 0,
+                uniform: OnceLock::new(),
+            },
+        };
+        // Cut like every other ranking, so that unlocated space merges with neighbours that
+        // have the same answer.
+        let (ranking, failed_open) = &inputs.unlocated;
+        let depth = inputs.depth.min(ranking.len());
+        builder.map.unlocated = builder.intern(&ranking[..depth], *failed_open);
+        builder
+    }
+
+    fn finish(self) -> GeoMap {
+        let mut map = self.map;
+        map.cells.sort_unstable();
+        map
+    }
+
     fn intern(&mut self, ranking: &[DcId], failed_open: bool) -> GeoRank {
         let ids = &mut self.ids[usize::from(failed_open)];
         if let Some(&id) = ids.get(ranking) {
@@ -269,17 +390,15 @@ impl Builder<'_> {
             self.map.quads.push((id, quad.end, rank));
             return Some(rank);
         }
-        let mut scored: Vec<Scored> = candidates
-            .iter()
-            .enumerate()
-            .map(|(index, c)| Scored {
-                index,
-                tier: c.tier,
-                score: c.per_km * quad.center_point.distance_km(&c.point) + c.offset,
-                bound: c.per_km * quad.radius_km,
-                position: c.position,
-            })
-            .collect();
+        let mut scored = std::mem::take(&mut self.scored);
+        scored.clear();
+        scored.extend(candidates.iter().enumerate().map(|(index, c)| Scored {
+            index,
+            tier: c.tier,
+            score: c.per_km * quad.center_point.distance_km(&c.point) + c.offset,
+            bound: c.per_km * quad.radius_km,
+            position: c.position,
+        }));
         if let Some(extra) = inputs.within_km.map(f64::from_bits) {
             // Whether each candidate is within `extra` of the nearest is decided for the whole
             // quad only when no distance (moving by up to the radius) can cross the line.
@@ -296,38 +415,56 @@ impl Builder<'_> {
                 } else if d - r - SLACK > nearest + r + extra {
                     true
                 } else {
+                    self.scored = scored;
                     return self.split(id, finest, Some(candidates));
                 };
                 s.tier = 2 * s.tier + u8::from(out);
             }
         }
-        scored.sort_by(|a, b| {
+        let depth = inputs.depth.min(scored.len());
+        // Only the first `depth + 1` places need an order.
+        let order = |a: &Scored, b: &Scored| {
             (a.tier, a.score, a.position)
                 .partial_cmp(&(b.tier, b.score, b.position))
                 .expect("scores are numbers")
-        });
-        let depth = inputs.depth.min(scored.len());
+        };
+        if depth + 1 < scored.len() {
+            scored.select_nth_unstable_by(depth, order);
+        }
+        let head = (depth + 1).min(scored.len());
+        scored[..head].sort_unstable_by(order);
         if is_decided(&scored, depth) {
             let ranking: Vec<DcId> = scored[..depth]
                 .iter()
                 .map(|s| candidates[s.index].dc)
                 .collect();
+            self.scored = scored;
             let rank = self.intern(&ranking, all.failed_open);
             self.map.quads.push((id, quad.end, rank));
             return Some(rank);
         }
         // Only a candidate whose best case beats the depth-th best worst case can rank.
-        let mut worst: Vec<(u8, f64)> =
-            scored.iter().map(|s| (s.tier, s.score + s.bound)).collect();
-        worst.sort_by(|a, b| a.partial_cmp(b).expect("scores are numbers"));
-        let cutoff = worst[depth - 1];
+        let mut worst = std::mem::take(&mut self.worst);
+        worst.clear();
+        worst.extend(scored.iter().map(|s| (s.tier, s.score + s.bound)));
+        let (_, &mut cutoff, _) = worst.select_nth_unstable_by(depth - 1, |a, b| {
+            a.partial_cmp(b).expect("scores are numbers")
+        });
+        self.worst = worst;
         // Candidate order does not matter: ties are broken by configured position.
-        let kept: Vec<Candidate> = scored
-            .iter()
-            .filter(|s| (s.tier, s.score - s.bound - SLACK) <= cutoff)
-            .map(|s| candidates[s.index])
-            .collect();
-        self.split(id, finest, Some(&kept))
+        let level = usize::from(quad.level);
+        let mut kept = std::mem::take(&mut self.kept[level]);
+        kept.clear();
+        kept.extend(
+            scored
+                .iter()
+                .filter(|s| (s.tier, s.score - s.bound - SLACK) <= cutoff)
+                .map(|s| candidates[s.index]),
+        );
+        self.scored = scored;
+        let rank = self.split(id, finest, Some(&kept));
+        self.kept[level] = kept;
+        rank
     }
 
     /// Decides the children of quad `id` (or its cells, when finest) and merges them back into
@@ -339,26 +476,45 @@ impl Builder<'_> {
         candidates: Option<&[Candidate]>,
     ) -> Option<GeoRank> {
         let geo = self.geo;
-        let quad = &geo.quads()[id as usize];
         if finest {
             let start = self.map.cells.len();
             for &cell in geo.quad_cells(QuadId(id)) {
                 let rank = self.rank_cell(cell, candidates);
                 self.map.cells.push((cell.0, rank));
             }
-            let first = self.map.cells[start].1;
-            if self.map.cells[start..].iter().all(|(_, r)| *r == first) {
-                self.map.cells.truncate(start);
-                self.map.quads.push((id, quad.end, first));
-                return Some(first);
-            }
-            return None;
+            return self.merge_cells(id, start);
         }
+        self.merge_children(id, |builder, child| builder.decide(child, candidates))
+    }
+
+    /// Replaces the cells of finest quad `id` (from `start` on) by one entry for the quad when
+    /// they all have one ranking.
+    fn merge_cells(&mut self, id: u32, start: usize) -> Option<GeoRank> {
+        let first = self.map.cells[start].1;
+        if self.map.cells[start..].iter().all(|(_, r)| *r == first) {
+            self.map.cells.truncate(start);
+            self.map
+                .quads
+                .push((id, self.geo.quads()[id as usize].end, first));
+            return Some(first);
+        }
+        None
+    }
+
+    /// Decides each child of quad `id` with `decide`, then replaces their entries by one for
+    /// the quad when they all have one ranking.
+    fn merge_children(
+        &mut self,
+        id: u32,
+        mut decide: impl FnMut(&mut Self, u32) -> Option<GeoRank>,
+    ) -> Option<GeoRank> {
+        let geo = self.geo;
+        let end = geo.quads()[id as usize].end;
         let start = self.map.quads.len();
         let mut child = id + 1;
         let mut same: Option<Option<GeoRank>> = None;
-        while child < quad.end {
-            let rank = self.decide(child, candidates);
+        while child < end {
+            let rank = decide(self, child);
             same = Some(match same {
                 None => rank,
                 Some(previous) if previous == rank => rank,
@@ -366,14 +522,10 @@ impl Builder<'_> {
             });
             child = geo.quads()[child as usize].end;
         }
-        match same.flatten() {
-            Some(rank) => {
-                self.map.quads.truncate(start);
-                self.map.quads.push((id, quad.end, rank));
-                Some(rank)
-            }
-            None => None,
-        }
+        let rank = same.flatten()?;
+        self.map.quads.truncate(start);
+        self.map.quads.push((id, end, rank));
+        Some(rank)
     }
 
     /// Ranks one location exactly.
@@ -402,12 +554,16 @@ impl Builder<'_> {
                 s.0 = 2 * s.0 + u8::from(out);
             }
         }
-        scored.sort_by(|a, b| {
+        let depth = inputs.depth.min(scored.len());
+        let order = |a: &(u8, f64, u32, DcId), b: &(u8, f64, u32, DcId)| {
             (a.0, a.1, a.2)
                 .partial_cmp(&(b.0, b.1, b.2))
                 .expect("scores are numbers")
-        });
-        let depth = inputs.depth.min(scored.len());
+        };
+        if depth > 0 && depth < scored.len() {
+            scored.select_nth_unstable_by(depth - 1, order);
+        }
+        scored[..depth].sort_unstable_by(order);
         let mut ranking = std::mem::take(&mut self.ranking);
         ranking.clear();
         ranking.extend(scored[..depth].iter().map(|s| s.3));
@@ -443,4 +599,187 @@ fn is_decided(scored: &[Scored], depth: usize) -> bool {
         }
     }
     true
+}
+
+/// How the candidates of one context changed between two map inputs.
+#[derive(Debug)]
+struct Change {
+    /// The context in the new inputs.
+    context: usize,
+    /// Whether it fails open now and did not before, or the reverse.
+    failed_open: bool,
+    /// Datacenters that left the context or whose parameters changed.
+    removed: Vec<DcId>,
+    /// Candidates that joined the context or whose parameters changed.
+    added: Vec<Candidate>,
+}
+
+/// The changes between two map inputs, by region.
+#[derive(Debug)]
+struct Changes {
+    changes: Vec<Change>,
+    /// Each region's change, by `RegionId`; one entry for every region when contexts do not
+    /// depend on the place.
+    by_region: Vec<Option<u32>>,
+}
+
+impl Changes {
+    fn between(before: &MapInputs, after: &MapInputs) -> Changes {
+        let mut changes: Vec<Change> = Vec::new();
+        let mut pairs: HashMap<(u16, u16), Option<u32>> = HashMap::new();
+        let mut change_of = |old: u16, new: u16| -> Option<u32> {
+            *pairs.entry((old, new)).or_insert_with(|| {
+                let (old_c, new_c) = (
+                    &before.contexts[usize::from(old)],
+                    &after.contexts[usize::from(new)],
+                );
+                if old_c == new_c {
+                    return None;
+                }
+                let removed = old_c
+                    .candidates
+                    .iter()
+                    .filter(|c| !new_c.candidates.contains(c))
+                    .map(|c| c.dc)
+                    .collect();
+                let added = new_c
+                    .candidates
+                    .iter()
+                    .filter(|c| !old_c.candidates.contains(c))
+                    .copied()
+                    .collect();
+                changes.push(Change {
+                    context: usize::from(new),
+                    failed_open: old_c.failed_open != new_c.failed_open,
+                    removed,
+                    added,
+                });
+                Some((changes.len() - 1) as u32)
+            })
+        };
+        let by_region = match (&before.by_region, &after.by_region) {
+            (Some(old), Some(new)) => old
+                .iter()
+                .zip(new)
+                .map(|(&o, &n)| change_of(o, n))
+                .collect(),
+            _ => vec![change_of(0, 0)],
+        };
+        Changes { changes, by_region }
+    }
+
+    /// The changes that can apply to clients of `region` (`None`: a quad of several regions).
+    fn of(&self, region: Option<RegionId>) -> impl Iterator<Item = &Change> {
+        let only = match (self.by_region.len(), region) {
+            (1, _) => Some(self.by_region[0]),
+            (_, Some(region)) => Some(self.by_region[usize::from(region.0)]),
+            (_, None) => None,
+        };
+        let all = only
+            .is_none()
+            .then(|| self.changes.iter())
+            .into_iter()
+            .flatten();
+        only.flatten()
+            .map(|i| &self.changes[i as usize])
+            .into_iter()
+            .chain(all)
+    }
+}
+
+/// A map being brought from its previous inputs to new ones (see [`GeoMap::update`]).
+struct Update<'p> {
+    previous: &'p GeoMap,
+    changes: &'p Changes,
+    /// The next of the previous map's quads to visit.
+    next: usize,
+    /// Previous ranking ids, interned in the new map as they are met.
+    remap: Vec<Option<GeoRank>>,
+}
+
+impl Update<'_> {
+    /// Brings quad `id` up to date; returns its ranking when the whole quad has one.
+    fn quad(&mut self, builder: &mut Builder<'_>, id: u32) -> Option<GeoRank> {
+        let geo = builder.geo;
+        let quad = &geo.quads()[id as usize];
+        if let Some(&(start, end, rank)) = self.previous.quads.get(self.next)
+            && start == id
+        {
+            self.next += 1;
+            if self.may_change(builder, quad, rank) {
+                return builder.decide(id, None);
+            }
+            let rank = self.keep(builder, rank);
+            builder.map.quads.push((id, end, rank));
+            return Some(rank);
+        }
+        if quad.level == crate::geo::FINEST_LEVEL {
+            // Cells ranked one by one: ranked again where their context changed.
+            let start = builder.map.cells.len();
+            for &cell in geo.quad_cells(QuadId(id)) {
+                let region = geo.cell_region(cell);
+                let rank = if self.changes.of(Some(region)).next().is_some() {
+                    builder.rank_cell(cell, None)
+                } else {
+                    let i = self
+                        .previous
+                        .cells
+                        .binary_search_by_key(&cell.0, |(c, _)| *c)
+                        .expect("a cell outside decided quads is ranked on its own");
+                    self.keep(builder, self.previous.cells[i].1)
+                };
+                builder.map.cells.push((cell.0, rank));
+            }
+            return builder.merge_cells(id, start);
+        }
+        builder.merge_children(id, |builder, child| self.quad(builder, child))
+    }
+
+    /// The previous ranking `rank`, as an id of the new map.
+    fn keep(&mut self, builder: &mut Builder<'_>, rank: GeoRank) -> GeoRank {
+        if let Some(id) = self.remap[rank as usize] {
+            return id;
+        }
+        let (ranking, failed_open) = &self.previous.rankings[rank as usize];
+        let id = builder.intern(ranking, *failed_open);
+        self.remap[rank as usize] = Some(id);
+        id
+    }
+
+    /// Whether a quad that had ranking `rank` everywhere may rank otherwise somewhere now.
+    fn may_change(&self, builder: &Builder<'_>, quad: &Quad, rank: GeoRank) -> bool {
+        let (ranking, _) = &self.previous.rankings[rank as usize];
+        let depth = builder.inputs.depth;
+        self.changes.of(quad.region).any(|change| {
+            if change.failed_open || ranking.iter().any(|dc| change.removed.contains(dc)) {
+                return true;
+            }
+            if change.added.is_empty() {
+                return false;
+            }
+            // A short ranking holds every candidate there was: any new one joins it.
+            let Some(last) = ranking.last().filter(|_| ranking.len() >= depth) else {
+                return true;
+            };
+            let candidates = &builder.inputs.contexts[change.context].candidates;
+            let Some(last) = candidates.iter().find(|c| c.dc == *last) else {
+                // Not a candidate of this context: the quad's clients are elsewhere, or
+                // this is not known; decide again.
+                return true;
+            };
+            change.added.iter().any(|new| may_pass(new, last, quad))
+        })
+    }
+}
+
+/// Whether `new` can rank before `last` anywhere in `quad`.
+fn may_pass(new: &Candidate, last: &Candidate, quad: &Quad) -> bool {
+    if new.tier != last.tier {
+        return new.tier < last.tier;
+    }
+    let best =
+        new.per_km * (quad.center_point.distance_km(&new.point) - quad.radius_km) + new.offset;
+    let worst =
+        last.per_km * (quad.center_point.distance_km(&last.point) + quad.radius_km) + last.offset;
+    best - SLACK <= worst
 }

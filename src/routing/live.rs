@@ -374,6 +374,45 @@ impl RoutingTable {
         }
     }
 
+    /// Works out, for every decision map that has not done so yet, the widest networks of one
+    /// ranking where the geo database's trie summaries list quads rather than cells (see
+    /// `GeoMap::widen`): until then a map's ECS scopes are the summaries' (correct, sometimes
+    /// narrower). On every core, like map builds; returns how many maps it widened.
+    /// `check-config` does not need it; a serving snapshot does it before it is published.
+    pub fn widen_scopes(&self) -> usize {
+        let mut maps: Vec<&Arc<GeoMap>> = Vec::new();
+        for part in self.services.iter().filter_map(|s| s.geo.as_ref()) {
+            if !maps.iter().any(|m| Arc::ptr_eq(m, &part.map)) {
+                maps.push(&part.map);
+            }
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(maps.len())
+            .max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let geo = &self.base.geo;
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut widened = 0;
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(map) = maps.get(i) else { break };
+                            widened += usize::from(map.widen(geo));
+                        }
+                        widened
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("widening does not panic"))
+                .sum()
+        })
+    }
+
     /// The distinct rankings of `service`, indexed by [`RankingId`], for preparing answers.
     pub fn rankings(&self, service: ServiceId) -> &[Box<[DcId]>] {
         &self.services[usize::from(service.0)].rankings
@@ -424,6 +463,15 @@ impl RoutingTable {
                 stats: part.map.stats(),
                 build_time: part.build_time,
             })
+    }
+
+    /// The decision map of `service` with its inputs, to bring it up to date in tests.
+    #[cfg(test)]
+    pub(super) fn map_part(&self, service: ServiceId) -> Option<(&MapInputs, &GeoMap)> {
+        self.services[usize::from(service.0)]
+            .geo
+            .as_ref()
+            .map(|part| (&*part.inputs, &*part.map))
     }
 
     /// The decision map of `service`, to tell shared and reused maps apart in tests.
@@ -626,10 +674,20 @@ fn build_maps(
             known.insert(part.inputs.clone(), part.map.clone());
         }
     }
-    let mut wanted: Vec<Arc<MapInputs>> = Vec::new();
-    for inputs in facts.iter().filter_map(|f| f.inputs.as_ref()) {
-        if !known.contains_key(inputs) && !wanted.contains(inputs) {
-            wanted.push(inputs.clone());
+    // Each new map with the previous map of the first service that wants it: the map is
+    // brought up to date from there when the change allows, rather than built again.
+    let mut wanted: Vec<(Arc<MapInputs>, Option<&GeoPart>)> = Vec::new();
+    let mut seen: std::collections::HashSet<Arc<MapInputs>> = std::collections::HashSet::new();
+    for (i, inputs) in facts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| Some((i, f.inputs.as_ref()?)))
+    {
+        if !known.contains_key(inputs) && seen.insert(inputs.clone()) {
+            let from = previous
+                .and_then(|p| p.services.get(i))
+                .and_then(|s| s.geo.as_ref());
+            wanted.push((inputs.clone(), from));
         }
     }
     // Distinct maps are independent: build them on every core. Routing does no I/O; these
@@ -647,10 +705,14 @@ fn build_maps(
                     let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(inputs) = wanted.get(i) else { break };
+                        let Some((inputs, from)) = wanted.get(i) else {
+                            break;
+                        };
                         // Measured for `check-config` only; no decision reads it.
                         let started = std::time::Instant::now();
-                        let map = GeoMap::build(geo, inputs);
+                        let map = from
+                            .and_then(|from| GeoMap::update(geo, &from.inputs, &from.map, inputs))
+                            .unwrap_or_else(|| GeoMap::build(geo, inputs));
                         done.push((i, map, started.elapsed()));
                     }
                     done
@@ -664,8 +726,8 @@ fn build_maps(
     });
     let mut times: HashMap<Arc<MapInputs>, Duration> = HashMap::new();
     for (i, map, time) in built {
-        known.insert(wanted[i].clone(), Arc::new(map));
-        times.insert(wanted[i].clone(), time);
+        known.insert(wanted[i].0.clone(), Arc::new(map));
+        times.insert(wanted[i].0.clone(), time);
     }
     facts
         .iter()

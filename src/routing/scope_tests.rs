@@ -374,6 +374,10 @@ proptest! {
         let world = world();
         let states: Vec<DcState> = codes.iter().map(|&(code, load)| state(code, load)).collect();
         let table = RoutingTable::build(world.base.clone(), &world.config, &states, None);
+        // Scopes hold with and without the exact networks a published table adds.
+        if codes[0].1 % 2 == 0 {
+            table.widen_scopes();
+        }
         for s in 0..world.config.services.len() {
             let service = ServiceId(s as u16);
             let decision = table.resolve(service, &client(&world.geo, ip));
@@ -391,6 +395,72 @@ proptest! {
             }
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// A map brought up to date from the one before a change is the map a build makes.
+    #[test]
+    fn maps_brought_up_to_date_equal_maps_built_afresh(
+        before in prop::collection::vec((any::<u8>(), any::<u8>()), 6),
+        after in prop::collection::vec((any::<u8>(), any::<u8>()), 6),
+    ) {
+        let world = world();
+        let states = |codes: &[(u8, u8)]| -> Vec<DcState> {
+            codes.iter().map(|&(code, load)| state(code, load)).collect()
+        };
+        let old = RoutingTable::build(world.base.clone(), &world.config, &states(&before), None);
+        let new = RoutingTable::build(world.base.clone(), &world.config, &states(&after), None);
+        for s in 0..world.config.services.len() {
+            let id = ServiceId(s as u16);
+            let (Some((old_inputs, old_map)), Some((inputs, fresh))) = (old.map_part(id), new.map_part(id)) else {
+                continue;
+            };
+            if let Some(updated) = geomap::GeoMap::update(&world.geo, old_inputs, old_map, inputs) {
+                prop_assert_eq!(updated.entries(), fresh.entries(), "service {}", &world.config.services[s].id);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_health_flip_brings_maps_up_to_date_instead_of_building_them() {
+    let world = world();
+    let healthy = vec![DcState::default(); world.config.datacenters.len()];
+    let mut down = healthy.clone();
+    down[2].report = Some(report(false, 0.0)); // eu-west
+    let first = RoutingTable::build(world.base.clone(), &world.config, &healthy, None);
+    let fresh = RoutingTable::build(world.base.clone(), &world.config, &down, None);
+    let mut updated = 0;
+    for s in 0..world.config.services.len() {
+        let id = ServiceId(s as u16);
+        let (Some((before, map)), Some((inputs, built))) = (first.map_part(id), fresh.map_part(id))
+        else {
+            continue;
+        };
+        if before == inputs {
+            continue;
+        }
+        let Some(map) = geomap::GeoMap::update(&world.geo, before, map, inputs) else {
+            // Only `max_extra_km` (tiers by distance to the nearest candidate) is built anew.
+            assert!(
+                inputs.within_km.is_some(),
+                "service {s}: candidates changed only"
+            );
+            continue;
+        };
+        assert_eq!(map.entries(), built.entries(), "service {s}");
+        // And back up.
+        let back = geomap::GeoMap::update(&world.geo, inputs, &map, before).unwrap();
+        assert_eq!(
+            back.entries(),
+            first.map_part(id).unwrap().1.entries(),
+            "service {s}"
+        );
+        updated += 1;
+    }
+    assert!(updated >= 3, "eu-west is in most pools: {updated}");
 }
 
 /// (service, client, expected scope, why) under the default state (nothing reported).
@@ -434,6 +504,34 @@ fn each_policy_claims_its_scope() {
     assert!(unplaced <= hole.prefix_len && basis_scope == Scope::Geo);
     // IPv4-mapped addresses are IPv4 clients, with IPv4 scopes.
     assert_eq!(scope(0, "::ffff:3.2.38.0"), scope(0, "3.2.38.0"));
+}
+
+#[test]
+fn widening_a_map_is_done_once_and_never_narrows_a_scope() {
+    let world = world();
+    let states = vec![DcState::default(); world.config.datacenters.len()];
+    let table = RoutingTable::build(world.base.clone(), &world.config, &states, None);
+    let scopes = |table: &RoutingTable| -> Vec<u8> {
+        let mut scopes = Vec::new();
+        for s in 0..world.config.services.len() {
+            for first in [20u32, 21, 81, 100, 200] {
+                for i in 0..1024u32 {
+                    let ip = IpAddr::from(Ipv4Addr::from_bits((first << 24) | (i << 14)));
+                    let decision = table.resolve(ServiceId(s as u16), &client(&world.geo, ip));
+                    scopes.push(decision.prefix_len);
+                }
+            }
+        }
+        scopes
+    };
+    let before = scopes(&table);
+    assert!(table.widen_scopes() > 0);
+    assert_eq!(table.widen_scopes(), 0, "once per map");
+    let after = scopes(&table);
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a <= b),
+        "never narrower"
+    );
 }
 
 #[test]

@@ -48,8 +48,8 @@ type ReloadWaiter = (
 );
 
 /// Reloads in progress. One build runs at a time; requests that arrive while it runs wait for
-/// the next build (their change may postdate what the running one read), so any burst of
-/// requests costs at most the running build and one more.
+/// the next one (their change may postdate what the running one read), which builds only if the
+/// files changed since: a burst of requests builds once.
 struct Reloads<P: Prepare> {
     running: Option<JoinHandle<Result<Snapshot<P>, ConfigError>>>,
     /// Answered by the running build.
@@ -407,22 +407,32 @@ impl<P: Prepare> Manager<P> {
 
     /// Reads and builds a new configuration on the blocking pool: the files (keeping the geo
     /// database when unchanged), and a snapshot of it with the current live state, which builds
-    /// every decision map whose inputs changed. The manager goes on serving meanwhile.
+    /// every decision map whose inputs changed. The manager goes on serving meanwhile. Files
+    /// that did not change since the serving configuration was read build nothing: the serving
+    /// configuration is published again, as a new generation.
     fn start_reload(&self) -> JoinHandle<Result<Snapshot<P>, ConfigError>> {
         let source = self.source.clone();
         let current = self.publisher.current();
         let metrics = self.metrics.clone();
         let now = self.judge_time();
         tokio::task::spawn_blocking(move || {
-            let loaded = Loaded::<P>::reload(&source, Some(&current.loaded))?;
-            let loaded = with_counters(loaded, &metrics);
-            Ok(Snapshot::assemble(
-                Arc::new(loaded),
+            let loaded = if current.loaded.unchanged(&source) {
+                current.loaded.clone()
+            } else {
+                metrics.record_config_build();
+                let loaded = Loaded::<P>::reload(&source, Some(&current.loaded))?;
+                Arc::new(with_counters(loaded, &metrics))
+            };
+            let built = Snapshot::assemble(
+                loaded,
                 current.live.clone(),
                 Some(&current),
                 current.generation,
                 now,
-            ))
+            );
+            // Here rather than when it is published, on the manager's task.
+            built.routing.widen_scopes();
+            Ok(built)
         })
     }
 
@@ -444,17 +454,7 @@ impl<P: Prepare> Manager<P> {
                 return Err(error);
             }
         };
-        for audit in audits {
-            let store = self.store.clone();
-            let stored =
-                tokio::task::spawn_blocking(move || store.apply(&Change::AuditOnly, &audit))
-                    .await
-                    .expect("store writes do not panic");
-            match stored {
-                Ok(_) => self.store_writes(),
-                Err(error) => self.store_failed(&error, "audit", "reload", "configuration"),
-            }
-        }
+        self.record_audits(audits).await;
         let loaded = built.loaded.clone();
         self.record_version(&loaded);
         let current = self.publisher.current();
@@ -484,6 +484,21 @@ impl<P: Prepare> Manager<P> {
         self.metrics.record_reload(true);
         self.after_publish(Some(&current));
         Ok(generation)
+    }
+
+    /// Writes the audit entries of reload requests.
+    async fn record_audits(&self, audits: Vec<AuditEntry>) {
+        for audit in audits {
+            let store = self.store.clone();
+            let stored =
+                tokio::task::spawn_blocking(move || store.apply(&Change::AuditOnly, &audit))
+                    .await
+                    .expect("store writes do not panic");
+            match stored {
+                Ok(_) => self.store_writes(),
+                Err(error) => self.store_failed(&error, "audit", "reload", "configuration"),
+            }
+        }
     }
 
     async fn apply(

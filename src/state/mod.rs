@@ -49,8 +49,10 @@ pub struct Publisher<P: Prepare> {
 }
 
 impl<P: Prepare> Shared<P> {
-    /// Starts sharing `first`, and returns the one publisher allowed to replace it.
+    /// Starts sharing `first` (its decision maps widened, as [`Publisher::publish`] does), and
+    /// returns the one publisher allowed to replace it.
     pub fn new(first: Snapshot<P>) -> (Shared<P>, Publisher<P>) {
+        first.routing.widen_scopes();
         let shared = Shared {
             current: Arc::new(ArcSwap::from_pointee(first)),
         };
@@ -73,8 +75,10 @@ impl<P: Prepare> Shared<P> {
 }
 
 impl<P: Prepare> Publisher<P> {
-    /// Replaces the snapshot; queries already running keep the one they loaded.
+    /// Replaces the snapshot; queries already running keep the one they loaded. Decision maps
+    /// not yet widened are widened first, so a serving snapshot's ECS scopes are the widest.
     pub fn publish(&self, snapshot: Snapshot<P>) {
+        snapshot.routing.widen_scopes();
         self.shared.current.store(Arc::new(snapshot));
     }
 

@@ -152,13 +152,7 @@ impl<P: Prepare> Loaded<P> {
             CountryTable::default()
         });
 
-        let geo_fingerprint = source.fingerprint(&config.geo.database).map(|db| {
-            let table = config.geo.countries.as_ref().map_or_else(
-                || Some("shipped".to_owned()),
-                |path| source.fingerprint(path),
-            );
-            format!("{db} / {table:?}")
-        });
+        let geo_fingerprint = geo_fingerprint(source, &config);
         let kept = previous
             .filter(|p| p.geo_fingerprint.is_some() && p.geo_fingerprint == geo_fingerprint)
             .map(|p| Ok(p.geo.clone()));
@@ -225,6 +219,25 @@ impl<P: Prepare> Loaded<P> {
     }
 }
 
+impl<P: Prepare> Loaded<P> {
+    /// Whether `source` still holds exactly what this was read from: the same configuration
+    /// text, the same zone file texts, and the same geo database and country table files. A
+    /// reload then has nothing to build. Reads the files, parses nothing.
+    pub fn unchanged(&self, source: &Source) -> bool {
+        let same_text = source
+            .read_config()
+            .is_ok_and(|text| *text == *self.config_text);
+        same_text
+            && self.zone_files.iter().all(|(name, text)| {
+                source
+                    .read(name)
+                    .is_ok_and(|bytes| *bytes == *text.as_bytes())
+            })
+            && self.geo_fingerprint.is_some()
+            && self.geo_fingerprint == geo_fingerprint(source, &self.config)
+    }
+}
+
 impl<P: Prepare> Snapshot<P> {
     /// Applies `live` (as of `now`) to `loaded`. `previous` is the snapshot being replaced, for
     /// the capacity watermarks' hysteresis. Cheap next to [`Loaded::load`]: it works on the
@@ -286,6 +299,17 @@ impl<P: Prepare> Snapshot<P> {
             SystemTime::now(),
         ))
     }
+}
+
+/// What the geo database and country table of `config` are read from (paths, sizes, times).
+fn geo_fingerprint(source: &Source, config: &Config) -> Option<String> {
+    source.fingerprint(&config.geo.database).map(|db| {
+        let table = config.geo.countries.as_ref().map_or_else(
+            || Some("shipped".to_owned()),
+            |path| source.fingerprint(path),
+        );
+        format!("{db} / {table:?}")
+    })
 }
 
 /// The version of a configuration and its zone files: the hex SHA-256 of the configuration

@@ -688,6 +688,82 @@ async fn metrics_count_queries_answers_and_reloads() {
     );
 }
 
+/// The value of an unlabelled series in a Prometheus text exposition.
+fn series(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn a_burst_of_reloads_builds_once_while_dns_answers() {
+    const BUILDS: &str = "meridian_config_builds_total";
+    let server = server().await;
+    let (_, metrics) = get(&server, "/metrics").await;
+    assert_eq!(series(&metrics, BUILDS), 0.0);
+    server.write_config(&config().replace("ttl: 30", "ttl: 60"));
+    let mut reloads = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let request = http()
+            .post(server.url("/v1/reload"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({}));
+        reloads.spawn(async move {
+            let response = request.send().await.expect("HTTP request");
+            (response.status(), response.json::<Value>().await.unwrap())
+        });
+    }
+    let mut queries = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let udp = server.udp;
+        queries.spawn(async move {
+            let reply = Ask::new("www.example.com", RecordType::A)
+                .ecs("81.2.69.0/24")
+                .udp(udp)
+                .await;
+            a_records(&reply)
+        });
+    }
+    let mut versions = Vec::new();
+    while let Some(reply) = reloads.join_next().await {
+        let (status, body) = reply.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        versions.push(body["version"].as_str().unwrap().to_owned());
+    }
+    versions.dedup();
+    assert_eq!(
+        versions.len(),
+        1,
+        "every reload serves the new files: {versions:?}"
+    );
+    while let Some(answer) = queries.join_next().await {
+        assert_eq!(answer.unwrap(), [EU_WEST_IP], "answered during the reloads");
+    }
+    let (_, metrics) = get(&server, "/metrics").await;
+    assert_eq!(
+        series(&metrics, BUILDS),
+        1.0,
+        "ten reloads of one change build once"
+    );
+    assert_eq!(
+        answer(&server, "www.example.com", "81.2.69.0/24").await,
+        [EU_WEST_IP]
+    );
+    let reply = Ask::new("www.example.com", RecordType::A)
+        .udp(server.udp)
+        .await;
+    assert_eq!(reply.answers[0].ttl, 60, "the new configuration serves");
+    // Unchanged files build nothing; a change builds again.
+    let (status, _) = post(&server, "/v1/reload", OPERATOR, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    server.write_config(&config().replace("ttl: 30", "ttl: 90"));
+    let (status, _) = post(&server, "/v1/reload", OPERATOR, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, metrics) = get(&server, "/metrics").await;
+    assert_eq!(series(&metrics, BUILDS), 2.0);
+}
+
 #[tokio::test]
 async fn every_error_is_json_with_one_shape() {
     let server = server().await;
