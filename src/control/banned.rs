@@ -33,7 +33,6 @@ pub(crate) struct BanBody {
     /// A name suffix: the name itself and every name below it.
     suffix: Option<String>,
     /// The query type: a name (`ANY`, `TXT`, `TYPE65`) or a number.
-    #[schema(value_type = Option<String>)]
     qtype: Option<QtypeText>,
     /// Octets the message holds at `offset`.
     bytes: Option<BytesBody>,
@@ -54,7 +53,7 @@ pub(crate) struct BytesBody {
 }
 
 /// A query type as JSON may give it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum QtypeText {
     /// By number.
