@@ -430,8 +430,6 @@ impl<P: Prepare> Manager<P> {
                 current.generation,
                 now,
             );
-            // Here rather than when it is published, on the manager's task.
-            built.routing.widen_scopes();
             Ok(built)
         })
     }
