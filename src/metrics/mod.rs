@@ -26,6 +26,7 @@ mod counters;
 mod errors;
 mod labels;
 mod names;
+mod samples;
 mod shards;
 mod state;
 #[cfg(test)]
@@ -50,6 +51,7 @@ pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 use crate::routing::DcStatus;
 use counters::Slotted;
 pub use names::*;
+pub use samples::{SampleDrops, Sampler};
 use shards::{MAX_SLOTS, N_BUCKETS, Shards};
 pub use state::StateGauges;
 
@@ -134,6 +136,8 @@ pub struct Metrics {
     scrape: Mutex<()>,
     /// The state backend's gauges (revision, reachability, read-only).
     backend: StateGauges,
+    /// See [`SAMPLES_DROPPED_TOTAL`].
+    samples: SampleDrops,
 }
 
 impl Metrics {
@@ -356,6 +360,7 @@ impl Metrics {
         let dns_events = dns_event_counters(&registry);
 
         let backend = StateGauges::register(&registry);
+        let samples = SampleDrops::register(&registry);
         Metrics {
             registry,
             shards,
@@ -386,12 +391,18 @@ impl Metrics {
             banned,
             scrape: Mutex::new(()),
             backend,
+            samples,
         }
     }
 
     /// The state backend's gauges.
     pub fn state(&self) -> &StateGauges {
         &self.backend
+    }
+
+    /// The counts of dropped samples.
+    pub fn samples(&self) -> &SampleDrops {
+        &self.samples
     }
 
     /// Sets whether the feature toggle `name` is on.
