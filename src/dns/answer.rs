@@ -28,6 +28,13 @@ const MAX_DNAMES: usize = 1;
 /// Slices a section can be assembled from: a CNAME chain plus its final answer.
 const MAX_PARTS: usize = MAX_CNAME_HOPS + 1;
 
+/// CHAOS `revision.meridian.`: TXT (and ANY) show the state revision the snapshot serves. They
+/// are built per query by `respond`, since the revision changes without a reload; the catalog
+/// only knows the name, so that its other types get NOERROR like `id.server`'s.
+pub(crate) static REVISION_NAME: std::sync::LazyLock<LowerName> = std::sync::LazyLock::new(|| {
+    LowerName::new(&Name::from_ascii("revision.meridian.").expect("constant name"))
+});
+
 /// The static DNS side of a snapshot: zones and identity records, built on reload.
 #[derive(Debug)]
 pub struct Catalog {
@@ -619,6 +626,10 @@ impl Catalog {
                 ..Reply::error(ResponseCode::NoError)
             },
             Some(_) => Reply {
+                authoritative: true,
+                ..Reply::error(ResponseCode::NoError)
+            },
+            None if *question.name == *REVISION_NAME => Reply {
                 authoritative: true,
                 ..Reply::error(ResponseCode::NoError)
             },

@@ -23,6 +23,7 @@ mod counters;
 mod errors;
 mod labels;
 mod names;
+mod samples;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 
 use crate::routing::DcStatus;
 pub use names::*;
+pub use samples::{SampleDrops, Sampler};
 pub use state::StateGauges;
 
 /// This build's version, from the manifest.
@@ -121,6 +123,8 @@ pub struct Metrics {
     scrape: Mutex<()>,
     /// The state backend's gauges (revision, reachability, read-only).
     backend: StateGauges,
+    /// See [`SAMPLES_DROPPED_TOTAL`].
+    samples: SampleDrops,
 }
 
 impl Metrics {
@@ -348,6 +352,7 @@ impl Metrics {
         let dns_events = dns_event_counters(&registry);
 
         let backend = StateGauges::register(&registry);
+        let samples = SampleDrops::register(&registry);
         Metrics {
             registry,
             dns_events,
@@ -377,12 +382,18 @@ impl Metrics {
             banned,
             scrape: Mutex::new(()),
             backend,
+            samples,
         }
     }
 
     /// The state backend's gauges.
     pub fn state(&self) -> &StateGauges {
         &self.backend
+    }
+
+    /// The counts of dropped samples.
+    pub fn samples(&self) -> &SampleDrops {
+        &self.samples
     }
 
     /// Sets whether the feature toggle `name` is on.

@@ -51,6 +51,9 @@ pub const INTERNAL_ERRORS_TOTAL: &str = "meridian_internal_errors_total";
 pub const TOGGLE_ENABLED: &str = "meridian_toggle_enabled";
 /// Queries matched by a banned-query rule (dropped or REFUSED before any other work), by rule id.
 pub const DNS_BANNED_TOTAL: &str = "meridian_dns_banned_queries_total";
+/// Samples dropped because their bounded channel was full, by record (`traffic`: the traffic
+/// record, which also counts networks beyond its cap; `query_log`: the query log).
+pub const SAMPLES_DROPPED_TOTAL: &str = "meridian_samples_dropped_total";
 /// Open control-plane (HTTP) connections.
 pub const CONTROL_CONNECTIONS: &str = "meridian_control_connections";
 

@@ -9,13 +9,14 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::{DNSClass, RecordType};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::client::{Ask, a_records, send_udp};
+use crate::client::{Ask, a_records, send_udp, txt_strings};
 use crate::etcd::Etcd;
-use crate::support::{TestServer, ZONE};
+use crate::support::{IDENTITY, TestServer, ZONE};
 
 const OPERATOR: &str = "example-operator-token";
 const EU_WEST: &str = "example-eu-west-token";
@@ -521,6 +522,80 @@ async fn two_instances_cannot_drain_the_last_two_datacenters_at_once() {
             let (status, body) = drain(server, dc, "api", false).await;
             assert_eq!(status, StatusCode::OK, "{body}");
         }
+    }
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+/// What an instance shows over DNS: CHAOS TXT `revision.meridian.`, and the NSID of an answer
+/// from the fast path (a plain A query with NSID) and from the general path (TCP).
+async fn revision_over_dns(server: &TestServer) -> (String, String, String) {
+    let reply = Ask::new("revision.meridian", RecordType::TXT)
+        .class(DNSClass::CH)
+        .udp(server.udp)
+        .await;
+    let txt = reply
+        .answers
+        .first()
+        .map(|record| txt_strings(record).join(""))
+        .unwrap_or_default();
+    let nsid = |reply: hickory_proto::op::Message| match reply
+        .edns
+        .as_ref()
+        .and_then(|edns| edns.option(EdnsCode::NSID))
+    {
+        Some(EdnsOption::NSID(payload)) => String::from_utf8_lossy(payload.as_ref()).into_owned(),
+        other => panic!("no NSID in the reply: {other:?}"),
+    };
+    let ask = Ask::new("www.example.com", RecordType::A).ecs(GB).nsid();
+    (
+        txt,
+        nsid(ask.udp(server.udp).await),
+        nsid(ask.tcp(server.tcp).await),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_shows_its_revision_in_chaos_txt_and_nsid() {
+    let Some(etcd) = Etcd::start("fleet::revision_over_dns", 1).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/revision").await;
+    let (status, body) = report(&servers[0], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut before = Vec::new();
+    for server in &servers {
+        // Each instance's DNS shows the revision its metric shows.
+        wait_for(server, "showing its revision over DNS", || async {
+            let revision = metric(server, "meridian_state_revision").await;
+            let (txt, _, _) = revision_over_dns(server).await;
+            revision.is_some_and(|r| r > 0.0 && txt == format!("{r}"))
+        })
+        .await;
+        let (txt, udp, tcp) = revision_over_dns(server).await;
+        assert_eq!(udp, format!("{IDENTITY} rev {txt}"));
+        assert_eq!(tcp, udp, "both paths write the same NSID");
+        before.push(txt.parse::<i64>().expect("a decimal revision"));
+    }
+
+    // A write through one instance moves every instance's revision, over DNS too.
+    let (status, body) = report(&servers[1], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
+    let written = metric(&servers[1], "meridian_state_revision")
+        .await
+        .expect("revision metric");
+    for (server, before) in servers.iter().zip(before) {
+        let (txt, udp, tcp) = revision_over_dns(server).await;
+        let revision: i64 = txt.parse().expect("a decimal revision");
+        assert!(revision > before, "{txt} after {before}");
+        assert_eq!(
+            revision as f64, written,
+            "every instance serves the write's revision"
+        );
+        assert_eq!(udp, format!("{IDENTITY} rev {revision}"));
+        assert_eq!(tcp, udp);
     }
     for server in servers {
         server.stop().await.expect("clean shutdown");

@@ -299,7 +299,18 @@ fn snapshot() -> &'static Snapshot {
         std::fs::write(&path, config).unwrap();
         let snapshot = Snapshot::load(&Source::File(path), 1).expect("test configuration");
         std::fs::remove_dir_all(&dir).ok();
-        snapshot
+        // A fleet's revision, which both paths write into NSID.
+        let live = crate::state::LiveState {
+            revision: 4711,
+            ..crate::state::LiveState::default()
+        };
+        Snapshot::assemble(
+            snapshot.loaded.clone(),
+            std::sync::Arc::new(live),
+            None,
+            1,
+            snapshot.built_at,
+        )
     })
 }
 
