@@ -22,6 +22,7 @@ mod edns;
 mod explain;
 mod fast;
 mod handler;
+mod logged;
 mod respond;
 mod routed;
 pub mod rrl;
