@@ -525,16 +525,23 @@ fn counts_of_threads_that_exit_are_kept_and_their_shards_reused() {
         // Every thread holds its shard until all have counted: they are counting at once.
         let all_counted = std::sync::Barrier::new(n_threads);
         std::thread::scope(|scope| {
-            for thread in 0..n_threads {
-                let (metrics, answers, all_counted) = (&metrics, &answers, &all_counted);
-                scope.spawn(move || {
-                    for i in 0..n {
-                        metrics.record_query(QueryType::A, Rcode::NoError, 0.000_01);
-                        answers.inc(0, (thread + i) % 2);
-                        metrics.record_dns_event(DnsEvent::RrlSlipped);
-                    }
-                    all_counted.wait();
-                });
+            let threads: Vec<_> = (0..n_threads)
+                .map(|thread| {
+                    let (metrics, answers, all_counted) = (&metrics, &answers, &all_counted);
+                    scope.spawn(move || {
+                        for i in 0..n {
+                            metrics.record_query(QueryType::A, Rcode::NoError, 0.000_01);
+                            answers.inc(0, (thread + i) % 2);
+                            metrics.record_dns_event(DnsEvent::RrlSlipped);
+                        }
+                        all_counted.wait();
+                    })
+                })
+                .collect();
+            // An explicit join waits for the thread's exit, thread-local destructors (which
+            // hand the shard back) included; the end of the scope alone does not.
+            for thread in threads {
+                thread.join().expect("a counting thread");
             }
         });
     };
