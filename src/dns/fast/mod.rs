@@ -35,7 +35,7 @@ use crate::routing::ServiceId;
 
 use super::Snapshot;
 use super::answer::{Catalog, Question, Reply, RoutedInfo, route};
-use super::edns::ClientAddr;
+use super::edns::{ClientAddr, write_nsid};
 use super::explain::EXPLAIN_LABEL;
 use super::respond::{AnswerLine, Transport};
 use super::rrl::ResponseClass;
@@ -157,9 +157,13 @@ pub(crate) fn answer(
                 write_ecs(out, ecs, client.reply_scope(scope));
             }
             if let (true, Some(nsid)) = (edns.nsid, &table.nsid) {
+                // The payload carries the snapshot's revision, written as `respond` writes it.
                 out.extend_from_slice(&OPTION_NSID.to_be_bytes());
-                out.extend_from_slice(&u16::try_from(nsid.len()).ok()?.to_be_bytes());
-                out.extend_from_slice(nsid);
+                let nsid_at = out.len();
+                out.extend_from_slice(&[0, 0]);
+                write_nsid(nsid, snapshot.live.revision, out);
+                let nsid_len = u16::try_from(out.len() - nsid_at - 2).ok()?;
+                out[nsid_at..nsid_at + 2].copy_from_slice(&nsid_len.to_be_bytes());
             }
             let length = u16::try_from(out.len() - length_at - 2).ok()?;
             out[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
