@@ -14,6 +14,7 @@
 //! | `P/toggles/{name}` | whether the feature toggle is on, JSON |
 //! | `P/banned/{id}` | a banned-query rule, [`StoredBan`] as JSON |
 //! | `P/instances/{instance}` | [`InstanceRecord`], under the instance's lease |
+//! | `P/writes/{instance}` | the number of the instance's last write, under its lease |
 //! | `P/changes` | the last write's [`Record`]: the change, its audit entry, the instance |
 //!
 //! A write puts its state keys and `P/changes` in one transaction, so they share one revision.
@@ -22,6 +23,11 @@
 //! keys are read whole ([`Fleet::read_all`]) only at start, after a reconnect that finds the
 //! watch's revision compacted, and whenever the watch cannot resume. So no instance ever sees half
 //! a write, and every instance applies the same writes in the same (etcd's) order.
+//!
+//! Every write of an instance puts its number into `P/writes/{instance}`, comparing that key's
+//! version with the one the instance's last write left: an attempt sent again after a reply was
+//! lost finds the earlier attempt stored and stores nothing more, so no write is applied (or
+//! audited) twice, and no retried write puts an older value back over a newer one.
 //!
 //! A directory change too large for one transaction (an import of more than [`MAX_TXN_OPS`] pins,
 //! every restore) writes the whole new pin set as a new generation in as many transactions as it
@@ -36,12 +42,13 @@
 //! the watch delivers. Rules (safety rails, freshness) stay in `state`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
-    Txn, TxnOp, TxnResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
+    PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -138,8 +145,13 @@ pub struct InstanceRecord {
 /// The fleet's whole state at one revision.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FleetState {
-    /// The etcd revision it was read at.
+    /// The etcd revision it was read at (the watch goes on from the next one).
     pub revision: i64,
+    /// The revision of the last change record (0: none), which is the state revision an
+    /// instance serves: etcd's own revision also counts writes that are not changes (instance
+    /// records), so instances that read the state at different moments would show different
+    /// revisions for the same state.
+    pub changed: i64,
     /// Each datacenter's latest report.
     pub reports: BTreeMap<String, StoredReport>,
     /// Drains in force.
@@ -172,6 +184,13 @@ pub enum FleetEvent {
     Down(String),
     /// etcd is reachable again and the watch resumed where it left off (no write was missed).
     Up,
+    /// The whole state is read again while running (a [`FleetEvent::Synced`] follows): the
+    /// watch's revision was compacted away, or (`restored`) etcd's cluster id changed or its
+    /// revision went below the one this instance serves, as after a restore from a backup.
+    Resync {
+        /// Whether etcd was restored (else its history was compacted).
+        restored: bool,
+    },
 }
 
 /// etcd refused or could not take a write.
@@ -224,6 +243,24 @@ pub struct Fleet {
     client: Client,
     prefix: String,
     instance: String,
+    /// This instance's own writes, one at a time (a tokio `Mutex`: held across the write's
+    /// attempts, so that a retried write is compared against its own earlier attempt).
+    writes: Arc<tokio::sync::Mutex<WriteLog>>,
+    /// The lease the instance is registered under (0: none yet), which its write key rides.
+    lease: Arc<AtomicI64>,
+}
+
+/// What this instance knows of its write key `P/writes/{instance}`: each write puts its number
+/// there in the same transaction, comparing the key's version with the one its last write left.
+/// An attempt that timed out but was applied makes the next attempt's comparison fail, and the
+/// key then holds this write's number: the write is done, once (no second change record, no
+/// second audit entry, no older value put back over a newer one).
+#[derive(Debug, Default)]
+struct WriteLog {
+    /// Writes so far.
+    count: u64,
+    /// The key's version after the last write (0: absent, as etcd counts it).
+    version: i64,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -283,6 +320,8 @@ impl Fleet {
             client,
             prefix: config.prefix.clone(),
             instance: instance_name(),
+            writes: Arc::default(),
+            lease: Arc::default(),
         })
     }
 
@@ -329,20 +368,93 @@ impl Fleet {
         if ops.len() > MAX_TXN_OPS + 1 {
             return Err(FleetError::TooLarge { ops: ops.len() });
         }
-        let mut txn = Txn::new();
-        if let Some(revision) = drains_at {
-            txn = txn.when([Compare::mod_revision(
-                self.key("drains/"),
-                CompareOp::Less,
-                revision + 1,
-            )
-            .with_prefix()]);
+        let compares = drains_at
+            .map(|revision| {
+                Compare::mod_revision(self.key("drains/"), CompareOp::Less, revision + 1)
+                    .with_prefix()
+            })
+            .into_iter()
+            .collect();
+        self.write(compares, ops).await?.ok_or(FleetError::Raced)
+    }
+
+    /// Runs one write of this instance: `ops` when `compares` hold, with the write key (see
+    /// [`WriteLog`]), tried again on another connection while attempts fail, for up to
+    /// [`WRITE_BUDGET`]. Returns the revision it was stored at, or `None` when one of `compares`
+    /// failed (nothing was stored).
+    async fn write(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<Option<i64>, FleetError> {
+        let mut log = self.writes.lock().await;
+        log.count += 1;
+        let number = log.count.to_string();
+        let key = self.key(&format!("writes/{}", self.instance));
+        let mut kv = self.client.kv_client();
+        // A request sent down the connection of a member that just died waits for that
+        // connection to fail: another attempt goes to a live member. A member's death may also
+        // cost an election: attempts go on, a little apart, for up to WRITE_BUDGET.
+        let deadline = tokio::time::Instant::now() + WRITE_BUDGET;
+        loop {
+            let lease = self.lease.load(Ordering::Relaxed);
+            let put = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+            let mut when = vec![Compare::version(key.clone(), CompareOp::Equal, log.version)];
+            when.extend(compares.iter().cloned());
+            let mut then = vec![TxnOp::put(key.clone(), number.clone(), put)];
+            then.extend(ops.iter().cloned());
+            let txn = Txn::new()
+                .when(when)
+                .and_then(then)
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let failure = match tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn)).await {
+                Ok(Ok(response)) if response.succeeded() => {
+                    log.version += 1;
+                    return Ok(Some(revision_of(&response)));
+                }
+                Ok(Ok(response)) => {
+                    let stored = response.op_responses().into_iter().find_map(|op| match op {
+                        TxnOpResponse::Get(get) => Some(
+                            get.kvs()
+                                .first()
+                                .map(|kv| (kv.value().to_vec(), kv.version(), kv.mod_revision())),
+                        ),
+                        _ => None,
+                    });
+                    match stored.flatten() {
+                        // An earlier attempt of this write was stored.
+                        Some((value, version, revision)) if value == number.as_bytes() => {
+                            log.version = version;
+                            return Ok(Some(revision));
+                        }
+                        // The key moved otherwise (its lease expired during an outage, say):
+                        // compare with what it is now.
+                        Some((_, version, _)) if version != log.version => {
+                            log.version = version;
+                            continue;
+                        }
+                        None if log.version != 0 => {
+                            log.version = 0;
+                            continue;
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                Ok(Err(error)) => {
+                    let error = error.to_string();
+                    if error.contains("lease not found") {
+                        // Registration grants a new lease; until then the key goes without.
+                        self.lease.store(0, Ordering::Relaxed);
+                    }
+                    error
+                }
+                Err(_) => "the write timed out".to_owned(),
+            };
+            if tokio::time::Instant::now() + RETRY_INTERVAL >= deadline {
+                return Err(FleetError::Unavailable(failure));
+            }
+            tokio::time::sleep(RETRY_INTERVAL).await;
         }
-        let response = self.run_txn(txn.and_then(ops)).await?;
-        if !response.succeeded() {
-            return Err(FleetError::Raced);
-        }
-        Ok(revision_of(&response))
     }
 
     /// The `P/changes` operation of a write.
@@ -365,15 +477,10 @@ impl Fleet {
         ))
     }
 
-    /// Runs `txn`, again on another connection while attempts fail, for up to [`WRITE_BUDGET`].
+    /// Runs `txn`, again while attempts fail, for up to [`WRITE_BUDGET`]: for transactions
+    /// that may be applied twice (the puts of a generation not yet in force).
     async fn run_txn(&self, txn: Txn) -> Result<TxnResponse, FleetError> {
         let mut kv = self.client.kv_client();
-        // A request sent down the connection of a member that just died waits for that
-        // connection to fail: another attempt goes to a live member. An attempt that timed out
-        // may have been applied; applying a record twice changes nothing (every change sets
-        // state), and only its audit entry is then kept twice.
-        // A member's death may also cost an election: attempts go on, a little apart, for up to
-        // WRITE_BUDGET.
         let deadline = tokio::time::Instant::now() + WRITE_BUDGET;
         loop {
             let failure = match tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn.clone())).await {
@@ -403,15 +510,12 @@ impl Fleet {
             let committed = match self.small_directory_ops(directory, buckets, &pointer)? {
                 Some(mut ops) => {
                     ops.push(self.record(&change, audit, None)?);
-                    let txn = Txn::new()
-                        .when([Compare::mod_revision(
-                            self.key(GENERATION_KEY),
-                            CompareOp::Equal,
-                            pointer.mod_revision,
-                        )])
-                        .and_then(ops);
-                    let response = self.run_txn(txn).await?;
-                    response.succeeded().then(|| revision_of(&response))
+                    let compare = Compare::mod_revision(
+                        self.key(GENERATION_KEY),
+                        CompareOp::Equal,
+                        pointer.mod_revision,
+                    );
+                    self.write(vec![compare], ops).await?
                 }
                 None => self.switch(directory, audit, buckets, &pointer).await?,
             };
@@ -529,26 +633,19 @@ impl Fleet {
             self.key(FIRST_GENERATION),
             Some(DeleteOptions::new().with_prefix()),
         ));
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                pointer_key,
-                CompareOp::Equal,
-                pointer.mod_revision,
-            )])
-            .and_then(ops);
-        // On a timeout it may have switched after all: the watch then delivers it. If not, the
-        // next switch deletes the generation.
-        let response = self.run_txn(txn).await?;
-        if !response.succeeded() {
+        let compare = Compare::mod_revision(pointer_key, CompareOp::Equal, pointer.mod_revision);
+        // When etcd goes away it may have switched after all: the watch then delivers it. If
+        // not, the next switch deletes the generation.
+        let Some(revision) = self.write(vec![compare], ops).await? else {
             self.discard(&name).await;
             return Ok(None);
-        }
+        };
         info!(
             generation = name,
             pins = pins.len(),
             "switched the fleet's directory to a new generation"
         );
-        Ok(Some(revision_of(&response)))
+        Ok(Some(revision))
     }
 
     /// Deletes generation `name` (not in force), as far as etcd lets it now.
@@ -598,15 +695,32 @@ impl Fleet {
     ) -> Result<Vec<(String, StoredPlacement)>, FleetError> {
         let prefix = self.key(&pins_of(name));
         let mut pins = Vec::new();
-        self.read_range(&prefix, revision, |key, value| {
-            let key = String::from_utf8_lossy(key);
+        self.read_range(&prefix, revision, |kv| {
+            let key = String::from_utf8_lossy(kv.key());
             if let Some(user) = key.strip_prefix(&prefix) {
-                pins.push((user.to_owned(), decode(&key, value)?));
+                pins.push((user.to_owned(), decode(&key, kv.value())?));
             }
             Ok(())
         })
         .await?;
         Ok(pins)
+    }
+
+    /// The cluster's id and revision now.
+    async fn cluster(&self) -> Result<(u64, i64), FleetError> {
+        let mut kv = self.client.kv_client();
+        let response = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            kv.get(
+                self.key("changes"),
+                Some(GetOptions::new().with_count_only()),
+            ),
+        )
+        .await
+        .map_err(|_| FleetError::Unavailable("reading etcd's revision timed out".into()))??;
+        Ok(response
+            .header()
+            .map_or((0, 0), |h| (h.cluster_id(), h.revision())))
     }
 
     /// The bucket map and the pins of generation `name`, as they were at `revision`.
@@ -788,6 +902,7 @@ impl Fleet {
         .await
         .map_err(|_| timed_out())??
         .id();
+        self.lease.store(lease, Ordering::Relaxed);
         let (mut keeper, mut renewals) =
             tokio::time::timeout(REQUEST_TIMEOUT, client.lease_keep_alive(lease))
                 .await
@@ -864,8 +979,11 @@ impl Fleet {
         let mut generations: BTreeMap<String, Vec<(String, StoredPlacement)>> = BTreeMap::new();
         let root = format!("{}/", self.prefix);
         state.revision = self
-            .read_range(&root, 0, |key, value| {
-                self.decode_into(&mut state, &mut generations, key, value)
+            .read_range(&root, 0, |kv| {
+                if kv.key() == self.key("changes").as_bytes() {
+                    state.changed = kv.mod_revision();
+                }
+                self.decode_into(&mut state, &mut generations, kv.key(), kv.value())
             })
             .await?;
         state.pins = generations.remove(&state.generation).unwrap_or_default();
@@ -878,7 +996,7 @@ impl Fleet {
         &self,
         prefix: &str,
         revision: i64,
-        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), FleetError>,
+        mut each: impl FnMut(&KeyValue) -> Result<(), FleetError>,
     ) -> Result<i64, FleetError> {
         let mut kv = self.client.kv_client();
         let end = prefix_end(prefix.as_bytes());
@@ -899,7 +1017,7 @@ impl Fleet {
             let more = response.more();
             let kvs = response.take_kvs();
             for kv in &kvs {
-                each(kv.key(), kv.value())?;
+                each(kv)?;
             }
             match kvs.last() {
                 Some(last) if more => {
@@ -963,6 +1081,7 @@ impl Fleet {
     /// again. Failures are sent as [`FleetEvent::Down`] and retried every [`RETRY_INTERVAL`].
     pub async fn follow(self, events: mpsc::Sender<FleetEvent>, shutdown: CancellationToken) {
         let mut next: Option<i64> = None;
+        let mut cluster: Option<u64> = None;
         let mut down = false;
         let mut failures = 0;
         let mut failing_since: Option<tokio::time::Instant> = None;
@@ -974,7 +1093,7 @@ impl Fleet {
                 failing_since = None;
             }
             let outcome = tokio::select! {
-                outcome = self.follow_once(&mut next, &events, &mut down, &mut failures) => outcome,
+                outcome = self.follow_once(&mut next, &mut cluster, &events, &mut down, &mut failures) => outcome,
                 () = shutdown.cancelled() => return,
             };
             if let Err(error) = outcome {
@@ -1012,10 +1131,32 @@ impl Fleet {
     async fn follow_once(
         &self,
         next: &mut Option<i64>,
+        cluster: &mut Option<u64>,
         events: &mpsc::Sender<FleetEvent>,
         down: &mut bool,
         failures: &mut u32,
     ) -> Result<(), String> {
+        let stopped = |_| "the state manager stopped".to_owned();
+        // A restore from a backup gives etcd a new cluster id (a new cluster token) or takes
+        // its revision below the one served here: a watch resumed there would wait for
+        // revisions that mean other writes, so everything is read again.
+        let (id, revision) = self.cluster().await.map_err(|e| e.to_string())?;
+        if let Some(start) = *next
+            && (cluster.is_some_and(|seen| seen != id) || revision < start - 1)
+        {
+            warn!(
+                cluster = id,
+                revision,
+                serving = start - 1,
+                "etcd's cluster id changed or its revision went backwards (a restore from a backup); reading the whole state again"
+            );
+            events
+                .send(FleetEvent::Resync { restored: true })
+                .await
+                .map_err(stopped)?;
+            *next = None;
+        }
+        *cluster = Some(id);
         let start = match *next {
             Some(revision) => revision,
             None => {
@@ -1048,7 +1189,20 @@ impl Fleet {
             let Some(response) = message else {
                 return Err("the watch ended".to_owned());
             };
+            if response
+                .header()
+                .is_some_and(|header| cluster.is_some_and(|seen| header.cluster_id() != seen))
+            {
+                // Another cluster answers: checked (and read whole) on the next round.
+                return Ok(());
+            }
             if response.compact_revision() > 0 || response.canceled() {
+                if response.compact_revision() > 0 {
+                    events
+                        .send(FleetEvent::Resync { restored: false })
+                        .await
+                        .map_err(stopped)?;
+                }
                 info!(
                     compacted = response.compact_revision(),
                     reason = response.cancel_reason(),

@@ -6,13 +6,17 @@
 //! These tests need the `etcd` binary (Debian's `etcd-server`); without it they print a skip line
 //! and return.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, RecordType};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::client::{Ask, a_records, send_udp, txt_strings};
 use crate::etcd::Etcd;
@@ -29,8 +33,12 @@ const CONVERGE: Duration = Duration::from_secs(10);
 
 /// The directory test configuration on `etcd`'s members, under its own prefix.
 fn config(etcd: &Etcd, prefix: &str) -> String {
-    let endpoints = etcd
-        .endpoints()
+    config_on(&etcd.endpoints(), prefix)
+}
+
+/// The directory test configuration on etcd `endpoints`, under `prefix`.
+fn config_on(endpoints: &[String], prefix: &str) -> String {
+    let endpoints = endpoints
         .iter()
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
@@ -597,6 +605,248 @@ async fn every_instance_shows_its_revision_in_chaos_txt_and_nsid() {
         assert_eq!(udp, format!("{IDENTITY} rev {revision}"));
         assert_eq!(tcp, udp);
     }
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+/// A TCP proxy to an etcd member that can hold back etcd's replies, as a network that delays
+/// them would, while requests still reach etcd.
+struct Proxy {
+    addr: SocketAddr,
+    hold: Arc<AtomicBool>,
+    /// While set, connections are closed and new ones refused: etcd is out of reach.
+    cut: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("bound");
+        let hold = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
+        let (held, severed) = (hold.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if severed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (hold, cut) = (held.clone(), severed.clone());
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let requests = tokio::io::copy(&mut client_read, &mut server_write);
+                    let replies = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = server_read.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            while hold.load(Ordering::Relaxed) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            client_write.write_all(&buf[..n]).await?;
+                        }
+                    };
+                    let severed = async {
+                        while !cut.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    // Cutting drops both sockets.
+                    tokio::select! {
+                        _ = async { tokio::join!(requests, replies) } => {}
+                        () = severed => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            hold,
+            cut,
+            task,
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An instance that reaches etcd's first member through a [`Proxy`], having read the state.
+async fn behind_proxy(etcd: &Etcd, prefix: &str) -> (Proxy, TestServer) {
+    let member: SocketAddr = etcd.endpoints()[0]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("a member address");
+    let proxy = Proxy::start(member).await;
+    let server = TestServer::start(
+        &config_on(&[format!("http://{}", proxy.addr)], prefix),
+        ZONE,
+    )
+    .await;
+    wait_for(&server, "the fleet's state", || async {
+        metric(&server, "meridian_state_backend_up").await == Some(1.0)
+    })
+    .await;
+    (proxy, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_after_a_lost_reply_is_stored_and_audited_once() {
+    let Some(etcd) = Etcd::start("fleet::a_write_retried", 1).await else {
+        return;
+    };
+    let (proxy, server) = behind_proxy(&etcd, "/retried").await;
+
+    // etcd applies the drain, but its reply is held past the write's attempt timeout (1 s): the
+    // instance sends the transaction again before the first reply arrives.
+    proxy.hold.store(true, Ordering::Relaxed);
+    let request = tokio::spawn(send(
+        http()
+            .post(server.url("/v1/datacenters/eu-west/drain"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"service": "api", "force": true})),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    proxy.hold.store(false, Ordering::Relaxed);
+    let (status, body) = request.await.expect("the request task");
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, audit) = send(
+        http()
+            .get(server.url("/v1/audit?limit=1000"))
+            .bearer_auth(OPERATOR),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let drains = audit
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|entry| entry["action"] == "drain")
+        .count();
+    assert_eq!(drains, 1, "{audit}");
+    // etcd applied it once: the instance's write key was put once.
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    let writes = client
+        .get(
+            "/retried/writes/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("get");
+    let versions: Vec<i64> = writes.kvs().iter().map(|kv| kv.version()).collect();
+    assert_eq!(versions, [1], "one instance, one write");
+    server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_missed_compacted_revisions_reads_the_whole_state_again() {
+    let Some(etcd) = Etcd::start("fleet::compacted", 1).await else {
+        return;
+    };
+    let (proxy, far) = behind_proxy(&etcd, "/compacted").await;
+    let near = TestServer::start(&config(&etcd, "/compacted"), ZONE).await;
+    wait_for(&near, "the fleet's state", || async {
+        metric(&near, "meridian_state_backend_up").await == Some(1.0)
+    })
+    .await;
+    let servers = [far, near];
+    let (status, body) = report(&servers[1], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
+
+    // The first instance loses etcd; meanwhile eu-west recovers and etcd compacts its history
+    // past the revision that instance's watch would resume from.
+    proxy.cut.store(true, Ordering::Relaxed);
+    wait_for(&servers[0], "losing etcd", || async {
+        metric(&servers[0], "meridian_state_backend_up").await == Some(0.0)
+    })
+    .await;
+    let (status, body) = report(&servers[1], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    pin(&servers[1], "alice", "sa-east", "us-east").await;
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    let revision = client
+        .get("/compacted/changes", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("a header")
+        .revision();
+    client
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+    assert_eq!(www(&servers[0]).await, [US_EAST_IP], "still the last state");
+
+    // Back in reach, it reads everything again by itself: the same answers, revision and pins.
+    proxy.cut.store(false, Ordering::Relaxed);
+    converge(&servers, EU_WEST_IP).await;
+    wait_for(&servers[0], "alice's pin", || async {
+        home_of(&servers[0], "alice").await == "sa-east"
+    })
+    .await;
+    let compacted = "meridian_state_resyncs_total{reason=\"compacted\"}";
+    assert_eq!(metric(&servers[0], compacted).await, Some(1.0));
+    assert_eq!(metric(&servers[1], compacted).await, Some(0.0));
+    settle(&servers).await;
+    let revisions = futures_revisions(&servers).await;
+    assert_eq!(revisions[0], revisions[1]);
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_restored_under_a_running_fleet_is_read_again_without_a_restart() {
+    let Some(mut etcd) = Etcd::start("fleet::restored", 1).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/restored").await;
+    let (status, body) = report(&servers[0], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    pin(&servers[1], "alice", "sa-east", "us-east").await;
+    converge(&servers, US_EAST_IP).await;
+
+    // etcd comes back as another cluster, from a backup older than every write above (here:
+    // empty), its revision below the one the instances serve.
+    etcd.replace().await;
+    let restored = "meridian_state_resyncs_total{reason=\"restored\"}";
+    for server in &servers {
+        wait_for(server, "noticing the restore", || async {
+            metric(server, restored).await == Some(1.0)
+        })
+        .await;
+    }
+    // Every instance serves the restored state: no report of eu-west, no pin of alice.
+    converge(&servers, EU_WEST_IP).await;
+    for server in &servers {
+        wait_for(server, "alice unpinned", || async {
+            metric(server, "meridian_directory_pins").await == Some(0.0)
+        })
+        .await;
+    }
+    // And writes go on, on the restored cluster.
+    let (status, body) = report(&servers[2], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
     for server in servers {
         server.stop().await.expect("clean shutdown");
     }

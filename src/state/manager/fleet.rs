@@ -165,6 +165,7 @@ impl<P: Prepare> Manager<P> {
                 self.store_writes();
             }
             FleetEvent::Changed { revision, records } => self.changed(revision, records).await,
+            FleetEvent::Resync { restored } => self.metrics.state().record_resync(restored),
         }
     }
 
@@ -214,7 +215,7 @@ impl<P: Prepare> Manager<P> {
         live.toggles = toggles_named(&state.toggles);
         live.banned = compiled(&state.banned, &live.banned);
         live.banned_rules = state.banned;
-        live.revision = state.revision;
+        live.revision = state.changed;
         let mut layout_needed = None;
         let mut directory_copy = None;
         if let Some(settings) = &config.directory {
