@@ -7,8 +7,9 @@
 //! 2. Throughput: reports from every datacenter's agent through all three instances at once
 //!    (8 concurrent requests per instance) for 5 seconds; accepted reports per second.
 //!
-//! Run with `cargo bench --bench fleet` (needs the `etcd` binary: `apt-get install etcd-server`).
-//! `FLEET_BENCH_WRITES=N` changes the number of writes.
+//! Run with `cargo test --bench fleet` (a debug build) or `cargo bench --bench fleet` (needs the
+//! `etcd` binary: `apt-get install etcd-server`). `FLEET_BENCH_WRITES=N` changes the number of
+//! writes (1,000 by default). A refused write stops the run with its status and body.
 
 #![allow(clippy::print_stdout)] // The figures are this benchmark's output.
 
@@ -42,6 +43,9 @@ struct Instance {
     http: SocketAddr,
 }
 
+/// Rate limits high enough that no request of the benchmark is refused by them.
+const UNLIMITED: &str = "  rate_limit: { per_second: 1000000, burst: 1000000 }\n  address_rate_limit: { per_second: 1000000, burst: 1000000 }\n";
+
 /// The shipped example with a `state` section naming `etcd`, written into `dir`.
 fn example_on(etcd: &etcd::Etcd, dir: &Path) -> Source {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -51,12 +55,18 @@ fn example_on(etcd: &etcd::Etcd, dir: &Path) -> Source {
         .iter()
         .map(|e| format!("\"{e}\""))
         .collect();
+    // The example's per-token limit (20 requests/s, burst 40) and per-address limit (100/s)
+    // protect a real deployment; every write here comes from one address with one token, so a
+    // fast run empties their buckets (the likely end of the earlier 1,000-write runs after ~250
+    // writes). The benchmark measures the fleet, not the limiter.
     let config = format!(
         "{}\nstate:\n  backend: etcd\n  etcd: {{ endpoints: [{}], prefix: /bench }}\n",
-        EXAMPLE_CONFIG.replace(
-            "../geodata/geo-whois-asn-country.mmdb",
-            &geo.display().to_string()
-        ),
+        EXAMPLE_CONFIG
+            .replace(
+                "../geodata/geo-whois-asn-country.mmdb",
+                &geo.display().to_string()
+            )
+            .replace("\ncontrol:\n", &format!("\ncontrol:\n{UNLIMITED}")),
         endpoints.join(", ")
     );
     std::fs::write(dir.join("meridian.yaml"), config).expect("write the configuration");
@@ -131,13 +141,26 @@ async fn answer(socket: &UdpSocket, server: SocketAddr, query: &[u8]) -> Option<
     })
 }
 
-async fn report(http: &reqwest::Client, server: SocketAddr, dc: &str, healthy: bool) -> bool {
-    http.put(format!("http://{server}/v1/datacenters/{dc}/report"))
+/// Sends a report; `Err` says why it was not accepted (the status and body, or the error).
+async fn report(
+    http: &reqwest::Client,
+    server: SocketAddr,
+    dc: &str,
+    healthy: bool,
+) -> Result<(), String> {
+    let response = http
+        .put(format!("http://{server}/v1/datacenters/{dc}/report"))
         .bearer_auth(format!("example-{dc}-token"))
         .json(&serde_json::json!({"healthy": healthy, "capacity": 100, "load": 10}))
         .send()
         .await
-        .is_ok_and(|r| r.status().is_success())
+        .map_err(|error| error.to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(format!("{status}: {body}"))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -171,7 +194,9 @@ async fn main() {
             assert!(Instant::now() < deadline, "an instance does not answer");
         }
     }
-    assert!(report(&http, instances[0].http, "eu-west", true).await);
+    if let Err(why) = report(&http, instances[0].http, "eu-west", true).await {
+        panic!("the first report was refused: {why}");
+    }
 
     let mut times = Vec::with_capacity(writes);
     for i in 0..writes {
@@ -179,10 +204,9 @@ async fn main() {
         let expected = if healthy { EU_WEST } else { US_EAST };
         let writer = &instances[i % 3];
         let start = Instant::now();
-        assert!(
-            report(&http, writer.http, "eu-west", healthy).await,
-            "write {i} refused"
-        );
+        if let Err(why) = report(&http, writer.http, "eu-west", healthy).await {
+            panic!("write {i} refused: {why}");
+        }
         for instance in &instances {
             let deadline = start + Duration::from_secs(10);
             while answer(&socket, instance.udp, &query).await != Some(expected) {
@@ -211,10 +235,15 @@ async fn main() {
             tasks.push(tokio::spawn(async move {
                 let dc = DATACENTERS[(n * 8 + k) % DATACENTERS.len()];
                 while start.elapsed() < run_for {
-                    if report(&http, server, dc, true).await {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        refused.fetch_add(1, Ordering::Relaxed);
+                    match report(&http, server, dc, true).await {
+                        Ok(()) => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(why) => {
+                            if refused.fetch_add(1, Ordering::Relaxed) == 0 {
+                                println!("first refused report: {why}");
+                            }
+                        }
                     }
                 }
             }));

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::dns::Snapshot;
 use crate::routing::{DcState, DcStatus, ServiceId, Standing, Toggle, slow_start};
@@ -23,7 +23,7 @@ use crate::store::{Change, DrainKey, StoredReport};
 use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
-use super::extract::Path;
+use super::extract::{Path, Query};
 use super::simulate::drain_overloads;
 use super::write::{Accepted, Whole, admit, applied, audit, read_json};
 
@@ -92,6 +92,15 @@ pub(crate) struct DrainBody {
     service: Option<String>,
     /// Drain even if a service would be left with no eligible datacenter, or another
     /// datacenter would be pushed past its high watermark.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Query parameters of a drain: `?force=true` does what the body's `force` does, for callers
+/// that send no body.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub(crate) struct DrainParams {
+    /// Drain even past the safety rails, as the body's `force`; either one forces.
     #[serde(default)]
     force: bool,
 }
@@ -366,20 +375,21 @@ fn datacenter_view(
 
 /// Drain a datacenter (for one service or all).
 #[utoipa::path(post, path = "/v1/datacenters/{dc}/drain", request_body = Option<DrainBody>,
-    params(("dc" = String, Path, description = "datacenter name")), security(("bearer" = [])),
+    params(("dc" = String, Path, description = "datacenter name"), DrainParams), security(("bearer" = [])),
     responses(
         (status = 200, description = "stored and published: DNS answers avoid the datacenter", body = Accepted),
         (status = 404, description = "no such datacenter or service", body = super::error::ErrorBody),
-        (status = 409, description = "would leave a service with no eligible datacenter, or by the recorded traffic push another datacenter past its high watermark (then the body has the simulation); `force` overrides", body = super::simulate::DrainConflict),
+        (status = 409, description = "would leave a service with no eligible datacenter, or by the recorded traffic push another datacenter past its high watermark (then the body has the simulation); `force` (in the body or the query) overrides", body = super::simulate::DrainConflict),
         (status = 500, description = "the state store could not write the change", body = super::error::ErrorBody),
         (status = 503, description = "read-only: the state store cannot write; or the server is shutting down", body = super::error::ErrorBody)))]
 pub(crate) async fn drain(
     State(state): State<ControlState>,
     Path(dc): Path<String>,
+    Query(params): Query<DrainParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    set_drain(state, dc, headers, body, true).await
+    set_drain(state, dc, headers, body, Some(params)).await
 }
 
 /// Lift a datacenter's drain.
@@ -396,24 +406,27 @@ pub(crate) async fn undrain(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    set_drain(state, dc, headers, body, false).await
+    set_drain(state, dc, headers, body, None).await
 }
 
+/// Drains `dc` (with the drain's query parameters) or, with `None`, lifts its drain.
 async fn set_drain(
     state: ControlState,
     dc: String,
     headers: HeaderMap,
     body: Body,
-    drained: bool,
+    drain: Option<DrainParams>,
 ) -> Result<Response, ApiError> {
+    let drained = drain.is_some();
     let snapshot = state.shared.load();
     let caller = admit(&state, &snapshot, &headers, Need::Operator)?;
     let config = &snapshot.loaded.config;
     if config.datacenter_index(&dc).is_none() {
         return Err(ApiError::not_found(format!("no datacenter {dc:?}")));
     }
-    let body: DrainBody =
+    let mut body: DrainBody =
         read_json(body, config.control.body_limit, Some(DrainBody::default())).await?;
+    body.force |= drain.is_some_and(|params| params.force);
     if let Some(service) = &body.service
         && !config.services.iter().any(|s| s.id == *service)
     {

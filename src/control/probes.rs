@@ -5,12 +5,19 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::metrics::Sampler;
+
 use super::ControlState;
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics",
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<ControlState>) -> Response {
+    // The traffic record sits below `metrics` and counts its own drops.
+    state.metrics.samples().catch_up(
+        Sampler::Traffic,
+        state.traffic.dropped(std::time::Instant::now()),
+    );
     (
         [(
             header::CONTENT_TYPE,

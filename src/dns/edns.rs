@@ -139,6 +139,21 @@ pub(crate) fn response_opt(
     edns
 }
 
+/// Writes the NSID payload (RFC 5001) of an instance named `identity` serving the fleet's state
+/// `revision` into `out`: the identity, then ` rev ` and the revision in decimal when there is one
+/// (the etcd backend; with the embedded store the revision is 0 and the payload is the identity
+/// alone). The general path and the fast path both write it through here, from the same
+/// snapshot, so their bytes agree while the revision changes under them. Allocates nothing
+/// beyond what `out` must grow by.
+pub(crate) fn write_nsid(identity: &[u8], revision: i64, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    out.extend_from_slice(identity);
+    if revision > 0 {
+        // Writing to a `Vec` cannot fail.
+        let _ = write!(out, " rev {revision}");
+    }
+}
+
 /// The size of `edns` as an OPT record on the wire (RFC 6891 §6.1.2): root name, type, class,
 /// TTL and length (11 bytes), then each option's code, length and data.
 pub(crate) fn opt_wire_len(edns: &Edns) -> usize {
@@ -408,5 +423,14 @@ mod tests {
         assert!(
             matches!(opt.option(EdnsCode::NSID), Some(EdnsOption::NSID(p)) if p.as_ref() == b"ns1")
         );
+    }
+
+    #[test]
+    fn the_nsid_payload_carries_the_revision_when_there_is_one() {
+        for (revision, expected) in [(0, &b"ns1"[..]), (-1, b"ns1"), (42, b"ns1 rev 42")] {
+            let mut out = b"xx".to_vec();
+            write_nsid(b"ns1", revision, &mut out);
+            assert_eq!(&out[2..], expected, "revision {revision}");
+        }
     }
 }

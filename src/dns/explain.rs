@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use super::Snapshot;
 use crate::geo::Location;
 use crate::metrics::Rcode;
-use crate::routing::{self, Explanation};
+use crate::routing::{self, Explanation, ServiceId};
 
 use super::answer::Located;
 use super::edns::{ClientAddr, masked};
@@ -50,6 +50,10 @@ pub struct QueryExplanation {
     pub scope_network: IpNet,
     /// The service answered by routing, and its decision retraced.
     pub routing: Option<(String, Explanation)>,
+    /// Where the answer's addresses rotate (`rotation: cyclic` or `random`, and more than one
+    /// order to choose from): which order this answer got, e.g. `cyclic: order 2 of 3` (order
+    /// `k` starts each datacenter's addresses at its `k`-th).
+    pub rotation: Option<String>,
 }
 
 /// The question to explain cannot be asked.
@@ -115,18 +119,16 @@ pub(crate) fn explain_client(
     let located = Located::new(&loaded.geo, &client);
     let location = located.hit.cell.map(|cell| *loaded.geo.location(cell));
     let routing = response.reply.routed.map(|routed| {
-        let explanation = routing::explain(
-            &snapshot.routing,
-            &loaded.config,
-            &snapshot.states,
-            routed.service,
-            &located.client,
-            location.as_ref(),
-        );
+        let explanation = retrace(snapshot, routed.service, &located, location.as_ref());
         let id = loaded.config.services[usize::from(routed.service.0)]
             .id
             .clone();
         (id, explanation)
+    });
+    let rotation = response.reply.routed.and_then(|routed| {
+        let (k, n) = routed.order;
+        let rotation = loaded.config.services[usize::from(routed.service.0)].rotation;
+        (n > 1).then(|| format!("{}: order {} of {n}", rotation.name(), k + 1))
     });
     QueryExplanation {
         rcode: Rcode::from_code(u16::from(response.metadata.response_code))
@@ -149,7 +151,26 @@ pub(crate) fn explain_client(
         )
         .expect("scopes come from the address's family"),
         routing,
+        rotation,
     }
+}
+
+/// The decision for `service` and the `located` client (at `location`), retraced with every
+/// datacenter's reason: for explanations and the query log's reasons.
+pub(crate) fn retrace(
+    snapshot: &Snapshot,
+    service: ServiceId,
+    located: &Located,
+    location: Option<&Location>,
+) -> Explanation {
+    routing::explain(
+        &snapshot.routing,
+        &snapshot.loaded.config,
+        &snapshot.states,
+        service,
+        &located.client,
+        location,
+    )
 }
 
 /// An EDNS record carrying `ecs`, or none.
@@ -226,14 +247,18 @@ pub(crate) fn txt_lines(explanation: &QueryExplanation) -> Vec<String> {
     ));
     if let Some((service, routing)) = &explanation.routing {
         lines.push(format!(
-            "service {service} policy {} basis {}{}",
+            "service {service} policy {} basis {}{}{}",
             routing.policy,
             format!("{:?}", routing.basis).to_lowercase(),
             if routing.failed_open {
                 " FAILED OPEN"
             } else {
                 ""
-            }
+            },
+            explanation
+                .rotation
+                .as_ref()
+                .map_or(String::new(), |rotation| format!(" rotation {rotation}")),
         ));
         if !routing.toggles_off.is_empty() {
             let off: Vec<&str> = routing.toggles_off.iter().map(|t| t.name()).collect();

@@ -18,6 +18,7 @@ use crate::config::RrlConfig;
 use crate::metrics::{
     DnsEvent, ErrorKind, InternalError, Metrics, QueryType, Rcode, panic_message,
 };
+use crate::querylog::{self, QueryLog, Sampled, Sent};
 use crate::routing::Toggle;
 use crate::state::{BanAction, unix_ms};
 use crate::traffic::Traffic;
@@ -25,6 +26,7 @@ use crate::traffic::Traffic;
 use super::answer::RoutedInfo;
 use super::fast;
 use super::respond::{Response, Transport};
+use super::rotation;
 use super::rrl::{RateLimiter, Verdict};
 use super::wire::{Outcome, answer_bytes, error_reply};
 use super::{Shared, Snapshot};
@@ -40,6 +42,8 @@ pub struct Handler {
     /// The sampled record of recent traffic, when kept: a per-thread countdown and, once in a
     /// while, a `try_send` (see `traffic`).
     traffic: Option<Arc<Traffic>>,
+    /// The query log: off, one relaxed atomic load per query (see `querylog`).
+    query_log: Option<Arc<QueryLog>>,
 }
 
 impl Handler {
@@ -50,7 +54,13 @@ impl Handler {
             metrics,
             rrl: None,
             traffic: None,
+            query_log: None,
         }
+    }
+
+    /// This handler, offering sampled queries to `query_log` (`None`: no log).
+    pub fn with_query_log(self, query_log: Option<Arc<QueryLog>>) -> Self {
+        Handler { query_log, ..self }
     }
 
     /// This handler, sampling routed queries into `traffic` (`None`: no record).
@@ -105,6 +115,8 @@ impl Handler {
         reply: &mut Vec<u8>,
     ) -> bool {
         let started = Instant::now();
+        // A new query: address rotation advances once for it, whichever path answers.
+        rotation::next_query();
         // One snapshot for the whole query: every record sent comes from this consistent view.
         let snapshot = self.state.peek();
         // Banned queries first, before any other work and any path (with no rule, one length
@@ -124,6 +136,10 @@ impl Handler {
                 fast::answer(&snapshot, bytes, src, reply)
             }
             _ => None,
+        };
+        let path = match fast {
+            Some(_) => querylog::Path::Fast,
+            None => querylog::Path::General,
         };
         let (qtype, rcode, class) = if let Some(answered) = fast {
             if let Some(routed) = answered.routed {
@@ -153,18 +169,29 @@ impl Handler {
             }
             _ => Verdict::Send,
         };
-        match verdict {
-            Verdict::Send => true,
+        let sent = match verdict {
+            Verdict::Send => Sent::Answer,
             Verdict::Slip => {
                 self.metrics.record_dns_event(DnsEvent::RrlSlipped);
                 slip(reply);
-                true
+                Sent::Slipped
             }
             Verdict::Drop => {
                 self.metrics.record_dns_event(DnsEvent::RrlDropped);
-                false
+                Sent::Dropped
             }
+        };
+        if let Some(log) = &self.query_log
+            && log.sampled()
+        {
+            let protocol = match transport {
+                Transport::Udp => querylog::Protocol::Udp,
+                Transport::Tcp => querylog::Protocol::Tcp,
+            };
+            let view = Arc::clone(&*snapshot);
+            log.offer(Sampled::new(view, bytes, reply, src, path, protocol, sent));
         }
+        sent != Sent::Dropped
     }
 
     /// Counts what `response` did, besides the query itself.

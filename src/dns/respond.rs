@@ -24,8 +24,8 @@ use crate::routing::Toggle;
 use crate::state::{reason_label, source_label};
 
 use super::Snapshot;
-use super::answer::{Question, Reply, RoutedInfo};
-use super::edns::{ClientAddr, opt_wire_len, response_opt};
+use super::answer::{Question, REVISION_NAME, Reply, RoutedInfo};
+use super::edns::{ClientAddr, opt_wire_len, response_opt, write_nsid};
 use super::explain::{EXPLAIN_LABEL, explain_client, txt_records};
 
 /// Header length (RFC 1035 §4.1.1).
@@ -68,9 +68,11 @@ pub fn respond<'a>(
     let catalog = &snapshot.loaded.zones;
     let client = ClientAddr::from_query(request.edns.as_ref(), src).ok();
     let mut lookup = None;
-    // `_explain.` and user directory answers are built for this query alone.
+    // `_explain.`, user directory and CHAOS `revision.meridian.` answers are built for this
+    // query alone.
     let reply = match explain_target(request, snapshot, src, client.as_ref())
         .or_else(|| directory_answer(request, snapshot, src, &mut lookup))
+        .or_else(|| revision_answer(request, snapshot))
     {
         Some(Built::Records(records)) => {
             let mut reply = Reply::no_error();
@@ -94,12 +96,9 @@ pub fn respond<'a>(
                 ecs
             })
         });
-        response_opt(
-            edns,
-            catalog.max_udp_payload(),
-            ecs,
-            Some(catalog.identity()),
-        )
+        let mut nsid = Vec::new();
+        write_nsid(catalog.identity(), snapshot.live.revision, &mut nsid);
+        response_opt(edns, catalog.max_udp_payload(), ecs, Some(&nsid))
     });
     let mut response = Response {
         metadata,
@@ -283,6 +282,31 @@ enum Built {
     Negative(ResponseCode),
     /// A bare error (REFUSED, FORMERR).
     Error(ResponseCode),
+}
+
+/// For CHAOS TXT (or ANY) `revision.meridian.`: the state revision this snapshot serves, in
+/// decimal (etcd's revision with the etcd backend, 0 with the embedded store), so that
+/// `dig CH TXT revision.meridian. @ns1` shows what `meridian_state_revision` shows. Other types
+/// of the name are the catalog's (NOERROR, no records, as for `id.server`). `None` for every
+/// other query.
+fn revision_answer(request: &MessageRequest, snapshot: &Snapshot) -> Option<Built> {
+    let query = request.queries.queries().first()?;
+    let asked = request.queries.len() == 1
+        && request.metadata.op_code == OpCode::Query
+        && query.query_class() == DNSClass::CH
+        && matches!(query.query_type(), RecordType::TXT | RecordType::ANY)
+        && request.edns.as_ref().is_none_or(|e| e.version() == 0)
+        && *query.name() == *REVISION_NAME;
+    if !asked {
+        return None;
+    }
+    let mut txt = Record::from_rdata(
+        query.original().name().clone(),
+        0,
+        RData::TXT(TXT::new(vec![snapshot.live.revision.to_string()])),
+    );
+    txt.dns_class = DNSClass::CH;
+    Some(Built::Records(vec![txt]))
 }
 
 /// For `<label>.<directory.zone_name>`: the user's facts (TXT) or serving datacenter's frontend

@@ -51,6 +51,9 @@ pub const INTERNAL_ERRORS_TOTAL: &str = "meridian_internal_errors_total";
 pub const TOGGLE_ENABLED: &str = "meridian_toggle_enabled";
 /// Queries matched by a banned-query rule (dropped or REFUSED before any other work), by rule id.
 pub const DNS_BANNED_TOTAL: &str = "meridian_dns_banned_queries_total";
+/// Samples dropped because their bounded channel was full, by record (`traffic`: the traffic
+/// record, which also counts networks beyond its cap; `query_log`: the query log).
+pub const SAMPLES_DROPPED_TOTAL: &str = "meridian_samples_dropped_total";
 /// Open control-plane (HTTP) connections.
 pub const CONTROL_CONNECTIONS: &str = "meridian_control_connections";
 
@@ -83,3 +86,7 @@ pub const STATE_READ_ONLY: &str = "meridian_state_read_only";
 /// 1 while the configuration version the fleet published could not be loaded here (the last
 /// good one keeps serving).
 pub const STATE_CONFIG_REJECTED: &str = "meridian_state_config_rejected";
+/// Times this instance read the fleet's whole state again while running, by `reason`:
+/// `compacted` (its watch's revision was compacted away) or `restored` (etcd's cluster id
+/// changed or its revision went backwards: a restore from a backup).
+pub const STATE_RESYNCS: &str = "meridian_state_resyncs_total";

@@ -197,6 +197,19 @@ impl Traffic {
         }
     }
 
+    /// Samples lost so far: the channel was full, or the window held `max_networks` already
+    /// (waiting samples collected first, as of `now`).
+    pub fn dropped(&self, now: Instant) -> u64 {
+        self.collect(now);
+        let overflowed = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .window
+            .overflowed;
+        self.dropped.load(Ordering::Relaxed) + overflowed
+    }
+
     /// Moves waiting samples into the window and slides it to `now`.
     pub fn collect(&self, now: Instant) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

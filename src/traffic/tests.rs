@@ -172,6 +172,21 @@ fn the_cap_drops_new_networks_and_counts_them() {
     assert_eq!(sample.networks.iter().map(|n| n.queries).sum::<u64>(), 3);
 }
 
+#[test]
+fn a_full_channel_drops_and_counts_without_waiting() {
+    let config = config();
+    let traffic = Traffic::new(settings(1, 10));
+    // Nothing collects: the channel holds `CHANNEL_CAPACITY` samples, and the rest are dropped
+    // by `try_send` at once (this test would hang if recording waited).
+    record_n(&traffic, &config, 0, ip("81.2.69.1"), CHANNEL_CAPACITY + 5);
+    assert_eq!(traffic.dropped.load(Ordering::Relaxed), 5);
+    let now = Instant::now();
+    assert_eq!(traffic.dropped(now), 5);
+    let sample = traffic.sample(now);
+    assert_eq!(sample.dropped, 5);
+    assert_eq!(sample.networks[0].queries, CHANNEL_CAPACITY as u64);
+}
+
 struct Fixture {
     config: Arc<Config>,
     states: Vec<DcState>,

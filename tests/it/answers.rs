@@ -420,6 +420,23 @@ async fn chaos_id_server_answers_the_identity() {
         assert_eq!(reply.answers[0].dns_class, DNSClass::CH, "{name}");
         assert_eq!(txt_strings(&reply.answers[0]), [IDENTITY], "{name}");
     }
+    // `revision.meridian.` shows the state revision: 0 with the embedded store, which has none.
+    let reply = Ask::new("Revision.Meridian", RecordType::TXT)
+        .class(DNSClass::CH)
+        .udp(server.udp)
+        .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.metadata.authoritative);
+    assert_eq!(types(&reply.answers), [RecordType::TXT]);
+    assert_eq!(reply.answers[0].dns_class, DNSClass::CH);
+    assert_eq!(reply.answers[0].name.to_string(), "Revision.Meridian.");
+    assert_eq!(txt_strings(&reply.answers[0]), ["0"]);
+    let reply = Ask::new("revision.meridian", RecordType::A)
+        .class(DNSClass::CH)
+        .udp(server.udp)
+        .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.answers.is_empty());
     // Other CHAOS names are not ours to answer.
     let reply = Ask::new("version.bind", RecordType::TXT)
         .class(DNSClass::CH)

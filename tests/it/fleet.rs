@@ -6,16 +6,21 @@
 //! These tests need the `etcd` binary (Debian's `etcd-server`); without it they print a skip line
 //! and return.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::{DNSClass, RecordType};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::client::{Ask, a_records, send_udp};
+use crate::client::{Ask, a_records, send_udp, txt_strings};
 use crate::etcd::Etcd;
-use crate::support::{TestServer, ZONE};
+use crate::support::{IDENTITY, TestServer, ZONE};
 
 const OPERATOR: &str = "example-operator-token";
 const EU_WEST: &str = "example-eu-west-token";
@@ -28,8 +33,12 @@ const CONVERGE: Duration = Duration::from_secs(10);
 
 /// The directory test configuration on `etcd`'s members, under its own prefix.
 fn config(etcd: &Etcd, prefix: &str) -> String {
-    let endpoints = etcd
-        .endpoints()
+    config_on(&etcd.endpoints(), prefix)
+}
+
+/// The directory test configuration on etcd `endpoints`, under `prefix`.
+fn config_on(endpoints: &[String], prefix: &str) -> String {
+    let endpoints = endpoints
         .iter()
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
@@ -90,6 +99,18 @@ async fn www(server: &TestServer) -> Vec<Ipv4Addr> {
             .udp(server.udp)
             .await,
     )
+}
+
+/// Pins `user` through `server`, which must accept it.
+async fn pin(server: &TestServer, user: &str, home: &str, replica: &str) {
+    let (status, body) = send(
+        http()
+            .put(server.url(&format!("/v1/users/{user}/pin")))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"home": home, "replica": replica})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 async fn home_of(server: &TestServer, user: &str) -> Value {
@@ -196,14 +217,7 @@ async fn a_write_on_one_instance_changes_the_answers_of_all_three() {
     converge(&servers, US_EAST_IP).await;
 
     // A pin through the first instance.
-    let (status, body) = send(
-        http()
-            .put(servers[0].url("/v1/users/alice/pin"))
-            .bearer_auth(OPERATOR)
-            .json(&json!({"home": "sa-east", "replica": "us-east"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    pin(&servers[0], "alice", "sa-east", "us-east").await;
     for server in &servers {
         wait_for(server, "alice's pin", || async {
             home_of(server, "alice").await == "sa-east"
@@ -333,6 +347,506 @@ async fn without_etcd_dns_answers_writes_are_refused_and_the_fleet_catches_up_af
         let (status, _) = send(http().get(server.url("/readyz"))).await;
         assert_eq!(status, StatusCode::OK);
     }
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+/// `n` import rows (NDJSON) pinning `user-{i}` to ap-south.
+fn import_rows(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!("{{\"user\":\"user-{i}\",\"home\":\"ap-south\",\"replica\":\"sa-east\"}}\n")
+        })
+        .collect()
+}
+
+/// How many keys etcd holds under `prefix`.
+async fn keys_under(client: &mut etcd_client::Client, prefix: &str) -> i64 {
+    client
+        .get(
+            prefix,
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count keys")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_switches_every_instance_to_the_new_pins_at_once() {
+    let Some(etcd) = Etcd::start("fleet::a_large_import", 3).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/import").await;
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    // A pin before the import, which the import keeps.
+    pin(&servers[1], "alice", "sa-east", "us-east").await;
+    for server in &servers {
+        wait_for(server, "alice's pin", || async {
+            metric(server, "meridian_directory_pins").await == Some(1.0)
+        })
+        .await;
+    }
+    // What an import that died half-way leaves: pins of a generation never switched to.
+    client
+        .put(
+            "/import/directory/generations/00000000000000000001-crashed/ghost",
+            r#"{"home":"us-west","replica":"us-east"}"#,
+            None,
+        )
+        .await
+        .expect("put");
+
+    // 10,000 pins through the first instance, far more than one etcd transaction takes.
+    const ROWS: usize = 10_000;
+    let import = tokio::spawn(send(
+        http()
+            .post(servers[0].url("/v1/directory/import?confirm=true"))
+            .bearer_auth(OPERATOR)
+            .timeout(Duration::from_secs(120))
+            .body(import_rows(ROWS)),
+    ));
+    // Meanwhile every instance serves the old pin set or the new one, never a part of it.
+    let allowed = [Some(1.0), Some((ROWS + 1) as f64)];
+    let mut seen_old = 0;
+    while !import.is_finished() {
+        for server in &servers {
+            let pins = metric(server, "meridian_directory_pins").await;
+            assert!(
+                allowed.contains(&pins),
+                "{} serves {pins:?} pins",
+                server.http
+            );
+            seen_old += usize::from(pins == Some(1.0));
+        }
+        // Within the per-address rate limit of the control plane.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, report) = import.await.expect("the import task");
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["pins_added"], ROWS, "{report}");
+    assert!(
+        seen_old > 0,
+        "the import ended before any instance was looked at"
+    );
+    for server in &servers {
+        wait_for(server, "the imported pins", || async {
+            metric(server, "meridian_directory_pins").await == Some((ROWS + 1) as f64)
+        })
+        .await;
+        assert_eq!(home_of(server, "user-9999").await, "ap-south");
+        assert_eq!(home_of(server, "alice").await, "sa-east");
+    }
+    // One generation is left in etcd: the new one; the crashed import's keys went with the old.
+    assert_eq!(
+        keys_under(&mut client, "/import/directory/generations/").await,
+        (ROWS + 1) as i64
+    );
+    assert_eq!(keys_under(&mut client, "/import/directory/pins/").await, 0);
+
+    // A pin after the switch lands in the new generation, and an instance started now reads it.
+    pin(&servers[2], "bob", "us-west", "us-east").await;
+    let late = TestServer::start(&config(&etcd, "/import"), ZONE).await;
+    wait_for(&late, "the fleet's pins", || async {
+        metric(&late, "meridian_directory_pins").await == Some((ROWS + 2) as f64)
+    })
+    .await;
+    assert_eq!(home_of(&late, "bob").await, "us-west");
+    assert_eq!(home_of(&late, "user-0").await, "ap-south");
+    late.stop().await.expect("clean shutdown");
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+/// Waits until every instance serves the newest revision any of them serves.
+async fn settle(servers: &[TestServer]) {
+    let newest = futures_revisions(servers)
+        .await
+        .into_iter()
+        .flatten()
+        .fold(0.0, f64::max);
+    for server in servers {
+        wait_for(server, "the fleet's newest revision", || async {
+            metric(server, "meridian_state_revision")
+                .await
+                .is_some_and(|r| r >= newest)
+        })
+        .await;
+    }
+}
+
+async fn drain(server: &TestServer, dc: &str, service: &str, drained: bool) -> (StatusCode, Value) {
+    let action = if drained { "drain" } else { "undrain" };
+    send(
+        http()
+            .post(server.url(&format!("/v1/datacenters/{dc}/{action}")))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"service": service})),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_cannot_drain_the_last_two_datacenters_at_once() {
+    let Some(etcd) = Etcd::start("fleet::two_instances_cannot_drain", 3).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/drains").await;
+    // `api` runs in us-east, eu-west and us-west: one drained, two left, of which one must stay.
+    let (status, body) = drain(&servers[2], "us-east", "api", true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for round in 0..8 {
+        settle(&servers).await;
+        // Each instance alone would pass the rail: both drains race through two instances.
+        let (first, second) = tokio::join!(
+            drain(&servers[0], "eu-west", "api", true),
+            drain(&servers[1], "us-west", "api", true),
+        );
+        let passed = [&first, &second]
+            .iter()
+            .filter(|(status, _)| *status == StatusCode::OK)
+            .count();
+        assert_eq!(passed, 1, "round {round}: {first:?} {second:?}");
+        let refused = if first.0 == StatusCode::OK {
+            &second
+        } else {
+            &first
+        };
+        assert_eq!(
+            refused.0,
+            StatusCode::CONFLICT,
+            "round {round}: {refused:?}"
+        );
+        // Both undrained again (undrains need no rail) for the next round.
+        for (server, dc) in [(&servers[0], "eu-west"), (&servers[1], "us-west")] {
+            let (status, body) = drain(server, dc, "api", false).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+/// What an instance shows over DNS: CHAOS TXT `revision.meridian.`, and the NSID of an answer
+/// from the fast path (a plain A query with NSID) and from the general path (TCP).
+async fn revision_over_dns(server: &TestServer) -> (String, String, String) {
+    let reply = Ask::new("revision.meridian", RecordType::TXT)
+        .class(DNSClass::CH)
+        .udp(server.udp)
+        .await;
+    let txt = reply
+        .answers
+        .first()
+        .map(|record| txt_strings(record).join(""))
+        .unwrap_or_default();
+    let nsid = |reply: hickory_proto::op::Message| match reply
+        .edns
+        .as_ref()
+        .and_then(|edns| edns.option(EdnsCode::NSID))
+    {
+        Some(EdnsOption::NSID(payload)) => String::from_utf8_lossy(payload.as_ref()).into_owned(),
+        other => panic!("no NSID in the reply: {other:?}"),
+    };
+    let ask = Ask::new("www.example.com", RecordType::A).ecs(GB).nsid();
+    (
+        txt,
+        nsid(ask.udp(server.udp).await),
+        nsid(ask.tcp(server.tcp).await),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_shows_its_revision_in_chaos_txt_and_nsid() {
+    let Some(etcd) = Etcd::start("fleet::revision_over_dns", 1).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/revision").await;
+    let (status, body) = report(&servers[0], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut before = Vec::new();
+    for server in &servers {
+        // Each instance's DNS shows the revision its metric shows.
+        wait_for(server, "showing its revision over DNS", || async {
+            let revision = metric(server, "meridian_state_revision").await;
+            let (txt, _, _) = revision_over_dns(server).await;
+            revision.is_some_and(|r| r > 0.0 && txt == format!("{r}"))
+        })
+        .await;
+        let (txt, udp, tcp) = revision_over_dns(server).await;
+        assert_eq!(udp, format!("{IDENTITY} rev {txt}"));
+        assert_eq!(tcp, udp, "both paths write the same NSID");
+        before.push(txt.parse::<i64>().expect("a decimal revision"));
+    }
+
+    // A write through one instance moves every instance's revision, over DNS too.
+    let (status, body) = report(&servers[1], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
+    let written = metric(&servers[1], "meridian_state_revision")
+        .await
+        .expect("revision metric");
+    for (server, before) in servers.iter().zip(before) {
+        let (txt, udp, tcp) = revision_over_dns(server).await;
+        let revision: i64 = txt.parse().expect("a decimal revision");
+        assert!(revision > before, "{txt} after {before}");
+        assert_eq!(
+            revision as f64, written,
+            "every instance serves the write's revision"
+        );
+        assert_eq!(udp, format!("{IDENTITY} rev {revision}"));
+        assert_eq!(tcp, udp);
+    }
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+/// A TCP proxy to an etcd member that can hold back etcd's replies, as a network that delays
+/// them would, while requests still reach etcd.
+struct Proxy {
+    addr: SocketAddr,
+    hold: Arc<AtomicBool>,
+    /// While set, connections are closed and new ones refused: etcd is out of reach.
+    cut: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("bound");
+        let hold = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
+        let (held, severed) = (hold.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if severed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (hold, cut) = (held.clone(), severed.clone());
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let requests = tokio::io::copy(&mut client_read, &mut server_write);
+                    let replies = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = server_read.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            while hold.load(Ordering::Relaxed) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            client_write.write_all(&buf[..n]).await?;
+                        }
+                    };
+                    let severed = async {
+                        while !cut.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    // Cutting drops both sockets.
+                    tokio::select! {
+                        _ = async { tokio::join!(requests, replies) } => {}
+                        () = severed => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            hold,
+            cut,
+            task,
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An instance that reaches etcd's first member through a [`Proxy`], having read the state.
+async fn behind_proxy(etcd: &Etcd, prefix: &str) -> (Proxy, TestServer) {
+    let member: SocketAddr = etcd.endpoints()[0]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("a member address");
+    let proxy = Proxy::start(member).await;
+    let server = TestServer::start(
+        &config_on(&[format!("http://{}", proxy.addr)], prefix),
+        ZONE,
+    )
+    .await;
+    wait_for(&server, "the fleet's state", || async {
+        metric(&server, "meridian_state_backend_up").await == Some(1.0)
+    })
+    .await;
+    (proxy, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_after_a_lost_reply_is_stored_and_audited_once() {
+    let Some(etcd) = Etcd::start("fleet::a_write_retried", 1).await else {
+        return;
+    };
+    let (proxy, server) = behind_proxy(&etcd, "/retried").await;
+
+    // etcd applies the drain, but its reply is held past the write's attempt timeout (1 s): the
+    // instance sends the transaction again before the first reply arrives.
+    proxy.hold.store(true, Ordering::Relaxed);
+    let request = tokio::spawn(send(
+        http()
+            .post(server.url("/v1/datacenters/eu-west/drain"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"service": "api", "force": true})),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    proxy.hold.store(false, Ordering::Relaxed);
+    let (status, body) = request.await.expect("the request task");
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, audit) = send(
+        http()
+            .get(server.url("/v1/audit?limit=1000"))
+            .bearer_auth(OPERATOR),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let drains = audit
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|entry| entry["action"] == "drain")
+        .count();
+    assert_eq!(drains, 1, "{audit}");
+    // etcd applied it once: the instance's write key was put once.
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    let writes = client
+        .get(
+            "/retried/writes/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("get");
+    let versions: Vec<i64> = writes.kvs().iter().map(|kv| kv.version()).collect();
+    assert_eq!(versions, [1], "one instance, one write");
+    server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_missed_compacted_revisions_reads_the_whole_state_again() {
+    let Some(etcd) = Etcd::start("fleet::compacted", 1).await else {
+        return;
+    };
+    let (proxy, far) = behind_proxy(&etcd, "/compacted").await;
+    let near = TestServer::start(&config(&etcd, "/compacted"), ZONE).await;
+    wait_for(&near, "the fleet's state", || async {
+        metric(&near, "meridian_state_backend_up").await == Some(1.0)
+    })
+    .await;
+    let servers = [far, near];
+    let (status, body) = report(&servers[1], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
+
+    // The first instance loses etcd; meanwhile eu-west recovers and etcd compacts its history
+    // past the revision that instance's watch would resume from.
+    proxy.cut.store(true, Ordering::Relaxed);
+    wait_for(&servers[0], "losing etcd", || async {
+        metric(&servers[0], "meridian_state_backend_up").await == Some(0.0)
+    })
+    .await;
+    let (status, body) = report(&servers[1], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    pin(&servers[1], "alice", "sa-east", "us-east").await;
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    let revision = client
+        .get("/compacted/changes", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("a header")
+        .revision();
+    client
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+    assert_eq!(www(&servers[0]).await, [US_EAST_IP], "still the last state");
+
+    // Back in reach, it reads everything again by itself: the same answers, revision and pins.
+    proxy.cut.store(false, Ordering::Relaxed);
+    converge(&servers, EU_WEST_IP).await;
+    wait_for(&servers[0], "alice's pin", || async {
+        home_of(&servers[0], "alice").await == "sa-east"
+    })
+    .await;
+    let compacted = "meridian_state_resyncs_total{reason=\"compacted\"}";
+    assert_eq!(metric(&servers[0], compacted).await, Some(1.0));
+    assert_eq!(metric(&servers[1], compacted).await, Some(0.0));
+    settle(&servers).await;
+    let revisions = futures_revisions(&servers).await;
+    assert_eq!(revisions[0], revisions[1]);
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_restored_under_a_running_fleet_is_read_again_without_a_restart() {
+    let Some(mut etcd) = Etcd::start("fleet::restored", 1).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/restored").await;
+    let (status, body) = report(&servers[0], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    pin(&servers[1], "alice", "sa-east", "us-east").await;
+    converge(&servers, US_EAST_IP).await;
+
+    // etcd comes back as another cluster, from a backup older than every write above (here:
+    // empty), its revision below the one the instances serve.
+    etcd.replace().await;
+    let restored = "meridian_state_resyncs_total{reason=\"restored\"}";
+    for server in &servers {
+        wait_for(server, "noticing the restore", || async {
+            metric(server, restored).await == Some(1.0)
+        })
+        .await;
+    }
+    // Every instance serves the restored state: no report of eu-west, no pin of alice.
+    converge(&servers, EU_WEST_IP).await;
+    for server in &servers {
+        wait_for(server, "alice unpinned", || async {
+            metric(server, "meridian_directory_pins").await == Some(0.0)
+        })
+        .await;
+    }
+    // And writes go on, on the restored cluster.
+    let (status, body) = report(&servers[2], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
     for server in servers {
         server.stop().await.expect("clean shutdown");
     }

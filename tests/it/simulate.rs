@@ -50,7 +50,7 @@ fn recording_config() -> String {
 }
 
 /// The datacenter an address of the test configuration belongs to (its last byte).
-fn datacenter_of(address: IpAddr) -> &'static str {
+pub(crate) fn datacenter_of(address: IpAddr) -> &'static str {
     let last = match address {
         IpAddr::V4(v4) => v4.octets()[3],
         IpAddr::V6(v6) => v6.octets()[15],
@@ -275,18 +275,58 @@ async fn a_drain_that_would_overload_another_datacenter_is_refused_unless_forced
         "eu-west",
         "refused: nothing changed"
     );
+    // `?force=false` forces nothing, and a force that is not a boolean is refused.
     let (status, body) = post(
         &server,
-        "/v1/datacenters/eu-west/drain",
+        "/v1/datacenters/eu-west/drain?force=false",
         OPERATOR,
-        json!({"service": "www", "force": true}),
+        json!({"service": "www"}),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = post(
+        &server,
+        "/v1/datacenters/eu-west/drain?force=yes",
+        OPERATOR,
+        json!({"service": "www"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(
         first_datacenter(&server, "www", "81.2.69.0/24").await,
-        "us-east"
+        "eu-west",
+        "refused: nothing changed"
     );
+    // Forced in the body, or (the same drain again) in the query.
+    for (path, body) in [
+        (
+            "/v1/datacenters/eu-west/drain",
+            json!({"service": "www", "force": true}),
+        ),
+        (
+            "/v1/datacenters/eu-west/drain?force=true",
+            json!({"service": "www"}),
+        ),
+    ] {
+        let (status, body) = post(&server, path, OPERATOR, body).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(
+            first_datacenter(&server, "www", "81.2.69.0/24").await,
+            "us-east"
+        );
+        let (status, _) = post(
+            &server,
+            "/v1/datacenters/eu-west/undrain",
+            OPERATOR,
+            json!({"service": "www"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            first_datacenter(&server, "www", "81.2.69.0/24").await,
+            "eu-west"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,4 +439,29 @@ async fn meridian_simulate_judges_a_candidate_offline() {
     .await
     .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// Samples the traffic record could not keep (here: networks beyond `max_networks`) are counted
+/// in `meridian_samples_dropped_total{record="traffic"}`; the query log's count starts at zero.
+#[tokio::test]
+async fn dropped_traffic_samples_are_counted_in_the_metrics() {
+    let config = recording_config().replacen(
+        "traffic: { sample_one_in: 1 }",
+        "traffic: { sample_one_in: 1, max_networks: 1 }",
+        1,
+    );
+    let server = TestServer::start(&config, ZONE).await;
+    for network in ["81.2.69.0/24", "3.0.0.0/24", "3.0.0.0/24", "2.0.0.0/24"] {
+        first_datacenter(&server, "www", network).await;
+    }
+    let (status, metrics) = get_with(&server, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains("meridian_samples_dropped_total{record=\"traffic\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meridian_samples_dropped_total{record=\"query_log\"} 0"),
+        "{metrics}"
+    );
 }

@@ -35,7 +35,7 @@ use crate::routing::ServiceId;
 
 use super::Snapshot;
 use super::answer::{Catalog, Question, Reply, RoutedInfo, route};
-use super::edns::ClientAddr;
+use super::edns::{ClientAddr, write_nsid};
 use super::explain::EXPLAIN_LABEL;
 use super::respond::{AnswerLine, Transport};
 use super::rrl::ResponseClass;
@@ -157,9 +157,13 @@ pub(crate) fn answer(
                 write_ecs(out, ecs, client.reply_scope(scope));
             }
             if let (true, Some(nsid)) = (edns.nsid, &table.nsid) {
+                // The payload carries the snapshot's revision, written as `respond` writes it.
                 out.extend_from_slice(&OPTION_NSID.to_be_bytes());
-                out.extend_from_slice(&u16::try_from(nsid.len()).ok()?.to_be_bytes());
-                out.extend_from_slice(nsid);
+                let nsid_at = out.len();
+                out.extend_from_slice(&[0, 0]);
+                write_nsid(nsid, snapshot.live.revision, out);
+                let nsid_len = u16::try_from(out.len() - nsid_at - 2).ok()?;
+                out[nsid_at..nsid_at + 2].copy_from_slice(&nsid_len.to_be_bytes());
             }
             let length = u16::try_from(out.len() - length_at - 2).ok()?;
             out[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
@@ -268,8 +272,11 @@ fn write_ecs(out: &mut Vec<u8>, ecs: ClientSubnet, scope: u8) {
 #[derive(Debug, Default)]
 pub(crate) struct StaticAnswers {
     /// Every name of every zone (in the zone that answers for it), empty non-terminals
-    /// included, so that a name that is not here does not exist.
-    names: HashMap<Box<[u8]>, NameAnswers>,
+    /// included, so that a name that is not here does not exist. Hashed with foldhash, seeded
+    /// per process, rather than SipHash: a lookup per query (and one per label above an
+    /// NXDOMAIN name), and the map is never written after it is built, so a client's names
+    /// cannot grow its chains.
+    names: HashMap<Box<[u8]>, NameAnswers, foldhash::fast::RandomState>,
     /// The answers, each once: many names share their NODATA answer.
     pool: Vec<Prepared>,
     /// `directory.zone_name` in lowercase wire form: the user directory answers below it.
@@ -304,7 +311,7 @@ impl StaticAnswers {
     /// Prepares the answers of every name of `catalog`, as its own `respond` gives them.
     pub(crate) fn build(catalog: &Catalog, identity: &[u8], max_udp_payload: u16) -> Self {
         let mut builder = Builder::default();
-        let mut names = HashMap::new();
+        let mut names = HashMap::default();
         for zone in catalog.zones() {
             for (name, node) in zone.nodes() {
                 // A name of this zone that a deeper zone of ours answers for is that zone's.
