@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use control::{ControlConfig, RateLimit, Role, TokenConfig};
 pub use directory::{DirectoryConfig, Frontends};
 pub use policy::{AllDown, Bias, ClientRule, MetricWeights, Rotation, Watermarks};
-pub use raw::SLOW_START_STEPS;
+pub use raw::{MAX_ROTATED_ADDRESSES, SLOW_START_STEPS};
 pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Published, Source, short_version};
 pub use state::{ETCD_ENDPOINTS_ENV, EtcdConfig, EtcdTls, StateConfig};
 

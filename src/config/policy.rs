@@ -6,7 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::Problem;
-use super::raw::{self, RawCapacity, RawClientRule, RawMetric};
+use super::raw::{self, MAX_ROTATED_ADDRESSES, RawCapacity, RawClientRule, RawMetric};
 use crate::geo::{Continent, CountryCode};
 
 /// What a service answers when every datacenter is ineligible.
@@ -234,7 +234,7 @@ pub enum Rotation {
     Fixed,
     /// Each answer starts one address further along, round robin.
     Cyclic,
-    /// Each answer starts at an address chosen by a hash of the query.
+    /// Each answer starts at an address chosen at random.
     Random,
 }
 
@@ -326,14 +326,8 @@ pub(super) fn validate_balance(
     }
     let rotation = match raw.rotation.as_deref() {
         None | Some("fixed") => Rotation::Fixed,
-        // The answers are not prepared per rotation yet: refuse rather than ignore.
-        Some(name @ ("cyclic" | "random")) => {
-            problems.push(Problem::new(
-                format!("{path}.rotation"),
-                format!("{name:?} is not supported yet (only fixed)"),
-            ));
-            Rotation::Fixed
-        }
+        Some("cyclic") => Rotation::Cyclic,
+        Some("random") => Rotation::Random,
         Some(other) => {
             problems.push(Problem::new(
                 format!("{path}.rotation"),
@@ -342,6 +336,23 @@ pub(super) fn validate_balance(
             Rotation::Fixed
         }
     };
+    // Every order of a pool's addresses is prepared ahead (one answer per starting address):
+    // bound how many.
+    if rotation != Rotation::Fixed {
+        for pool in pools {
+            let n = pool.a.len().max(pool.aaaa.len());
+            if n > MAX_ROTATED_ADDRESSES {
+                problems.push(Problem::new(
+                    format!("{path}.rotation"),
+                    format!(
+                        "{} rotates at most {MAX_ROTATED_ADDRESSES} addresses of a family per pool; a pool has {n}",
+                        rotation.name()
+                    ),
+                ));
+                break;
+            }
+        }
+    }
     let max_extra_km = raw.max_extra_km;
     if let Some(km) = max_extra_km {
         if policy != super::Policy::LeastLoaded {

@@ -84,6 +84,9 @@ pub const DEFAULT_HIGH_WATERMARK: f64 = 0.95;
 pub const DEFAULT_HYSTERESIS: f64 = 0.05;
 /// Steps a slow start ramp is cut into: the decision changes (and is rebuilt) once per step.
 pub const SLOW_START_STEPS: u32 = 20;
+/// Most addresses of one family a pool may rotate (`rotation: cyclic` or `random`): every
+/// starting address is an answer prepared for every ranking.
+pub const MAX_ROTATED_ADDRESSES: usize = 32;
 /// Default weight of one millisecond of latency in a `metric` score.
 pub const DEFAULT_LATENCY_WEIGHT: f64 = 1.0;
 /// Default weight of one unit of cost in a `metric` score.

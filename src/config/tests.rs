@@ -489,7 +489,6 @@ fn balancing_settings_are_validated_with_their_paths() {
     let cases: &[(&str, &str, &str)] = &[
         ("    policy: nearest\n", "    policy: nearest\n    slow_start_seconds: 90000\n", "services.www.slow_start_seconds: 90000 is more than a day"),
         ("    policy: nearest\n", "    policy: nearest\n    max_service_latency_ms: -1\n", "services.www.max_service_latency_ms: -1 is not a positive"),
-        ("    policy: nearest\n", "    policy: nearest\n    rotation: cyclic\n", "services.www.rotation: \"cyclic\" is not supported yet"),
         ("    policy: nearest\n", "    policy: nearest\n    rotation: sideways\n", "services.www.rotation: \"sideways\" is not fixed, cyclic or random"),
         ("    policy: nearest\n", "    policy: nearest\n    max_extra_km: 100\n", "services.www.max_extra_km: only the least-loaded policy uses it"),
         ("    policy: nearest\n", "    policy: least-loaded\n    max_extra_km: -5\n", "services.www.max_extra_km: -5 is not a distance"),
@@ -513,5 +512,30 @@ fn balancing_settings_are_validated_with_their_paths() {
         }
         let got = problems(&yaml);
         assert!(got.iter().any(|p| p.starts_with(expected)), "{to}: {got:?}");
+    }
+    // cyclic and random are taken, up to MAX_ROTATED_ADDRESSES addresses of a family per pool.
+    for rotation in [Rotation::Cyclic, Rotation::Random] {
+        let with = |n: usize| {
+            let addresses: Vec<String> = (1..=n).map(|i| format!("192.0.2.{i}")).collect();
+            VALID
+                .replace(
+                    "    policy: nearest\n",
+                    &format!("    policy: nearest\n    rotation: {}\n", rotation.name()),
+                )
+                .replace(
+                    "us-east: { a: [192.0.2.1]",
+                    &format!("us-east: {{ a: [{}]", addresses.join(", ")),
+                )
+        };
+        let config = Config::from_yaml_str(&with(MAX_ROTATED_ADDRESSES))
+            .expect("a pool of the most addresses rotated");
+        assert_eq!(config.services[0].rotation, rotation);
+        let got = problems(&with(MAX_ROTATED_ADDRESSES + 1));
+        let expected = format!(
+            "services.www.rotation: {} rotates at most {MAX_ROTATED_ADDRESSES} addresses of a family per pool; a pool has {}",
+            rotation.name(),
+            MAX_ROTATED_ADDRESSES + 1
+        );
+        assert_eq!(got, vec![expected]);
     }
 }

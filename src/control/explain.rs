@@ -72,6 +72,10 @@ pub(crate) struct ExplainView {
     toggles_off: Vec<&'static str>,
     basis: Option<String>,
     failed_open: bool,
+    /// Which order of its addresses the answer got, where they rotate (`rotation: cyclic` or
+    /// `random`), e.g. `cyclic: order 2 of 3`; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation: Option<String>,
     datacenters: Vec<DcTraceView>,
 }
 
@@ -146,6 +150,7 @@ pub(crate) async fn explain(
             .as_ref()
             .map(|r| format!("{:?}", r.basis).to_lowercase()),
         failed_open: routing.as_ref().is_some_and(|r| r.failed_open),
+        rotation: explained.rotation,
         datacenters: routing
             .map(|r| r.datacenters.iter().map(trace_view).collect())
             .unwrap_or_default(),

@@ -474,6 +474,7 @@ impl Catalog {
                                     service,
                                     first: None,
                                     failed_open: false,
+                                    order: (0, 1),
                                 }),
                                 ..Reply::error(ResponseCode::ServFail)
                             };
@@ -683,6 +684,9 @@ pub(crate) struct RoutedInfo {
     pub(crate) first: Option<DcId>,
     /// Every datacenter was ineligible and the service failed open.
     pub(crate) failed_open: bool,
+    /// Which order of the addresses the answer gave (0: as configured), of how many its
+    /// rotation has.
+    pub(crate) order: (u8, u8),
 }
 
 /// A client as routing sees it.
@@ -716,19 +720,17 @@ pub(crate) fn route<'a>(
     let located = Located::new(geo, client);
     let decision = routing.resolve(service, &located.client);
     let scope = decision.prefix_len;
+    let routable = !decision.datacenters.is_empty();
+    let picked = routable.then(|| answers.pick(service, decision.ranking, qtype));
     let info = RoutedInfo {
         service,
         first: decision.datacenters.first().copied(),
         failed_open: decision.failed_open,
+        order: picked.map_or((0, 1), |picked| picked.order),
     };
-    let routable = !decision.datacenters.is_empty();
-    let records = routable.then(|| answers.records(service, decision.ranking, qtype));
-    let wire = routable
-        .then(|| answers.wire(service, decision.ranking, qtype))
-        .flatten();
     Routed {
-        records,
-        wire,
+        records: picked.map(|picked| picked.records),
+        wire: picked.and_then(|picked| picked.wire),
         scope,
         info,
     }

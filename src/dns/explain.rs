@@ -50,6 +50,10 @@ pub struct QueryExplanation {
     pub scope_network: IpNet,
     /// The service answered by routing, and its decision retraced.
     pub routing: Option<(String, Explanation)>,
+    /// Where the answer's addresses rotate (`rotation: cyclic` or `random`, and more than one
+    /// order to choose from): which order this answer got, e.g. `cyclic: order 2 of 3` (order
+    /// `k` starts each datacenter's addresses at its `k`-th).
+    pub rotation: Option<String>,
 }
 
 /// The question to explain cannot be asked.
@@ -128,6 +132,11 @@ pub(crate) fn explain_client(
             .clone();
         (id, explanation)
     });
+    let rotation = response.reply.routed.and_then(|routed| {
+        let (k, n) = routed.order;
+        let rotation = loaded.config.services[usize::from(routed.service.0)].rotation;
+        (n > 1).then(|| format!("{}: order {} of {n}", rotation.name(), k + 1))
+    });
     QueryExplanation {
         rcode: Rcode::from_code(u16::from(response.metadata.response_code))
             .label()
@@ -149,6 +158,7 @@ pub(crate) fn explain_client(
         )
         .expect("scopes come from the address's family"),
         routing,
+        rotation,
     }
 }
 
@@ -226,14 +236,18 @@ pub(crate) fn txt_lines(explanation: &QueryExplanation) -> Vec<String> {
     ));
     if let Some((service, routing)) = &explanation.routing {
         lines.push(format!(
-            "service {service} policy {} basis {}{}",
+            "service {service} policy {} basis {}{}{}",
             routing.policy,
             format!("{:?}", routing.basis).to_lowercase(),
             if routing.failed_open {
                 " FAILED OPEN"
             } else {
                 ""
-            }
+            },
+            explanation
+                .rotation
+                .as_ref()
+                .map_or(String::new(), |rotation| format!(" rotation {rotation}")),
         ));
         if !routing.toggles_off.is_empty() {
             let off: Vec<&str> = routing.toggles_off.iter().map(|t| t.name()).collect();

@@ -25,6 +25,7 @@ use crate::traffic::Traffic;
 use super::answer::RoutedInfo;
 use super::fast;
 use super::respond::{Response, Transport};
+use super::rotation;
 use super::rrl::{RateLimiter, Verdict};
 use super::wire::{Outcome, answer_bytes, error_reply};
 use super::{Shared, Snapshot};
@@ -105,6 +106,8 @@ impl Handler {
         reply: &mut Vec<u8>,
     ) -> bool {
         let started = Instant::now();
+        // A new query: address rotation advances once for it, whichever path answers.
+        rotation::next_query();
         // One snapshot for the whole query: every record sent comes from this consistent view.
         let snapshot = self.state.peek();
         // Banned queries first, before any other work and any path (with no rule, one length

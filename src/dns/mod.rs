@@ -6,7 +6,8 @@
 //! - `handler.rs` answers a message's bytes for the socket loops (through `wire.rs` and
 //!   `respond.rs`), counts, and applies response rate limiting;
 //! - `answer.rs` turns a question into records (zones, CNAMEs, routed services, CHAOS);
-//! - `routed.rs` prepares the records of every routing outcome;
+//! - `routed.rs` prepares the records of every routing outcome (in every order of their
+//!   rotation, which `rotation.rs` picks from per query);
 //! - `zone/` reads master files (our own reader, octet-exact), checks them and holds the static
 //!   zone data;
 //! - `rrset.rs` keeps record sets with their wire size, for the truncation decision;
@@ -23,6 +24,7 @@ mod explain;
 mod fast;
 mod handler;
 mod respond;
+mod rotation;
 mod routed;
 pub mod rrl;
 mod rrset;

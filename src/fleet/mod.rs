@@ -8,7 +8,9 @@
 //! | `P/reports/{datacenter}` | [`StoredReport`] as JSON |
 //! | `P/drains/{drain key as JSON}` | empty: presence means drained |
 //! | `P/directory/buckets` | the whole bucket map, JSON list of [`StoredPlacement`] |
-//! | `P/directory/pins/{user}` | [`StoredPlacement`] as JSON |
+//! | `P/directory/generation` | the name of the pin set in force, JSON string (absent: `""`) |
+//! | `P/directory/generations/{name}/{user}` | a pin of generation `name`, [`StoredPlacement`] |
+//! | `P/directory/pins/{user}` | a pin of the first generation (`""`), [`StoredPlacement`] |
 //! | `P/toggles/{name}` | whether the feature toggle is on, JSON |
 //! | `P/banned/{id}` | a banned-query rule, [`StoredBan`] as JSON |
 //! | `P/instances/{instance}` | [`InstanceRecord`], under the instance's lease |
@@ -30,6 +32,15 @@
 //! watch's revision compacted, and whenever the watch cannot resume. So no instance ever sees half
 //! a write, and every instance applies the same writes in the same (etcd's) order.
 //!
+//! A directory change too large for one transaction (an import of more than [`MAX_TXN_OPS`] pins,
+//! every restore) writes the whole new pin set as a new generation in as many transactions as it
+//! takes, then switches `P/directory/generation` to it in one transaction that also holds the
+//! bucket map, the change record and the deletion of every other generation. Followers read the
+//! generation at the switch's revision and apply it as one replacement, so readers see the old
+//! pin set or the new one, never a mix; an import that dies half-way leaves only unreferenced
+//! keys, which the next switch deletes. Every directory write touches the pointer and compares
+//! its revision, so no small write can land in a generation that is being replaced.
+//!
 //! This module does not decide anything: it encodes changes, runs transactions and decodes what
 //! the watch delivers. Rules (safety rails, freshness) stay in `state`.
 
@@ -38,8 +49,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    Txn, TxnOp, TxnResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -89,6 +100,28 @@ pub const CHUNK_BYTES: usize = 1024 * 1024;
 /// take at most 64 MiB, encoded): the transaction that publishes it checks each one.
 pub const MAX_CHUNKS: usize = 64;
 
+/// How many times a directory write is tried again when another one moved the generation
+/// pointer between its read and its transaction.
+const CONFLICT_ATTEMPTS: usize = 5;
+
+/// The directory's generation pointer (under the prefix).
+const GENERATION_KEY: &str = "directory/generation";
+
+/// Where named generations of the pin set live (under the prefix).
+const GENERATIONS: &str = "directory/generations/";
+
+/// Where the first generation (`""`) of the pin set lives (under the prefix).
+const FIRST_GENERATION: &str = "directory/pins/";
+
+/// The key prefix (under the fleet's prefix) of generation `name`'s pins.
+fn pins_of(name: &str) -> String {
+    if name.is_empty() {
+        FIRST_GENERATION.to_owned()
+    } else {
+        format!("{GENERATIONS}{name}/")
+    }
+}
+
 /// One accepted write as the fleet sees it: the change, its audit entry, and which instance
 /// accepted it (an instance drain applies to that instance only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +136,11 @@ pub struct Record {
     /// change is then [`Change::AuditOnly`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigPointer>,
+    /// Set when the write switched the directory to a new generation of the pin set: `change`
+    /// is then [`Change::AuditOnly`], and the follower reads the generation (and the bucket
+    /// map) at the record's revision and delivers it as a [`DirectoryChange::Replace`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 /// Which configuration version the fleet serves, and how it is stored.
@@ -141,8 +179,10 @@ pub struct FleetState {
     pub drains: BTreeSet<DrainKey>,
     /// The bucket map, once an instance has laid it out.
     pub buckets: Option<Vec<StoredPlacement>>,
-    /// Every pin.
+    /// Every pin of the generation in force.
     pub pins: Vec<(String, StoredPlacement)>,
+    /// The name of the generation in force (`""`: the first).
+    pub generation: String,
     /// Feature toggles an operator set, by name.
     pub toggles: BTreeMap<String, bool>,
     /// Banned-query rules, by id.
@@ -183,6 +223,17 @@ pub enum FleetError {
         /// Operations the change needs.
         ops: usize,
     },
+    /// Other directory writes kept moving the generation pointer; nothing was stored.
+    #[error(
+        "other directory writes kept changing the directory while this one was written; nothing was stored, try again"
+    )]
+    Conflict,
+    /// The drains changed since the state a safety rail judged the drain by (another instance
+    /// drained meanwhile); nothing was stored.
+    #[error(
+        "another drain was stored while this one was checked; nothing was stored, try again (the check runs on the new state)"
+    )]
+    Raced,
     /// A value cannot be encoded, or a stored value does not decode.
     #[error("etcd value at {key}: {message}")]
     Value {
@@ -287,36 +338,71 @@ impl Fleet {
 
     /// Stores `change` and its audit entry in one transaction; returns its revision.
     ///
-    /// `buckets` is the whole bucket map after the change, for a change of buckets (the map is
-    /// one key).
+    /// `buckets` is the whole bucket map after the change, for a change of the directory (the
+    /// map is one key). `drains_at`, for a drain a safety rail judged on the state of that
+    /// revision, makes the transaction compare every drain key's revision with it: a drain
+    /// stored meanwhile (by any instance) fails it with [`FleetError::Raced`].
     ///
     /// # Errors
     ///
     /// [`FleetError::Unavailable`] when etcd cannot take it (nothing was stored, or, on a timeout,
     /// it may have been: the watch then delivers it), [`FleetError::TooLarge`] and
-    /// [`FleetError::Value`] when it cannot be one transaction.
+    /// [`FleetError::Value`] when it cannot be one transaction, [`FleetError::Raced`] and
+    /// [`FleetError::Conflict`] when other writes came first.
     pub async fn commit(
         &self,
         change: &Change,
         audit: &AuditEntry,
         buckets: Option<&[StoredPlacement]>,
+        drains_at: Option<i64>,
     ) -> Result<i64, FleetError> {
-        let mut ops = self.state_ops(change, buckets)?;
+        if let Change::Directory(directory) = change {
+            return self.commit_directory(directory, audit, buckets).await;
+        }
+        let mut ops = self.state_ops(change, buckets, "")?;
+        ops.push(self.record(change, audit, None)?);
+        if ops.len() > MAX_TXN_OPS + 1 {
+            return Err(FleetError::TooLarge { ops: ops.len() });
+        }
+        let mut txn = Txn::new();
+        if let Some(revision) = drains_at {
+            txn = txn.when([Compare::mod_revision(
+                self.key("drains/"),
+                CompareOp::Less,
+                revision + 1,
+            )
+            .with_prefix()]);
+        }
+        let response = self.run_txn(txn.and_then(ops)).await?;
+        if !response.succeeded() {
+            return Err(FleetError::Raced);
+        }
+        Ok(revision_of(&response))
+    }
+
+    /// The `P/changes` operation of a write.
+    fn record(
+        &self,
+        change: &Change,
+        audit: &AuditEntry,
+        generation: Option<String>,
+    ) -> Result<TxnOp, FleetError> {
         let record = Record {
             origin: self.instance.clone(),
             change: change.clone(),
             audit: audit.clone(),
+            generation,
             config: None,
         };
-        ops.push(TxnOp::put(
+        Ok(TxnOp::put(
             self.key("changes"),
             encode("changes", &record)?,
             None,
-        ));
-        if ops.len() > MAX_TXN_OPS + 1 {
-            return Err(FleetError::TooLarge { ops: ops.len() });
-        }
-        let txn = Txn::new().and_then(ops);
+        ))
+    }
+
+    /// Runs `txn`, again on another connection while attempts fail, for up to [`WRITE_BUDGET`].
+    async fn run_txn(&self, txn: Txn) -> Result<TxnResponse, FleetError> {
         let mut kv = self.client.kv_client();
         // A request sent down the connection of a member that just died waits for that
         // connection to fail: another attempt goes to a live member. An attempt that timed out
@@ -327,7 +413,7 @@ impl Fleet {
         let deadline = tokio::time::Instant::now() + WRITE_BUDGET;
         loop {
             let failure = match tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn.clone())).await {
-                Ok(Ok(response)) => return Ok(response.header().map_or(0, |h| h.revision())),
+                Ok(Ok(response)) => return Ok(response),
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => "the write timed out".to_owned(),
             };
@@ -336,6 +422,258 @@ impl Fleet {
             }
             tokio::time::sleep(RETRY_INTERVAL).await;
         }
+    }
+
+    /// Stores a directory change: in one transaction when it fits, else as a new generation of
+    /// the pin set and a switch to it. Either way the transaction compares the generation
+    /// pointer's revision with the one read, and tries again when another write moved it.
+    async fn commit_directory(
+        &self,
+        directory: &DirectoryChange,
+        audit: &AuditEntry,
+        buckets: Option<&[StoredPlacement]>,
+    ) -> Result<i64, FleetError> {
+        let change = Change::Directory(directory.clone());
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let pointer = self.pointer().await?;
+            let committed = match self.small_directory_ops(directory, buckets, &pointer)? {
+                Some(mut ops) => {
+                    ops.push(self.record(&change, audit, None)?);
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(
+                            self.key(GENERATION_KEY),
+                            CompareOp::Equal,
+                            pointer.mod_revision,
+                        )])
+                        .and_then(ops);
+                    let response = self.run_txn(txn).await?;
+                    response.succeeded().then(|| revision_of(&response))
+                }
+                None => self.switch(directory, audit, buckets, &pointer).await?,
+            };
+            if let Some(revision) = committed {
+                return Ok(revision);
+            }
+            debug!("another directory write moved the generation pointer; trying again");
+        }
+        Err(FleetError::Conflict)
+    }
+
+    /// The operations of a directory change that fits one transaction (the pointer touched, so
+    /// that a generation switch racing with it fails), or `None`.
+    fn small_directory_ops(
+        &self,
+        directory: &DirectoryChange,
+        buckets: Option<&[StoredPlacement]>,
+        pointer: &Pointer,
+    ) -> Result<Option<Vec<TxnOp>>, FleetError> {
+        if matches!(directory, DirectoryChange::Replace { .. }) {
+            return Ok(None);
+        }
+        let change = Change::Directory(directory.clone());
+        let mut ops = self.state_ops(&change, buckets, &pointer.generation)?;
+        // The pointer and the change record.
+        if ops.len() + 2 > MAX_TXN_OPS + 1 {
+            return Ok(None);
+        }
+        let key = self.key(GENERATION_KEY);
+        ops.push(TxnOp::put(
+            key.clone(),
+            encode(&key, &pointer.generation)?,
+            None,
+        ));
+        Ok(Some(ops))
+    }
+
+    /// Writes the pin set after `directory` as a new generation, then switches to it when the
+    /// pointer is still where `pointer` read it; `None` when it moved (the new generation is then
+    /// deleted again).
+    async fn switch(
+        &self,
+        directory: &DirectoryChange,
+        audit: &AuditEntry,
+        buckets: Option<&[StoredPlacement]>,
+        pointer: &Pointer,
+    ) -> Result<Option<i64>, FleetError> {
+        let (pins, buckets) = match directory {
+            DirectoryChange::Replace { buckets, pins, .. } => {
+                let pins: BTreeMap<&str, &StoredPlacement> =
+                    pins.iter().map(|(u, p)| (u.as_str(), p)).collect();
+                (encode_pins(&pins)?, Some(buckets.as_slice()))
+            }
+            DirectoryChange::Pins(changes) => {
+                let mut pins: BTreeMap<String, StoredPlacement> = self
+                    .read_pins(&pointer.generation, pointer.revision)
+                    .await?
+                    .into_iter()
+                    .collect();
+                for (user, placement) in changes {
+                    match placement {
+                        Some(placement) => pins.insert(user.clone(), placement.clone()),
+                        None => pins.remove(user),
+                    };
+                }
+                let pins: BTreeMap<&str, &StoredPlacement> =
+                    pins.iter().map(|(u, p)| (u.as_str(), p)).collect();
+                (encode_pins(&pins)?, buckets)
+            }
+            DirectoryChange::Buckets(_) => {
+                return Err(FleetError::Value {
+                    key: self.key(GENERATION_KEY),
+                    message: "a bucket move fits one transaction".to_owned(),
+                });
+            }
+        };
+        let Some(buckets) = buckets else {
+            return Err(FleetError::Value {
+                key: self.key("directory/buckets"),
+                message: "no bucket map to switch with: the directory is not laid out".into(),
+            });
+        };
+        let name = format!("{:020}-{}", pointer.revision, self.instance);
+        let prefix = self.key(&pins_of(&name));
+        for chunk in pins.chunks(MAX_TXN_OPS) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(user, value)| TxnOp::put(format!("{prefix}{user}"), value.clone(), None))
+                .collect();
+            if let Err(error) = self.run_txn(Txn::new().and_then(ops)).await {
+                // What was written is unreferenced: the next switch deletes it.
+                self.discard(&name).await;
+                return Err(error);
+            }
+        }
+        let pointer_key = self.key(GENERATION_KEY);
+        let buckets_key = self.key("directory/buckets");
+        let generations = self.key(GENERATIONS);
+        let all_generations = prefix_end(generations.as_bytes());
+        let mut ops = vec![
+            TxnOp::put(pointer_key.clone(), encode(&pointer_key, &name)?, None),
+            TxnOp::put(buckets_key.clone(), encode(&buckets_key, buckets)?, None),
+            self.record(&Change::AuditOnly, audit, Some(name.clone()))?,
+            // Every other generation goes: the one replaced, and any a failed import left.
+            TxnOp::delete(
+                generations.clone(),
+                Some(DeleteOptions::new().with_range(prefix.clone())),
+            ),
+            TxnOp::delete(
+                prefix_end(prefix.as_bytes()),
+                Some(DeleteOptions::new().with_range(all_generations)),
+            ),
+        ];
+        ops.push(TxnOp::delete(
+            self.key(FIRST_GENERATION),
+            Some(DeleteOptions::new().with_prefix()),
+        ));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                pointer_key,
+                CompareOp::Equal,
+                pointer.mod_revision,
+            )])
+            .and_then(ops);
+        // On a timeout it may have switched after all: the watch then delivers it. If not, the
+        // next switch deletes the generation.
+        let response = self.run_txn(txn).await?;
+        if !response.succeeded() {
+            self.discard(&name).await;
+            return Ok(None);
+        }
+        info!(
+            generation = name,
+            pins = pins.len(),
+            "switched the fleet's directory to a new generation"
+        );
+        Ok(Some(revision_of(&response)))
+    }
+
+    /// Deletes generation `name` (not in force), as far as etcd lets it now.
+    async fn discard(&self, name: &str) {
+        let mut kv = self.client.kv_client();
+        let prefix = self.key(&pins_of(name));
+        let deleted = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            kv.delete(prefix, Some(DeleteOptions::new().with_prefix())),
+        )
+        .await;
+        if !matches!(deleted, Ok(Ok(_))) {
+            debug!(
+                generation = name,
+                "could not delete an unused generation; the next switch does"
+            );
+        }
+    }
+
+    /// The directory's generation pointer now.
+    async fn pointer(&self) -> Result<Pointer, FleetError> {
+        let key = self.key(GENERATION_KEY);
+        let mut kv = self.client.kv_client();
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, kv.get(key.clone(), None))
+            .await
+            .map_err(|_| FleetError::Unavailable("reading the directory timed out".into()))??;
+        let revision = response.header().map_or(0, |h| h.revision());
+        Ok(match response.kvs().first() {
+            Some(kv) => Pointer {
+                generation: decode(&key, kv.value())?,
+                mod_revision: kv.mod_revision(),
+                revision,
+            },
+            None => Pointer {
+                generation: String::new(),
+                mod_revision: 0,
+                revision,
+            },
+        })
+    }
+
+    /// The pins of generation `name` at `revision`.
+    async fn read_pins(
+        &self,
+        name: &str,
+        revision: i64,
+    ) -> Result<Vec<(String, StoredPlacement)>, FleetError> {
+        let prefix = self.key(&pins_of(name));
+        let mut pins = Vec::new();
+        self.read_range(&prefix, revision, |key, value| {
+            let key = String::from_utf8_lossy(key);
+            if let Some(user) = key.strip_prefix(&prefix) {
+                pins.push((user.to_owned(), decode(&key, value)?));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(pins)
+    }
+
+    /// The bucket map and the pins of generation `name`, as they were at `revision`.
+    async fn read_generation(
+        &self,
+        name: &str,
+        revision: i64,
+    ) -> Result<DirectoryChange, FleetError> {
+        let key = self.key("directory/buckets");
+        let mut kv = self.client.kv_client();
+        let response = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            kv.get(key.clone(), Some(GetOptions::new().with_revision(revision))),
+        )
+        .await
+        .map_err(|_| FleetError::Unavailable("reading the directory timed out".into()))??;
+        let buckets: Vec<StoredPlacement> = match response.kvs().first() {
+            Some(kv) => decode(&key, kv.value())?,
+            None => {
+                return Err(FleetError::Value {
+                    key,
+                    message: format!("no bucket map at revision {revision}"),
+                });
+            }
+        };
+        let pins = self.read_pins(name, revision).await?;
+        Ok(DirectoryChange::Replace {
+            n_buckets: buckets.len() as u32,
+            buckets,
+            pins,
+        })
     }
 
     /// Lays out the bucket map when no instance has yet (all instances compute the same default
@@ -358,6 +696,7 @@ impl Fleet {
                 pins: Vec::new(),
             }),
             audit: audit.clone(),
+            generation: None,
             config: None,
         };
         let txn = Txn::new()
@@ -406,6 +745,7 @@ impl Fleet {
             change: Change::AuditOnly,
             audit: audit.clone(),
             config: Some(pointer.clone()),
+            generation: None,
         };
         let mut kv = self.client.kv_client();
         let timed_out = || FleetError::Unavailable("publishing the configuration timed out".into());
@@ -454,7 +794,7 @@ impl Fleet {
             for hash in others {
                 ops.push(TxnOp::delete(
                     format!("{chunks}{hash}/"),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                    Some(DeleteOptions::new().with_prefix()),
                 ));
             }
             let txn = Txn::new().when(checks).and_then(ops);
@@ -523,11 +863,12 @@ impl Fleet {
         self.key(&format!("config/chunks/{version}/{i:05}"))
     }
 
-    /// The operations that put `change` into the state keys.
+    /// The operations that put `change` into the state keys (pins into generation `generation`).
     fn state_ops(
         &self,
         change: &Change,
         buckets: Option<&[StoredPlacement]>,
+        generation: &str,
     ) -> Result<Vec<TxnOp>, FleetError> {
         let mut ops = Vec::new();
         match change {
@@ -561,8 +902,15 @@ impl Fleet {
             // An instance drain is this instance's own: only its record goes to the fleet.
             Change::InstanceDrain { .. } | Change::AuditOnly => {}
             Change::Directory(DirectoryChange::Pins(pins)) => {
+                // A user listed twice: the last row wins (etcd refuses a key twice in one
+                // transaction).
+                let pins: BTreeMap<&String, &Option<StoredPlacement>> = pins
+                    .iter()
+                    .map(|(user, placement)| (user, placement))
+                    .collect();
+                let prefix = self.key(&pins_of(generation));
                 for (user, placement) in pins {
-                    let key = self.key(&format!("directory/pins/{user}"));
+                    let key = format!("{prefix}{user}");
                     ops.push(match placement {
                         Some(placement) => TxnOp::put(key.clone(), encode(&key, placement)?, None),
                         None => TxnOp::delete(key, None),
@@ -579,17 +927,11 @@ impl Fleet {
                 };
                 ops.push(TxnOp::put(key.clone(), encode(&key, &buckets)?, None));
             }
-            Change::Directory(DirectoryChange::Replace { buckets, pins, .. }) => {
-                let key = self.key("directory/buckets");
-                ops.push(TxnOp::put(key.clone(), encode(&key, buckets)?, None));
-                ops.push(TxnOp::delete(
-                    self.key("directory/pins/"),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                ));
-                for (user, placement) in pins {
-                    let key = self.key(&format!("directory/pins/{user}"));
-                    ops.push(TxnOp::put(key.clone(), encode(&key, placement)?, None));
-                }
+            Change::Directory(DirectoryChange::Replace { .. }) => {
+                return Err(FleetError::Value {
+                    key: self.key(GENERATION_KEY),
+                    message: "a replacement is written as a new generation".to_owned(),
+                });
             }
         }
         Ok(ops)
@@ -705,54 +1047,83 @@ impl Fleet {
     /// [`FleetError::Unavailable`] when etcd cannot answer, [`FleetError::Value`] for a value
     /// that does not decode.
     pub async fn read_all(&self) -> Result<FleetState, FleetError> {
-        let mut kv = self.client.kv_client();
+        let mut state = FleetState::default();
+        // Pins of every generation read, by name: only the one in force is kept.
+        let mut generations: BTreeMap<String, Vec<(String, StoredPlacement)>> = BTreeMap::new();
         let root = format!("{}/", self.prefix);
         // The pieces of the configuration version are read apart (`read_config`): they are
-        // large, and not state.
+        // large, and not state. Both spans are read at one revision.
         let chunks = self.key("config/chunks/");
-        let ranges = [
-            (root.clone().into_bytes(), chunks.clone().into_bytes()),
-            (prefix_end(chunks.as_bytes()), prefix_end(root.as_bytes())),
-        ];
-        let mut state = FleetState::default();
-        for (from, end) in ranges {
-            self.read_range(&mut kv, &mut state, from, end).await?;
-        }
+        state.revision = self
+            .read_span(root.as_bytes(), chunks.as_bytes(), 0, |key, value| {
+                self.decode_into(&mut state, &mut generations, key, value)
+            })
+            .await?;
+        let revision = state.revision;
+        self.read_span(
+            &prefix_end(chunks.as_bytes()),
+            &prefix_end(root.as_bytes()),
+            revision,
+            |key, value| self.decode_into(&mut state, &mut generations, key, value),
+        )
+        .await?;
+        state.pins = generations.remove(&state.generation).unwrap_or_default();
         Ok(state)
     }
 
-    /// Reads the keys from `from` up to `end` into `state`, a page at a time, at `state`'s
-    /// revision (set by the first page when it is 0).
+    /// Hands every key under `prefix` with its value to `each`, a page at a time, all at one
+    /// revision: `revision`, or (0) the newest; returns that revision.
     async fn read_range(
         &self,
-        kv: &mut etcd_client::KvClient,
-        state: &mut FleetState,
-        mut from: Vec<u8>,
-        end: Vec<u8>,
-    ) -> Result<(), FleetError> {
+        prefix: &str,
+        revision: i64,
+        each: impl FnMut(&[u8], &[u8]) -> Result<(), FleetError>,
+    ) -> Result<i64, FleetError> {
+        self.read_span(
+            prefix.as_bytes(),
+            &prefix_end(prefix.as_bytes()),
+            revision,
+            each,
+        )
+        .await
+    }
+
+    /// Hands every key from `from` up to (not including) `end` with its value to `each`, a page
+    /// at a time, all at one revision: `revision`, or (0) the newest; returns that revision.
+    async fn read_span(
+        &self,
+        from: &[u8],
+        end: &[u8],
+        revision: i64,
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), FleetError>,
+    ) -> Result<i64, FleetError> {
+        let mut kv = self.client.kv_client();
+        let end = end.to_vec();
+        let mut revision = revision;
+        let mut from = from.to_vec();
         loop {
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-            if state.revision > 0 {
-                options = options.with_revision(state.revision);
+            if revision > 0 {
+                options = options.with_revision(revision);
             }
             let mut response =
                 tokio::time::timeout(REQUEST_TIMEOUT, kv.get(from.clone(), Some(options)))
                     .await
                     .map_err(|_| FleetError::Unavailable("reading the state timed out".into()))??;
-            if state.revision == 0 {
-                state.revision = response.header().map_or(0, |h| h.revision());
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
             }
             let more = response.more();
             let kvs = response.take_kvs();
             for kv in &kvs {
-                self.decode_into(state, kv.key(), kv.value())?;
+                each(kv.key(), kv.value())?;
             }
             match kvs.last() {
                 Some(last) if more => {
                     from = last.key().to_vec();
                     from.push(0);
                 }
-                _ => return Ok(()),
+                _ => return Ok(revision),
             }
         }
     }
@@ -760,6 +1131,7 @@ impl Fleet {
     fn decode_into(
         &self,
         state: &mut FleetState,
+        generations: &mut BTreeMap<String, Vec<(String, StoredPlacement)>>,
         key: &[u8],
         value: &[u8],
     ) -> Result<(), FleetError> {
@@ -783,8 +1155,21 @@ impl Fleet {
             state.banned.insert(id.to_owned(), decode(&key, value)?);
         } else if rest == "directory/buckets" {
             state.buckets = Some(decode(&key, value)?);
-        } else if let Some(user) = rest.strip_prefix("directory/pins/") {
-            state.pins.push((user.to_owned(), decode(&key, value)?));
+        } else if rest == GENERATION_KEY {
+            state.generation = decode(&key, value)?;
+        } else if let Some(user) = rest.strip_prefix(FIRST_GENERATION) {
+            generations
+                .entry(String::new())
+                .or_default()
+                .push((user.to_owned(), decode(&key, value)?));
+        } else if let Some((name, user)) = rest
+            .strip_prefix(GENERATIONS)
+            .and_then(|rest| rest.split_once('/'))
+        {
+            generations
+                .entry(name.to_owned())
+                .or_default()
+                .push((user.to_owned(), decode(&key, value)?));
         } else if rest == "config/current" {
             state.config = Some(decode(&key, value)?);
         }
@@ -909,8 +1294,17 @@ impl Fleet {
                 if event.event_type() != EventType::Put {
                     continue;
                 }
-                let record: Record = decode(&changes, kv.value()).map_err(|e| e.to_string())?;
+                let mut record: Record = decode(&changes, kv.value()).map_err(|e| e.to_string())?;
                 revision = kv.mod_revision();
+                if let Some(name) = &record.generation {
+                    // A switch to a new generation of the pin set: delivered as one replacement,
+                    // read as it was at the switch (a later switch deletes it).
+                    let directory = self
+                        .read_generation(name, revision)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    record.change = Change::Directory(directory);
+                }
                 records.push(record);
             }
             if records.is_empty() {
@@ -924,6 +1318,30 @@ impl Fleet {
                 .map_err(|_| "the state manager stopped".to_owned())?;
         }
     }
+}
+
+/// Where the directory's generation pointer was read.
+struct Pointer {
+    /// The generation in force.
+    generation: String,
+    /// The pointer's revision (0: never written).
+    mod_revision: i64,
+    /// The store's revision when it was read.
+    revision: i64,
+}
+
+/// The revision a transaction was applied at.
+fn revision_of(response: &TxnResponse) -> i64 {
+    response.header().map_or(0, |h| h.revision())
+}
+
+/// Each pin's key suffix (the user) and encoded value, in user order.
+fn encode_pins(
+    pins: &BTreeMap<&str, &StoredPlacement>,
+) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
+    pins.iter()
+        .map(|(user, placement)| Ok(((*user).to_owned(), encode(user, placement)?)))
+        .collect()
 }
 
 /// The end of the key range of every key starting with `prefix`.

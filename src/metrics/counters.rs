@@ -1,13 +1,13 @@
 //! Per-configuration counter handles resolved ahead of time: answers per (service, datacenter)
 //! and per-service counters such as failed-open decisions.
 //!
-//! A snapshot carries these so the query path increments an atomic by index, never looking up a
-//! label set.
+//! A snapshot carries these so the query path counts by index, never looking up a label set:
+//! each handle is a slot number in the thread's own shard (`shards.rs`), summed at scrape time.
 
 use std::fmt;
 use std::sync::Arc;
 
-use prometheus::IntCounter;
+use super::shards::Shards;
 
 #[cfg(doc)]
 use super::Metrics;
@@ -19,9 +19,11 @@ use super::Metrics;
 /// built without metrics (tests, `--check-config`).
 #[derive(Clone, Default)]
 pub struct AnswerCounters {
-    /// Row-major: the handle for (service, datacenter) is at `service * n_datacenters +
-    /// datacenter`. Shared immutably (`Arc<[_]>`): the handles themselves are atomics.
-    pub(super) counters: Arc<[IntCounter]>,
+    /// Row-major: the slot of (service, datacenter) is at `service * n_datacenters +
+    /// datacenter`. Shared immutably (`Arc<[_]>`): the counts are in the shards.
+    pub(super) counters: Arc<[u32]>,
+    /// Where the counts go; `None` counts nothing.
+    pub(super) shards: Option<Arc<Shards>>,
     /// Row width: the number of datacenters in the configuration.
     pub(super) n_datacenters: usize,
 }
@@ -38,8 +40,11 @@ impl AnswerCounters {
         let index = service
             .checked_mul(self.n_datacenters)
             .and_then(|row| row.checked_add(datacenter));
-        if let Some(counter) = index.and_then(|index| self.counters.get(index)) {
-            counter.inc();
+        if let (Some(&slot), Some(shards)) = (
+            index.and_then(|index| self.counters.get(index)),
+            &self.shards,
+        ) {
+            shards.with(|shard| shard.add_slot(slot));
         }
     }
 }
@@ -64,16 +69,19 @@ impl fmt::Debug for AnswerCounters {
 /// Built by [`Metrics::failed_open_counters`]; cheap to clone; the default counts nothing.
 #[derive(Clone, Default)]
 pub struct ServiceCounters {
-    /// One handle per service, in configuration order. Shared immutably: the handles are atomics.
-    pub(super) counters: Arc<[IntCounter]>,
+    /// One slot per service, in configuration order. Shared immutably: the counts are in the
+    /// shards.
+    pub(super) counters: Arc<[u32]>,
+    /// Where the counts go; `None` counts nothing.
+    pub(super) shards: Option<Arc<Shards>>,
 }
 
 impl ServiceCounters {
     /// Counts one event for `service`, an index into the list given when these were built; an
     /// index out of range counts nothing.
     pub fn inc(&self, service: usize) {
-        if let Some(counter) = self.counters.get(service) {
-            counter.inc();
+        if let (Some(&slot), Some(shards)) = (self.counters.get(service), &self.shards) {
+            shards.with(|shard| shard.add_slot(slot));
         }
     }
 }
@@ -87,21 +95,36 @@ impl fmt::Debug for ServiceCounters {
 }
 
 /// One counter handle resolved ahead of time (a banned-query rule's count): the query path
-/// increments it without a label lookup. The default counts nothing.
+/// counts into its slot without a label lookup. The default counts nothing.
 #[derive(Clone, Default)]
-pub struct Counter(pub(super) Option<IntCounter>);
+pub struct Counter(pub(super) Option<Slotted>);
+
+/// A series' slot in a set of shards, and the sum its count started from (a slot may have
+/// served a series forgotten before).
+#[derive(Clone)]
+pub(super) struct Slotted {
+    pub(super) shards: Arc<Shards>,
+    pub(super) slot: u32,
+    pub(super) base: u64,
+}
 
 impl Counter {
     /// Counts one.
     pub fn inc(&self) {
-        if let Some(counter) = &self.0 {
-            counter.inc();
+        if let Some(slotted) = &self.0 {
+            slotted.shards.with(|shard| shard.add_slot(slotted.slot));
         }
     }
 
-    /// The count so far (0 for the default, which counts nothing).
+    /// The count so far (0 for the default, which counts nothing): a sum over every thread's
+    /// shard, so not for the query path.
     pub fn get(&self) -> u64 {
-        self.0.as_ref().map_or(0, IntCounter::get)
+        self.0.as_ref().map_or(0, |slotted| {
+            slotted
+                .shards
+                .sum_slot(slotted.slot)
+                .wrapping_sub(slotted.base)
+        })
     }
 
     /// Whether it counts into a registered metric (not the default).
@@ -113,7 +136,7 @@ impl Counter {
 impl fmt::Debug for Counter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Counter")
-            .field(&self.0.as_ref().map(IntCounter::get))
+            .field(&self.0.as_ref().map(|_| self.get()))
             .finish()
     }
 }

@@ -1,13 +1,14 @@
 //! Prometheus metrics: one [`Metrics`] value owns a private `Registry` and typed handles into it.
 //!
-//! The DNS query path (many tasks, hundreds of thousands of queries a second) only ever touches
-//! plain `IntCounter`/`Histogram` handles that were resolved ahead of time, so recording a query is
-//! a few atomic adds and never a lock: prometheus' `*Vec::with_label_values` takes a read lock on
-//! the vec's child map, so every label combination the query path can use is resolved once, at
-//! construction ([`QueryType`] x [`Rcode`]) or when a configuration is loaded
-//! ([`Metrics::answer_counters`], [`Metrics::failed_open_counters`]), and the hot path indexes
-//! arrays. Every label is bounded: enums, or names taken from the configuration; never a client
-//! address or a qname.
+//! The DNS query path (several worker threads, hundreds of thousands of queries a second) counts
+//! into per-thread shards (`shards.rs`): cells that only the counting thread writes, so that no
+//! cache line is written by two cores per query; a scrape ([`Metrics::render`]) sums the shards
+//! into the registered series. Nothing on the query path looks up a label set or takes a lock:
+//! every label combination it can use is an index, fixed ([`QueryType`] x [`Rcode`], the
+//! duration buckets, [`DnsEvent`], directory lookups) or given out when a configuration is
+//! loaded ([`Metrics::answer_counters`], [`Metrics::failed_open_counters`],
+//! [`Metrics::banned_counter`]: a slot number in every shard). Every label is bounded: enums, or
+//! names taken from the configuration; never a client address or a qname.
 //!
 //! This module deliberately knows nothing about hickory, HTTP or the routing types: the `dns` and
 //! `control` modules convert at their boundary (rcode and qtype as numbers, datacenters and
@@ -16,7 +17,9 @@
 //! - `names.rs`: every metric name, as a `const`, and the histogram buckets;
 //! - `labels.rs`: the bounded label vocabularies ([`QueryType`], [`Rcode`],
 //!   [`LookupSource`], [`LookupReason`]);
-//! - `counters.rs`: per-configuration handles ([`AnswerCounters`], [`ServiceCounters`]);
+//! - `counters.rs`: per-configuration handles ([`AnswerCounters`], [`ServiceCounters`],
+//!   [`Counter`]);
+//! - `shards.rs`: the per-thread shards the query path counts into, summed at scrape time;
 //! - this file: [`Metrics`], the registry and the methods that record and render.
 
 mod counters;
@@ -24,19 +27,21 @@ mod errors;
 mod labels;
 mod names;
 mod samples;
+mod shards;
 mod state;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::PoisonError;
+use std::sync::{Arc, Mutex};
 
-use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::core::{Collector, Desc, MetricVec, MetricVecBuilder};
 use prometheus::process_collector::ProcessCollector;
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub use counters::{AnswerCounters, Counter, ServiceCounters};
@@ -44,8 +49,10 @@ pub use errors::{ERROR_RING_SIZE, ErrorKind, InternalError, panic_message};
 pub use labels::{DnsEvent, LookupReason, LookupSource, QueryType, Rcode};
 
 use crate::routing::DcStatus;
+use counters::Slotted;
 pub use names::*;
 pub use samples::{SampleDrops, Sampler};
+use shards::{MAX_SLOTS, N_BUCKETS, Shards};
 pub use state::StateGauges;
 
 /// This build's version, from the manifest.
@@ -63,11 +70,16 @@ pub const BUILD_COMMIT: &str = match option_env!("MERIDIAN_GIT_COMMIT") {
 pub struct Metrics {
     /// The registry every metric below is registered in; [`Metrics::render`] gathers it.
     registry: Registry,
-    /// Query counters indexed `[QueryType as usize][Rcode as usize]`, resolved at construction so
-    /// that the query path indexes an array instead of locking the vec's child map.
+    /// Where the query path counts: one shard per counting thread, summed by [`Metrics::render`]
+    /// into the series below. An `Arc` because handles resolved for a configuration
+    /// ([`AnswerCounters`] and the like) and the duration collector count into it too.
+    shards: Arc<Shards>,
+    /// The series of configured handles (answers, failed-open, banned rules) by slot, for
+    /// scrapes and to give out slots. A `Mutex`: control-plane work only.
+    slots: Mutex<SlotTable>,
+    /// Query counters indexed `[QueryType as usize][Rcode as usize]`: the exported series, set
+    /// from the shards' sums at each scrape.
     queries: [[IntCounter; Rcode::ALL.len()]; QueryType::ALL.len()],
-    /// Query handling time; a plain histogram, whose `observe` is lock-free.
-    query_duration: Histogram,
     /// Kept to resolve per-configuration handles ([`Metrics::answer_counters`]) and to forget
     /// series; never touched per query.
     answers: IntCounterVec,
@@ -91,8 +103,8 @@ pub struct Metrics {
     control_requests: IntCounterVec,
     /// See [`SNAPSHOT_GENERATION`].
     generation: IntGauge,
-    /// Directory lookups indexed `[LookupSource as usize][LookupReason as usize]`, resolved at
-    /// construction (lookups are hot).
+    /// Directory lookups indexed `[LookupSource as usize][LookupReason as usize]`: exported
+    /// series, set from the shards at each scrape (lookups are hot).
     lookups: [[IntCounter; 3]; 2],
     /// See [`DIRECTORY_FAILOVERS_TOTAL`].
     failovers: IntCounter,
@@ -114,7 +126,8 @@ pub struct Metrics {
     toggles: IntGaugeVec,
     /// See [`DNS_BANNED_TOTAL`]; each rule's handle is resolved when the rules are published.
     banned: IntCounterVec,
-    /// DNS transport events, indexed by [`DnsEvent`] and resolved at construction.
+    /// DNS transport events, indexed by [`DnsEvent`]: exported series, set from the shards at
+    /// each scrape.
     dns_events: [IntCounter; DnsEvent::ALL.len()],
     /// Serializes [`Metrics::render`] with the multi-series updates (`set_datacenter_state`,
     /// `forget_datacenter`, `forget_service`), so a scrape never sees a datacenter in two states
@@ -153,15 +166,10 @@ impl Metrics {
         });
         register(&registry, &queries_vec);
 
-        let query_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                DNS_QUERY_DURATION_SECONDS,
-                "Time spent handling one DNS query, in seconds.",
-            )
-            .buckets(QUERY_DURATION_BUCKETS.to_vec()),
-        )
-        .expect("valid metric name and increasing buckets");
-        register(&registry, &query_duration);
+        let shards = Shards::new();
+        registry
+            .register(Box::new(DurationCollector::new(Arc::clone(&shards))))
+            .expect("metric names are unique within a Metrics");
 
         let answers = IntCounterVec::new(
             Opts::new(
@@ -355,9 +363,10 @@ impl Metrics {
         let samples = SampleDrops::register(&registry);
         Metrics {
             registry,
+            shards,
+            slots: Mutex::new(SlotTable::default()),
             dns_events,
             queries,
-            query_duration,
             answers,
             failed_open,
             report_age,
@@ -404,12 +413,19 @@ impl Metrics {
     /// The counter of queries banned by rule `id`, resolved once per published rule set so
     /// that the query path only increments it.
     pub fn banned_counter(&self, id: &str) -> Counter {
-        Counter(Some(self.banned.with_label_values(&[id])))
+        let (slot, base) = self.slot(&self.banned, DNS_BANNED_TOTAL, &[id]);
+        Counter(Some(Slotted {
+            shards: Arc::clone(&self.shards),
+            slot,
+            base,
+        }))
     }
 
     /// Stops exporting the count of rule `id`, once the rule is removed.
     pub fn forget_banned(&self, id: &str) {
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = self.banned.remove_label_values(&[id]);
+        self.free_slot(DNS_BANNED_TOTAL, &[id]);
     }
 
     /// Sets whether the state store accepts writes.
@@ -450,15 +466,18 @@ impl Metrics {
 
     /// Counts one DNS transport event. Query path: no lock.
     pub fn record_dns_event(&self, event: DnsEvent) {
-        self.dns_events[event as usize].inc();
+        self.shards
+            .with(|shard| shard.events[event as usize].add(1));
     }
 
     /// Records one directory lookup. Lookup path: no lock.
     pub fn record_lookup(&self, source: LookupSource, reason: LookupReason) {
-        self.lookups[source as usize][reason as usize].inc();
-        if reason == LookupReason::Replica {
-            self.failovers.inc();
-        }
+        self.shards.with(|shard| {
+            shard.lookups[source as usize][reason as usize].add(1);
+            if reason == LookupReason::Replica {
+                shard.failovers.add(1);
+            }
+        });
     }
 
     /// Sets the number of pinned users.
@@ -471,13 +490,12 @@ impl Metrics {
     /// A negative or non-finite duration, which a monotonic clock cannot produce, is recorded as
     /// zero: one NaN would otherwise poison the histogram's sum for the life of the process.
     pub fn record_query(&self, qtype: QueryType, rcode: Rcode, seconds: f64) {
-        self.queries[qtype as usize][rcode as usize].inc();
         let seconds = if seconds.is_finite() && seconds > 0.0 {
             seconds
         } else {
             0.0
         };
-        self.query_duration.observe(seconds);
+        self.shards.with(|shard| shard.query(qtype, rcode, seconds));
     }
 
     /// Resolves the answer counter of every (service, datacenter) pair of a configuration.
@@ -490,13 +508,15 @@ impl Metrics {
         let counters = services
             .iter()
             .flat_map(|service| {
-                datacenters
-                    .iter()
-                    .map(move |datacenter| child(&self.answers, &[*service, *datacenter]))
+                datacenters.iter().map(move |datacenter| {
+                    self.slot(&self.answers, DNS_ANSWERS_TOTAL, &[service, datacenter])
+                        .0
+                })
             })
             .collect();
         AnswerCounters {
             counters,
+            shards: Some(Arc::clone(&self.shards)),
             n_datacenters: datacenters.len(),
         }
     }
@@ -509,8 +529,12 @@ impl Metrics {
         ServiceCounters {
             counters: services
                 .iter()
-                .map(|service| child(&self.failed_open, &[*service]))
+                .map(|service| {
+                    self.slot(&self.failed_open, ROUTING_FAILED_OPEN_TOTAL, &[service])
+                        .0
+                })
                 .collect(),
+            shards: Some(Arc::clone(&self.shards)),
         }
     }
 
@@ -558,6 +582,7 @@ impl Metrics {
             let _ = self
                 .answers
                 .remove_label_values(&[service.as_str(), datacenter]);
+            self.free_slot(DNS_ANSWERS_TOTAL, &[service.as_str(), datacenter]);
         }
     }
 
@@ -568,10 +593,12 @@ impl Metrics {
     pub fn forget_service(&self, service: &str) {
         let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = self.failed_open.remove_label_values(&[service]);
+        self.free_slot(ROUTING_FAILED_OPEN_TOTAL, &[service]);
         for datacenter in label_values_where(&self.answers, "service", service, "datacenter") {
             let _ = self
                 .answers
                 .remove_label_values(&[service, datacenter.as_str()]);
+            self.free_slot(DNS_ANSWERS_TOTAL, &[service, datacenter.as_str()]);
         }
     }
 
@@ -610,11 +637,204 @@ impl Metrics {
     pub fn render(&self) -> String {
         let families = {
             let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+            self.fold();
             self.registry.gather()
         };
         TextEncoder::new()
             .encode_to_string(&families)
             .expect("gather drops empty families and writing to a String cannot fail")
+    }
+}
+
+impl Metrics {
+    /// Sets every exported counter that the query path counts in shards to the shards' sum.
+    /// Called by [`Metrics::render`] with the scrape lock held, so the exported counters have
+    /// one writer and only ever grow.
+    fn fold(&self) {
+        let mut queries = [[0u64; Rcode::ALL.len()]; QueryType::ALL.len()];
+        let mut events = [0u64; DnsEvent::ALL.len()];
+        let mut lookups = [[0u64; 3]; 2];
+        let mut failovers = 0u64;
+        self.shards.for_each(|shard| {
+            add_cells(queries.as_flattened_mut(), shard.queries.as_flattened());
+            add_cells(&mut events, &shard.events);
+            add_cells(lookups.as_flattened_mut(), shard.lookups.as_flattened());
+            failovers = failovers.wrapping_add(shard.failovers.get());
+        });
+        for (counter, sum) in self
+            .queries
+            .as_flattened()
+            .iter()
+            .zip(queries.as_flattened())
+        {
+            catch_up(counter, *sum);
+        }
+        for (counter, sum) in self.dns_events.iter().zip(events) {
+            catch_up(counter, sum);
+        }
+        for (counter, sum) in self
+            .lookups
+            .as_flattened()
+            .iter()
+            .zip(lookups.as_flattened())
+        {
+            catch_up(counter, *sum);
+        }
+        catch_up(&self.failovers, failovers);
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        for (slot, series) in slots.series.iter().enumerate() {
+            if let Some(series) = series {
+                let sum = self.shards.sum_slot(slot as u32);
+                catch_up(&series.counter, sum.wrapping_sub(series.base));
+            }
+        }
+    }
+
+    /// The slot of the series `labels` of `vec` (named `name`), with the sum its count starts
+    /// from; given out (and the series created at zero) if it has none yet.
+    fn slot(&self, vec: &IntCounterVec, name: &'static str, labels: &[&str]) -> (u32, u64) {
+        let key = (
+            name,
+            labels.iter().map(|label| (*label).to_owned()).collect(),
+        );
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&slot) = slots.by_series.get(&key) {
+            let base = slots.series[slot as usize]
+                .as_ref()
+                .map_or(0, |series| series.base);
+            return (slot, base);
+        }
+        let slot = match slots.free.pop() {
+            Some(slot) => slot,
+            None if slots.series.len() < MAX_SLOTS as usize => {
+                slots.series.push(None);
+                (slots.series.len() - 1) as u32
+            }
+            // Out of slots: the series is exported, at zero; its handle counts nothing.
+            None => {
+                child(vec, labels);
+                return (u32::MAX, 0);
+            }
+        };
+        // A slot given out before keeps its old counts in the shards: this series starts there.
+        let base = self.shards.sum_slot(slot);
+        slots.series[slot as usize] = Some(SlotSeries {
+            counter: child(vec, labels),
+            base,
+        });
+        slots.by_series.insert(key, slot);
+        (slot, base)
+    }
+
+    /// Takes back the slot of the series `labels` of the metric `name`, once the series is
+    /// removed. Counts made through old handles after that land in the slot (and may be
+    /// exported under the series that gets it next): handles are retired before their series
+    /// is forgotten, so this is at most a few queries in flight.
+    fn free_slot(&self, name: &'static str, labels: &[&str]) {
+        let key = (
+            name,
+            labels.iter().map(|label| (*label).to_owned()).collect(),
+        );
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = slots.by_series.remove(&key) {
+            slots.series[slot as usize] = None;
+            slots.free.push(slot);
+        }
+    }
+}
+
+/// The configured series (answers, failed-open decisions, banned rules) and their slots.
+#[derive(Default)]
+struct SlotTable {
+    /// By metric name and label values: the series' slot.
+    by_series: HashMap<(&'static str, Vec<String>), u32>,
+    /// By slot: the series it counts for, `None` when free.
+    series: Vec<Option<SlotSeries>>,
+    /// Slots of forgotten series, to give out again.
+    free: Vec<u32>,
+}
+
+/// The exported counter of a slot, and the shards' sum when the slot was given to it.
+struct SlotSeries {
+    counter: IntCounter,
+    base: u64,
+}
+
+/// Adds every cell of `cells` to the sum at the same index of `sums`.
+fn add_cells(sums: &mut [u64], cells: &[shards::Cell]) {
+    for (sum, cell) in sums.iter_mut().zip(cells) {
+        *sum = sum.wrapping_add(cell.get());
+    }
+}
+
+/// Brings the exported `counter` up to `total`. A counter only grows: a total below it (which
+/// cannot happen while only scrapes write it) leaves it as it is.
+fn catch_up(counter: &IntCounter, total: u64) {
+    let exported = counter.get();
+    if total > exported {
+        counter.inc_by(total - exported);
+    }
+}
+
+/// The query duration histogram, summed from the shards at each scrape (a prometheus
+/// `Histogram` takes atomic adds on lines every thread writes, per observation).
+struct DurationCollector {
+    desc: Desc,
+    shards: Arc<Shards>,
+}
+
+impl DurationCollector {
+    fn new(shards: Arc<Shards>) -> DurationCollector {
+        DurationCollector {
+            desc: Desc::new(
+                DNS_QUERY_DURATION_SECONDS.to_owned(),
+                "Time spent handling one DNS query, in seconds.".to_owned(),
+                Vec::new(),
+                HashMap::new(),
+            )
+            .expect("valid metric name"),
+            shards,
+        }
+    }
+}
+
+impl Collector for DurationCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut buckets = [0u64; N_BUCKETS];
+        let mut sum = 0.0;
+        self.shards.for_each(|shard| {
+            add_cells(&mut buckets, &shard.duration_buckets);
+            sum += f64::from_bits(shard.duration_sum.get());
+        });
+        let mut cumulative = 0u64;
+        let bounds = QUERY_DURATION_BUCKETS
+            .iter()
+            .zip(buckets)
+            .map(|(&bound, count)| {
+                cumulative += count;
+                let mut bucket = proto::Bucket::default();
+                bucket.set_cumulative_count(cumulative);
+                bucket.set_upper_bound(bound);
+                bucket
+            })
+            .collect();
+        let mut histogram = proto::Histogram::default();
+        // The count includes the last bucket, above every bound (`+Inf`).
+        histogram.set_sample_count(buckets.iter().sum());
+        histogram.set_sample_sum(sum);
+        histogram.set_bucket(bounds);
+        let mut metric = proto::Metric::default();
+        metric.set_histogram(histogram);
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::HISTOGRAM);
+        family.set_metric(vec![metric]);
+        vec![family]
     }
 }
 

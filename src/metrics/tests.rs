@@ -516,3 +516,112 @@ fn build_info_and_process_metrics_are_exported() {
         assert!(value(&text, "process_open_fds", &[]).unwrap() > 0.0);
     }
 }
+
+#[test]
+fn counts_of_threads_that_exit_are_kept_and_their_shards_reused() {
+    let metrics = Metrics::new();
+    let answers = metrics.answer_counters(&["www"], &["ams", "nyc"]);
+    let count = |n_threads: usize, n: usize| {
+        // Every thread holds its shard until all have counted: they are counting at once.
+        let all_counted = std::sync::Barrier::new(n_threads);
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..n_threads)
+                .map(|thread| {
+                    let (metrics, answers, all_counted) = (&metrics, &answers, &all_counted);
+                    scope.spawn(move || {
+                        for i in 0..n {
+                            metrics.record_query(QueryType::A, Rcode::NoError, 0.000_01);
+                            answers.inc(0, (thread + i) % 2);
+                            metrics.record_dns_event(DnsEvent::RrlSlipped);
+                        }
+                        all_counted.wait();
+                    })
+                })
+                .collect();
+            // An explicit join waits for the thread's exit, thread-local destructors (which
+            // hand the shard back) included; the end of the scope alone does not.
+            for thread in threads {
+                thread.join().expect("a counting thread");
+            }
+        });
+    };
+    // Four at once, then eight one after another: those take over the exited threads' shards.
+    count(4, 5_000);
+    for _ in 0..8 {
+        count(1, 1_000);
+    }
+    assert_eq!(metrics.shards.n_shards(), 4);
+
+    let text = metrics.render();
+    let get = |name: &str, labels: &[(&str, &str)]| value(&text, name, labels);
+    assert_eq!(
+        get(DNS_QUERIES_TOTAL, &[("qtype", "A"), ("rcode", "NOERROR")]),
+        Some(28_000.0)
+    );
+    assert_eq!(
+        get(&format!("{DNS_QUERY_DURATION_SECONDS}_count"), &[]),
+        Some(28_000.0)
+    );
+    let answer = |datacenter: &str| {
+        get(
+            DNS_ANSWERS_TOTAL,
+            &[("service", "www"), ("datacenter", datacenter)],
+        )
+    };
+    assert_eq!(answer("ams"), Some(14_000.0));
+    assert_eq!(answer("nyc"), Some(14_000.0));
+    assert_eq!(
+        get(DNS_RRL_LIMITED_TOTAL, &[("action", "slipped")]),
+        Some(28_000.0)
+    );
+    // A second scrape with nothing counted in between exports the same totals.
+    let again = metrics.render();
+    assert_eq!(
+        value(
+            &again,
+            DNS_ANSWERS_TOTAL,
+            &[("service", "www"), ("datacenter", "ams")]
+        ),
+        Some(14_000.0)
+    );
+}
+
+#[test]
+fn banned_counters_sum_threads_and_a_reused_slot_starts_at_zero() {
+    let metrics = Metrics::new();
+    let first = metrics.banned_counter("rule-1");
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                for _ in 0..1_000 {
+                    first.inc();
+                }
+            });
+        }
+    });
+    assert_eq!(first.get(), 3_000);
+    // The same rule resolved again counts into the same series.
+    metrics.banned_counter("rule-1").inc();
+    assert_eq!(first.get(), 3_001);
+    let text = metrics.render();
+    assert_eq!(
+        value(&text, DNS_BANNED_TOTAL, &[("rule", "rule-1")]),
+        Some(3_001.0)
+    );
+
+    metrics.forget_banned("rule-1");
+    let second = metrics.banned_counter("rule-2");
+    assert_eq!(
+        second.get(),
+        0,
+        "the forgotten rule's counts are not the new one's"
+    );
+    second.inc();
+    let text = metrics.render();
+    assert_eq!(value(&text, DNS_BANNED_TOTAL, &[("rule", "rule-1")]), None);
+    assert_eq!(
+        value(&text, DNS_BANNED_TOTAL, &[("rule", "rule-2")]),
+        Some(1.0)
+    );
+    assert_eq!(second.get(), 1);
+}

@@ -1,12 +1,18 @@
 //! The balancing methods served for real: slow start and cascade over DNS, with reports pushed
-//! over HTTP and the server's manual clock moved by hand. Each step prints the share of client
-//! networks per datacenter (run with `--nocapture` to see them).
+//! over HTTP and the server's manual clock moved by hand, and address rotation over real UDP.
+//! Each slow start and cascade step prints the share of client networks per datacenter (run
+//! with `--nocapture` to see them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
+use tokio::net::UdpSocket;
 
+use crate::client::{Ask, TIMEOUT, a_records, aaaa_records, decode, reply_ecs};
 use crate::policies::{a, load, policies, report};
 use crate::support::{TestServer, ZONE};
 
@@ -178,4 +184,184 @@ async fn cascade_fills_in_order_and_spills_by_network() {
         }
         before = Some((eu, firsts));
     }
+}
+
+/// Three services with the same pools, whose addresses rotate `cyclic`, `random` and `fixed`:
+/// eu-west has three addresses of each family, us-east one.
+const ROTATING: &str = r#"services:
+  spin:
+    name: spin.example.com
+    policy: nearest
+    rotation: cyclic
+    answers: 2
+    pools:
+      eu-west: { a: [192.0.2.121, 192.0.2.122, 192.0.2.123], aaaa: ["2001:db8::121", "2001:db8::122", "2001:db8::123"] }
+      us-east: { a: [192.0.2.124], aaaa: ["2001:db8::124"] }
+  dice:
+    name: dice.example.com
+    policy: nearest
+    rotation: random
+    answers: 2
+    pools:
+      eu-west: { a: [192.0.2.121, 192.0.2.122, 192.0.2.123], aaaa: ["2001:db8::121", "2001:db8::122", "2001:db8::123"] }
+      us-east: { a: [192.0.2.124], aaaa: ["2001:db8::124"] }
+  still:
+    name: still.example.com
+    policy: nearest
+    answers: 2
+    pools:
+      eu-west: { a: [192.0.2.121, 192.0.2.122, 192.0.2.123], aaaa: ["2001:db8::121", "2001:db8::122", "2001:db8::123"] }
+      us-east: { a: [192.0.2.124], aaaa: ["2001:db8::124"] }
+"#;
+
+/// A London network: eu-west is its nearest datacenter.
+const LONDON: &str = "81.2.69.0/24";
+
+/// One client socket for every query: the kernel hands its datagrams to one UDP worker (and
+/// the test server has one), whose rotation it then sees in turn.
+struct Client {
+    socket: UdpSocket,
+}
+
+impl Client {
+    async fn new(server: SocketAddr) -> Client {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind a client socket");
+        socket.connect(server).await.expect("connect it");
+        Client { socket }
+    }
+
+    /// The reply to `name`/`qtype` asked with ECS `LONDON`.
+    async fn ask(&self, name: &str, qtype: RecordType) -> Message {
+        let ask = Ask::new(name, qtype).ecs(LONDON);
+        self.socket.send(&ask.to_bytes()).await.expect("send");
+        let mut buf = vec![0; 65_535];
+        let len = tokio::time::timeout(TIMEOUT, self.socket.recv(&mut buf))
+            .await
+            .expect("a reply in time")
+            .expect("receive");
+        let reply = decode(&buf[..len]);
+        assert_eq!(reply.metadata.id, ask.id(), "reply id");
+        reply
+    }
+}
+
+/// The answer's addresses, last octet (A) or last segment (AAAA) only, and its ECS scope.
+fn addresses(reply: &Message, qtype: RecordType) -> (Vec<u16>, u8) {
+    let addresses: Vec<IpAddr> = match qtype {
+        RecordType::A => a_records(reply).into_iter().map(IpAddr::V4).collect(),
+        _ => aaaa_records(reply).into_iter().map(IpAddr::V6).collect(),
+    };
+    let lasts = addresses
+        .iter()
+        .map(|ip| match ip {
+            IpAddr::V4(v4) => u16::from(v4.octets()[3]),
+            IpAddr::V6(v6) => v6.segments()[7],
+        })
+        .collect();
+    let scope = reply_ecs(reply).expect("ECS echoed").scope_prefix();
+    (lasts, scope)
+}
+
+/// The eu-west pool's addresses as `addresses` gives them: .121 to .123, and ::121 to ::123
+/// (0x121 to 0x123).
+fn pool(qtype: RecordType) -> [u16; 3] {
+    match qtype {
+        RecordType::A => [121, 122, 123],
+        _ => [0x121, 0x122, 0x123],
+    }
+}
+
+#[tokio::test]
+async fn rotation_spreads_a_datacenters_clients_over_its_addresses_on_both_paths() {
+    let config = policies()
+        .replacen("server:\n", "server:\n  udp_workers: 1\n", 1)
+        .replacen("services:\n", ROTATING, 1);
+    let server = TestServer::start(&config, ZONE).await;
+    let client = Client::new(server.udp).await;
+    for fast_path in [true, false] {
+        let (status, body) = toggle(&server, "fast_path", fast_path).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        for qtype in [RecordType::A, RecordType::AAAA] {
+            let pool = pool(qtype);
+            let path = if fast_path { "fast" } else { "general" };
+            // fixed: always the configured order; its scope is the one rotation must keep.
+            let (fixed, scope) = addresses(&client.ask("still.example.com", qtype).await, qtype);
+            assert_eq!(fixed, pool[..2], "{path} {qtype}");
+            // cyclic: each answer starts one address further along the pool, round and round.
+            let mut starts = Vec::new();
+            for i in 0..9 {
+                let reply = client.ask("spin.example.com", qtype).await;
+                let (got, got_scope) = addresses(&reply, qtype);
+                let start = pool
+                    .iter()
+                    .position(|&a| a == got[0])
+                    .unwrap_or_else(|| panic!("{path} {qtype}: {got:?} not from eu-west"));
+                assert_eq!(
+                    got,
+                    [pool[start], pool[(start + 1) % 3]],
+                    "{path} {qtype} {i}"
+                );
+                assert_eq!(got_scope, scope, "{path} {qtype}: the scope is unchanged");
+                starts.push(start);
+            }
+            for pair in starts.windows(2) {
+                assert_eq!(pair[1], (pair[0] + 1) % 3, "{path} {qtype}: {starts:?}");
+            }
+            // random: any start, every one of them within 100 queries (a miss has a chance of
+            // 3 × (2/3)^100, below 1e-17).
+            let mut seen = BTreeSet::new();
+            for _ in 0..100 {
+                let reply = client.ask("dice.example.com", qtype).await;
+                let (got, got_scope) = addresses(&reply, qtype);
+                let start = pool.iter().position(|&a| a == got[0]).expect("eu-west");
+                assert_eq!(got, [pool[start], pool[(start + 1) % 3]], "{path} {qtype}");
+                assert_eq!(got_scope, scope, "{path} {qtype}: the scope is unchanged");
+                seen.insert(start);
+                if seen.len() == 3 {
+                    break;
+                }
+            }
+            assert_eq!(seen.len(), 3, "{path} {qtype}: {seen:?}");
+        }
+    }
+    // Explanations say which order an answer got, and that a fixed service does not rotate.
+    for (name, rotation) in [
+        ("spin", Some("cyclic")),
+        ("dice", Some("random")),
+        ("still", None),
+    ] {
+        let url = server.url(&format!("/v1/explain?name={name}.example.com&ecs={LONDON}"));
+        let explained: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let answers = explained["answers"].as_array().expect("answers");
+        let Some(rotation) = rotation else {
+            assert_eq!(explained.get("rotation"), None, "{explained}");
+            continue;
+        };
+        let said = explained["rotation"].as_str().expect("a rotation");
+        let order: usize = said
+            .strip_prefix(&format!("{rotation}: order "))
+            .and_then(|rest| rest.strip_suffix(" of 3"))
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("{said:?}"));
+        // Order k starts at the pool's k-th address (.121 is the first).
+        let first = answers[0].as_str().expect("an answer as text");
+        assert!(
+            first.ends_with(&format!("192.0.2.{}", 120 + order)),
+            "{said}: {answers:?}"
+        );
+    }
+}
+
+async fn toggle(server: &TestServer, name: &str, on: bool) -> (reqwest::StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .put(server.url(&format!("/v1/toggles/{name}")))
+        .bearer_auth("example-operator-token")
+        .json(&json!({ "on": on }))
+        .send()
+        .await
+        .expect("HTTP request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
 }

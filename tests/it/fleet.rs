@@ -93,6 +93,18 @@ async fn www(server: &TestServer) -> Vec<Ipv4Addr> {
     )
 }
 
+/// Pins `user` through `server`, which must accept it.
+async fn pin(server: &TestServer, user: &str, home: &str, replica: &str) {
+    let (status, body) = send(
+        http()
+            .put(server.url(&format!("/v1/users/{user}/pin")))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"home": home, "replica": replica})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 async fn home_of(server: &TestServer, user: &str) -> Value {
     let (status, body) = send(
         http()
@@ -197,14 +209,7 @@ async fn a_write_on_one_instance_changes_the_answers_of_all_three() {
     converge(&servers, US_EAST_IP).await;
 
     // A pin through the first instance.
-    let (status, body) = send(
-        http()
-            .put(servers[0].url("/v1/users/alice/pin"))
-            .bearer_auth(OPERATOR)
-            .json(&json!({"home": "sa-east", "replica": "us-east"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    pin(&servers[0], "alice", "sa-east", "us-east").await;
     for server in &servers {
         wait_for(server, "alice's pin", || async {
             home_of(server, "alice").await == "sa-east"
@@ -333,6 +338,190 @@ async fn without_etcd_dns_answers_writes_are_refused_and_the_fleet_catches_up_af
     for server in &servers {
         let (status, _) = send(http().get(server.url("/readyz"))).await;
         assert_eq!(status, StatusCode::OK);
+    }
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+/// `n` import rows (NDJSON) pinning `user-{i}` to ap-south.
+fn import_rows(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!("{{\"user\":\"user-{i}\",\"home\":\"ap-south\",\"replica\":\"sa-east\"}}\n")
+        })
+        .collect()
+}
+
+/// How many keys etcd holds under `prefix`.
+async fn keys_under(client: &mut etcd_client::Client, prefix: &str) -> i64 {
+    client
+        .get(
+            prefix,
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count keys")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_switches_every_instance_to_the_new_pins_at_once() {
+    let Some(etcd) = Etcd::start("fleet::a_large_import", 3).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/import").await;
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    // A pin before the import, which the import keeps.
+    pin(&servers[1], "alice", "sa-east", "us-east").await;
+    for server in &servers {
+        wait_for(server, "alice's pin", || async {
+            metric(server, "meridian_directory_pins").await == Some(1.0)
+        })
+        .await;
+    }
+    // What an import that died half-way leaves: pins of a generation never switched to.
+    client
+        .put(
+            "/import/directory/generations/00000000000000000001-crashed/ghost",
+            r#"{"home":"us-west","replica":"us-east"}"#,
+            None,
+        )
+        .await
+        .expect("put");
+
+    // 10,000 pins through the first instance, far more than one etcd transaction takes.
+    const ROWS: usize = 10_000;
+    let import = tokio::spawn(send(
+        http()
+            .post(servers[0].url("/v1/directory/import?confirm=true"))
+            .bearer_auth(OPERATOR)
+            .timeout(Duration::from_secs(120))
+            .body(import_rows(ROWS)),
+    ));
+    // Meanwhile every instance serves the old pin set or the new one, never a part of it.
+    let allowed = [Some(1.0), Some((ROWS + 1) as f64)];
+    let mut seen_old = 0;
+    while !import.is_finished() {
+        for server in &servers {
+            let pins = metric(server, "meridian_directory_pins").await;
+            assert!(
+                allowed.contains(&pins),
+                "{} serves {pins:?} pins",
+                server.http
+            );
+            seen_old += usize::from(pins == Some(1.0));
+        }
+        // Within the per-address rate limit of the control plane.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, report) = import.await.expect("the import task");
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["pins_added"], ROWS, "{report}");
+    assert!(
+        seen_old > 0,
+        "the import ended before any instance was looked at"
+    );
+    for server in &servers {
+        wait_for(server, "the imported pins", || async {
+            metric(server, "meridian_directory_pins").await == Some((ROWS + 1) as f64)
+        })
+        .await;
+        assert_eq!(home_of(server, "user-9999").await, "ap-south");
+        assert_eq!(home_of(server, "alice").await, "sa-east");
+    }
+    // One generation is left in etcd: the new one; the crashed import's keys went with the old.
+    assert_eq!(
+        keys_under(&mut client, "/import/directory/generations/").await,
+        (ROWS + 1) as i64
+    );
+    assert_eq!(keys_under(&mut client, "/import/directory/pins/").await, 0);
+
+    // A pin after the switch lands in the new generation, and an instance started now reads it.
+    pin(&servers[2], "bob", "us-west", "us-east").await;
+    let late = TestServer::start(&config(&etcd, "/import"), ZONE).await;
+    wait_for(&late, "the fleet's pins", || async {
+        metric(&late, "meridian_directory_pins").await == Some((ROWS + 2) as f64)
+    })
+    .await;
+    assert_eq!(home_of(&late, "bob").await, "us-west");
+    assert_eq!(home_of(&late, "user-0").await, "ap-south");
+    late.stop().await.expect("clean shutdown");
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+/// Waits until every instance serves the newest revision any of them serves.
+async fn settle(servers: &[TestServer]) {
+    let newest = futures_revisions(servers)
+        .await
+        .into_iter()
+        .flatten()
+        .fold(0.0, f64::max);
+    for server in servers {
+        wait_for(server, "the fleet's newest revision", || async {
+            metric(server, "meridian_state_revision")
+                .await
+                .is_some_and(|r| r >= newest)
+        })
+        .await;
+    }
+}
+
+async fn drain(server: &TestServer, dc: &str, service: &str, drained: bool) -> (StatusCode, Value) {
+    let action = if drained { "drain" } else { "undrain" };
+    send(
+        http()
+            .post(server.url(&format!("/v1/datacenters/{dc}/{action}")))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"service": service})),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_cannot_drain_the_last_two_datacenters_at_once() {
+    let Some(etcd) = Etcd::start("fleet::two_instances_cannot_drain", 3).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/drains").await;
+    // `api` runs in us-east, eu-west and us-west: one drained, two left, of which one must stay.
+    let (status, body) = drain(&servers[2], "us-east", "api", true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for round in 0..8 {
+        settle(&servers).await;
+        // Each instance alone would pass the rail: both drains race through two instances.
+        let (first, second) = tokio::join!(
+            drain(&servers[0], "eu-west", "api", true),
+            drain(&servers[1], "us-west", "api", true),
+        );
+        let passed = [&first, &second]
+            .iter()
+            .filter(|(status, _)| *status == StatusCode::OK)
+            .count();
+        assert_eq!(passed, 1, "round {round}: {first:?} {second:?}");
+        let refused = if first.0 == StatusCode::OK {
+            &second
+        } else {
+            &first
+        };
+        assert_eq!(
+            refused.0,
+            StatusCode::CONFLICT,
+            "round {round}: {refused:?}"
+        );
+        // Both undrained again (undrains need no rail) for the next round.
+        for (server, dc) in [(&servers[0], "eu-west"), (&servers[1], "us-west")] {
+            let (status, body) = drain(server, dc, "api", false).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
     }
     for server in servers {
         server.stop().await.expect("clean shutdown");

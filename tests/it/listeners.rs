@@ -89,3 +89,60 @@ async fn udp_workers_answer_concurrent_clients_and_stop_cleanly() {
         .await
         .expect("clean shutdown with UDP workers");
 }
+
+/// Several UDP workers count into shards of their own, summed at scrape time: every query is
+/// counted once, whichever worker answered it.
+#[tokio::test]
+async fn udp_workers_count_every_query_exactly() {
+    use hickory_proto::rr::RecordType;
+
+    use crate::client::Ask;
+    use crate::control::get_with;
+    use crate::support::{CONFIG, TestServer, ZONE};
+
+    let config = CONFIG.replacen("server:\n", "server:\n  udp_workers: 3\n", 1);
+    let server = TestServer::start(&config, ZONE).await;
+    let mut asks = tokio::task::JoinSet::new();
+    let n_queries = 90;
+    for i in 0..n_queries {
+        let name = if i % 3 == 0 {
+            "nothing-here.example.com"
+        } else {
+            "www.example.com"
+        };
+        let udp = server.udp;
+        asks.spawn(async move { Ask::new(name, RecordType::A).udp(udp).await });
+    }
+    while let Some(joined) = asks.join_next().await {
+        joined.expect("a query task");
+    }
+    let (_, metrics) = get_with(&server, "/metrics", None).await;
+    let sum = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(prefix))
+            .map(|line| {
+                let (_, value) = line.rsplit_once(' ').expect("a sample");
+                value.parse::<f64>().expect("a number")
+            })
+            .sum()
+    };
+    assert_eq!(
+        sum("meridian_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\"}"),
+        60.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum("meridian_dns_queries_total{qtype=\"A\",rcode=\"NXDOMAIN\"}"),
+        30.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum("meridian_dns_query_duration_seconds_count"),
+        90.0,
+        "{metrics}"
+    );
+    // Each routed answer is counted under its service and first datacenter.
+    assert_eq!(sum("meridian_dns_answers_total{"), 60.0, "{metrics}");
+    server.stop().await.expect("clean shutdown");
+}

@@ -5,7 +5,8 @@
 //! for IPv4, IPv6 and IPv4-mapped addresses with every prefix, DO, cookies, NSID, odd header
 //! bits, another class or opcode or version) against the shipped example and a zone with every
 //! kind of name (CNAME chains, wildcards, delegations, DNAMEs, empty non-terminals, answers too
-//! large for 512 octets), and compares both paths' replies.
+//! large for 512 octets), and services whose addresses rotate, and compares both paths'
+//! replies.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use proptest::prelude::*;
 use crate::config::Source;
 use crate::dns::Snapshot;
 
+use super::super::rotation::next_query;
 use super::both_paths;
 
 const ZONE: &str = r#"$ORIGIN fast.test.
@@ -72,6 +74,8 @@ const NAMES: &[&str] = &[
     "to-geo.fast.test.",
     "geo.fast.test.",
     "both.fast.test.",
+    "spin.fast.test.",
+    "dice.fast.test.",
     "x.wild.fast.test.",
     "wild.fast.test.",
     "sub.fast.test.",
@@ -293,7 +297,13 @@ fn snapshot() -> &'static Snapshot {
                  us-east: { a: [192.0.2.1] }\n  both:\n    name: both.fast.test\n    \
                  policy: nearest\n    ttl: 20\n    answers: 2\n    order: [ap-south, sa-east]\n    \
                  pools:\n      ap-south: { a: [192.0.2.4], aaaa: [\"2001:db8::4\"] }\n      \
-                 sa-east: { aaaa: [\"2001:db8::5\"] }\n",
+                 sa-east: { aaaa: [\"2001:db8::5\"] }\n  spin:\n    name: spin.fast.test\n    \
+                 policy: nearest\n    rotation: cyclic\n    answers: 2\n    order: [eu-west, us-east]\n    \
+                 pools:\n      eu-west: { a: [192.0.2.10, 192.0.2.11, 192.0.2.12], aaaa: [\"2001:db8::10\", \"2001:db8::11\"] }\n      \
+                 us-east: { a: [192.0.2.20, 192.0.2.21], aaaa: [\"2001:db8::20\"] }\n  dice:\n    \
+                 name: dice.fast.test\n    policy: nearest\n    rotation: random\n    order: [us-east, eu-west]\n    \
+                 pools:\n      eu-west: { a: [192.0.2.30, 192.0.2.31], aaaa: [\"2001:db8::30\", \"2001:db8::31\", \"2001:db8::32\"] }\n      \
+                 us-east: { a: [192.0.2.40, 192.0.2.41, 192.0.2.42] }\n",
             );
         let path: PathBuf = dir.join("meridian.yaml");
         std::fs::write(&path, config).unwrap();
@@ -318,7 +328,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
     #[test]
-    fn fast_path_bytes_are_the_general_paths(query in query(), src in source()) {
+    fn fast_path_bytes_are_the_general_paths(query in query(), src in source(), turns in 0..4usize) {
+        // Rotating services answer in another order after each query: both paths must take
+        // the same one, whichever it is.
+        for _ in 0..turns {
+            next_query();
+        }
         let bytes = query.bytes();
         let (fast, general) = both_paths(snapshot(), &bytes, src);
         if let Some(fast) = fast {
@@ -381,5 +396,50 @@ fn fast_path_answers_the_common_shapes() {
         let (fast, general) = both_paths(snapshot(), &query.bytes(), src);
         assert!(fast.is_some(), "{name} {qtype}: the fast path declined");
         assert_eq!(fast, general, "{name} {qtype}");
+    }
+}
+
+/// Rotating services: the fast path answers each order (not just the first), in turn for
+/// `cyclic`, each equal to the general path's answer to the same query.
+#[test]
+fn fast_path_answers_every_order_of_a_rotation() {
+    let src = SocketAddr::from(([192, 0, 2, 53], 5300));
+    // (name, type, distinct answers expected over the queries)
+    let cases = [
+        ("spin.fast.test.", 1, 3),
+        ("spin.fast.test.", 28, 2),
+        ("dice.fast.test.", 1, 3),
+        // us-east has no IPv6 address: the AAAA answer is eu-west's.
+        ("dice.fast.test.", 28, 3),
+    ];
+    for (name, qtype, n) in cases {
+        let query = Query {
+            id: 7,
+            flags: 0x0100,
+            name: wire_name(name, &[true, false]),
+            qtype,
+            qclass: 1,
+            opt: None,
+        };
+        let mut answers = Vec::new();
+        // 200 queries: `random` misses one of 3 orders with a chance of 3 × (2/3)^200.
+        for _ in 0..200 {
+            next_query();
+            let (fast, general) = both_paths(snapshot(), &query.bytes(), src);
+            assert!(fast.is_some(), "{name} {qtype}: the fast path declined");
+            assert_eq!(fast, general, "{name} {qtype}");
+            answers.push(fast.expect("checked"));
+        }
+        let mut distinct = answers.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), n, "{name} {qtype}");
+        if name.starts_with("spin") {
+            // cyclic: the answers repeat with the period of the orders, and no sooner.
+            for (i, answer) in answers.iter().enumerate().skip(n) {
+                assert_eq!(answer, &answers[i - n], "{name} {qtype} answer {i}");
+                assert_ne!(answer, &answers[i - 1], "{name} {qtype} answer {i}");
+            }
+        }
     }
 }

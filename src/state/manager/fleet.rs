@@ -80,12 +80,17 @@ impl<P: Prepare> Manager<P> {
         let current = self.publisher.current();
         let change = current.live.stamp(&current.loaded.config, change);
         let next = current.live.with(&change, audit.unix_ms);
+        // The rail judged the drains of this revision: the transaction fails if any instance
+        // stored a drain since, so two drains of the last datacenters cannot both pass it.
+        let mut drains_at = None;
         if !force && let Change::Drain { key, drained: true } = &change {
             refuse_last_drain(&current, &next, key, &self.clock)?;
+            drains_at = Some(current.live.revision);
         }
         refuse_too_many_bans(&change, &next)?;
         let buckets = match &change {
-            Change::Directory(DirectoryChange::Buckets(_)) => next.directory.as_ref().map(|d| {
+            // The whole map goes with a bucket move, and with a switch to a new pin generation.
+            Change::Directory(_) => next.directory.as_ref().map(|d| {
                 (0..d.n_buckets())
                     .map(|b| {
                         let p = d.bucket(b);
@@ -98,7 +103,10 @@ impl<P: Prepare> Manager<P> {
             }),
             _ => None,
         };
-        match fleet.commit(&change, &audit, buckets.as_deref()).await {
+        match fleet
+            .commit(&change, &audit, buckets.as_deref(), drains_at)
+            .await
+        {
             Ok(revision) => Ok(Applied::At(revision)),
             Err(FleetError::Unavailable(why)) => {
                 self.metrics.record_store_failure();
@@ -106,7 +114,9 @@ impl<P: Prepare> Manager<P> {
                 self.enter_read_only(&why, "apply", &audit.action, &audit.target);
                 Err(ApplyError::Unreachable(why))
             }
-            Err(error @ FleetError::TooLarge { .. }) => Err(ApplyError::Refused(error.to_string())),
+            Err(
+                error @ (FleetError::TooLarge { .. } | FleetError::Conflict | FleetError::Raced),
+            ) => Err(ApplyError::Refused(error.to_string())),
             Err(error) => {
                 warn!(%error, action = audit.action, target = audit.target, "etcd refused a write");
                 Err(ApplyError::Fleet(error.to_string()))
@@ -470,7 +480,7 @@ impl<P: Prepare> Manager<P> {
     /// Writes the audit entries of reload requests that published nothing of their own.
     async fn commit_audits(&self, fleet: &Fleet, audits: Vec<AuditEntry>) {
         for audit in audits {
-            if let Err(error) = fleet.commit(&Change::AuditOnly, &audit, None).await {
+            if let Err(error) = fleet.commit(&Change::AuditOnly, &audit, None, None).await {
                 warn!(%error, "could not audit a reload in etcd");
             }
         }
