@@ -1,6 +1,7 @@
 //! Hot-path benchmarks: one geo query through `Handler::answer`, what the UDP and TCP loops call (bytes in: decode, locate, route, encode, count; bytes out),
 //! one static query, the routing core alone, and the banned-query check; the geo query also
-//! with the traffic record on (one in 16 sampled, and every query), and `Traffic::record` alone.
+//! with the traffic record on (one in 16 sampled, and every query), and `Traffic::record` alone,
+//! and with the query log off and on at 1 %.
 //!
 //! Run with `cargo bench --bench query_path`. The handler benchmarks use the shipped example
 //! (the embedded country database), with ECS networks spread over the whole IPv4 space so that
@@ -17,8 +18,10 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 use meridian::config::Source;
-use meridian::config::TrafficConfig;
+use meridian::config::{QueryLogConfig, QueryLogOutput, TrafficConfig};
 use meridian::dns::{Handler, Transport};
+use meridian::metrics::Metrics;
+use meridian::querylog::{Output, QueryLog};
 use meridian::routing::{Client, ServiceId};
 use meridian::state::{Banned, Shared, Snapshot};
 use meridian::store::StoredBan;
@@ -47,10 +50,7 @@ fn benches(c: &mut Criterion) {
     let snapshot = Snapshot::load(&source, 1).expect("benchmark snapshot");
     let service_name = format!("{}.", snapshot.loaded.config.services[0].name);
     let (shared, _publisher) = Shared::new(snapshot);
-    let handler = Handler::new(
-        shared.clone(),
-        std::sync::Arc::new(meridian::metrics::Metrics::new()),
-    );
+    let handler = Handler::new(shared.clone(), std::sync::Arc::new(Metrics::new()));
     let src: SocketAddr = "192.0.2.53:5300".parse().unwrap();
 
     // 4096 /24 networks spread over the IPv4 unicast space (a fixed multiplicative sequence).
@@ -112,6 +112,34 @@ fn benches(c: &mut Criterion) {
         );
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         collector.join().expect("the collector stops");
+    }
+
+    // The query log: off (the default; one atomic load per query), and on at 1 % (a sampled
+    // query's bytes copied and offered to the writer thread, which describes it and writes the
+    // line to /dev/null, on its own thread).
+    let metrics = Metrics::new();
+    for (label, per_million) in [("off", 0), ("1_percent", 10_000)] {
+        let config = QueryLogConfig {
+            output: QueryLogOutput::File("/dev/null".to_owned()),
+            per_million,
+            queue_lines: 4096,
+        };
+        let log = QueryLog::start(
+            &config,
+            Output::File("/dev/null".into()),
+            metrics.samples().clone(),
+        )
+        .expect("the query log starts");
+        let logging = handler.clone().with_query_log(Some(log));
+        c.bench_function(
+            &format!("handler/geo_query_varied_ecs_querylog_{label}"),
+            |b| {
+                b.iter(|| {
+                    i = (i + 1) % geo_queries.len();
+                    logging.answer(&geo_queries[i], src, Transport::Udp, &mut reply)
+                })
+            },
+        );
     }
 
     let static_query = query_bytes("ns1.example.com.", RecordType::A, None);

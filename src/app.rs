@@ -18,12 +18,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{ETCD_ENDPOINTS_ENV, Source, StateConfig};
+use crate::config::{ETCD_ENDPOINTS_ENV, QueryLogOutput, Source, StateConfig};
 use crate::control::{self, ControlState};
 use crate::dns::{DnsServer, Handler};
 use crate::dns::{Loaded, Manager};
 use crate::fleet::Fleet;
 use crate::metrics::{ErrorKind, InternalError, Metrics, panic_message};
+use crate::querylog::{self, QueryLog};
 use crate::state::{Clock, Readiness, StateCommands, StateHandle, unix_ms};
 use crate::store::{AuditEntry, Change, Store};
 use crate::traffic::Traffic;
@@ -174,6 +175,18 @@ pub async fn run(
     for deprecated in &server_config.deprecations {
         warn!(setting = %deprecated.path, "{}", deprecated.message);
     }
+    // `server.query_log` is read at start (its rate changes through `PUT /v1/querylog`); a
+    // file is opened now, so that a path that cannot be written stops the start.
+    let query_log_output = match &server_config.query_log.output {
+        QueryLogOutput::Stderr => querylog::Output::Stderr,
+        QueryLogOutput::File(path) => querylog::Output::File(options.source.resolve(path)),
+    };
+    let query_log = QueryLog::start(
+        &server_config.query_log,
+        query_log_output.clone(),
+        metrics.samples().clone(),
+    )
+    .with_context(|| format!("opening the query log {query_log_output}"))?;
     let (manager, shared) = Manager::start(
         options.source,
         options.loaded,
@@ -236,6 +249,7 @@ pub async fn run(
                 limiter: Arc::default(),
                 log_levels: options.log_levels.clone(),
                 traffic: traffic.clone(),
+                query_log: query_log.clone(),
                 fleet,
             });
             let serving = control::serve(
@@ -253,7 +267,8 @@ pub async fn run(
     let dns = DnsServer::start(
         Handler::new(shared, metrics.clone())
             .with_rrl(server_config.rrl.clone())
-            .with_traffic(Some(traffic)),
+            .with_traffic(Some(traffic))
+            .with_query_log(Some(query_log)),
         (listeners.udp, server_config.udp_workers),
         listeners.tcp,
         &server_config.tcp,

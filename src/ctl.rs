@@ -117,6 +117,17 @@ pub enum CtlCommand {
         #[arg(long)]
         revert_after_seconds: Option<u64>,
     },
+    /// The query log's rate and counts; with `--sample`, change the rate for a while (then the
+    /// configured rate comes back).
+    #[command(name = "querylog")]
+    QueryLog {
+        /// The share of queries to log, 0 (off) to 1 (every query).
+        #[arg(long)]
+        sample: Option<f64>,
+        /// Seconds until it reverts (default 600, at most 86400).
+        #[arg(long, requires = "sample")]
+        revert_after_seconds: Option<u64>,
+    },
     /// The most recent internal errors (panics, store failures, other 500s).
     Errors,
     /// Banned-query rules; with `add ...` or `remove ID`, change them.
@@ -477,6 +488,24 @@ fn call_for(command: &CtlCommand) -> Option<Call> {
             Call {
                 method: Method::PUT,
                 path: "/v1/log".to_owned(),
+                body: Some(body),
+            }
+        }
+        CtlCommand::QueryLog {
+            sample: None,
+            revert_after_seconds: _,
+        } => Call::get("/v1/querylog"),
+        CtlCommand::QueryLog {
+            sample: Some(sample),
+            revert_after_seconds,
+        } => {
+            let mut body = serde_json::json!({"sample": sample});
+            if let Some(seconds) = revert_after_seconds {
+                body["revert_after_seconds"] = Value::from(*seconds);
+            }
+            Call {
+                method: Method::PUT,
+                path: "/v1/querylog".to_owned(),
                 body: Some(body),
             }
         }

@@ -7,6 +7,8 @@
 //! - [`control`]: the HTTP control plane (the only `axum` user);
 //! - [`dns`]: everything that speaks DNS (the only `hickory` user), and what a query reads:
 //!   [`dns::Snapshot`] is the state's snapshot carrying the zones and prepared answers;
+//! - [`querylog`]: the sampled query log: a lock-free sampler for the query path and a writer
+//!   thread that writes JSON lines (what a line says comes from [`dns`], as a trait object);
 //! - [`state`]: the immutable [`state::Snapshot`], its lock-free shared handle, the state
 //!   manager and readiness;
 //! - [`metrics`]: Prometheus (it imports only [`routing::DcStatus`], the datacenter states);
@@ -29,6 +31,7 @@ pub mod dns;
 pub mod fleet;
 pub mod geo;
 pub mod metrics;
+pub mod querylog;
 pub mod routing;
 pub mod state;
 pub mod store;

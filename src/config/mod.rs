@@ -131,6 +131,28 @@ pub struct ServerConfig {
     pub udp_workers: usize,
     /// The sampled record of recent traffic.
     pub traffic: TrafficConfig,
+    /// The query log.
+    pub query_log: QueryLogConfig,
+}
+
+/// The `server.query_log` section, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryLogConfig {
+    /// Where the lines go.
+    pub output: QueryLogOutput,
+    /// Queries logged per million from start; 0: off.
+    pub per_million: u32,
+    /// Most lines waiting for the writer, at least 1.
+    pub queue_lines: u32,
+}
+
+/// Where the query log writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryLogOutput {
+    /// Standard error.
+    Stderr,
+    /// A file, appended to; the path as written, relative to the configuration file.
+    File(String),
 }
 
 /// The `server.traffic` section, validated.
@@ -559,7 +581,64 @@ fn validate_server(raw: raw::RawServer, problems: &mut Vec<Problem>) -> ServerCo
             n => n,
         },
         traffic: validate_traffic(&raw.traffic, problems),
+        query_log: validate_query_log(&raw.query_log, problems),
     }
+}
+
+/// `server.query_log`: a share from 0 to 1 in millionths, a non-empty output, a queue of 1 to a
+/// million lines.
+fn validate_query_log(raw: &raw::RawQueryLog, problems: &mut Vec<Problem>) -> QueryLogConfig {
+    let output = match raw
+        .output
+        .as_deref()
+        .unwrap_or(raw::DEFAULT_QUERY_LOG_OUTPUT)
+    {
+        "stderr" => QueryLogOutput::Stderr,
+        "" => {
+            problems.push(Problem::new(
+                "server.query_log.output",
+                "is empty: say `stderr` or a file",
+            ));
+            QueryLogOutput::Stderr
+        }
+        path => QueryLogOutput::File(path.to_owned()),
+    };
+    let sample = raw.sample.unwrap_or(raw::DEFAULT_QUERY_LOG_SAMPLE);
+    let per_million = match per_million(sample) {
+        Some(per_million) => per_million,
+        None => {
+            problems.push(Problem::new(
+                "server.query_log.sample",
+                format!("{sample} is not 0, or from 0.000001 to 1"),
+            ));
+            0
+        }
+    };
+    let queue_lines = raw
+        .queue_lines
+        .unwrap_or(raw::DEFAULT_QUERY_LOG_QUEUE_LINES);
+    if !(1..=1_000_000).contains(&queue_lines) {
+        problems.push(Problem::new(
+            "server.query_log.queue_lines",
+            format!("{queue_lines} is not from 1 to 1000000"),
+        ));
+    }
+    QueryLogConfig {
+        output,
+        per_million,
+        queue_lines: queue_lines.max(1),
+    }
+}
+
+/// A share of queries (0 to 1) in millionths; `None` when it is out of range, or so small that
+/// it would round to none.
+pub fn per_million(share: f64) -> Option<u32> {
+    if !(0.0..=1.0).contains(&share) {
+        return None;
+    }
+    // In range, so the product fits.
+    let per_million = (share * 1e6).round() as u32;
+    (share == 0.0 || per_million > 0).then_some(per_million)
 }
 
 /// `server.traffic`: a window of 10 s to a day, at least one network.

@@ -286,6 +286,30 @@ pub struct RawServer {
     /// The sampled record of recent traffic that simulations replay; default on.
     #[serde(default)]
     pub traffic: RawTraffic,
+    /// The query log (sampled queries and their answers as JSON lines); default off.
+    #[serde(default)]
+    pub query_log: RawQueryLog,
+}
+
+/// Default destination of the query log.
+pub const DEFAULT_QUERY_LOG_OUTPUT: &str = "stderr";
+/// Default share of queries the query log writes at start: none (it is off).
+pub const DEFAULT_QUERY_LOG_SAMPLE: f64 = 0.0;
+/// Default most lines waiting for the query log's writer; beyond, lines are dropped (counted).
+pub const DEFAULT_QUERY_LOG_QUEUE_LINES: u32 = 4096;
+
+/// The `server.query_log` section: sampled queries and answers, one JSON object per line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueryLog {
+    /// `stderr`, or a file appended to (relative to the configuration file); default
+    /// [`DEFAULT_QUERY_LOG_OUTPUT`].
+    pub output: Option<String>,
+    /// Share of queries logged from start, 0 to 1 (`PUT /v1/querylog` changes it at runtime);
+    /// default [`DEFAULT_QUERY_LOG_SAMPLE`].
+    pub sample: Option<f64>,
+    /// Most lines waiting for the writer; default [`DEFAULT_QUERY_LOG_QUEUE_LINES`].
+    pub queue_lines: Option<u32>,
 }
 
 /// Default share of queries the traffic record samples: one in this many.

@@ -405,6 +405,7 @@ const DOCUMENTED_AT: &[(&str, &[&str])] = &[
     ("RawTcp", &["server.tcp."]),
     ("RawRrl", &["server.rrl."]),
     ("RawTraffic", &["server.traffic."]),
+    ("RawQueryLog", &["server.query_log."]),
     ("RawGeo", &["geo."]),
     ("RawZone", &["zones[]."]),
     ("RawDatacenter", &["datacenters.<name>."]),

@@ -17,12 +17,10 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::ToSchema;
 
-use crate::store::Change;
-
 use super::ControlState;
 use super::auth::Need;
 use super::error::ApiError;
-use super::write::{admit, audit, read_json};
+use super::write::{admit, audit, read_json, store_audit_only};
 
 /// The longest a changed filter may stay before it reverts: one day.
 pub(super) const MAX_REVERT_SECONDS: u64 = 86_400;
@@ -111,17 +109,7 @@ pub(crate) async fn put_log(
         serde_json::json!({"filter": body.filter, "revert_after_seconds": seconds}),
         state.clock.now(),
     );
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.apply(&Change::AuditOnly, &entry))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|error| {
-            if error.is_io() {
-                ApiError::read_only(format!("the state store cannot write now: {error}"))
-            } else {
-                ApiError::store_failed(format!("the state store failed: {error}"))
-            }
-        })?;
+    store_audit_only(&state, entry).await?;
     // Audited first, so that no change goes unrecorded.
     (levels.set)(&body.filter, true).map_err(invalid)?;
     let change = levels.changes.fetch_add(1, Ordering::SeqCst) + 1;

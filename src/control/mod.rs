@@ -6,6 +6,7 @@
 //! - `audit.rs`: the audit log;
 //! - `errors.rs`: panics in handlers and 500s logged, counted and kept; `GET /v1/errors`;
 //! - `log.rs`: `PUT /v1/log`, the log filter changed at runtime for a while;
+//! - `querylog.rs`: `GET`/`PUT /v1/querylog`, the query log's rate changed at runtime for a while;
 //! - `banned.rs`: `GET`/`POST /v1/banned`, `DELETE /v1/banned/{id}`, banned-query rules;
 //! - `simulate.rs`: `GET /v1/traffic` and `POST /v1/simulate`, what-if over the recorded traffic;
 //! - `toggles.rs`: `GET /v1/toggles`, `PUT /v1/toggles/{name}`, the feature toggles;
@@ -35,6 +36,7 @@ pub mod fuzzing;
 mod log;
 mod openapi;
 mod probes;
+mod querylog;
 mod serve;
 mod simulate;
 mod toggles;
@@ -65,6 +67,7 @@ use openapi::StandardResponses;
 use crate::dns::Shared;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
+use crate::querylog::QueryLog;
 use crate::state::{Clock, Readiness, StateHandle};
 use crate::store::Store;
 use crate::traffic::Traffic;
@@ -90,6 +93,8 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/config/diff"),
     (Method::GET, "/v1/audit"),
     (Method::PUT, "/v1/log"),
+    (Method::GET, "/v1/querylog"),
+    (Method::PUT, "/v1/querylog"),
     (Method::GET, "/v1/errors"),
     (Method::GET, "/v1/traffic"),
     (Method::POST, "/v1/simulate"),
@@ -133,6 +138,8 @@ pub struct ControlState {
     pub log_levels: Option<Arc<LogLevels>>,
     /// The sampled record of recent traffic, for `GET /v1/traffic` and simulations.
     pub traffic: Arc<Traffic>,
+    /// The query log, whose rate `PUT /v1/querylog` changes.
+    pub query_log: Arc<QueryLog>,
     /// The fleet's shared state, with the etcd backend (`GET /v1/fleet`).
     pub fleet: Option<Fleet>,
 }
@@ -146,7 +153,7 @@ pub struct ControlState {
         datacenters::drain, datacenters::undrain, datacenters::drain_instance,
         datacenters::undrain_instance, explain::explain, configuration::reload,
         configuration::get_config, configuration::config_versions, configuration::config_diff,
-        audit::audit_log, log::put_log, errors::list_errors, simulate::get_traffic, simulate::post_simulate,
+        audit::audit_log, log::put_log, querylog::get_querylog, querylog::put_querylog, errors::list_errors, simulate::get_traffic, simulate::post_simulate,
         toggles::list_toggles, toggles::put_toggle, banned::list_banned, banned::ban,
         banned::unban, users::get_user, users::pin, users::unpin, users::summary,
         users::move_buckets, users::import, users::export, users::restore, openapi,
@@ -194,6 +201,10 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/config/diff", get(configuration::config_diff))
         .route("/v1/audit", get(audit::audit_log))
         .route("/v1/log", put(log::put_log))
+        .route(
+            "/v1/querylog",
+            get(querylog::get_querylog).put(querylog::put_querylog),
+        )
         .route("/v1/errors", get(errors::list_errors))
         .route("/v1/traffic", get(simulate::get_traffic))
         .route("/v1/simulate", post(simulate::post_simulate))

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::dns::Snapshot;
 use crate::state::{ApplyError, unix_ms};
-use crate::store::{AuditEntry, StoreError};
+use crate::store::{AuditEntry, Change, StoreError};
 
 use super::ControlState;
 use super::auth::{Budget, Caller, Need, authenticate};
@@ -148,6 +148,26 @@ pub(super) fn applied(
             ..ApiError::internal(error.to_string())
         }),
     }
+}
+
+/// Stores `entry` alone, for a change that lives outside the state (the log filter, the query
+/// log's rate): 503 while the store cannot write, 500 when it fails otherwise.
+pub(super) async fn store_audit_only(
+    state: &ControlState,
+    entry: AuditEntry,
+) -> Result<(), ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.apply(&Change::AuditOnly, &entry))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map(|_| ())
+        .map_err(|error| {
+            if error.is_io() {
+                ApiError::read_only(format!("the state store cannot write now: {error}"))
+            } else {
+                ApiError::store_failed(format!("the state store failed: {error}"))
+            }
+        })
 }
 
 /// A read or an audit-only write of the store (audit log, configuration versions, log filter

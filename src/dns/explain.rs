@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use super::Snapshot;
 use crate::geo::Location;
 use crate::metrics::Rcode;
-use crate::routing::{self, Explanation};
+use crate::routing::{self, Explanation, ServiceId};
 
 use super::answer::Located;
 use super::edns::{ClientAddr, masked};
@@ -119,14 +119,7 @@ pub(crate) fn explain_client(
     let located = Located::new(&loaded.geo, &client);
     let location = located.hit.cell.map(|cell| *loaded.geo.location(cell));
     let routing = response.reply.routed.map(|routed| {
-        let explanation = routing::explain(
-            &snapshot.routing,
-            &loaded.config,
-            &snapshot.states,
-            routed.service,
-            &located.client,
-            location.as_ref(),
-        );
+        let explanation = retrace(snapshot, routed.service, &located, location.as_ref());
         let id = loaded.config.services[usize::from(routed.service.0)]
             .id
             .clone();
@@ -160,6 +153,24 @@ pub(crate) fn explain_client(
         routing,
         rotation,
     }
+}
+
+/// The decision for `service` and the `located` client (at `location`), retraced with every
+/// datacenter's reason: for explanations and the query log's reasons.
+pub(crate) fn retrace(
+    snapshot: &Snapshot,
+    service: ServiceId,
+    located: &Located,
+    location: Option<&Location>,
+) -> Explanation {
+    routing::explain(
+        &snapshot.routing,
+        &snapshot.loaded.config,
+        &snapshot.states,
+        service,
+        &located.client,
+        location,
+    )
 }
 
 /// An EDNS record carrying `ecs`, or none.

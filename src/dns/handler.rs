@@ -18,6 +18,7 @@ use crate::config::RrlConfig;
 use crate::metrics::{
     DnsEvent, ErrorKind, InternalError, Metrics, QueryType, Rcode, panic_message,
 };
+use crate::querylog::{self, QueryLog, Sampled, Sent};
 use crate::routing::Toggle;
 use crate::state::{BanAction, unix_ms};
 use crate::traffic::Traffic;
@@ -41,6 +42,8 @@ pub struct Handler {
     /// The sampled record of recent traffic, when kept: a per-thread countdown and, once in a
     /// while, a `try_send` (see `traffic`).
     traffic: Option<Arc<Traffic>>,
+    /// The query log: off, one relaxed atomic load per query (see `querylog`).
+    query_log: Option<Arc<QueryLog>>,
 }
 
 impl Handler {
@@ -51,7 +54,13 @@ impl Handler {
             metrics,
             rrl: None,
             traffic: None,
+            query_log: None,
         }
+    }
+
+    /// This handler, offering sampled queries to `query_log` (`None`: no log).
+    pub fn with_query_log(self, query_log: Option<Arc<QueryLog>>) -> Self {
+        Handler { query_log, ..self }
     }
 
     /// This handler, sampling routed queries into `traffic` (`None`: no record).
@@ -128,6 +137,10 @@ impl Handler {
             }
             _ => None,
         };
+        let path = match fast {
+            Some(_) => querylog::Path::Fast,
+            None => querylog::Path::General,
+        };
         let (qtype, rcode, class) = if let Some(answered) = fast {
             if let Some(routed) = answered.routed {
                 self.count_routed(&snapshot, routed, Some(answered.client));
@@ -156,18 +169,29 @@ impl Handler {
             }
             _ => Verdict::Send,
         };
-        match verdict {
-            Verdict::Send => true,
+        let sent = match verdict {
+            Verdict::Send => Sent::Answer,
             Verdict::Slip => {
                 self.metrics.record_dns_event(DnsEvent::RrlSlipped);
                 slip(reply);
-                true
+                Sent::Slipped
             }
             Verdict::Drop => {
                 self.metrics.record_dns_event(DnsEvent::RrlDropped);
-                false
+                Sent::Dropped
             }
+        };
+        if let Some(log) = &self.query_log
+            && log.sampled()
+        {
+            let protocol = match transport {
+                Transport::Udp => querylog::Protocol::Udp,
+                Transport::Tcp => querylog::Protocol::Tcp,
+            };
+            let view = Arc::clone(&*snapshot);
+            log.offer(Sampled::new(view, bytes, reply, src, path, protocol, sent));
         }
+        sent != Sent::Dropped
     }
 
     /// Counts what `response` did, besides the query itself.

@@ -23,6 +23,7 @@ mod edns;
 mod explain;
 mod fast;
 mod handler;
+mod logged;
 mod respond;
 mod rotation;
 mod routed;

@@ -14,6 +14,7 @@
 //! | `P/toggles/{name}` | whether the feature toggle is on, JSON |
 //! | `P/banned/{id}` | a banned-query rule, [`StoredBan`] as JSON |
 //! | `P/instances/{instance}` | [`InstanceRecord`], under the instance's lease |
+//! | `P/writes/{instance}` | the number of the instance's last write, under its lease |
 //! | `P/changes` | the last write's [`Record`]: the change, its audit entry, the instance |
 //! | `P/config/current` | the configuration version the fleet serves, [`ConfigPointer`] |
 //! | `P/config/chunks/{version}/{i}` | that version ([`ConfigVersion`] as JSON) in pieces of at most [`CHUNK_BYTES`] |
@@ -32,6 +33,11 @@
 //! watch's revision compacted, and whenever the watch cannot resume. So no instance ever sees half
 //! a write, and every instance applies the same writes in the same (etcd's) order.
 //!
+//! Every write of an instance puts its number into `P/writes/{instance}`, comparing that key's
+//! version with the one the instance's last write left: an attempt sent again after a reply was
+//! lost finds the earlier attempt stored and stores nothing more, so no write is applied (or
+//! audited) twice, and no retried write puts an older value back over a newer one.
+//!
 //! A directory change too large for one transaction (an import of more than [`MAX_TXN_OPS`] pins,
 //! every restore) writes the whole new pin set as a new generation in as many transactions as it
 //! takes, then switches `P/directory/generation` to it in one transaction that also holds the
@@ -45,12 +51,13 @@
 //! the watch delivers. Rules (safety rails, freshness) stay in `state`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
-    Txn, TxnOp, TxnResponse, WatchOptions,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -259,6 +266,24 @@ pub struct Fleet {
     client: Client,
     prefix: String,
     instance: String,
+    /// This instance's own writes, one at a time (a tokio `Mutex`: held across the write's
+    /// attempts, so that a retried write is compared against its own earlier attempt).
+    writes: Arc<tokio::sync::Mutex<WriteLog>>,
+    /// The lease the instance is registered under (0: none yet), which its write key rides.
+    lease: Arc<AtomicI64>,
+}
+
+/// What this instance knows of its write key `P/writes/{instance}`: each write puts its number
+/// there in the same transaction, comparing the key's version with the one its last write left.
+/// An attempt that timed out but was applied makes the next attempt's comparison fail, and the
+/// key then holds this write's number: the write is done, once (no second change record, no
+/// second audit entry, no older value put back over a newer one).
+#[derive(Debug, Default)]
+struct WriteLog {
+    /// Writes so far.
+    count: u64,
+    /// The key's version after the last write (0: absent, as etcd counts it).
+    version: i64,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -318,6 +343,8 @@ impl Fleet {
             client,
             prefix: config.prefix.clone(),
             instance: instance_name(),
+            writes: Arc::default(),
+            lease: Arc::default(),
         })
     }
 
@@ -364,20 +391,93 @@ impl Fleet {
         if ops.len() > MAX_TXN_OPS + 1 {
             return Err(FleetError::TooLarge { ops: ops.len() });
         }
-        let mut txn = Txn::new();
-        if let Some(revision) = drains_at {
-            txn = txn.when([Compare::mod_revision(
-                self.key("drains/"),
-                CompareOp::Less,
-                revision + 1,
-            )
-            .with_prefix()]);
+        let compares = drains_at
+            .map(|revision| {
+                Compare::mod_revision(self.key("drains/"), CompareOp::Less, revision + 1)
+                    .with_prefix()
+            })
+            .into_iter()
+            .collect();
+        self.write(compares, ops).await?.ok_or(FleetError::Raced)
+    }
+
+    /// Runs one write of this instance: `ops` when `compares` hold, with the write key (see
+    /// [`WriteLog`]), tried again on another connection while attempts fail, for up to
+    /// [`WRITE_BUDGET`]. Returns the revision it was stored at, or `None` when one of `compares`
+    /// failed (nothing was stored).
+    async fn write(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<Option<i64>, FleetError> {
+        let mut log = self.writes.lock().await;
+        log.count += 1;
+        let number = log.count.to_string();
+        let key = self.key(&format!("writes/{}", self.instance));
+        let mut kv = self.client.kv_client();
+        // A request sent down the connection of a member that just died waits for that
+        // connection to fail: another attempt goes to a live member. A member's death may also
+        // cost an election: attempts go on, a little apart, for up to WRITE_BUDGET.
+        let deadline = tokio::time::Instant::now() + WRITE_BUDGET;
+        loop {
+            let lease = self.lease.load(Ordering::Relaxed);
+            let put = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+            let mut when = vec![Compare::version(key.clone(), CompareOp::Equal, log.version)];
+            when.extend(compares.iter().cloned());
+            let mut then = vec![TxnOp::put(key.clone(), number.clone(), put)];
+            then.extend(ops.iter().cloned());
+            let txn = Txn::new()
+                .when(when)
+                .and_then(then)
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let failure = match tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn)).await {
+                Ok(Ok(response)) if response.succeeded() => {
+                    log.version += 1;
+                    return Ok(Some(revision_of(&response)));
+                }
+                Ok(Ok(response)) => {
+                    let stored = response.op_responses().into_iter().find_map(|op| match op {
+                        TxnOpResponse::Get(get) => Some(
+                            get.kvs()
+                                .first()
+                                .map(|kv| (kv.value().to_vec(), kv.version(), kv.mod_revision())),
+                        ),
+                        _ => None,
+                    });
+                    match stored.flatten() {
+                        // An earlier attempt of this write was stored.
+                        Some((value, version, revision)) if value == number.as_bytes() => {
+                            log.version = version;
+                            return Ok(Some(revision));
+                        }
+                        // The key moved otherwise (its lease expired during an outage, say):
+                        // compare with what it is now.
+                        Some((_, version, _)) if version != log.version => {
+                            log.version = version;
+                            continue;
+                        }
+                        None if log.version != 0 => {
+                            log.version = 0;
+                            continue;
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                Ok(Err(error)) => {
+                    let error = error.to_string();
+                    if error.contains("lease not found") {
+                        // Registration grants a new lease; until then the key goes without.
+                        self.lease.store(0, Ordering::Relaxed);
+                    }
+                    error
+                }
+                Err(_) => "the write timed out".to_owned(),
+            };
+            if tokio::time::Instant::now() + RETRY_INTERVAL >= deadline {
+                return Err(FleetError::Unavailable(failure));
+            }
+            tokio::time::sleep(RETRY_INTERVAL).await;
         }
-        let response = self.run_txn(txn.and_then(ops)).await?;
-        if !response.succeeded() {
-            return Err(FleetError::Raced);
-        }
-        Ok(revision_of(&response))
     }
 
     /// The `P/changes` operation of a write.
@@ -401,15 +501,10 @@ impl Fleet {
         ))
     }
 
-    /// Runs `txn`, again on another connection while attempts fail, for up to [`WRITE_BUDGET`].
+    /// Runs `txn`, again while attempts fail, for up to [`WRITE_BUDGET`]: for transactions
+    /// that may be applied twice (the puts of a generation not yet in force).
     async fn run_txn(&self, txn: Txn) -> Result<TxnResponse, FleetError> {
         let mut kv = self.client.kv_client();
-        // A request sent down the connection of a member that just died waits for that
-        // connection to fail: another attempt goes to a live member. An attempt that timed out
-        // may have been applied; applying a record twice changes nothing (every change sets
-        // state), and only its audit entry is then kept twice.
-        // A member's death may also cost an election: attempts go on, a little apart, for up to
-        // WRITE_BUDGET.
         let deadline = tokio::time::Instant::now() + WRITE_BUDGET;
         loop {
             let failure = match tokio::time::timeout(ATTEMPT_TIMEOUT, kv.txn(txn.clone())).await {
@@ -439,15 +534,12 @@ impl Fleet {
             let committed = match self.small_directory_ops(directory, buckets, &pointer)? {
                 Some(mut ops) => {
                     ops.push(self.record(&change, audit, None)?);
-                    let txn = Txn::new()
-                        .when([Compare::mod_revision(
-                            self.key(GENERATION_KEY),
-                            CompareOp::Equal,
-                            pointer.mod_revision,
-                        )])
-                        .and_then(ops);
-                    let response = self.run_txn(txn).await?;
-                    response.succeeded().then(|| revision_of(&response))
+                    let compare = Compare::mod_revision(
+                        self.key(GENERATION_KEY),
+                        CompareOp::Equal,
+                        pointer.mod_revision,
+                    );
+                    self.write(vec![compare], ops).await?
                 }
                 None => self.switch(directory, audit, buckets, &pointer).await?,
             };
@@ -565,26 +657,19 @@ impl Fleet {
             self.key(FIRST_GENERATION),
             Some(DeleteOptions::new().with_prefix()),
         ));
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                pointer_key,
-                CompareOp::Equal,
-                pointer.mod_revision,
-            )])
-            .and_then(ops);
-        // On a timeout it may have switched after all: the watch then delivers it. If not, the
-        // next switch deletes the generation.
-        let response = self.run_txn(txn).await?;
-        if !response.succeeded() {
+        let compare = Compare::mod_revision(pointer_key, CompareOp::Equal, pointer.mod_revision);
+        // When etcd goes away it may have switched after all: the watch then delivers it. If
+        // not, the next switch deletes the generation.
+        let Some(revision) = self.write(vec![compare], ops).await? else {
             self.discard(&name).await;
             return Ok(None);
-        }
+        };
         info!(
             generation = name,
             pins = pins.len(),
             "switched the fleet's directory to a new generation"
         );
-        Ok(Some(revision_of(&response)))
+        Ok(Some(revision))
     }
 
     /// Deletes generation `name` (not in force), as far as etcd lets it now.
@@ -976,6 +1061,7 @@ impl Fleet {
         .await
         .map_err(|_| timed_out())??
         .id();
+        self.lease.store(lease, Ordering::Relaxed);
         let (mut keeper, mut renewals) =
             tokio::time::timeout(REQUEST_TIMEOUT, client.lease_keep_alive(lease))
                 .await

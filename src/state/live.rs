@@ -30,6 +30,11 @@ pub struct LiveState {
     pub unverified: BTreeSet<String>,
     /// When each drain was last lifted, Unix milliseconds (slow start ramps from it).
     pub undrained: BTreeMap<DrainKey, u64>,
+    /// When a reload added a datacenter (key without a service) or added it to an existing
+    /// service's pool (key with the service), Unix milliseconds: slow start ramps from it.
+    /// Kept in memory only; a datacenter's first report stores the time as its
+    /// `serving_since`, so a restart after that resumes the ramp.
+    pub added: BTreeMap<DrainKey, u64>,
     /// The user directory, when configured.
     pub directory: Option<Directory>,
     /// The fleet's state revision this state reflects (etcd's revision of the last change
@@ -51,6 +56,7 @@ impl LiveState {
             reports: persisted.reports,
             drains: persisted.drains,
             undrained: persisted.undrained,
+            added: BTreeMap::new(),
             instance_drained: persisted.instance_drained,
             directory: None,
             revision: 0,
@@ -83,7 +89,16 @@ impl LiveState {
             .max()
             .unwrap_or(0);
         let served = match self.reports.get(&datacenter) {
-            None => (!required).then_some(None),
+            // A datacenter that needs no report has served since it was configured: all along,
+            // or since the reload that added it (then it is ramping).
+            None => (!required).then(|| {
+                self.added
+                    .get(&DrainKey {
+                        datacenter: datacenter.clone(),
+                        service: None,
+                    })
+                    .copied()
+            }),
             Some(before) => {
                 let until = before
                     .received_unix_ms
@@ -99,6 +114,54 @@ impl LiveState {
             None => Some(report.received_unix_ms),
         };
         Change::Report { datacenter, report }
+    }
+
+    /// Notes what a reload from `before` to `after`, at `at_ms` (Unix milliseconds), adds:
+    /// datacenters, and datacenters to the pool of a service both have. Slow start ramps them
+    /// from `at_ms`, as if a drain were lifted then; entries of datacenters (or pools) `after`
+    /// no longer has are dropped.
+    pub fn note_added(&mut self, before: &Config, after: &Config, at_ms: u64) {
+        let existed = |name: &str| before.datacenters.iter().any(|dc| dc.name == name);
+        for dc in after.datacenters.iter().filter(|dc| !existed(&dc.name)) {
+            self.added.insert(
+                DrainKey {
+                    datacenter: dc.name.clone(),
+                    service: None,
+                },
+                at_ms,
+            );
+        }
+        for service in &after.services {
+            let Some(old) = before.services.iter().find(|s| s.id == service.id) else {
+                continue;
+            };
+            let had = |name: &str| {
+                old.pools
+                    .iter()
+                    .any(|pool| before.datacenters[pool.datacenter].name == name)
+            };
+            for pool in &service.pools {
+                let name = &after.datacenters[pool.datacenter].name;
+                if existed(name) && !had(name) {
+                    self.added.insert(
+                        DrainKey {
+                            datacenter: name.clone(),
+                            service: Some(service.id.clone()),
+                        },
+                        at_ms,
+                    );
+                }
+            }
+        }
+        self.added.retain(|key, _| match &key.service {
+            None => after.datacenters.iter().any(|dc| dc.name == key.datacenter),
+            Some(id) => after
+                .services
+                .iter()
+                .filter(|service| service.id == *id)
+                .flat_map(|service| &service.pools)
+                .any(|pool| after.datacenters[pool.datacenter].name == key.datacenter),
+        });
     }
 
     /// The state after `change`, made at `at_ms` (Unix milliseconds: when a drain is lifted).
@@ -165,13 +228,16 @@ impl LiveState {
                     .collect();
                 let age = |since: u64| Duration::from_millis(now_ms.saturating_sub(since));
                 let stored = self.reports.get(&dc.name);
+                // The latest lifted drain or reload that added it, for every service or one.
                 let undrained = |service: Option<&str>| {
                     self.undrained
                         .iter()
-                        .find(|(key, _)| {
+                        .chain(&self.added)
+                        .filter(|(key, _)| {
                             key.datacenter == dc.name && key.service.as_deref() == service
                         })
                         .map(|(_, at)| age(*at))
+                        .min()
                 };
                 let back_for = stored
                     .and_then(|r| r.serving_since_unix_ms)
@@ -442,5 +508,83 @@ services:
             1_220_000,
         );
         assert_eq!(twice.undrained, undrained.undrained);
+    }
+
+    #[test]
+    fn a_reload_that_adds_a_datacenter_ramps_it_from_then() {
+        let before = Config::from_yaml_str(CONFIG).unwrap();
+        // ap-south is new and needs no report; the new service `api` adds us-east to no pool
+        // that existed (only pools of services both configurations have count).
+        let after = Config::from_yaml_str(
+            &CONFIG
+                .replace(
+                    "  us-east: { latitude",
+                    "  ap-south: { latitude: 1.3, longitude: 103.8, country: SG, continent: AS }\n  us-east: { latitude",
+                )
+                .replace(
+                    "    pools: { eu-west: { a: [192.0.2.3] }, us-east: { a: [192.0.2.1] } }",
+                    "    pools: { eu-west: { a: [192.0.2.3] }, us-east: { a: [192.0.2.1] }, ap-south: { a: [192.0.2.4] } }\n  api:\n    name: api.example.com\n    policy: nearest\n    slow_start_seconds: 100\n    pools: { us-east: { a: [192.0.2.1] } }",
+                ),
+        )
+        .unwrap();
+        let mut live = LiveState::default();
+        live.note_added(&before, &after, 1_000_000);
+        let key = |dc: &str, service: Option<&str>| DrainKey {
+            datacenter: dc.to_owned(),
+            service: service.map(str::to_owned),
+        };
+        assert_eq!(
+            live.added.keys().cloned().collect::<Vec<_>>(),
+            vec![key("ap-south", None)],
+            "a new datacenter, not a new service's pool"
+        );
+        let ap_south = after
+            .datacenters
+            .iter()
+            .position(|dc| dc.name == "ap-south")
+            .unwrap();
+        let www = &after.services[0];
+        let share = |live: &LiveState, at_s: u64| {
+            let states = live.dc_states(&after, UNIX_EPOCH + Duration::from_secs(at_s));
+            slow_start(www, ServiceId(0), &states[ap_south]).map(|(ramp, _)| ramp.share())
+        };
+        assert_eq!(
+            share(&live, 1000),
+            Some(0.0),
+            "eligible from the reload: ramps"
+        );
+        assert_eq!(share(&live, 1040), Some(0.4));
+        // Its first report keeps the start, and stores it: a restart resumes the ramp.
+        let (reported, since) = reported(&live, &after, "ap-south", true, 1050);
+        assert_eq!(since, Some(1000));
+        assert_eq!(share(&reported, 1060), Some(0.6));
+        let restored = LiveState::restored(Persisted {
+            reports: reported.reports.clone(),
+            ..Persisted::default()
+        });
+        assert_eq!(share(&restored, 1060), Some(0.6), "after a restart");
+        assert_eq!(share(&restored, 1100), None, "done");
+        // A datacenter added to an existing service's pool ramps in that service only.
+        let mut live = LiveState::default();
+        live.note_added(&after, &after.clone(), 2_000_000);
+        assert!(live.added.is_empty(), "the same configuration adds nothing");
+        let narrower = Config::from_yaml_str(&CONFIG.replace(
+            "    pools: { eu-west: { a: [192.0.2.3] }, us-east: { a: [192.0.2.1] } }",
+            "    pools: { eu-west: { a: [192.0.2.3] } }",
+        ))
+        .unwrap();
+        live.note_added(&narrower, &before, 2_000_000);
+        assert_eq!(
+            live.added.keys().cloned().collect::<Vec<_>>(),
+            vec![key("us-east", Some("www"))]
+        );
+        let states = live.dc_states(&before, UNIX_EPOCH + Duration::from_secs(2050));
+        assert_eq!(
+            slow_start(&before.services[0], ServiceId(0), &states[1]).map(|(r, _)| r.share()),
+            Some(0.5)
+        );
+        // A reload that takes it out of the pool forgets it.
+        live.note_added(&before, &narrower, 2_100_000);
+        assert!(live.added.is_empty(), "{:?}", live.added);
     }
 }

@@ -473,6 +473,13 @@ impl<P: Prepare> Manager<P> {
         self.record_version(&loaded);
         let current = self.publisher.current();
         let mut live = current.live.clone();
+        // Datacenters the reload adds (to the configuration or to a service's pool) ramp
+        // under slow start from now.
+        Arc::make_mut(&mut live).note_added(
+            &current.loaded.config,
+            &loaded.config,
+            unix_ms(self.judge_time()),
+        );
         if live.directory.is_none() && loaded.config.directory.is_some() {
             // The directory was just configured: load (or lay out) its stored state.
             let store = self.store.clone();

@@ -12,9 +12,10 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
+use crate::client::txt_strings;
 use crate::client::{Ask, TIMEOUT, a_records, aaaa_records, decode, reply_ecs};
 use crate::policies::{a, load, policies, report};
-use crate::support::{TestServer, ZONE};
+use crate::support::{Setup, TestServer, ZONE};
 
 /// Two services added to the shipped example: a slow start over 100 s and a cascade.
 const SERVICES: &str = r#"services:
@@ -55,6 +56,23 @@ async fn answers(server: &TestServer, name: &str) -> Vec<u8> {
         firsts.push(got[0].octets()[3]);
     }
     firsts
+}
+
+/// `dc` as `GET /v1/datacenters` lists it.
+async fn listed(server: &TestServer, dc: &str) -> Value {
+    let listing: Value = reqwest::get(server.url("/v1/datacenters"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listing
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|d| d["name"] == dc)
+        .unwrap_or_else(|| panic!("{dc} listed"))
+        .clone()
 }
 
 /// Share of networks per answer, as "name share" pairs for printing.
@@ -113,18 +131,7 @@ async fn slow_start_moves_client_networks_back_in_steps_over_time() {
         }
         before = firsts;
         // The ramp is visible in the datacenter listing while it lasts.
-        let listing: Value = reqwest::get(server.url("/v1/datacenters"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let eu = listing
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["name"] == "eu-west")
-            .unwrap();
+        let eu = listed(&server, "eu-west").await;
         let share = eu["slow_start"]["ramp"]["share"].as_f64();
         assert_eq!(share.is_some(), t < 100, "t = {t}: {eu}");
         let next = match t {
@@ -364,4 +371,187 @@ async fn toggle(server: &TestServer, name: &str, on: bool) -> (reqwest::StatusCo
         .expect("HTTP request");
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The share of `ramp.example.com`'s client networks that eu-west (192.0.2.103) gets.
+async fn eu_west_share(server: &TestServer) -> f64 {
+    let firsts = answers(server, "ramp.example.com").await;
+    shares(&firsts, &[(103, "eu-west")])["eu-west"]
+}
+
+/// Where eu-west's slow start for `ramp` is, as explain (HTTP and TXT), the
+/// `meridian_slow_start_share` metric and `GET /v1/datacenters` each say it: all must agree
+/// on `percent` (`None`: no ramp) of 100 s, `elapsed` seconds in; the metric is the share
+/// served (0 while down, 1 when serving without a ramp).
+async fn check_ramp_reported(server: &TestServer, percent: Option<u32>, elapsed: u64, when: &str) {
+    let words = percent.map(|p| format!("slow start: {p} % of 100 s"));
+    // Explain over HTTP: eu-west's reason.
+    let explained: Value = reqwest::get(server.url("/v1/explain?name=ramp.example.com"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reason = explained["datacenters"]
+        .as_array()
+        .expect("datacenters")
+        .iter()
+        .find(|dc| dc["name"] == "eu-west")
+        .and_then(|dc| dc["reason"].as_str())
+        .expect("eu-west explained")
+        .to_owned();
+    match &words {
+        Some(words) => assert!(reason.contains(words), "{when}: {reason:?}, not {words:?}"),
+        None => assert!(!reason.contains("slow start"), "{when}: {reason:?}"),
+    }
+    // Explain over DNS: the same words in the TXT answer.
+    let reply = Ask::new("_explain.ramp.example.com", RecordType::TXT)
+        .udp(server.udp)
+        .await;
+    let lines: Vec<String> = reply.answers.iter().flat_map(txt_strings).collect();
+    let line = lines
+        .iter()
+        .find(|line| line.contains(" eu-west"))
+        .unwrap_or_else(|| panic!("{when}: eu-west not in {lines:?}"));
+    match &words {
+        Some(words) => assert!(line.contains(words), "{when}: {line:?}"),
+        None => assert!(!line.contains("slow start"), "{when}: {line:?}"),
+    }
+    // The metric: the share served (1 when not ramping).
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = r#"meridian_slow_start_share{datacenter="eu-west",service="ramp"} "#;
+    let value: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .unwrap_or_else(|| panic!("{when}: no {series}"))
+        .parse()
+        .expect("a number");
+    let share = f64::from(percent.unwrap_or(100)) / 100.0;
+    let served = if when == "down" { 0.0 } else { share };
+    assert!(
+        (value - served).abs() < 1e-9,
+        "{when}: metric {value}, not {served}"
+    );
+    // The datacenter listing.
+    let eu = listed(server, "eu-west").await;
+    let ramp = &eu["slow_start"]["ramp"];
+    match percent {
+        Some(_) => {
+            assert_eq!(ramp["share"].as_f64(), Some(share), "{when}: {eu}");
+            assert_eq!(ramp["seconds"].as_u64(), Some(100), "{when}: {eu}");
+            assert_eq!(
+                ramp["elapsed_seconds"].as_f64(),
+                Some(elapsed as f64),
+                "{when}: {eu}"
+            );
+        }
+        None => assert!(ramp.is_null(), "{when}: {eu}"),
+    }
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_ramp_resumes_it_from_its_stored_start() {
+    let state = tempfile::tempdir().expect("a state directory");
+    let config = policies().replacen("services:\n", SERVICES, 1);
+    let mut setup = Setup::new(&config, ZONE);
+    setup.state_dir = Some(state.path().to_owned());
+    let clock = setup.clock.clone();
+    let first = TestServer::launch(setup).await;
+    report(
+        &first,
+        "eu-west",
+        json!({"healthy": false, "capacity": 100, "load": 0}),
+    )
+    .await;
+    check_ramp_reported(&first, None, 0, "down").await;
+    // eu-west recovers at t = 0, and reports again at 40 s: 40 % of its networks are back.
+    load(&first, "eu-west", 0).await;
+    first.advance(Duration::from_secs(40)).await;
+    load(&first, "eu-west", 0).await;
+    load(&first, "us-east", 10).await;
+    assert!((eu_west_share(&first).await - 0.4).abs() < 0.06);
+    check_ramp_reported(&first, Some(40), 40, "40 s in").await;
+    first.stop().await.expect("a clean stop");
+
+    // The restart comes up at 60 s on the same state directory: the ramp resumes from its
+    // stored start (60 %), before eu-west reports again and after.
+    clock.advance(Duration::from_secs(20));
+    let mut setup = Setup::new(&config, ZONE);
+    setup.state_dir = Some(state.path().to_owned());
+    setup.clock = clock;
+    let second = TestServer::launch(setup).await;
+    assert!((eu_west_share(&second).await - 0.6).abs() < 0.06);
+    check_ramp_reported(&second, Some(60), 60, "restarted at 60 s").await;
+    load(&second, "eu-west", 0).await;
+    load(&second, "us-east", 10).await;
+    assert!((eu_west_share(&second).await - 0.6).abs() < 0.06);
+    check_ramp_reported(&second, Some(60), 60, "reported after the restart").await;
+    // And it ends on time: all of eu-west's networks back at 100 s.
+    second.advance(Duration::from_secs(40)).await;
+    load(&second, "eu-west", 0).await;
+    load(&second, "us-east", 10).await;
+    assert_eq!(eu_west_share(&second).await, 1.0);
+    check_ramp_reported(&second, None, 100, "done at 100 s").await;
+}
+
+#[tokio::test]
+async fn a_datacenter_added_by_a_reload_ramps_under_slow_start() {
+    // `grow` starts with us-east alone; the reload adds eu-north (no report required) and puts
+    // it first for the unplaced test networks.
+    let grow = "services:
+  grow:
+    name: grow.example.com
+    policy: nearest
+    order: [us-east]
+    slow_start_seconds: 100
+    pools:
+      us-east: { a: [192.0.2.151] }
+";
+    let config = policies().replacen("services:\n", grow, 1);
+    let server = TestServer::start(&config, ZONE).await;
+    let firsts = answers(&server, "grow.example.com").await;
+    assert!(
+        firsts.iter().all(|f| *f == 151),
+        "before the reload: us-east"
+    );
+    let grown = config
+        .replacen(
+            "datacenters:\n",
+            "datacenters:\n  eu-north: { latitude: 59.33, longitude: 18.07, country: SE, continent: EU }\n",
+            1,
+        )
+        .replacen("    order: [us-east]\n", "    order: [eu-north, us-east]\n", 1)
+        .replacen(
+            "      us-east: { a: [192.0.2.151] }\n",
+            "      us-east: { a: [192.0.2.151] }\n      eu-north: { a: [192.0.2.152] }\n",
+            1,
+        );
+    server.write_config(&grown);
+    server
+        .reload()
+        .await
+        .expect("the grown configuration loads");
+    let names = [(152, "eu-north"), (151, "us-east")];
+    let mut before = answers(&server, "grow.example.com").await;
+    assert_eq!(shares(&before, &names)["eu-north"], 0.0, "at the reload");
+    let mut now = 0;
+    for (t, expected) in [(30u64, 0.3), (60, 0.6), (100, 1.0)] {
+        server.advance(Duration::from_secs(t - now)).await;
+        now = t;
+        let firsts = answers(&server, "grow.example.com").await;
+        let got = shares(&firsts, &names)["eu-north"];
+        assert!((got - expected).abs() < 0.06, "t = {t}: {got}");
+        for (i, (was, is)) in before.iter().zip(&firsts).enumerate() {
+            assert!(
+                *was != 152 || *is == 152,
+                "network {i} left eu-north at {t} s"
+            );
+        }
+        before = firsts;
+    }
 }

@@ -217,3 +217,33 @@ async fn toggles_through_ctl() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no toggle"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn querylog_through_ctl() {
+    let server = TestServer::start(&config(), ZONE).await;
+    let table = stdout(&ctl(&server, Some(OPERATOR), &["querylog"]).await);
+    assert!(table.contains("stderr"), "{table}");
+    let changed = json(
+        &ctl(
+            &server,
+            Some(OPERATOR),
+            &[
+                "--json",
+                "querylog",
+                "--sample",
+                "0.01",
+                "--revert-after-seconds",
+                "60",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(changed["sample"], 0.01, "{changed}");
+    assert_eq!(changed["revert_after_seconds"], 60, "{changed}");
+    let shown = json(&ctl(&server, Some(OPERATOR), &["--json", "querylog"]).await);
+    assert_eq!(shown["sample"], 0.01, "{shown}");
+    assert_eq!(shown["configured_sample"], 0.0, "{shown}");
+    let refused = ctl(&server, Some(OPERATOR), &["querylog", "--sample", "2"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("400"));
+}

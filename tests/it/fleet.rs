@@ -6,13 +6,17 @@
 //! These tests need the `etcd` binary (Debian's `etcd-server`); without it they print a skip line
 //! and return.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, RecordType};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::client::{Ask, a_records, send_udp, txt_strings};
 use crate::etcd::Etcd;
@@ -29,8 +33,12 @@ const CONVERGE: Duration = Duration::from_secs(10);
 
 /// The directory test configuration on `etcd`'s members, under its own prefix.
 fn config(etcd: &Etcd, prefix: &str) -> String {
-    let endpoints = etcd
-        .endpoints()
+    config_on(&etcd.endpoints(), prefix)
+}
+
+/// The directory test configuration on etcd `endpoints`, under `prefix`.
+fn config_on(endpoints: &[String], prefix: &str) -> String {
+    let endpoints = endpoints
         .iter()
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
@@ -743,4 +751,119 @@ async fn a_reload_through_one_instance_reaches_all_three_and_one_that_cannot_loa
     for server in servers {
         server.stop().await.expect("clean shutdown");
     }
+}
+
+/// A TCP proxy to an etcd member that can hold back etcd's replies, as a network that delays
+/// them would, while requests still reach etcd.
+struct Proxy {
+    addr: SocketAddr,
+    hold: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("bound");
+        let hold = Arc::new(AtomicBool::new(false));
+        let held = hold.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let hold = held.clone();
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let requests = tokio::io::copy(&mut client_read, &mut server_write);
+                    let replies = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = server_read.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            while hold.load(Ordering::Relaxed) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            client_write.write_all(&buf[..n]).await?;
+                        }
+                    };
+                    let _ = tokio::join!(requests, replies);
+                });
+            }
+        });
+        Proxy { addr, hold, task }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_after_a_lost_reply_is_stored_and_audited_once() {
+    let Some(etcd) = Etcd::start("fleet::a_write_retried", 1).await else {
+        return;
+    };
+    let member: SocketAddr = etcd.endpoints()[0]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("a member address");
+    let proxy = Proxy::start(member).await;
+    let server = TestServer::start(
+        &config_on(&[format!("http://{}", proxy.addr)], "/retried"),
+        ZONE,
+    )
+    .await;
+    wait_for(&server, "the fleet's state", || async {
+        metric(&server, "meridian_state_backend_up").await == Some(1.0)
+    })
+    .await;
+
+    // etcd applies the drain, but its reply is held past the write's attempt timeout (1 s): the
+    // instance sends the transaction again before the first reply arrives.
+    proxy.hold.store(true, Ordering::Relaxed);
+    let request = tokio::spawn(send(
+        http()
+            .post(server.url("/v1/datacenters/eu-west/drain"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"service": "api", "force": true})),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    proxy.hold.store(false, Ordering::Relaxed);
+    let (status, body) = request.await.expect("the request task");
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, audit) = send(
+        http()
+            .get(server.url("/v1/audit?limit=1000"))
+            .bearer_auth(OPERATOR),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let drains = audit
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|entry| entry["action"] == "drain")
+        .count();
+    assert_eq!(drains, 1, "{audit}");
+    // etcd applied it once: the instance's write key was put once.
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    let writes = client
+        .get(
+            "/retried/writes/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("get");
+    let versions: Vec<i64> = writes.kvs().iter().map(|kv| kv.version()).collect();
+    assert_eq!(versions, [1], "one instance, one write");
+    server.stop().await.expect("clean shutdown");
 }

@@ -56,6 +56,7 @@ mod hardening;
 mod listeners;
 mod operations;
 mod policies;
+mod querylog;
 mod reload;
 mod simulate;
 mod support;

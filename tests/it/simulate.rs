@@ -50,7 +50,7 @@ fn recording_config() -> String {
 }
 
 /// The datacenter an address of the test configuration belongs to (its last byte).
-fn datacenter_of(address: IpAddr) -> &'static str {
+pub(crate) fn datacenter_of(address: IpAddr) -> &'static str {
     let last = match address {
         IpAddr::V4(v4) => v4.octets()[3],
         IpAddr::V6(v6) => v6.octets()[15],

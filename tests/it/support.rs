@@ -74,7 +74,8 @@ pub(crate) struct Setup {
     pub(crate) drained: bool,
     /// More files to write beside the configuration (name, text), e.g. another zone.
     pub(crate) files: Vec<(String, String)>,
-    clock: Clock,
+    /// The control plane's clock: manual, starting at a fixed instant (share one to restart on it).
+    pub(crate) clock: Clock,
 }
 
 impl Setup {
