@@ -56,8 +56,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
+    PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -178,8 +178,13 @@ pub struct InstanceRecord {
 /// The fleet's whole state at one revision.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FleetState {
-    /// The etcd revision it was read at.
+    /// The etcd revision it was read at (the watch goes on from the next one).
     pub revision: i64,
+    /// The revision of the last change record (0: none), which is the state revision an
+    /// instance serves: etcd's own revision also counts writes that are not changes (instance
+    /// records), so instances that read the state at different moments would show different
+    /// revisions for the same state.
+    pub changed: i64,
     /// Each datacenter's latest report.
     pub reports: BTreeMap<String, StoredReport>,
     /// Drains in force.
@@ -214,6 +219,13 @@ pub enum FleetEvent {
     Down(String),
     /// etcd is reachable again and the watch resumed where it left off (no write was missed).
     Up,
+    /// The whole state is read again while running (a [`FleetEvent::Synced`] follows): the
+    /// watch's revision was compacted away, or (`restored`) etcd's cluster id changed or its
+    /// revision went below the one this instance serves, as after a restore from a backup.
+    Resync {
+        /// Whether etcd was restored (else its history was compacted).
+        restored: bool,
+    },
 }
 
 /// etcd refused or could not take a write.
@@ -719,15 +731,32 @@ impl Fleet {
     ) -> Result<Vec<(String, StoredPlacement)>, FleetError> {
         let prefix = self.key(&pins_of(name));
         let mut pins = Vec::new();
-        self.read_range(&prefix, revision, |key, value| {
-            let key = String::from_utf8_lossy(key);
+        self.read_range(&prefix, revision, |kv| {
+            let key = String::from_utf8_lossy(kv.key());
             if let Some(user) = key.strip_prefix(&prefix) {
-                pins.push((user.to_owned(), decode(&key, value)?));
+                pins.push((user.to_owned(), decode(&key, kv.value())?));
             }
             Ok(())
         })
         .await?;
         Ok(pins)
+    }
+
+    /// The cluster's id and revision now.
+    async fn cluster(&self) -> Result<(u64, i64), FleetError> {
+        let mut kv = self.client.kv_client();
+        let response = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            kv.get(
+                self.key("changes"),
+                Some(GetOptions::new().with_count_only()),
+            ),
+        )
+        .await
+        .map_err(|_| FleetError::Unavailable("reading etcd's revision timed out".into()))??;
+        Ok(response
+            .header()
+            .map_or((0, 0), |h| (h.cluster_id(), h.revision())))
     }
 
     /// The bucket map and the pins of generation `name`, as they were at `revision`.
@@ -1141,8 +1170,11 @@ impl Fleet {
         // large, and not state. Both spans are read at one revision.
         let chunks = self.key("config/chunks/");
         state.revision = self
-            .read_span(root.as_bytes(), chunks.as_bytes(), 0, |key, value| {
-                self.decode_into(&mut state, &mut generations, key, value)
+            .read_span(root.as_bytes(), chunks.as_bytes(), 0, |kv| {
+                if kv.key() == self.key("changes").as_bytes() {
+                    state.changed = kv.mod_revision();
+                }
+                self.decode_into(&mut state, &mut generations, kv.key(), kv.value())
             })
             .await?;
         let revision = state.revision;
@@ -1150,7 +1182,7 @@ impl Fleet {
             &prefix_end(chunks.as_bytes()),
             &prefix_end(root.as_bytes()),
             revision,
-            |key, value| self.decode_into(&mut state, &mut generations, key, value),
+            |kv| self.decode_into(&mut state, &mut generations, kv.key(), kv.value()),
         )
         .await?;
         state.pins = generations.remove(&state.generation).unwrap_or_default();
@@ -1163,7 +1195,7 @@ impl Fleet {
         &self,
         prefix: &str,
         revision: i64,
-        each: impl FnMut(&[u8], &[u8]) -> Result<(), FleetError>,
+        each: impl FnMut(&KeyValue) -> Result<(), FleetError>,
     ) -> Result<i64, FleetError> {
         self.read_span(
             prefix.as_bytes(),
@@ -1181,7 +1213,7 @@ impl Fleet {
         from: &[u8],
         end: &[u8],
         revision: i64,
-        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), FleetError>,
+        mut each: impl FnMut(&KeyValue) -> Result<(), FleetError>,
     ) -> Result<i64, FleetError> {
         let mut kv = self.client.kv_client();
         let end = end.to_vec();
@@ -1202,7 +1234,7 @@ impl Fleet {
             let more = response.more();
             let kvs = response.take_kvs();
             for kv in &kvs {
-                each(kv.key(), kv.value())?;
+                each(kv)?;
             }
             match kvs.last() {
                 Some(last) if more => {
@@ -1268,6 +1300,7 @@ impl Fleet {
     /// again. Failures are sent as [`FleetEvent::Down`] and retried every [`RETRY_INTERVAL`].
     pub async fn follow(self, events: mpsc::Sender<FleetEvent>, shutdown: CancellationToken) {
         let mut next: Option<i64> = None;
+        let mut cluster: Option<u64> = None;
         let mut down = false;
         let mut failures = 0;
         let mut failing_since: Option<tokio::time::Instant> = None;
@@ -1279,7 +1312,7 @@ impl Fleet {
                 failing_since = None;
             }
             let outcome = tokio::select! {
-                outcome = self.follow_once(&mut next, &events, &mut down, &mut failures) => outcome,
+                outcome = self.follow_once(&mut next, &mut cluster, &events, &mut down, &mut failures) => outcome,
                 () = shutdown.cancelled() => return,
             };
             if let Err(error) = outcome {
@@ -1317,10 +1350,32 @@ impl Fleet {
     async fn follow_once(
         &self,
         next: &mut Option<i64>,
+        cluster: &mut Option<u64>,
         events: &mpsc::Sender<FleetEvent>,
         down: &mut bool,
         failures: &mut u32,
     ) -> Result<(), String> {
+        let stopped = |_| "the state manager stopped".to_owned();
+        // A restore from a backup gives etcd a new cluster id (a new cluster token) or takes
+        // its revision below the one served here: a watch resumed there would wait for
+        // revisions that mean other writes, so everything is read again.
+        let (id, revision) = self.cluster().await.map_err(|e| e.to_string())?;
+        if let Some(start) = *next
+            && (cluster.is_some_and(|seen| seen != id) || revision < start - 1)
+        {
+            warn!(
+                cluster = id,
+                revision,
+                serving = start - 1,
+                "etcd's cluster id changed or its revision went backwards (a restore from a backup); reading the whole state again"
+            );
+            events
+                .send(FleetEvent::Resync { restored: true })
+                .await
+                .map_err(stopped)?;
+            *next = None;
+        }
+        *cluster = Some(id);
         let start = match *next {
             Some(revision) => revision,
             None => {
@@ -1353,7 +1408,20 @@ impl Fleet {
             let Some(response) = message else {
                 return Err("the watch ended".to_owned());
             };
+            if response
+                .header()
+                .is_some_and(|header| cluster.is_some_and(|seen| header.cluster_id() != seen))
+            {
+                // Another cluster answers: checked (and read whole) on the next round.
+                return Ok(());
+            }
             if response.compact_revision() > 0 || response.canceled() {
+                if response.compact_revision() > 0 {
+                    events
+                        .send(FleetEvent::Resync { restored: false })
+                        .await
+                        .map_err(stopped)?;
+                }
                 info!(
                     compacted = response.compact_revision(),
                     reason = response.cancel_reason(),

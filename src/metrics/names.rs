@@ -86,3 +86,7 @@ pub const STATE_READ_ONLY: &str = "meridian_state_read_only";
 /// 1 while the configuration version the fleet published could not be loaded here (the last
 /// good one keeps serving).
 pub const STATE_CONFIG_REJECTED: &str = "meridian_state_config_rejected";
+/// Times this instance read the fleet's whole state again while running, by `reason`:
+/// `compacted` (its watch's revision was compacted away) or `restored` (etcd's cluster id
+/// changed or its revision went backwards: a restore from a backup).
+pub const STATE_RESYNCS: &str = "meridian_state_resyncs_total";

@@ -2,9 +2,11 @@
 //! reachable, and whether its control plane is read-only. Operators compare the revision across a
 //! fleet to see that it agrees.
 
-use prometheus::{IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use super::names::{STATE_BACKEND_UP, STATE_CONFIG_REJECTED, STATE_READ_ONLY, STATE_REVISION};
+use super::names::{
+    STATE_BACKEND_UP, STATE_CONFIG_REJECTED, STATE_READ_ONLY, STATE_RESYNCS, STATE_REVISION,
+};
 use super::register;
 
 /// Handles of the state backend's gauges.
@@ -14,6 +16,8 @@ pub struct StateGauges {
     backend_up: IntGauge,
     read_only: IntGauge,
     config_rejected: IntGauge,
+    resynced_compacted: IntCounter,
+    resynced_restored: IntCounter,
 }
 
 impl StateGauges {
@@ -23,7 +27,18 @@ impl StateGauges {
             register(registry, &gauge);
             gauge
         };
+        let resyncs = IntCounterVec::new(
+            Opts::new(
+                STATE_RESYNCS,
+                "Times the fleet's whole state was read again while running, by reason (compacted, restored).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric name");
+        register(registry, &resyncs);
         let gauges = StateGauges {
+            resynced_compacted: resyncs.with_label_values(&["compacted"]),
+            resynced_restored: resyncs.with_label_values(&["restored"]),
             revision: gauge(
                 STATE_REVISION,
                 "The state revision this instance serves (etcd's revision; 0 with the embedded store).",
@@ -63,6 +78,16 @@ impl StateGauges {
     /// Sets [`STATE_READ_ONLY`].
     pub fn set_read_only(&self, read_only: bool) {
         self.read_only.set(i64::from(read_only));
+    }
+
+    /// Counts a whole re-read of the fleet's state ([`STATE_RESYNCS`]): after a restore of etcd
+    /// when `restored`, else after a compaction.
+    pub fn record_resync(&self, restored: bool) {
+        if restored {
+            self.resynced_restored.inc();
+        } else {
+            self.resynced_compacted.inc();
+        }
     }
 
     /// Sets [`STATE_CONFIG_REJECTED`].

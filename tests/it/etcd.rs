@@ -25,6 +25,8 @@ pub(crate) struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     cluster: String,
+    /// The initial cluster token: a new one makes a new cluster (a new cluster id).
+    token: String,
 }
 
 /// A port the kernel hands out now (free for the moment it takes etcd to bind it).
@@ -68,6 +70,7 @@ impl Etcd {
             dir: tempfile::tempdir().expect("create a temporary directory"),
             members,
             cluster,
+            token: "meridian-test".to_owned(),
         };
         for i in 0..n {
             etcd.spawn(i);
@@ -96,7 +99,7 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.cluster])
             .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "meridian-test"])
+            .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log file"))
@@ -126,6 +129,21 @@ impl Etcd {
     pub(crate) fn restart(&mut self, i: usize) {
         assert!(self.members[i].child.is_none(), "member {i} is running");
         self.spawn(i);
+    }
+
+    /// Replaces the cluster with a new, empty one on the same ports (a new cluster id, revision
+    /// 1), as a restore from an old backup with a new cluster token looks to its clients.
+    pub(crate) async fn replace(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+            let data = self.dir.path().join(&self.members[i].name);
+            std::fs::remove_dir_all(&data).expect("remove a member's data");
+        }
+        self.token.push_str("-replaced");
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        self.wait_healthy().await;
     }
 
     /// Waits until every running member answers `/health` with a leader.

@@ -758,6 +758,8 @@ async fn a_reload_through_one_instance_reaches_all_three_and_one_that_cannot_loa
 struct Proxy {
     addr: SocketAddr,
     hold: Arc<AtomicBool>,
+    /// While set, connections are closed and new ones refused: etcd is out of reach.
+    cut: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -766,13 +768,17 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("bound");
         let hold = Arc::new(AtomicBool::new(false));
-        let held = hold.clone();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (held, severed) = (hold.clone(), cut.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if severed.load(Ordering::Relaxed) {
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
-                let hold = held.clone();
+                let (hold, cut) = (held.clone(), severed.clone());
                 tokio::spawn(async move {
                     let (mut client_read, mut client_write) = client.into_split();
                     let (mut server_read, mut server_write) = server.into_split();
@@ -790,11 +796,25 @@ impl Proxy {
                             client_write.write_all(&buf[..n]).await?;
                         }
                     };
-                    let _ = tokio::join!(requests, replies);
+                    let severed = async {
+                        while !cut.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    // Cutting drops both sockets.
+                    tokio::select! {
+                        _ = async { tokio::join!(requests, replies) } => {}
+                        () = severed => {}
+                    }
                 });
             }
         });
-        Proxy { addr, hold, task }
+        Proxy {
+            addr,
+            hold,
+            cut,
+            task,
+        }
     }
 }
 
@@ -804,18 +824,15 @@ impl Drop for Proxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_retried_after_a_lost_reply_is_stored_and_audited_once() {
-    let Some(etcd) = Etcd::start("fleet::a_write_retried", 1).await else {
-        return;
-    };
+/// An instance that reaches etcd's first member through a [`Proxy`], having read the state.
+async fn behind_proxy(etcd: &Etcd, prefix: &str) -> (Proxy, TestServer) {
     let member: SocketAddr = etcd.endpoints()[0]
         .trim_start_matches("http://")
         .parse()
         .expect("a member address");
     let proxy = Proxy::start(member).await;
     let server = TestServer::start(
-        &config_on(&[format!("http://{}", proxy.addr)], "/retried"),
+        &config_on(&[format!("http://{}", proxy.addr)], prefix),
         ZONE,
     )
     .await;
@@ -823,6 +840,15 @@ async fn a_write_retried_after_a_lost_reply_is_stored_and_audited_once() {
         metric(&server, "meridian_state_backend_up").await == Some(1.0)
     })
     .await;
+    (proxy, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_after_a_lost_reply_is_stored_and_audited_once() {
+    let Some(etcd) = Etcd::start("fleet::a_write_retried", 1).await else {
+        return;
+    };
+    let (proxy, server) = behind_proxy(&etcd, "/retried").await;
 
     // etcd applies the drain, but its reply is held past the write's attempt timeout (1 s): the
     // instance sends the transaction again before the first reply arrives.
@@ -866,4 +892,105 @@ async fn a_write_retried_after_a_lost_reply_is_stored_and_audited_once() {
     let versions: Vec<i64> = writes.kvs().iter().map(|kv| kv.version()).collect();
     assert_eq!(versions, [1], "one instance, one write");
     server.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_missed_compacted_revisions_reads_the_whole_state_again() {
+    let Some(etcd) = Etcd::start("fleet::compacted", 1).await else {
+        return;
+    };
+    let (proxy, far) = behind_proxy(&etcd, "/compacted").await;
+    let near = TestServer::start(&config(&etcd, "/compacted"), ZONE).await;
+    wait_for(&near, "the fleet's state", || async {
+        metric(&near, "meridian_state_backend_up").await == Some(1.0)
+    })
+    .await;
+    let servers = [far, near];
+    let (status, body) = report(&servers[1], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
+
+    // The first instance loses etcd; meanwhile eu-west recovers and etcd compacts its history
+    // past the revision that instance's watch would resume from.
+    proxy.cut.store(true, Ordering::Relaxed);
+    wait_for(&servers[0], "losing etcd", || async {
+        metric(&servers[0], "meridian_state_backend_up").await == Some(0.0)
+    })
+    .await;
+    let (status, body) = report(&servers[1], true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    pin(&servers[1], "alice", "sa-east", "us-east").await;
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    let revision = client
+        .get("/compacted/changes", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("a header")
+        .revision();
+    client
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+    assert_eq!(www(&servers[0]).await, [US_EAST_IP], "still the last state");
+
+    // Back in reach, it reads everything again by itself: the same answers, revision and pins.
+    proxy.cut.store(false, Ordering::Relaxed);
+    converge(&servers, EU_WEST_IP).await;
+    wait_for(&servers[0], "alice's pin", || async {
+        home_of(&servers[0], "alice").await == "sa-east"
+    })
+    .await;
+    let compacted = "meridian_state_resyncs_total{reason=\"compacted\"}";
+    assert_eq!(metric(&servers[0], compacted).await, Some(1.0));
+    assert_eq!(metric(&servers[1], compacted).await, Some(0.0));
+    settle(&servers).await;
+    let revisions = futures_revisions(&servers).await;
+    assert_eq!(revisions[0], revisions[1]);
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_restored_under_a_running_fleet_is_read_again_without_a_restart() {
+    let Some(mut etcd) = Etcd::start("fleet::restored", 1).await else {
+        return;
+    };
+    let servers = fleet(&etcd, "/restored").await;
+    let (status, body) = report(&servers[0], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    pin(&servers[1], "alice", "sa-east", "us-east").await;
+    converge(&servers, US_EAST_IP).await;
+
+    // etcd comes back as another cluster, from a backup older than every write above (here:
+    // empty), its revision below the one the instances serve.
+    etcd.replace().await;
+    let restored = "meridian_state_resyncs_total{reason=\"restored\"}";
+    for server in &servers {
+        wait_for(server, "noticing the restore", || async {
+            metric(server, restored).await == Some(1.0)
+        })
+        .await;
+    }
+    // Every instance serves the restored state: no report of eu-west, no pin of alice.
+    converge(&servers, EU_WEST_IP).await;
+    for server in &servers {
+        wait_for(server, "alice unpinned", || async {
+            metric(server, "meridian_directory_pins").await == Some(0.0)
+        })
+        .await;
+    }
+    // And writes go on, on the restored cluster.
+    let (status, body) = report(&servers[2], false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    converge(&servers, US_EAST_IP).await;
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
 }

@@ -183,6 +183,7 @@ impl<P: Prepare> Manager<P> {
                 self.changed(revision, records).await;
                 return config;
             }
+            FleetEvent::Resync { restored } => self.metrics.state().record_resync(restored),
         }
         None
     }
@@ -233,7 +234,7 @@ impl<P: Prepare> Manager<P> {
         live.toggles = toggles_named(&state.toggles);
         live.banned = compiled(&state.banned, &live.banned);
         live.banned_rules = state.banned;
-        live.revision = state.revision;
+        live.revision = state.changed;
         let mut layout_needed = None;
         let mut directory_copy = None;
         if let Some(settings) = &config.directory {
