@@ -301,8 +301,14 @@ impl<P: Prepare> Manager<P> {
     /// Reloads are read and built off this task (see [`Reloads`]): reports, drains and refreshes
     /// go on being applied while a reload builds, and a burst of reloads builds at most twice.
     pub async fn run(self, mut commands: StateCommands, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(REFRESH_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Ticks fall on whole intervals of the clock (whole seconds), the same instants on every
+        // instance of a fleet: a datacenter whose report (stamped once, by the instance that
+        // took it) ages out turns stale on all of them at the same tick, within clock skew.
+        let period = REFRESH_INTERVAL.as_millis() as u64;
+        let into = Duration::from_millis(unix_ms(self.clock.now()) % period);
+        let first = tokio::time::Instant::now() + (REFRESH_INTERVAL - into);
+        let mut tick = tokio::time::interval_at(first, REFRESH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut reloads: Reloads<P> = Reloads::default();
         let mut events = self.follow_fleet(&shutdown);
         let mut pending: Vec<Pending> = Vec::new();
