@@ -424,6 +424,60 @@ proptest! {
     }
 }
 
+/// `metric` with latencies measured for every continent ranks per region: no location is
+/// ranked on its own except where a finest quad mixes regions, and every region has one
+/// ranking.
+#[test]
+fn measured_metric_rankings_are_per_region_not_per_location() {
+    let world = world();
+    let scored = world
+        .config
+        .services
+        .iter()
+        .position(|s| s.id == "scored")
+        .expect("the metric service");
+    let continents = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+    let states: Vec<DcState> = (0..world.config.datacenters.len())
+        .map(|dc| {
+            let mut report = report(true, 0.0);
+            for (i, continent) in continents.iter().enumerate() {
+                // Each continent prefers another datacenter.
+                let latency = ((dc + i) % world.config.datacenters.len()) as f64 * 10.0;
+                report.latency_ms.insert((*continent).to_owned(), latency);
+            }
+            DcState {
+                report: Some(report),
+                ..DcState::default()
+            }
+        })
+        .collect();
+    let measured = RoutingTable::build(world.base.clone(), &world.config, &states, None);
+    let (_, map) = measured.map_part(ServiceId(scored as u16)).expect("a map");
+    let geo = &world.geo;
+    let (quads, cells) = map.entries();
+    for (cell, _) in &cells {
+        let cell = CellId(*cell);
+        let region = geo.regions()[usize::from(geo.cell_region(cell).0)];
+        assert!(
+            geo.quads()[geo.cell_quad(cell).0 as usize].region.is_none()
+                || region.continent.is_none(),
+            "cell {cell:?} of {region:?} is ranked on its own"
+        );
+    }
+    // One ranking per continent: every quad of one region has its region's ranking.
+    let mut by_continent: std::collections::HashMap<_, _> = std::collections::HashMap::new();
+    for (start, _, ranking) in &quads {
+        if let Some(region) = geo.quads()[*start as usize].region {
+            let continent = geo.regions()[usize::from(region.0)].continent;
+            if continent.is_some() {
+                let first = by_continent.entry(continent).or_insert(*ranking);
+                assert_eq!(*first, *ranking, "{continent:?}");
+            }
+        }
+    }
+    assert!(by_continent.len() >= 2, "{by_continent:?}");
+}
+
 #[test]
 fn a_health_flip_brings_maps_up_to_date_instead_of_building_them() {
     let world = world();

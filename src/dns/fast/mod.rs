@@ -272,8 +272,11 @@ fn write_ecs(out: &mut Vec<u8>, ecs: ClientSubnet, scope: u8) {
 #[derive(Debug, Default)]
 pub(crate) struct StaticAnswers {
     /// Every name of every zone (in the zone that answers for it), empty non-terminals
-    /// included, so that a name that is not here does not exist.
-    names: HashMap<Box<[u8]>, NameAnswers>,
+    /// included, so that a name that is not here does not exist. Hashed with foldhash, seeded
+    /// per process, rather than SipHash: a lookup per query (and one per label above an
+    /// NXDOMAIN name), and the map is never written after it is built, so a client's names
+    /// cannot grow its chains.
+    names: HashMap<Box<[u8]>, NameAnswers, foldhash::fast::RandomState>,
     /// The answers, each once: many names share their NODATA answer.
     pool: Vec<Prepared>,
     /// `directory.zone_name` in lowercase wire form: the user directory answers below it.
@@ -308,7 +311,7 @@ impl StaticAnswers {
     /// Prepares the answers of every name of `catalog`, as its own `respond` gives them.
     pub(crate) fn build(catalog: &Catalog, identity: &[u8], max_udp_payload: u16) -> Self {
         let mut builder = Builder::default();
-        let mut names = HashMap::new();
+        let mut names = HashMap::default();
         for zone in catalog.zones() {
             for (name, node) in zone.nodes() {
                 // A name of this zone that a deeper zone of ours answers for is that zone's.
