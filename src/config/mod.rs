@@ -23,7 +23,7 @@ pub use control::{ControlConfig, RateLimit, Role, TokenConfig};
 pub use directory::{DirectoryConfig, Frontends};
 pub use policy::{AllDown, Bias, ClientRule, MetricWeights, Rotation, Watermarks};
 pub use raw::{MAX_ROTATED_ADDRESSES, SLOW_START_STEPS};
-pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Source};
+pub use source::{COUNTRIES_CSV, EXAMPLE_CONFIG, Published, Source, short_version};
 pub use state::{ETCD_ENDPOINTS_ENV, EtcdConfig, EtcdTls, StateConfig};
 
 use crate::geo::{Continent, Coordinates, CountryCode};
@@ -92,6 +92,19 @@ pub struct Config {
     pub directory: Option<DirectoryConfig>,
     /// Where the control plane's state is kept (read at start; a reload does not change it).
     pub state: StateConfig,
+}
+
+impl Config {
+    /// This configuration (a fleet's published version) with the sections that describe one
+    /// instance taken from `local` (the instance's own file): `server` (listen addresses, the
+    /// identity of NSID and `id.server`, socket and rate-limit settings) and `state` (how to
+    /// reach etcd). Everything else (zones, datacenters, services, control, directory, geo) is
+    /// the fleet's.
+    pub fn with_local_sections(mut self, local: &Config) -> Config {
+        self.server = local.server.clone();
+        self.state = local.state.clone();
+        self
+    }
 }
 
 /// The `server` section, validated.

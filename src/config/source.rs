@@ -1,5 +1,6 @@
-//! Where a configuration and the files it names come from: a directory on disk, or the example
-//! compiled into the binary.
+//! Where a configuration and the files it names come from: a directory on disk, the example
+//! compiled into the binary, or a version a fleet published (its text and zone files from etcd,
+//! every other file from this instance's own directory).
 //!
 //! The embedded example is what `meridian serve` runs with no `--config`, so a newcomer needs no
 //! file, download or working directory to start a complete server. This file only reads bytes;
@@ -9,6 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The shipped example configuration, as compiled into the binary.
 pub const EXAMPLE_CONFIG: &str = include_str!("../../zones/example.yaml");
@@ -36,6 +38,25 @@ pub enum Source {
     File(PathBuf),
     /// The example compiled into the binary (`zones/example.yaml` and the files it names).
     Example,
+    /// A configuration version published to the fleet: its text and zone files as published,
+    /// and this instance's own source for the rest (the geo database and country table, files a
+    /// zone `$INCLUDE`s, and the instance-local sections, see [`Config::with_local_sections`]).
+    ///
+    /// [`Config::with_local_sections`]: super::Config::with_local_sections
+    Published(Arc<Published>),
+}
+
+/// A configuration version as a fleet member received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The version it was published as (the hex SHA-256 of its text and zone files).
+    pub version: String,
+    /// The configuration text.
+    pub text: String,
+    /// The zone files, by the path written in the configuration, with their text.
+    pub files: Vec<(String, String)>,
+    /// This instance's own configuration, which names its local files and sections.
+    pub local: Source,
 }
 
 impl Source {
@@ -48,6 +69,16 @@ impl Source {
         match self {
             Source::File(path) => std::fs::read_to_string(path),
             Source::Example => Ok(EXAMPLE_CONFIG.to_owned()),
+            Source::Published(published) => Ok(published.text.clone()),
+        }
+    }
+
+    /// This instance's own source, when this is a published version: its instance-local
+    /// sections come from there.
+    pub fn local(&self) -> Option<&Source> {
+        match self {
+            Source::Published(published) => Some(&published.local),
+            _ => None,
         }
     }
 
@@ -67,6 +98,10 @@ impl Source {
                 .ok_or_else(|| {
                     io::Error::new(io::ErrorKind::NotFound, "not part of the embedded example")
                 }),
+            Source::Published(published) => match published.file(relative) {
+                Some(text) => Ok(Cow::Owned(text.as_bytes().to_vec())),
+                None => published.local.read(relative),
+            },
         }
     }
 
@@ -86,6 +121,10 @@ impl Source {
                 ))
             }
             Source::Example => Some(format!("embedded {relative}")),
+            Source::Published(published) => match published.file(relative) {
+                Some(_) => Some(format!("published {} {relative}", published.version)),
+                None => published.local.fingerprint(relative),
+            },
         }
     }
 
@@ -97,7 +136,18 @@ impl Source {
                 .unwrap_or_else(|| Path::new("."))
                 .join(relative),
             Source::Example => Path::new("zones").join(relative),
+            Source::Published(published) => published.local.resolve(relative),
         }
+    }
+}
+
+impl Published {
+    /// The published file named `relative`, if the version carries it.
+    fn file(&self, relative: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(name, _)| name == relative)
+            .map(|(_, text)| text.as_str())
     }
 }
 
@@ -106,6 +156,17 @@ impl fmt::Display for Source {
         match self {
             Source::File(path) => write!(f, "{}", path.display()),
             Source::Example => f.write_str("the embedded example (zones/example.yaml)"),
+            Source::Published(published) => write!(
+                f,
+                "the fleet's configuration version {} (local files from {})",
+                short_version(&published.version),
+                published.local
+            ),
         }
     }
+}
+
+/// The first 12 hex digits of a version, as logs and messages name it.
+pub fn short_version(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::dns::Snapshot;
+use crate::state::ETCD_PROBLEM_PATH;
 use crate::store::ConfigVersion;
 
 use super::ControlState;
@@ -53,12 +54,14 @@ pub(crate) struct DiffParams {
     to: Option<String>,
 }
 
-/// Reload configuration, zones and geo database (as SIGHUP does).
+/// Reload configuration, zones and geo database (as SIGHUP does). With the etcd backend the
+/// configuration and zones are published to the fleet, and this answers once this instance
+/// serves them (every instance loads them through its watch).
 #[utoipa::path(post, path = "/v1/reload", security(("bearer" = [])),
     responses((status = 200, description = "reloaded: the configuration now serving", body = ConfigView),
         (status = 422, body = super::error::ErrorBody,
         description = "the configuration is invalid (every problem in `problems`); the previous one keeps serving"),
-        (status = 503, body = super::error::ErrorBody, description = "read-only: the state store cannot write")))]
+        (status = 503, body = super::error::ErrorBody, description = "read-only: the state store cannot write, or the fleet's etcd could not take the new version")))]
 pub(crate) async fn reload(
     State(state): State<ControlState>,
     headers: HeaderMap,
@@ -76,6 +79,15 @@ pub(crate) async fn reload(
         Ok(_) => {
             let snapshot = state.shared.load();
             Ok(Json(config_view(&snapshot)).into_response())
+        }
+        // etcd could not take the version (or give it back): the configuration is not at
+        // fault, and every instance keeps serving what it served.
+        Err(error)
+            if !error.problems.is_empty()
+                && error.problems.iter().all(|p| p.path == ETCD_PROBLEM_PATH) =>
+        {
+            let messages: Vec<&str> = error.problems.iter().map(|p| p.message.as_str()).collect();
+            Err(ApiError::read_only(messages.join("; ")))
         }
         Err(error) => Ok(invalid_configuration(&error.problems)),
     }

@@ -37,16 +37,21 @@ pub(crate) async fn healthz() -> &'static str {
 /// Readiness: serving, not drained, not shutting down, and the state store writes.
 #[utoipa::path(get, path = "/readyz",
     responses((status = 200, description = "ready for traffic", body = String),
-        (status = 503, description = "not ready: starting, drained, shutting down, or the state store cannot write", body = String)))]
-pub(crate) async fn readyz(State(state): State<ControlState>) -> (StatusCode, &'static str) {
+        (status = 503, description = "not ready: starting, drained, shutting down, the state store cannot write, or the fleet's configuration version could not be loaded here (the reason follows)", body = String)))]
+pub(crate) async fn readyz(State(state): State<ControlState>) -> (StatusCode, String) {
     if state.readiness.get() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".to_owned())
     } else if state.readiness.store_failing() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the state store cannot write (the control plane is read-only)\n",
+            "not ready: the state store cannot write (the control plane is read-only)\n".to_owned(),
+        )
+    } else if let Some(reason) = state.readiness.config_rejected() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
         )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
     }
 }

@@ -16,6 +16,15 @@
 //! | `P/instances/{instance}` | [`InstanceRecord`], under the instance's lease |
 //! | `P/writes/{instance}` | the number of the instance's last write, under its lease |
 //! | `P/changes` | the last write's [`Record`]: the change, its audit entry, the instance |
+//! | `P/config/current` | the configuration version the fleet serves, [`ConfigPointer`] |
+//! | `P/config/chunks/{version}/{i}` | that version ([`ConfigVersion`] as JSON) in pieces of at most [`CHUNK_BYTES`] |
+//!
+//! A configuration version is published in two steps, since etcd takes at most about 1.5 MiB in
+//! one request: its pieces are put first (each its own request, under the version's content
+//! hash, so rewriting them is harmless), then one transaction, which succeeds only if every piece
+//! is there, switches `P/config/current` to it, writes its `P/changes` record (with its audit
+//! entry) and deletes the pieces of every other version. Followers read the pieces at the
+//! record's revision, when they are all there whatever was published since.
 //!
 //! A write puts its state keys and `P/changes` in one transaction, so they share one revision.
 //! Followers apply the [`Record`] of each revision in order with the same code the embedded store
@@ -57,7 +66,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::EtcdConfig;
 use crate::store::{
-    AuditEntry, Change, DirectoryChange, DrainKey, StoredBan, StoredPlacement, StoredReport,
+    AuditEntry, Change, ConfigVersion, DirectoryChange, DrainKey, StoredBan, StoredPlacement,
+    StoredReport,
 };
 
 /// The most operations one write puts in a transaction: etcd refuses more than 128 by default
@@ -88,6 +98,14 @@ const RENEW_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keys per page when the whole state is read.
 const PAGE: i64 = 5_000;
+
+/// The largest piece of a configuration version in one etcd request (etcd's default request
+/// limit is 1.5 MiB).
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The most pieces a configuration version may have (so its configuration and zone files may
+/// take at most 64 MiB, encoded): the transaction that publishes it checks each one.
+pub const MAX_CHUNKS: usize = 64;
 
 /// How many times a directory write is tried again when another one moved the generation
 /// pointer between its read and its transaction.
@@ -121,11 +139,26 @@ pub struct Record {
     pub change: Change,
     /// Its audit entry.
     pub audit: AuditEntry,
+    /// The configuration version this write published, if it published one (a reload; the
+    /// change is then [`Change::AuditOnly`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigPointer>,
     /// Set when the write switched the directory to a new generation of the pin set: `change`
     /// is then [`Change::AuditOnly`], and the follower reads the generation (and the bucket
     /// map) at the record's revision and delivers it as a [`DirectoryChange::Replace`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<String>,
+}
+
+/// Which configuration version the fleet serves, and how it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigPointer {
+    /// The version (hex SHA-256 of its text and zone files).
+    pub version: String,
+    /// How many pieces it is stored in.
+    pub chunks: usize,
+    /// Its encoded size, in bytes.
+    pub bytes: usize,
 }
 
 /// An instance of the fleet as it registers itself (under a lease, so that it disappears when
@@ -166,6 +199,8 @@ pub struct FleetState {
     pub toggles: BTreeMap<String, bool>,
     /// Banned-query rules, by id.
     pub banned: BTreeMap<String, StoredBan>,
+    /// The configuration version the fleet serves, once one was published.
+    pub config: Option<ConfigPointer>,
 }
 
 /// What the follower tells the state manager, in etcd's order.
@@ -469,6 +504,7 @@ impl Fleet {
             change: change.clone(),
             audit: audit.clone(),
             generation,
+            config: None,
         };
         Ok(TxnOp::put(
             self.key("changes"),
@@ -775,6 +811,7 @@ impl Fleet {
             }),
             audit: audit.clone(),
             generation: None,
+            config: None,
         };
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -787,6 +824,157 @@ impl Fleet {
             .await
             .map_err(|_| FleetError::Unavailable("the write timed out".to_owned()))??;
         Ok(response.succeeded())
+    }
+
+    /// Publishes `version` as the configuration the fleet serves, with `audit`: its pieces
+    /// first, then one transaction that switches `P/config/current` to it, writes its record and
+    /// deletes every other version's pieces (see the module's doc). Returns the revision of that
+    /// transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`FleetError::Unavailable`] when etcd cannot take it (the fleet's version did not
+    /// change, unless the switch timed out: the watch then delivers it),
+    /// [`FleetError::TooLarge`] beyond [`MAX_CHUNKS`] pieces, [`FleetError::Value`] when it
+    /// cannot be encoded.
+    pub async fn publish_config(
+        &self,
+        version: &ConfigVersion,
+        audit: &AuditEntry,
+    ) -> Result<i64, FleetError> {
+        let bytes = encode("config", version)?;
+        let pieces: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
+        if pieces.len() > MAX_CHUNKS {
+            return Err(FleetError::TooLarge {
+                ops: pieces.len() + 2,
+            });
+        }
+        let pointer = ConfigPointer {
+            version: version.hash.clone(),
+            chunks: pieces.len(),
+            bytes: bytes.len(),
+        };
+        let record = Record {
+            origin: self.instance.clone(),
+            change: Change::AuditOnly,
+            audit: audit.clone(),
+            config: Some(pointer.clone()),
+            generation: None,
+        };
+        let mut kv = self.client.kv_client();
+        let timed_out = || FleetError::Unavailable("publishing the configuration timed out".into());
+        // Another instance publishing at the same time deletes these pieces: the switch then
+        // fails its check, and the pieces are written again.
+        for _attempt in 0..3 {
+            for (i, piece) in pieces.iter().enumerate() {
+                let key = self.chunk_key(&pointer.version, i);
+                tokio::time::timeout(REQUEST_TIMEOUT, kv.put(key, piece.to_vec(), None))
+                    .await
+                    .map_err(|_| timed_out())??;
+            }
+            let chunks = self.key("config/chunks/");
+            let listed = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                kv.get(
+                    chunks.clone(),
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                ),
+            )
+            .await
+            .map_err(|_| timed_out())??;
+            let others: BTreeSet<String> = listed
+                .kvs()
+                .iter()
+                .filter_map(|kv| {
+                    let key = String::from_utf8_lossy(kv.key());
+                    let rest = key.strip_prefix(&chunks)?;
+                    let hash = rest.split('/').next()?;
+                    (hash != pointer.version).then(|| hash.to_owned())
+                })
+                .collect();
+            let checks: Vec<Compare> = (0..pieces.len())
+                .map(|i| {
+                    Compare::version(self.chunk_key(&pointer.version, i), CompareOp::Greater, 0)
+                })
+                .collect();
+            let mut ops = vec![
+                TxnOp::put(
+                    self.key("config/current"),
+                    encode("config/current", &pointer)?,
+                    None,
+                ),
+                TxnOp::put(self.key("changes"), encode("changes", &record)?, None),
+            ];
+            for hash in others {
+                ops.push(TxnOp::delete(
+                    format!("{chunks}{hash}/"),
+                    Some(DeleteOptions::new().with_prefix()),
+                ));
+            }
+            let txn = Txn::new().when(checks).and_then(ops);
+            let response = tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(txn))
+                .await
+                .map_err(|_| timed_out())??;
+            if response.succeeded() {
+                return Ok(response.header().map_or(0, |h| h.revision()));
+            }
+            debug!(
+                version = pointer.version,
+                "the configuration's pieces went missing before the switch; writing them again"
+            );
+        }
+        Err(FleetError::Unavailable(
+            "other instances kept publishing configurations; try again".to_owned(),
+        ))
+    }
+
+    /// Reads the configuration version `pointer` names, as of `revision` (the revision of its
+    /// record or later: its pieces are there then).
+    ///
+    /// # Errors
+    ///
+    /// [`FleetError::Unavailable`] when etcd cannot answer, [`FleetError::Value`] when a piece
+    /// is missing or the whole does not decode to the version it names.
+    pub async fn read_config(
+        &self,
+        pointer: &ConfigPointer,
+        revision: i64,
+    ) -> Result<ConfigVersion, FleetError> {
+        let mut kv = self.client.kv_client();
+        let mut bytes = Vec::with_capacity(pointer.bytes);
+        for i in 0..pointer.chunks {
+            let key = self.chunk_key(&pointer.version, i);
+            let mut options = GetOptions::new();
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let mut response =
+                tokio::time::timeout(REQUEST_TIMEOUT, kv.get(key.clone(), Some(options)))
+                    .await
+                    .map_err(|_| {
+                        FleetError::Unavailable("reading the configuration timed out".into())
+                    })??;
+            let Some(piece) = response.take_kvs().into_iter().next() else {
+                return Err(FleetError::Value {
+                    key,
+                    message: "missing piece of the configuration version".to_owned(),
+                });
+            };
+            bytes.extend_from_slice(piece.value());
+        }
+        let key = self.key(&format!("config/chunks/{}", pointer.version));
+        let version: ConfigVersion = decode(&key, &bytes)?;
+        if version.hash != pointer.version {
+            return Err(FleetError::Value {
+                key,
+                message: format!("holds version {}", version.hash),
+            });
+        }
+        Ok(version)
+    }
+
+    fn chunk_key(&self, version: &str, i: usize) -> String {
+        self.key(&format!("config/chunks/{version}/{i:05}"))
     }
 
     /// The operations that put `change` into the state keys (pins into generation `generation`).
@@ -978,14 +1166,25 @@ impl Fleet {
         // Pins of every generation read, by name: only the one in force is kept.
         let mut generations: BTreeMap<String, Vec<(String, StoredPlacement)>> = BTreeMap::new();
         let root = format!("{}/", self.prefix);
+        // The pieces of the configuration version are read apart (`read_config`): they are
+        // large, and not state. Both spans are read at one revision.
+        let chunks = self.key("config/chunks/");
         state.revision = self
-            .read_range(&root, 0, |kv| {
+            .read_span(root.as_bytes(), chunks.as_bytes(), 0, |kv| {
                 if kv.key() == self.key("changes").as_bytes() {
                     state.changed = kv.mod_revision();
                 }
                 self.decode_into(&mut state, &mut generations, kv.key(), kv.value())
             })
             .await?;
+        let revision = state.revision;
+        self.read_span(
+            &prefix_end(chunks.as_bytes()),
+            &prefix_end(root.as_bytes()),
+            revision,
+            |kv| self.decode_into(&mut state, &mut generations, kv.key(), kv.value()),
+        )
+        .await?;
         state.pins = generations.remove(&state.generation).unwrap_or_default();
         Ok(state)
     }
@@ -996,12 +1195,30 @@ impl Fleet {
         &self,
         prefix: &str,
         revision: i64,
+        each: impl FnMut(&KeyValue) -> Result<(), FleetError>,
+    ) -> Result<i64, FleetError> {
+        self.read_span(
+            prefix.as_bytes(),
+            &prefix_end(prefix.as_bytes()),
+            revision,
+            each,
+        )
+        .await
+    }
+
+    /// Hands every key from `from` up to (not including) `end` with its value to `each`, a page
+    /// at a time, all at one revision: `revision`, or (0) the newest; returns that revision.
+    async fn read_span(
+        &self,
+        from: &[u8],
+        end: &[u8],
+        revision: i64,
         mut each: impl FnMut(&KeyValue) -> Result<(), FleetError>,
     ) -> Result<i64, FleetError> {
         let mut kv = self.client.kv_client();
-        let end = prefix_end(prefix.as_bytes());
+        let end = end.to_vec();
         let mut revision = revision;
-        let mut from = prefix.as_bytes().to_vec();
+        let mut from = from.to_vec();
         loop {
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
             if revision > 0 {
@@ -1071,6 +1288,8 @@ impl Fleet {
                 .entry(name.to_owned())
                 .or_default()
                 .push((user.to_owned(), decode(&key, value)?));
+        } else if rest == "config/current" {
+            state.config = Some(decode(&key, value)?);
         }
         Ok(())
     }

@@ -229,7 +229,8 @@ pub struct Manager<P: Prepare> {
 }
 
 mod fleet;
-use fleet::next_event;
+pub use fleet::ETCD_PROBLEM_PATH;
+use fleet::{FleetConfigs, Publishing, next_event};
 
 /// The store's health as the manager last saw it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -300,11 +301,18 @@ impl<P: Prepare> Manager<P> {
     /// Reloads are read and built off this task (see [`Reloads`]): reports, drains and refreshes
     /// go on being applied while a reload builds, and a burst of reloads builds at most twice.
     pub async fn run(self, mut commands: StateCommands, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(REFRESH_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Ticks fall on whole intervals of the clock (whole seconds), the same instants on every
+        // instance of a fleet: a datacenter whose report (stamped once, by the instance that
+        // took it) ages out turns stale on all of them at the same tick, within clock skew.
+        let period = REFRESH_INTERVAL.as_millis() as u64;
+        let into = Duration::from_millis(unix_ms(self.clock.now()) % period);
+        let first = tokio::time::Instant::now() + (REFRESH_INTERVAL - into);
+        let mut tick = tokio::time::interval_at(first, REFRESH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut reloads: Reloads<P> = Reloads::default();
         let mut events = self.follow_fleet(&shutdown);
         let mut pending: Vec<Pending> = Vec::new();
+        let mut configs: FleetConfigs<P> = FleetConfigs::default();
         loop {
             tokio::select! {
                 command = commands.commands.recv() => match command {
@@ -331,8 +339,16 @@ impl<P: Prepare> Manager<P> {
                         FleetEvent::Down(why) => Some(why.clone()),
                         _ => None,
                     };
-                    self.on_fleet_event(event).await;
+                    if let Some((pointer, revision)) = self.on_fleet_event(event).await {
+                        self.heard_config(&mut configs, pointer, revision);
+                    }
                     self.answer_pending(&mut pending, lost.as_deref());
+                }
+                loaded = async {
+                    configs.running().expect("only polled while loading").await
+                }, if configs.running().is_some() => {
+                    let (version, built) = loaded.expect("loading a configuration does not panic");
+                    self.finish_config_load(&mut configs, version, built).await;
                 }
                 built = async {
                     reloads.running.as_mut().expect("only polled while running").await
@@ -341,9 +357,22 @@ impl<P: Prepare> Manager<P> {
                     let built = built.expect("loading a configuration does not panic");
                     let waiting = std::mem::take(&mut reloads.waiting);
                     let audits = waiting.iter().filter_map(|(audit, _)| audit.clone()).collect();
-                    let outcome = self.finish_reload(built, audits).await;
-                    for (_, reply) in waiting {
-                        let _ = reply.send(outcome.clone());
+                    let replies = waiting.into_iter().map(|(_, reply)| reply);
+                    // With etcd a reload publishes to the fleet, and serves here when the
+                    // fleet's version does.
+                    let outcome = match &self.fleet {
+                        Some(fleet) => self.publish_reload(fleet, &mut configs, built, audits).await,
+                        None => Publishing::Done(self.finish_reload(built, audits).await),
+                    };
+                    match outcome {
+                        Publishing::Done(outcome) => {
+                            for reply in replies {
+                                let _ = reply.send(outcome.clone());
+                            }
+                        }
+                        Publishing::Wait(version) => {
+                            self.wait_for_config(&mut configs, version, replies);
+                        }
                     }
                     if !reloads.next.is_empty() {
                         reloads.waiting = std::mem::take(&mut reloads.next);
@@ -423,16 +452,7 @@ impl<P: Prepare> Manager<P> {
                 let loaded = Loaded::<P>::reload(&source, Some(&current.loaded))?;
                 Arc::new(with_counters(loaded, &metrics))
             };
-            let built = Snapshot::assemble(
-                loaded,
-                current.live.clone(),
-                Some(&current),
-                current.generation,
-                now,
-            );
-            // Here rather than when it is published, on the manager's task.
-            built.routing.widen_scopes();
-            Ok(built)
+            Ok(assemble_off_task(loaded, &current, now))
         })
     }
 
@@ -704,8 +724,9 @@ impl<P: Prepare> Manager<P> {
         }
     }
 
-    fn record_version(&self, loaded: &Loaded<P>) {
-        let version = ConfigVersion {
+    /// `loaded`'s configuration and zone files as a stored version, first seen now.
+    pub(super) fn stored_version(&self, loaded: &Loaded<P>) -> ConfigVersion {
+        ConfigVersion {
             hash: loaded.config_version.clone(),
             first_seen_unix_ms: unix_ms(self.clock.now()),
             text: loaded.config_text.to_string(),
@@ -717,7 +738,11 @@ impl<P: Prepare> Manager<P> {
                     text: text.to_string(),
                 })
                 .collect(),
-        };
+        }
+    }
+
+    fn record_version(&self, loaded: &Loaded<P>) {
+        let version = self.stored_version(loaded);
         match self.store.put_config_version(&version) {
             Ok(()) => self.store_writes(),
             Err(error) => {
@@ -902,6 +927,26 @@ fn has_eligible(config: &Config, states: &[DcState], id: ServiceId) -> bool {
         )
         .is_eligible()
     })
+}
+
+/// A snapshot of `loaded` with `current`'s live state, built on the blocking pool for the
+/// manager to publish later (it re-assembles it then with the live state of that moment,
+/// borrowing what this built).
+fn assemble_off_task<P: Prepare>(
+    loaded: Arc<Loaded<P>>,
+    current: &Snapshot<P>,
+    now: SystemTime,
+) -> Snapshot<P> {
+    let built = Snapshot::assemble(
+        loaded,
+        current.live.clone(),
+        Some(current),
+        current.generation,
+        now,
+    );
+    // Here rather than when it is published, on the manager's task.
+    built.routing.widen_scopes();
+    built
 }
 
 fn with_counters<P: Prepare>(mut loaded: Loaded<P>, metrics: &Metrics) -> Loaded<P> {

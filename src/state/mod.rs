@@ -22,7 +22,8 @@ pub use banned::{BanAction, BanError, BanRule, Banned, MAX_BANNED_RULES};
 pub use directory::{DirectoryView, UserFacts, placement_of, reason_label, source_label};
 pub use live::{Clock, LiveState, apply_directory, unix_ms};
 pub use manager::{
-    ApplyError, Manager, REFRESH_INTERVAL, StateCommands, StateHandle, state_channel,
+    ApplyError, ETCD_PROBLEM_PATH, Manager, REFRESH_INTERVAL, StateCommands, StateHandle,
+    state_channel,
 };
 pub use readiness::Readiness;
 pub use snapshot::{Counters, Loaded, Prepare, Snapshot};

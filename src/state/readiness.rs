@@ -4,8 +4,8 @@
 //! failing" flag (it sees every store write), and the app owns the "serving" flag (first
 //! snapshot published, not shutting down); `/readyz` only reads.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Whether the server should receive traffic: serving, not drained by an operator, not
 /// shutting down.
@@ -17,6 +17,10 @@ pub struct Readiness {
     drained: Arc<AtomicBool>,
     /// Set by the state manager while the state store cannot write.
     store_failing: Arc<AtomicBool>,
+    /// Why this instance serves an older configuration than its fleet's, while it does: set by
+    /// the state manager, read by `/readyz`. A `Mutex` because it holds text; both sides take it
+    /// briefly, never across an `.await`, and never on the query path.
+    config_rejected: Arc<Mutex<Option<String>>>,
 }
 
 impl Readiness {
@@ -40,10 +44,29 @@ impl Readiness {
         self.store_failing.load(Ordering::Acquire)
     }
 
-    /// Whether the server is ready: serving, not drained, and the state store writes.
+    /// Records why the fleet's configuration version could not be loaded here (`None`: this
+    /// instance serves the fleet's version, or the fleet has none).
+    pub fn set_config_rejected(&self, reason: Option<String>) {
+        *self
+            .config_rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+
+    /// Why the fleet's configuration version could not be loaded here, while it could not.
+    pub fn config_rejected(&self) -> Option<String> {
+        self.config_rejected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the server is ready: serving, not drained, the state store writes, and it serves
+    /// its fleet's configuration.
     pub fn get(&self) -> bool {
         self.serving.load(Ordering::Acquire)
             && !self.drained.load(Ordering::Acquire)
             && !self.store_failing()
+            && self.config_rejected().is_none()
     }
 }

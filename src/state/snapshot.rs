@@ -135,6 +135,11 @@ impl<P: Prepare> Loaded<P> {
             problems: vec![Problem::new(source.to_string(), error)],
         })?;
         let config = Config::from_yaml_str(&text)?;
+        // A fleet's version runs with this instance's own instance-local sections.
+        let config = match source.local() {
+            Some(local) => config.with_local_sections(&local_config(local)?),
+            None => config,
+        };
         let mut problems = Vec::new();
 
         let countries = match &config.geo.countries {
@@ -299,6 +304,23 @@ impl<P: Prepare> Snapshot<P> {
             SystemTime::now(),
         ))
     }
+}
+
+/// This instance's own configuration, read for its instance-local sections; its problems are
+/// reported under its path, apart from the version's.
+fn local_config(local: &Source) -> Result<Config, ConfigError> {
+    let in_local = |problem: Problem| {
+        Problem::new(
+            format!("this instance's configuration {local}: {}", problem.path),
+            problem.message,
+        )
+    };
+    let text = local.read_config().map_err(|error| ConfigError {
+        problems: vec![Problem::new(local.to_string(), error)],
+    })?;
+    Config::from_yaml_str(&text).map_err(|error| ConfigError {
+        problems: error.problems.into_iter().map(in_local).collect(),
+    })
 }
 
 /// What the geo database and country table of `config` are read from (paths, sizes, times).

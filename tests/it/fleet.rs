@@ -610,6 +610,149 @@ async fn every_instance_shows_its_revision_in_chaos_txt_and_nsid() {
     }
 }
 
+/// What `name` answers (A) on `server`: its addresses, empty for NXDOMAIN or NODATA.
+async fn a_of(server: &TestServer, name: &str) -> Vec<Ipv4Addr> {
+    a_records(&Ask::new(name, RecordType::A).udp(server.udp).await)
+}
+
+/// A reload through `server` (`POST /v1/reload`).
+async fn reload(server: &TestServer) -> (StatusCode, Value) {
+    send(http().post(server.url("/v1/reload")).bearer_auth(OPERATOR)).await
+}
+
+/// The configuration version `server` serves.
+async fn version(server: &TestServer) -> Value {
+    let (status, body) = send(http().get(server.url("/v1/config")).bearer_auth(OPERATOR)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["version"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_through_one_instance_reaches_all_three_and_one_that_cannot_load_it_says_so() {
+    let Some(etcd) = Etcd::start("fleet::a_reload_through_one_instance", 3).await else {
+        return;
+    };
+    let base = config(&etcd, "/reload");
+    let servers = fleet(&etcd, "/reload").await;
+    converge(&servers, EU_WEST_IP).await;
+    assert!(a_of(&servers[2], "fleet.example.com").await.is_empty());
+
+    // A new configuration and zone, written on the first instance only and reloaded there: it
+    // is published through etcd, and every instance serves it.
+    let second = base.replace("a: [192.0.2.3]", "a: [192.0.2.33]");
+    let second_zone = format!("{ZONE}fleet IN A 192.0.2.99\n");
+    servers[0].write_config(&second);
+    servers[0].write_zone(&second_zone);
+    let (status, body) = reload(&servers[0]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let published = body["version"].clone();
+    // A 2xx means this instance answers by it already.
+    assert_eq!(www(&servers[0]).await, [Ipv4Addr::new(192, 0, 2, 33)]);
+    converge(&servers, Ipv4Addr::new(192, 0, 2, 33)).await;
+    for server in &servers {
+        assert_eq!(
+            a_of(server, "fleet.example.com").await,
+            [Ipv4Addr::new(192, 0, 2, 99)]
+        );
+        assert_eq!(version(server).await, published);
+        assert_eq!(
+            metric(server, "meridian_state_config_rejected").await,
+            Some(0.0)
+        );
+        // Every instance keeps the version in its history, with its zone file for diffs.
+        let (status, versions) = send(
+            http()
+                .get(server.url("/v1/config/versions"))
+                .bearer_auth(OPERATOR),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{versions}");
+        let running: Vec<&Value> = versions
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|v| v["running"] == true)
+            .collect();
+        assert_eq!(running.len(), 1, "{versions}");
+        assert_eq!(running[0]["version"], published, "{versions}");
+    }
+
+    // A version that names a geo database the third instance lacks: the first two serve it,
+    // the third keeps the previous version whole (zones included) and says why.
+    let third = second
+        .replace("a: [192.0.2.33]", "a: [192.0.2.34]")
+        .replace("database: geo.mmdb", "database: other.mmdb");
+    let third_zone = format!("{ZONE}fleet IN A 192.0.2.98\n");
+    for server in &servers[..2] {
+        std::fs::copy(
+            server.dir().join("geo.mmdb"),
+            server.dir().join("other.mmdb"),
+        )
+        .expect("copy the geo database");
+    }
+    servers[1].write_config(&third);
+    servers[1].write_zone(&third_zone);
+    let (status, body) = reload(&servers[1]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let newest = body["version"].clone();
+    assert_ne!(newest, published);
+    converge(&servers[..2], Ipv4Addr::new(192, 0, 2, 34)).await;
+    wait_for(&servers[2], "rejecting the version", || async {
+        metric(&servers[2], "meridian_state_config_rejected").await == Some(1.0)
+    })
+    .await;
+    let (status, body) = send(http().get(servers[2].url("/readyz"))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let reason = body.as_str().expect("text");
+    assert!(
+        reason.contains("could not be loaded here") && reason.contains("other.mmdb"),
+        "{reason}"
+    );
+    assert_eq!(www(&servers[2]).await, [Ipv4Addr::new(192, 0, 2, 33)]);
+    assert_eq!(
+        a_of(&servers[2], "fleet.example.com").await,
+        [Ipv4Addr::new(192, 0, 2, 99)]
+    );
+    assert_eq!(version(&servers[2]).await, published);
+    for server in &servers[..2] {
+        assert_eq!(
+            a_of(server, "fleet.example.com").await,
+            [Ipv4Addr::new(192, 0, 2, 98)]
+        );
+        assert_eq!(
+            metric(server, "meridian_state_config_rejected").await,
+            Some(0.0)
+        );
+        let (status, _) = send(http().get(server.url("/readyz"))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    // The operator gives the third instance what it lacked, with the fleet's files, and reloads
+    // it: it loads the fleet's version (nothing new is published) and is ready again.
+    std::fs::copy(
+        servers[2].dir().join("geo.mmdb"),
+        servers[2].dir().join("other.mmdb"),
+    )
+    .expect("copy the geo database");
+    servers[2].write_config(&third);
+    servers[2].write_zone(&third_zone);
+    let (status, body) = reload(&servers[2]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], newest);
+    assert_eq!(www(&servers[2]).await, [Ipv4Addr::new(192, 0, 2, 34)]);
+    assert_eq!(
+        metric(&servers[2], "meridian_state_config_rejected").await,
+        Some(0.0)
+    );
+    let (status, body) = send(http().get(servers[2].url("/readyz"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let replies = replies(&servers).await;
+    assert_eq!(replies[0], replies[2], "instances 0 and 2 differ");
+    for server in servers {
+        server.stop().await.expect("clean shutdown");
+    }
+}
+
 /// A TCP proxy to an etcd member that can hold back etcd's replies, as a network that delays
 /// them would, while requests still reach etcd.
 struct Proxy {

@@ -5,21 +5,24 @@
 //! applied (with every audit entry), read at the next start until etcd is reached.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Problem, Published, Source, short_version};
 use crate::directory::Directory;
-use crate::fleet::{Fleet, FleetError, FleetEvent, FleetState, Record};
-use crate::store::{AuditEntry, Change, DirectoryChange, StoredPlacement};
+use crate::fleet::{ConfigPointer, Fleet, FleetError, FleetEvent, FleetState, Record};
+use crate::store::{AuditEntry, Change, ConfigVersion, DirectoryChange, StoredPlacement};
 
 use super::super::directory::placement_of;
 use super::super::live::{LiveState, compiled, toggles_named, unix_ms};
-use super::super::snapshot::{Prepare, Snapshot};
+use super::super::snapshot::{Loaded, Prepare, Snapshot};
 use super::{
-    Applied, ApplyError, Manager, Pending, default_layout, refuse_last_drain, refuse_too_many_bans,
+    Applied, ApplyError, Manager, Pending, assemble_off_task, default_layout, refuse_last_drain,
+    refuse_too_many_bans, with_counters,
 };
 
 /// How many fleet events may wait for the manager.
@@ -144,8 +147,9 @@ impl<P: Prepare> Manager<P> {
         *pending = waiting;
     }
 
-    /// Applies one event of the fleet's follower.
-    pub(super) async fn on_fleet_event(&self, event: FleetEvent) {
+    /// Applies one event of the fleet's follower; returns the fleet's configuration version
+    /// when the event names one (with a revision to read it at).
+    pub(super) async fn on_fleet_event(&self, event: FleetEvent) -> Option<(ConfigPointer, i64)> {
         match event {
             FleetEvent::Down(why) => {
                 self.metrics.state().set_backend_up(false);
@@ -160,13 +164,28 @@ impl<P: Prepare> Manager<P> {
                 self.store_writes();
             }
             FleetEvent::Synced(state) => {
+                let config = state
+                    .config
+                    .clone()
+                    .map(|pointer| (pointer, state.revision));
                 self.synced(state).await;
                 self.metrics.state().set_backend_up(true);
                 self.store_writes();
+                return config;
             }
-            FleetEvent::Changed { revision, records } => self.changed(revision, records).await,
+            FleetEvent::Changed { revision, records } => {
+                // Only the last version published matters; its pieces are there at `revision`.
+                let config = records
+                    .iter()
+                    .rev()
+                    .find_map(|record| record.config.clone())
+                    .map(|pointer| (pointer, revision));
+                self.changed(revision, records).await;
+                return config;
+            }
             FleetEvent::Resync { restored } => self.metrics.state().record_resync(restored),
         }
+        None
     }
 
     /// Applies the records of one watch response, then copies them to the local store.
@@ -326,4 +345,379 @@ fn fleet_directory(
         .map(|(user, p)| (user.clone(), placement_of(&mut names, p)))
         .collect();
     Directory::new(names, buckets, pins)
+}
+
+/// How long an instance keeps trying to read a configuration version from etcd before it says
+/// it cannot load it.
+const READ_CONFIG_BUDGET: Duration = Duration::from_secs(5);
+
+/// A load of the fleet's configuration version: the version, and the snapshot built from it.
+type ConfigLoad<P> = JoinHandle<(String, Result<Snapshot<P>, ConfigError>)>;
+
+/// A reload's requester waiting for the version it published to load here.
+type ConfigWaiter = (String, oneshot::Sender<Result<u64, ConfigError>>);
+
+/// The fleet's configuration as this instance follows it: kept by the manager's loop.
+pub(super) struct FleetConfigs<P: Prepare> {
+    /// The version the fleet serves, as last heard, and a revision to read it at.
+    fleet: Option<(ConfigPointer, i64)>,
+    /// The load running, if any.
+    running: Option<ConfigLoad<P>>,
+    /// The fleet's version changed while `running` ran: load again when it ends.
+    again: bool,
+    /// The version this instance last built itself (a reload it published): loaded from what
+    /// it built, without reading etcd or the files again.
+    built: Option<(String, Arc<Loaded<P>>)>,
+    /// Reload requests waiting for the version they published to load here.
+    waiting: Vec<ConfigWaiter>,
+}
+
+impl<P: Prepare> Default for FleetConfigs<P> {
+    fn default() -> Self {
+        FleetConfigs {
+            fleet: None,
+            running: None,
+            again: false,
+            built: None,
+            waiting: Vec::new(),
+        }
+    }
+}
+
+impl<P: Prepare> FleetConfigs<P> {
+    /// The load running, for the manager's loop to await.
+    pub(super) fn running(&mut self) -> Option<&mut ConfigLoad<P>> {
+        self.running.as_mut()
+    }
+}
+
+/// What became of a reload with the etcd backend.
+pub(super) enum Publishing {
+    /// Answered now: it failed, or the fleet serves this version already and so does this
+    /// instance.
+    Done(Result<u64, ConfigError>),
+    /// Published (or being loaded here): its requesters wait for this version to load here.
+    Wait(String),
+}
+
+impl<P: Prepare> Manager<P> {
+    /// A reload with the etcd backend: a configuration that loads here is published to the
+    /// fleet (with the first requester's audit entry; the others' are written as audit-only
+    /// records), and its requesters are answered once it serves here, which the watch brings
+    /// about on every instance alike.
+    pub(super) async fn publish_reload(
+        &self,
+        fleet: &Fleet,
+        configs: &mut FleetConfigs<P>,
+        built: Result<Snapshot<P>, ConfigError>,
+        audits: Vec<AuditEntry>,
+    ) -> Publishing {
+        let built = match built {
+            Ok(built) => built,
+            Err(error) => {
+                self.metrics.record_reload(false);
+                warn!(source = %self.source, problems = error.problems.len(), "reload failed, nothing published to the fleet");
+                for problem in &error.problems {
+                    warn!("{problem}");
+                }
+                return Publishing::Done(Err(error));
+            }
+        };
+        let loaded = built.loaded.clone();
+        let version = loaded.config_version.clone();
+        let mut audits = audits.into_iter();
+        let audit = audits.next().unwrap_or_else(|| AuditEntry {
+            unix_ms: unix_ms(self.clock.now()),
+            actor: "meridian".to_owned(),
+            role: "signal".to_owned(),
+            action: "reload".to_owned(),
+            target: "configuration".to_owned(),
+            detail: serde_json::Value::Null,
+        });
+        let serving = self.publisher.current().loaded.config_version.clone();
+        let published = configs.fleet.as_ref().map(|(p, _)| p.version.clone());
+        let mut rest: Vec<AuditEntry> = audits.collect();
+        if published.as_deref() == Some(version.as_str()) {
+            // The fleet serves this version already: nothing to publish.
+            rest.insert(0, audit);
+            self.commit_audits(fleet, rest).await;
+            if serving == version {
+                return Publishing::Done(Ok(self.publisher.current().generation));
+            }
+            // This instance could not load it before; it can now.
+            configs.built = Some((version.clone(), loaded));
+            self.next_config_load(configs);
+            return Publishing::Wait(version);
+        }
+        match fleet
+            .publish_config(&self.stored_version(&loaded), &audit)
+            .await
+        {
+            Ok(revision) => {
+                info!(
+                    version = short_version(&version),
+                    revision, "published a configuration version to the fleet"
+                );
+                configs.built = Some((version.clone(), loaded));
+                self.commit_audits(fleet, rest).await;
+                Publishing::Wait(version)
+            }
+            Err(error) => {
+                self.metrics.record_reload(false);
+                let why = match error {
+                    FleetError::Unavailable(why) => format!(
+                        "the fleet's etcd is unreachable ({why}); the configuration was not published and every instance keeps serving its own"
+                    ),
+                    other => format!("the configuration was not published: {other}"),
+                };
+                warn!(reason = why, "reload failed");
+                Publishing::Done(Err(ConfigError {
+                    problems: vec![Problem::new(ETCD_PROBLEM_PATH, why)],
+                }))
+            }
+        }
+    }
+
+    /// Writes the audit entries of reload requests that published nothing of their own.
+    async fn commit_audits(&self, fleet: &Fleet, audits: Vec<AuditEntry>) {
+        for audit in audits {
+            if let Err(error) = fleet.commit(&Change::AuditOnly, &audit, None, None).await {
+                warn!(%error, "could not audit a reload in etcd");
+            }
+        }
+    }
+
+    /// Registers requesters waiting for `version` to load here.
+    pub(super) fn wait_for_config(
+        &self,
+        configs: &mut FleetConfigs<P>,
+        version: String,
+        replies: impl IntoIterator<Item = oneshot::Sender<Result<u64, ConfigError>>>,
+    ) {
+        for reply in replies {
+            configs.waiting.push((version.clone(), reply));
+        }
+        // It may be serving already (its record came back before the requesters were
+        // registered).
+        self.answer_config_waiters(configs, &Ok(()));
+    }
+
+    /// Takes note of the fleet's configuration version (`pointer`, readable at `revision`)
+    /// and loads it when this instance does not serve it.
+    pub(super) fn heard_config(
+        &self,
+        configs: &mut FleetConfigs<P>,
+        pointer: ConfigPointer,
+        revision: i64,
+    ) {
+        configs.fleet = Some((pointer, revision));
+        self.next_config_load(configs);
+    }
+
+    /// Starts loading the fleet's version unless a load runs (it then loads again when done) or
+    /// this instance serves it already.
+    fn next_config_load(&self, configs: &mut FleetConfigs<P>) {
+        if configs.running.is_some() {
+            configs.again = true;
+            return;
+        }
+        let Some((pointer, revision)) = configs.fleet.clone() else {
+            return;
+        };
+        let current = self.publisher.current();
+        if pointer.version == current.loaded.config_version {
+            self.set_config_rejected(None);
+            self.answer_config_waiters(configs, &Ok(()));
+            return;
+        }
+        let built = configs
+            .built
+            .as_ref()
+            .filter(|(version, _)| *version == pointer.version)
+            .map(|(_, loaded)| loaded.clone());
+        configs.running = Some(self.start_config_load(pointer, revision, built));
+    }
+
+    /// Loads a version of the fleet off the manager's task: from what this instance built
+    /// (`built`), or read from etcd and checked with this instance's own local files and
+    /// sections, exactly as a reload checks files; then assembled with the live state.
+    fn start_config_load(
+        &self,
+        pointer: ConfigPointer,
+        revision: i64,
+        built: Option<Arc<Loaded<P>>>,
+    ) -> ConfigLoad<P> {
+        let fleet = self.fleet.clone().expect("only with the etcd backend");
+        let local = self.source.clone();
+        let current = self.publisher.current();
+        let metrics = self.metrics.clone();
+        let now = self.judge_time();
+        tokio::spawn(async move {
+            let version = pointer.version.clone();
+            let loaded = match built {
+                Some(loaded) => Ok(loaded),
+                None => match read_config(&fleet, &pointer, revision).await {
+                    Ok(published) => {
+                        let source = Source::Published(Arc::new(Published {
+                            version: version.clone(),
+                            text: published.text,
+                            files: published
+                                .files
+                                .into_iter()
+                                .map(|file| (file.name, file.text))
+                                .collect(),
+                            local,
+                        }));
+                        let previous = current.clone();
+                        tokio::task::spawn_blocking(move || {
+                            metrics.record_config_build();
+                            let loaded = Loaded::<P>::reload(&source, Some(&previous.loaded))?;
+                            if loaded.config_version != pointer.version {
+                                return Err(ConfigError {
+                                    problems: vec![Problem::new(
+                                        ETCD_PROBLEM_PATH,
+                                        format!(
+                                            "the version read as {} is not the version published ({})",
+                                            short_version(&loaded.config_version),
+                                            short_version(&pointer.version)
+                                        ),
+                                    )],
+                                });
+                            }
+                            Ok(Arc::new(with_counters(loaded, &metrics)))
+                        })
+                        .await
+                        .expect("loading a configuration does not panic")
+                    }
+                    Err(error) => Err(ConfigError {
+                        problems: vec![Problem::new(
+                            ETCD_PROBLEM_PATH,
+                            format!(
+                                "could not read configuration version {} from etcd: {error}",
+                                short_version(&version)
+                            ),
+                        )],
+                    }),
+                },
+            };
+            let built = match loaded {
+                Ok(loaded) => tokio::task::spawn_blocking(move || {
+                    Ok(assemble_off_task(loaded, &current, now))
+                })
+                .await
+                .expect("assembling a snapshot does not panic"),
+                Err(error) => Err(error),
+            };
+            (version, built)
+        })
+    }
+
+    /// Publishes a loaded version of the fleet, or says why it could not be loaded (the previous
+    /// version keeps serving: nothing of the new one is applied); then loads the fleet's newer
+    /// version, if one was published meanwhile.
+    pub(super) async fn finish_config_load(
+        &self,
+        configs: &mut FleetConfigs<P>,
+        version: String,
+        built: Result<Snapshot<P>, ConfigError>,
+    ) {
+        configs.running = None;
+        let superseded = configs
+            .fleet
+            .as_ref()
+            .is_some_and(|(pointer, _)| pointer.version != version);
+        match built {
+            Ok(_) if superseded => {}
+            Ok(built) => {
+                if let Err(error) = self.finish_reload(Ok(built), Vec::new()).await {
+                    warn!(%error, "could not publish the fleet's configuration");
+                }
+                info!(
+                    version = short_version(&version),
+                    "serving the fleet's configuration version"
+                );
+                self.set_config_rejected(None);
+            }
+            Err(error) => {
+                self.metrics.record_reload(false);
+                let serving = self.publisher.current().loaded.config_version.clone();
+                warn!(
+                    version = short_version(&version),
+                    serving = short_version(&serving),
+                    problems = error.problems.len(),
+                    "the fleet's configuration version cannot be loaded here; still serving the previous one"
+                );
+                for problem in &error.problems {
+                    warn!("{problem}");
+                }
+                let first = error
+                    .problems
+                    .first()
+                    .map_or_else(String::new, ToString::to_string);
+                self.set_config_rejected(Some(format!(
+                    "the fleet's configuration version {} could not be loaded here ({first}); still serving version {}",
+                    short_version(&version),
+                    short_version(&serving)
+                )));
+                self.answer_config_waiters(configs, &Err((version, error)));
+            }
+        }
+        self.answer_config_waiters(configs, &Ok(()));
+        if std::mem::take(&mut configs.again) || superseded {
+            self.next_config_load(configs);
+        }
+    }
+
+    /// Answers the reload requests whose version now serves here (`Ok`), or that failed to load
+    /// here (`Err` with that version and why).
+    fn answer_config_waiters(
+        &self,
+        configs: &mut FleetConfigs<P>,
+        outcome: &Result<(), (String, ConfigError)>,
+    ) {
+        let current = self.publisher.current();
+        let mut waiting = Vec::new();
+        for (version, reply) in configs.waiting.drain(..) {
+            match outcome {
+                Err((failed, error)) if *failed == version => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                _ if version == current.loaded.config_version => {
+                    let _ = reply.send(Ok(current.generation));
+                }
+                _ => waiting.push((version, reply)),
+            }
+        }
+        configs.waiting = waiting;
+    }
+
+    /// Says in the metric and `/readyz` whether this instance serves an older configuration
+    /// than its fleet's, and why.
+    fn set_config_rejected(&self, reason: Option<String>) {
+        self.metrics.state().set_config_rejected(reason.is_some());
+        self.readiness.set_config_rejected(reason);
+    }
+}
+
+/// Where a reload's problem with the fleet's etcd (rather than with the configuration) is
+/// reported: the control plane answers it with 503, not 422.
+pub const ETCD_PROBLEM_PATH: &str = "state.etcd";
+
+/// Reads a configuration version, retrying for [`READ_CONFIG_BUDGET`].
+async fn read_config(
+    fleet: &Fleet,
+    pointer: &ConfigPointer,
+    revision: i64,
+) -> Result<ConfigVersion, FleetError> {
+    let deadline = tokio::time::Instant::now() + READ_CONFIG_BUDGET;
+    loop {
+        match fleet.read_config(pointer, revision).await {
+            Ok(version) => return Ok(version),
+            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error),
+            Err(error) => {
+                tracing::debug!(%error, "could not read the fleet's configuration; retrying");
+                tokio::time::sleep(crate::fleet::RETRY_INTERVAL).await;
+            }
+        }
+    }
 }
