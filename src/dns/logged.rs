@@ -77,12 +77,13 @@ fn describe(snapshot: &Snapshot, sampled: &Sampled) -> Line {
             routing_reason(snapshot, routed, &client).to_owned()
         }
         None if response.lookup.is_some() => "directory".to_owned(),
-        None => match (line.rcode.as_str(), answered.is_empty()) {
-            ("NOERROR", _) if reply.as_ref().is_some_and(|r| !r.answers.is_empty()) => {
+        // Not routed: what kind of answer, by the reply as sent.
+        None => match line.rcode.as_str() {
+            "NOERROR" if reply.as_ref().is_some_and(|r| !r.answers.is_empty()) => {
                 "static".to_owned()
             }
-            ("NOERROR", _) => "nodata".to_owned(),
-            (rcode, _) => rcode.to_ascii_lowercase(),
+            "NOERROR" => "nodata".to_owned(),
+            rcode => rcode.to_ascii_lowercase(),
         },
     };
     line

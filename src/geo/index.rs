@@ -125,6 +125,9 @@ pub(super) struct Quadtree {
     pub(super) regions: Vec<Region>,
     /// Each cell's region.
     pub(super) cell_region: Vec<RegionId>,
+    /// Each quad's Morton key (that of its first cell): two quads' keys tell how deep their
+    /// common ancestor is without walking up to it.
+    pub(super) quad_keys: Vec<u32>,
 }
 
 impl Quadtree {
@@ -156,6 +159,7 @@ impl Quadtree {
             cell_quad: vec![QuadId(0); locations.len()],
             regions,
             cell_region,
+            quad_keys: Vec::new(),
         };
         if !keyed.is_empty() {
             tree.build_quad(0, 0, &keyed, 0, locations);
@@ -174,6 +178,7 @@ impl Quadtree {
         locations: &[Location],
     ) -> u32 {
         let id = self.quads.len() as u32;
+        self.quad_keys.push(keyed[0].0);
         self.quads.push(Quad {
             end: id + 1,
             parent,
@@ -248,6 +253,17 @@ impl Quadtree {
         quad.radius_km = radius_km * (1.0 + 1e-9) + 1e-6;
         quad.region = region;
         id
+    }
+
+    /// The level of the smallest quad holding both `a` and `b`.
+    pub(super) fn common_level(&self, a: u32, b: u32) -> u8 {
+        let differ = self.quad_keys[a as usize] ^ self.quad_keys[b as usize];
+        // Keys use the low 2 × FINEST_LEVEL bits, two per level from the top.
+        let shared = (differ.leading_zeros() - (32 - 2 * u32::from(FINEST_LEVEL))) / 2;
+        let shared = u8::try_from(shared).expect("at most FINEST_LEVEL");
+        shared
+            .min(self.quads[a as usize].level)
+            .min(self.quads[b as usize].level)
     }
 
     /// The smallest quad holding both `a` and `b`.
@@ -605,16 +621,17 @@ fn combine(a: &Summary, b: &Summary, tree: &Quadtree) -> Summary {
         quads.dedup();
         drop_contained(&mut quads, tree);
         while quads.len() > COVER {
-            let mut best = (0, 1, tree.common_ancestor(quads[0], quads[1]));
+            // The pair with the deepest common ancestor, the first such in pair order.
+            let mut best = (0, 1, tree.common_level(quads[0], quads[1]));
             for i in 0..quads.len() {
                 for j in i + 1..quads.len() {
-                    let common = tree.common_ancestor(quads[i], quads[j]);
-                    if tree.quads[common as usize].level > tree.quads[best.2 as usize].level {
-                        best = (i, j, common);
+                    let level = tree.common_level(quads[i], quads[j]);
+                    if level > best.2 {
+                        best = (i, j, level);
                     }
                 }
             }
-            quads.push(best.2);
+            quads.push(tree.common_ancestor(quads[best.0], quads[best.1]));
             quads.sort_unstable();
             quads.dedup();
             drop_contained(&mut quads, tree);

@@ -142,3 +142,21 @@ fn uniform_networks_are_exact_where_summaries_list_quads() {
     });
     assert_eq!(two_answers.prefix_of(inside), None, "{two_answers:?}");
 }
+
+#[test]
+fn common_levels_from_keys_match_the_common_ancestors() {
+    let db = fixture_db();
+    let tree = &db.tree;
+    let n = tree.quads.len() as u32;
+    for a in 0..n {
+        for b in (a..n).step_by(3) {
+            let common = tree.common_ancestor(a, b);
+            assert_eq!(
+                tree.common_level(a, b),
+                tree.quads[common as usize].level,
+                "{a} {b}"
+            );
+        }
+    }
+    assert!(n > 10, "the fixture has quads at several levels: {n}");
+}

@@ -147,7 +147,13 @@ async fn at_rate_one_every_query_is_logged_with_its_answer() {
         .tcp(server.tcp)
         .await;
 
-    let lines = lines(&server, 7).await;
+    let nodata = Ask::new("www.example.com", RecordType::MX)
+        .udp(server.udp)
+        .await;
+    assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+    assert!(nodata.answers.is_empty());
+
+    let lines = lines(&server, 8).await;
     let answered = |reply: &hickory_proto::op::Message| -> Vec<&'static str> {
         a_records(reply)
             .into_iter()
@@ -241,6 +247,9 @@ async fn at_rate_one_every_query_is_logged_with_its_answer() {
     assert_eq!(lines[6]["type"], "SOA");
     assert_eq!(lines[6]["path"], "general");
     assert!(!soa.answers.is_empty());
+    assert_eq!(lines[7]["reason"], "nodata", "{}", lines[7]);
+    assert_eq!(lines[7]["type"], "MX");
+    assert_eq!(lines[7]["datacenters"], json!([]));
 }
 
 #[tokio::test]

@@ -148,7 +148,7 @@ pub(crate) async fn move_buckets(
 /// `user,home,replica`, streamed.
 #[utoipa::path(post, path = "/v1/directory/import", params(BulkParams), request_body(content = String, content_type = "application/x-ndjson"),
     security(("bearer" = [])),
-    responses((status = 200, description = "applied in one transaction, or measured only (`dry_run`)", body = ChangeReport),
+    responses((status = 200, description = "applied all at once (with etcd, a larger import is written as a new generation of the pins and switched to in one transaction), or measured only (`dry_run`)", body = ChangeReport),
         (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
         (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
         (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
@@ -207,7 +207,7 @@ pub(crate) async fn import(
 /// Restore an export: the whole directory, or with `user=` one user's entry only.
 #[utoipa::path(post, path = "/v1/directory/restore", params(BulkParams), request_body(content = String, content_type = "application/x-ndjson"),
     security(("bearer" = [])),
-    responses((status = 200, description = "restored in one transaction, or measured only (`dry_run`)", body = ChangeReport),
+    responses((status = 200, description = "restored all at once (with etcd, as a new generation of the pins switched to in one transaction), or measured only (`dry_run`)", body = ChangeReport),
         (status = 404, description = "no user directory is configured", body = super::super::error::ErrorBody),
         (status = 409, description = "over the change limit and not confirmed: what it would change", body = ChangeReport),
         (status = 500, description = "the state store could not write the change", body = super::super::error::ErrorBody),
