@@ -9,6 +9,7 @@ server on 127.0.0.1 and prints both servers' median ECS scope (with quartiles) a
 networks whose answers agree, plus the first disagreements. Needs dnspython.
 """
 
+import os
 import statistics
 import sys
 from collections import Counter
@@ -20,6 +21,8 @@ import dns.query
 from networks import random_public_slash24s
 
 QNAME = "www.example.test."
+# How many networks on which meridian's scope is narrower than gdnsd's to list (SHOW_NARROWER).
+SHOW_NARROWER = int(os.environ.get("SHOW_NARROWER", "10"))
 
 
 def ask(port, net):
@@ -76,6 +79,17 @@ def main():
     for net, a, b in zip(nets, mine, theirs):
         if a[0] != b[0] and shown < 10:
             print(f"  differ: {net}  meridian {','.join(a[0]) or a[2]} /{a[1]}  "
+                  f"gdnsd {','.join(b[0]) or b[2]} /{b[1]}")
+            shown += 1
+    narrower_by = Counter(a[1] - b[1] for a, b in zip(mine, theirs)
+                          if a[1] is not None and b[1] is not None and a[1] > b[1])
+    if narrower_by:
+        print("narrower by (bits: networks): "
+              + ", ".join(f"{bits}: {n}" for bits, n in sorted(narrower_by.items())))
+    shown = 0
+    for net, a, b in zip(nets, mine, theirs):
+        if a[1] is not None and b[1] is not None and a[1] > b[1] and shown < SHOW_NARROWER:
+            print(f"  narrower: {net}  meridian {','.join(a[0]) or a[2]} /{a[1]}  "
                   f"gdnsd {','.join(b[0]) or b[2]} /{b[1]}")
             shown += 1
 

@@ -366,13 +366,19 @@ impl Trie {
         }
     }
 
-    /// The widest networks no longer than `max_len`, among those whose summary lists quads,
-    /// in which every address has one answer, as (left-aligned address, prefix length) in
-    /// address order. `answers` gives each cell's answer, each quad's (the answer of all its
-    /// locations, or [`MIXED`]) and that of addresses the database cannot place. Deeper than
-    /// `max_len`, a node counts as one answer only when its summary's places tell so; summaries
-    /// that list cells are exact. So every network returned has one answer, and no longer than
-    /// `max_len` they are the widest.
+    /// The widest networks no longer than `max_len` in which every address has one answer,
+    /// among those whose summary cannot tell (it lists quads not decided as a whole), as
+    /// (left-aligned address, prefix length) in address order. `answers` gives each cell's
+    /// answer, each quad's (the answer of all its locations, or [`MIXED`]) and that of
+    /// addresses the database cannot place.
+    ///
+    /// Bottom-up over the trie: a node has one answer when its summary's places tell so, or
+    /// else when both children have the same one, at any depth, so a network deeper than
+    /// `max_len` with places of several answers never hides a wide one of one answer above it.
+    /// Only nodes whose summaries cannot tell are descended (and, down to `max_len`, those
+    /// whose summaries tell several answers, for their children), and below `max_len` a walk
+    /// stops at the first address of another answer. Networks a summary tells are left out:
+    /// [`Trie::widest`] finds them on the query path.
     pub(super) fn uniform_networks(&self, answers: &Answers<'_>, max_len: u8) -> Vec<(u128, u8)> {
         let mut widest = Vec::new();
         if self.is_empty() || self.whole_family().is_some() {
@@ -384,9 +390,19 @@ impl Trie {
             max_len,
             widest: &mut widest,
         };
-        if walk.node(0, 0, 0) != MIXED && self.summaries[0].is_coarse() {
-            widest.push((0, 0));
+        match answers.tell(&self.summaries[0]) {
+            Told::One(_) => {}
+            Told::Several => {
+                walk.node(0, 0, 0);
+            }
+            Told::Unknown(_) => {
+                if walk.node(0, 0, 0) != MIXED {
+                    widest.push((0, 0));
+                }
+            }
         }
+        // A node records its children after the networks below both of them.
+        widest.sort_unstable();
         widest
     }
 
@@ -509,22 +525,40 @@ pub struct Answers<'a> {
     pub unlocated: u32,
 }
 
+/// What a summary's places tell of the answers below a trie node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    /// Every address below has this answer.
+    One(u32),
+    /// Some addresses below have different answers.
+    Several,
+    /// The places include quads of several answers: only the addresses below can tell. The
+    /// answer of the other places, if any.
+    Unknown(Option<u32>),
+}
+
 impl Answers<'_> {
-    /// The one answer of everything a summary lists, or [`MIXED`].
-    fn of(&self, summary: &Summary) -> u32 {
-        let mut value = summary.unlocated.then_some(self.unlocated);
+    /// What `summary` tells. Every place it lists holds at least one address below (cells, and
+    /// quads enclosing some): a place of one answer is an answer below.
+    fn tell(&self, summary: &Summary) -> Told {
+        let mut seen = summary.unlocated.then_some(self.unlocated);
+        let mut unknown = false;
         for place in summary.places() {
             let here = match place {
                 Place::Cell(cell) => self.cells[cell.0 as usize],
                 Place::Quad(quad) => self.quads[quad.0 as usize],
             };
-            match value {
-                _ if here == MIXED => return MIXED,
-                Some(v) if v != here => return MIXED,
-                _ => value = Some(here),
+            match seen {
+                _ if here == MIXED => unknown = true,
+                Some(value) if value != here => return Told::Several,
+                _ => seen = Some(here),
             }
         }
-        value.unwrap_or(MIXED)
+        match seen {
+            _ if unknown => Told::Unknown(seen),
+            Some(value) => Told::One(value),
+            None => Told::Several,
+        }
     }
 }
 
@@ -540,39 +574,91 @@ struct Uniform<'t> {
 pub const MIXED: u32 = u32::MAX;
 
 impl Uniform<'_> {
-    /// The one answer of inner node `node` (network `addr`/`len`), or [`MIXED`]; records the
-    /// widest uniform networks below a mixed node.
+    /// The one answer of inner node `node` (network `addr`/`len`, shorter than `max_len`), or
+    /// [`MIXED`]; records the widest networks of one answer below it, down to `max_len`, that
+    /// their summaries do not tell.
     fn node(&mut self, node: u32, addr: u128, len: u8) -> u32 {
         let trie = self.trie;
-        let summary = &trie.summaries[node as usize];
-        if !summary.is_coarse() || len > self.max_len {
-            // Exact when the summary lists cells; a bound otherwise.
-            return self.answers.of(summary);
-        }
         let [left, right] = trie.nodes[node as usize];
         let half = 1u128 << (127 - u32::from(len));
-        let values = [
-            self.child(left, addr, len + 1),
-            self.child(right, addr | half, len + 1),
-        ];
+        let children = [(left, addr), (right, addr | half)];
+        let mut values = [MIXED; 2];
+        let mut told = [true; 2];
+        let deeper = len + 1 < self.max_len;
+        for (i, &(child, at)) in children.iter().enumerate() {
+            values[i] = match child {
+                EMPTY | UNPLACED => self.answers.unlocated,
+                leaf if leaf & LEAF != 0 => self.answers.cells[(leaf & !LEAF) as usize],
+                inner => match self.answers.tell(&trie.summaries[inner as usize]) {
+                    Told::One(value) => value,
+                    Told::Several => {
+                        // Below a summary of cells, every summary tells.
+                        if deeper && trie.summaries[inner as usize].is_coarse() {
+                            // For the networks of one answer below it.
+                            self.node(inner, at, len + 1);
+                        }
+                        MIXED
+                    }
+                    Told::Unknown(_) => {
+                        told[i] = false;
+                        if deeper {
+                            self.node(inner, at, len + 1)
+                        } else {
+                            self.value(inner, None)
+                        }
+                    }
+                },
+            };
+        }
         if values[0] != MIXED && values[0] == values[1] {
             return values[0];
         }
-        for (i, (child, value)) in [left, right].into_iter().zip(values).enumerate() {
-            let coarse =
-                child & LEAF == 0 && child != EMPTY && trie.summaries[child as usize].is_coarse();
-            if value != MIXED && coarse {
-                self.widest.push((addr | (i as u128 * half), len + 1));
+        for i in 0..2 {
+            if values[i] != MIXED && !told[i] {
+                self.widest.push((children[i].1, len + 1));
             }
         }
         MIXED
     }
 
-    fn child(&mut self, child: u32, addr: u128, len: u8) -> u32 {
-        match child {
+    /// The one answer of inner node `node`, or [`MIXED`] as soon as an address below answers
+    /// otherwise, or otherwise than `expected`; records nothing.
+    fn value(&self, node: u32, expected: Option<u32>) -> u32 {
+        let trie = self.trie;
+        let seen = match self.answers.tell(&trie.summaries[node as usize]) {
+            Told::One(value) => {
+                return if expected.is_none_or(|e| e == value) {
+                    value
+                } else {
+                    MIXED
+                };
+            }
+            Told::Several => return MIXED,
+            Told::Unknown(seen) => seen,
+        };
+        let expected = match (expected, seen) {
+            (Some(e), Some(s)) if e != s => return MIXED,
+            (Some(e), _) => Some(e),
+            (None, s) => s,
+        };
+        let [left, right] = trie.nodes[node as usize];
+        let left = self.child_value(left, expected);
+        if left == MIXED {
+            return MIXED;
+        }
+        self.child_value(right, Some(left))
+    }
+
+    fn child_value(&self, child: u32, expected: Option<u32>) -> u32 {
+        let value = match child {
             EMPTY | UNPLACED => self.answers.unlocated,
             leaf if leaf & LEAF != 0 => self.answers.cells[(leaf & !LEAF) as usize],
-            node => self.node(node, addr, len),
+            inner => return self.value(inner, expected),
+        };
+        if expected.is_none_or(|e| e == value) {
+            value
+        } else {
+            MIXED
         }
     }
 }

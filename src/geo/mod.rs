@@ -140,11 +140,12 @@ impl GeoDb {
         self.trie(is_v4).widest(bits, end, accept)
     }
 
-    /// Networks of each family in which every address has one answer under `answers`, among
-    /// those too mixed for a trie summary to list their places: the widest ones up to /16 in
-    /// IPv4 and /32 in IPv6 (deeper, a network counts as one answer only when its summary's
-    /// places tell so). Routing combines them with [`GeoDb::widest`] to find the widest
-    /// network of one answer. Linear in the trie nodes above those lengths.
+    /// The widest networks of each family in which every address has one answer under
+    /// `answers`, among those whose trie summary cannot tell (it lists quads not decided as a
+    /// whole), down to /24 in IPv4 and /56 in IPv6 (exact at any depth: a mixed network
+    /// deeper never hides a wide one). Routing combines them with [`GeoDb::widest`], which
+    /// finds the networks summaries tell, to find the widest network of one answer. Linear in
+    /// the trie nodes whose summaries cannot tell.
     pub fn uniform_networks(&self, answers: &Answers<'_>) -> UniformNetworks {
         UniformNetworks {
             v4: self
@@ -153,7 +154,12 @@ impl GeoDb {
                 .into_iter()
                 .map(|(addr, len)| ((addr >> 96) as u32, len))
                 .collect(),
-            v6: self.v6.uniform_networks(answers, UNIFORM_V6_MAX_LEN),
+            v6: self
+                .v6
+                .uniform_networks(answers, UNIFORM_V6_MAX_LEN)
+                .into_iter()
+                .map(|(addr, len)| ((addr >> 64) as u64, len))
+                .collect(),
         }
     }
 
@@ -208,36 +214,37 @@ impl GeoDb {
     }
 }
 
-/// How deep [`GeoDb::uniform_networks`] looks exactly in IPv4: the networks of one answer that
-/// matter for caching are wide ones, and each level deeper costs every decision map more work.
-const UNIFORM_V4_MAX_LEN: u8 = 16;
-/// As [`UNIFORM_V4_MAX_LEN`], for IPv6.
-const UNIFORM_V6_MAX_LEN: u8 = 32;
+/// The longest networks [`GeoDb::uniform_networks`] lists in IPv4: ECS sources are at most /24
+/// in practice (RFC 7871 §11.1), and a longer scope only says where the database splits a
+/// source network, which summaries find on their own (exactly, if sometimes narrower).
+const UNIFORM_V4_MAX_LEN: u8 = 24;
+/// As [`UNIFORM_V4_MAX_LEN`], for IPv6 (/56 sources); within 64 bits.
+const UNIFORM_V6_MAX_LEN: u8 = 56;
 
 /// Disjoint networks of one answer, per family, in address order (see
-/// [`GeoDb::uniform_networks`]).
+/// [`GeoDb::uniform_networks`]); IPv6 networks by their first 64 bits.
 #[derive(Debug, Default)]
 pub struct UniformNetworks {
     v4: Vec<(u32, u8)>,
-    v6: Vec<(u128, u8)>,
+    v6: Vec<(u64, u8)>,
 }
 
 impl UniformNetworks {
     /// The prefix length of the network holding `ip`, if any does.
     pub fn prefix_of(&self, ip: IpAddr) -> Option<u8> {
-        fn find<T: Copy + Ord + std::ops::BitXor<Output = T> + Into<u128>>(
+        fn find<T: Copy + Ord + std::ops::BitXor<Output = T> + Into<u64>>(
             networks: &[(T, u8)],
             addr: T,
             width: u32,
         ) -> Option<u8> {
             let i = networks.partition_point(|(start, _)| *start <= addr);
             let &(start, len) = networks.get(i.checked_sub(1)?)?;
-            let differ: u128 = (start ^ addr).into();
+            let differ: u64 = (start ^ addr).into();
             (len == 0 || differ >> (width - u32::from(len)) == 0).then_some(len)
         }
         match ip.to_canonical() {
             IpAddr::V4(v4) => find(&self.v4, v4.to_bits(), 32),
-            IpAddr::V6(v6) => find(&self.v6, v6.to_bits(), 128),
+            IpAddr::V6(v6) => find(&self.v6, (v6.to_bits() >> 64) as u64, 64),
         }
     }
 }

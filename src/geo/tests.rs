@@ -144,6 +144,64 @@ fn uniform_networks_are_exact_where_summaries_list_quads() {
 }
 
 #[test]
+fn uniform_networks_are_found_at_any_depth_and_in_address_order() {
+    // 40.0.0.0/16 holds eight cities of answer 1; 40.1.0.0/16 splits into a /17 of eight
+    // cities of answer 2 and, deeper, a /24 of eight of answer 3 beside unplaced space.
+    // Summaries list quads everywhere above the cities (all MIXED below), so only the walk
+    // can tell.
+    let mut networks = Vec::new();
+    for i in 0..8u32 {
+        networks.push(format!("40.0.{}.0/19", i * 32));
+        networks.push(format!("40.1.{}.0/20", i * 16));
+        networks.push(format!("40.1.200.{}/27", i * 32));
+    }
+    let mut fixture = fixture::MmdbFixture::new();
+    for (i, network) in networks.iter().enumerate() {
+        let lat = 40.0 + (i % 16) as f64 * 0.9;
+        let lon = -8.0 + i as f64 * 0.7;
+        fixture = fixture.city(network, lat, lon, "ES", "EU");
+    }
+    let countries = CountryTable::parse(COUNTRIES_CSV).unwrap();
+    let db = GeoDb::build(Cow::Owned(fixture.build()), &countries).unwrap();
+    let quads = vec![MIXED; db.quads().len()];
+    let mut cells = vec![0; db.locations().len()];
+    // Each group's eight networks, from its first address by its networks' size.
+    for (first, step, answer) in [
+        ("40.0.0.1", 32 << 8, 1),
+        ("40.1.0.1", 16 << 8, 2),
+        ("40.1.200.1", 32, 3),
+    ] {
+        let first: Ipv4Addr = first.parse().unwrap();
+        for i in 0..8u32 {
+            let at = Ipv4Addr::from_bits(first.to_bits() + i * step);
+            cells[db.lookup(at.into()).cell.unwrap().0 as usize] = answer;
+        }
+    }
+    let uniform = db.uniform_networks(&Answers {
+        cells: &cells,
+        quads: &quads,
+        unlocated: 9,
+    });
+    for (ip, len) in [
+        ("40.0.0.1", Some(16)),
+        ("40.0.255.255", Some(16)),
+        ("40.1.0.1", Some(17)),
+        ("40.1.127.255", Some(17)),
+        ("40.1.200.1", Some(24)),
+        ("40.1.200.255", Some(24)),
+        // Unplaced, and cells listed one by one: not the walk's to find.
+        ("40.1.128.1", None),
+        ("40.2.0.1", None),
+    ] {
+        assert_eq!(
+            uniform.prefix_of(ip.parse().unwrap()),
+            len,
+            "{ip} in {uniform:?}"
+        );
+    }
+}
+
+#[test]
 fn common_levels_from_keys_match_the_common_ancestors() {
     let db = fixture_db();
     let tree = &db.tree;

@@ -19,8 +19,9 @@
 //! A map knows client networks only through the geo database's trie: [`GeoMap::resolve`] finds
 //! the widest network around a client whose trie summary lies wholly inside quads or cells of
 //! the client's answer, or, where summaries list quads rather than cells (too many places below
-//! them), the widest network of one answer that the map worked out exactly when it was built
-//! (down to /16 in IPv4 and /32 in IPv6).
+//! them), the widest network of one answer that the map worked out exactly once it was built
+//! ([`GeoMap::widen`], at any depth). Together they give the widest trie network around the
+//! client in which every address has the client's answer.
 //!
 //! A change of candidates alone (a datacenter going down or up, a new latency or cost) brings a
 //! map up to date from the previous one ([`GeoMap::update`]) rather than building it again.
@@ -208,9 +209,9 @@ impl GeoMap {
         )
     }
 
-    /// Works out the widest networks of one ranking where trie summaries list quads, unless
-    /// done already; returns whether it did. Linear in the trie nodes down to /16 (IPv4) and
-    /// /32 (IPv6): run off the query path, once per map.
+    /// Works out the widest networks of one ranking where trie summaries list quads of
+    /// several rankings, unless done already; returns whether it did. Linear in the trie nodes
+    /// whose summaries cannot tell: run off the query path, once per map.
     pub(super) fn widen(&self, geo: &GeoDb) -> bool {
         if self.uniform.get().is_some() {
             return false;

@@ -378,7 +378,8 @@ impl RoutingTable {
     /// ranking where the geo database's trie summaries list quads rather than cells (see
     /// `GeoMap::widen`): until then a map's ECS scopes are the summaries' (correct, sometimes
     /// narrower). On every core, like map builds; returns how many maps it widened.
-    /// `check-config` does not need it; a serving snapshot does it before it is published.
+    /// `check-config` does not need it; a publisher does it in the background once a snapshot
+    /// is published.
     pub fn widen_scopes(&self) -> usize {
         let mut maps: Vec<&Arc<GeoMap>> = Vec::new();
         for part in self.services.iter().filter_map(|s| s.geo.as_ref()) {

@@ -937,16 +937,13 @@ fn assemble_off_task<P: Prepare>(
     current: &Snapshot<P>,
     now: SystemTime,
 ) -> Snapshot<P> {
-    let built = Snapshot::assemble(
+    Snapshot::assemble(
         loaded,
         current.live.clone(),
         Some(current),
         current.generation,
         now,
-    );
-    // Here rather than when it is published, on the manager's task.
-    built.routing.widen_scopes();
-    built
+    )
 }
 
 fn with_counters<P: Prepare>(mut loaded: Loaded<P>, metrics: &Metrics) -> Loaded<P> {

@@ -14,7 +14,7 @@ mod manager;
 mod readiness;
 mod snapshot;
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use arc_swap::ArcSwap;
 
@@ -27,6 +27,18 @@ pub use manager::{
 };
 pub use readiness::Readiness;
 pub use snapshot::{Counters, Loaded, Prepare, Snapshot};
+
+/// Widens the decision maps of each snapshot `queue` delivers, the latest of a burst only
+/// (its maps are the ones served; maps it shares with earlier snapshots are widened once).
+/// Ends when the publisher is dropped.
+fn widen_in_background<P: Prepare>(queue: &mpsc::Receiver<Arc<Snapshot<P>>>) {
+    while let Ok(mut snapshot) = queue.recv() {
+        while let Ok(newer) = queue.try_recv() {
+            snapshot = newer;
+        }
+        snapshot.routing.widen_scopes();
+    }
+}
 
 /// The current snapshot, shared by every query.
 pub struct Shared<P: Prepare> {
@@ -47,19 +59,31 @@ impl<P: Prepare> Clone for Shared<P> {
 /// The only writer of [`Shared`].
 pub struct Publisher<P: Prepare> {
     shared: Shared<P>,
+    /// Published snapshots whose decision maps are to be widened, for the thread that does it
+    /// ([`widen_in_background`]); `None` when that thread could not start (then `publish`
+    /// widens before it stores). A channel, so that the thread ends with the publisher.
+    widen: Option<mpsc::Sender<Arc<Snapshot<P>>>>,
 }
 
 impl<P: Prepare> Shared<P> {
-    /// Starts sharing `first` (its decision maps widened, as [`Publisher::publish`] does), and
-    /// returns the one publisher allowed to replace it.
+    /// Starts sharing `first`, and returns the one publisher allowed to replace it. Its
+    /// decision maps are widened in the background, as [`Publisher::publish`] does.
     pub fn new(first: Snapshot<P>) -> (Shared<P>, Publisher<P>) {
-        first.routing.widen_scopes();
+        let first = Arc::new(first);
         let shared = Shared {
-            current: Arc::new(ArcSwap::from_pointee(first)),
+            current: Arc::new(ArcSwap::new(first.clone())),
         };
+        let (widen, queue) = mpsc::channel();
+        let widen = std::thread::Builder::new()
+            .name("meridian-widen".to_owned())
+            .spawn(move || widen_in_background(&queue))
+            .ok()
+            .map(|_| widen);
         let publisher = Publisher {
             shared: shared.clone(),
+            widen,
         };
+        publisher.widen(first);
         (shared, publisher)
     }
 
@@ -77,10 +101,22 @@ impl<P: Prepare> Shared<P> {
 
 impl<P: Prepare> Publisher<P> {
     /// Replaces the snapshot; queries already running keep the one they loaded. Decision maps
-    /// not yet widened are widened first, so a serving snapshot's ECS scopes are the widest.
+    /// not yet widened are widened after it is stored, off the writer's path: until then their
+    /// ECS scopes are the trie summaries' (correct, sometimes narrower).
     pub fn publish(&self, snapshot: Snapshot<P>) {
-        snapshot.routing.widen_scopes();
-        self.shared.current.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.shared.current.store(snapshot.clone());
+        self.widen(snapshot);
+    }
+
+    fn widen(&self, snapshot: Arc<Snapshot<P>>) {
+        let queued = self
+            .widen
+            .as_ref()
+            .map(|widen| widen.send(snapshot.clone()));
+        if !matches!(queued, Some(Ok(()))) {
+            snapshot.routing.widen_scopes();
+        }
     }
 
     /// The snapshot currently published.
