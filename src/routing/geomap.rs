@@ -350,6 +350,11 @@ impl<'a> Builder<'a> {
     fn finish(self) -> GeoMap {
         let mut map = self.map;
         map.cells.sort_unstable();
+        // A map lives as long as the snapshots that share it, and its vectors grew by
+        // doubling: up to half of what they hold would be spare room.
+        map.quads.shrink_to_fit();
+        map.cells.shrink_to_fit();
+        map.rankings.shrink_to_fit();
         map
     }
 
