@@ -403,14 +403,16 @@ impl<'a> Builder<'a> {
         if let Some(extra) = inputs.within_km.map(f64::from_bits) {
             // Whether each candidate is within `extra` of the nearest is decided for the whole
             // quad only when no distance (moving by up to the radius) can cross the line.
+            // The nearest of all the context's candidates, not only of those that can still
+            // rank here.
             let r = quad.radius_km;
-            let distances: Vec<f64> = candidates
+            let nearest = all
+                .candidates
                 .iter()
                 .map(|c| quad.center_point.distance_km(&c.point))
-                .collect();
-            let nearest = distances.iter().copied().fold(f64::INFINITY, f64::min);
+                .fold(f64::INFINITY, f64::min);
             for s in &mut scored {
-                let d = distances[s.index];
+                let d = quad.center_point.distance_km(&candidates[s.index].point);
                 let out = if d + r + SLACK <= nearest - r + extra {
                     false
                 } else if d - r - SLACK > nearest + r + extra {
@@ -546,7 +548,8 @@ impl<'a> Builder<'a> {
             (c.tier, score, c.position, c.dc)
         }));
         if let Some(extra) = inputs.within_km.map(f64::from_bits) {
-            let nearest = candidates
+            let nearest = all
+                .candidates
                 .iter()
                 .map(|c| point.distance_km(&c.point))
                 .fold(f64::INFINITY, f64::min);
