@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::client::{Ask, a_records, send_udp, txt_strings};
 use crate::etcd::Etcd;
-use crate::support::{IDENTITY, TestServer, ZONE};
+use crate::support::{IDENTITY, TestServer, ZONE, http, send};
 
 const OPERATOR: &str = "example-operator-token";
 const EU_WEST: &str = "example-eu-west-token";
@@ -68,23 +68,6 @@ async fn fleet_of(etcd: &Etcd, prefix: &str, n: usize) -> Vec<TestServer> {
         .await;
     }
     servers
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTP client")
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.expect("HTTP request");
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 async fn report(server: &TestServer, healthy: bool) -> (StatusCode, Value) {
