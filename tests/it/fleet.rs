@@ -602,9 +602,12 @@ async fn a_of(server: &TestServer, name: &str) -> Vec<Ipv4Addr> {
     a_records(&Ask::new(name, RecordType::A).udp(server.udp).await)
 }
 
-/// A reload through `server` (`POST /v1/reload`).
+/// A reload through `server` (`POST /v1/reload`). It checks and publishes every file, a
+/// 1.6 MB zone among them, which takes a debug build more than the usual 10 s on a busy
+/// machine.
 async fn reload(server: &TestServer) -> (StatusCode, Value) {
-    send(http().post(server.url("/v1/reload")).bearer_auth(OPERATOR)).await
+    let request = http().post(server.url("/v1/reload")).bearer_auth(OPERATOR);
+    send(request.timeout(Duration::from_secs(60))).await
 }
 
 /// The configuration version `server` serves.
