@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 
 use super::DcId;
+use super::classes::{Answering, Usage};
 use super::geomap::{Candidate, Context, GeoMap, MapInputs};
 use crate::geo::{CellId, Coordinates, CountryTable, GeoDb, UnitVector, fixture::MmdbFixture};
 
@@ -156,6 +157,17 @@ proptest! {
             by_region: None,
             unlocated: (Vec::new(), false),
             within_km: within.map(f64::to_bits),
+            answering: Answering {
+                answers: depth,
+                datacenters: (0..draws.len())
+                    .map(|i| Usage {
+                        dc: DcId(i as u16),
+                        addresses: [1, 1],
+                        spills: false,
+                        full: false,
+                    })
+                    .collect(),
+            },
         };
         let map = GeoMap::build(geo, &inputs);
         let got = map_rankings(geo, &map);
