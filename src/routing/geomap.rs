@@ -254,6 +254,8 @@ impl GeoMap {
         let rank = hit
             .cell
             .map_or(self.unlocated, |cell| self.cell_rank(geo, cell));
+        // Monotone down the trie, as `widest` needs: a child's places lie inside its parent's,
+        // and a quad decided whole decides every quad and cell inside it.
         let walked = geo.widest(ip, hit.prefix_len, &mut |summary| {
             (!summary.unlocated || rank == self.unlocated)
                 && summary.places().all(|place| match place {
