@@ -296,6 +296,8 @@ impl GeoMap {
         }
         let classes = &self.classes.tables()[table];
         let class = classes[rank as usize];
+        // Monotone down the trie, as `widest` needs: a child's places lie inside its parent's,
+        // and a quad decided whole gives its ranking to every quad and cell inside it.
         let walked = geo.widest(ip, hit.prefix_len, &mut |summary| {
             (!summary.unlocated || classes[self.unlocated as usize] == class)
                 && summary.places().all(|place| match place {
