@@ -11,8 +11,12 @@
 //! From a quad's centre, every score can move by at most `w × radius` anywhere in the quad; when
 //! the gaps between the first `depth + 1` candidates exceed those bounds, the quad's ranking is
 //! the same for every location in it (triangle inequality), and the whole quad is decided at
-//! once. Otherwise only the candidates that can still rank in the first `depth` anywhere in the
-//! quad go down to its children; locations of an undecided finest quad are ranked one by one.
+//! once. Two candidates of one tier scored alike (one `w > 0`, one `b`) rank by distance alone,
+//! and the points nearer one of them are those on its side of the plane through the Earth's
+//! centre that bisects them: a quad wholly on one side has their order everywhere, however
+//! small the gap at its centre (two datacenters of one metro area). Otherwise only the
+//! candidates that can still rank in the first `depth` anywhere in the quad go down to its
+//! children; locations of an undecided finest quad are ranked one by one.
 //! Sibling quads (and the cells of a quad) with one answer are merged into their parent, so the
 //! map holds the largest identical-answer quads.
 //!
@@ -21,7 +25,8 @@
 //! the client's answer, or, where summaries list quads rather than cells (too many places below
 //! them), the widest network of one answer that the map worked out exactly once it was built
 //! ([`GeoMap::widen`], at any depth). Together they give the widest trie network around the
-//! client in which every address has the client's answer.
+//! client in which every address has the client's answer. An answer here is a ranking's class
+//! for the query's family (`classes.rs`): the records the reply carries, not the whole ranking.
 //!
 //! A change of candidates alone (a datacenter going down or up, a new latency or cost) brings a
 //! map up to date from the previous one ([`GeoMap::update`]) rather than building it again.
@@ -35,7 +40,8 @@ use crate::geo::{
     UniformNetworks, UnitVector,
 };
 
-use super::DcId;
+use super::classes::{Answering, Classes};
+use super::{DcId, Family};
 
 /// A datacenter as one context ranks it.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +110,8 @@ pub(super) struct MapInputs {
     /// `least-loaded` with `max_extra_km` (as `f64` bits): candidates farther than this beyond
     /// the nearest one rank after all others (each group by score).
     pub(super) within_km: Option<u64>,
+    /// What the records of a ranking depend on, for its answer classes.
+    pub(super) answering: Answering,
 }
 
 /// Index of a ranking in a [`GeoMap`].
@@ -120,9 +128,11 @@ pub(super) struct GeoMap {
     cells: Vec<(u32, GeoRank)>,
     /// The ranking of unlocated clients.
     unlocated: GeoRank,
-    /// The widest networks of one ranking that trie summaries are too coarse to find, once
-    /// [`GeoMap::widen`] has worked them out.
-    uniform: OnceLock<UniformNetworks>,
+    /// Each ranking's answer class, per family.
+    classes: Classes,
+    /// The widest networks of one class that trie summaries are too coarse to find, by table
+    /// of `classes`, once [`GeoMap::widen`] has worked them out.
+    uniform: OnceLock<Vec<UniformNetworks>>,
 }
 
 /// What a map says for one client.
@@ -209,33 +219,49 @@ impl GeoMap {
         )
     }
 
-    /// Works out the widest networks of one ranking where trie summaries list quads of
-    /// several rankings, unless done already; returns whether it did. Linear in the trie nodes
-    /// whose summaries cannot tell: run off the query path, once per map.
+    /// Works out the widest networks of one class where trie summaries list quads of several
+    /// classes, unless done already; returns whether it did. Linear in the trie nodes whose
+    /// summaries cannot tell, per family that groups rankings its own way: run off the query
+    /// path, once per map.
     pub(super) fn widen(&self, geo: &GeoDb) -> bool {
         if self.uniform.get().is_some() {
             return false;
         }
-        let mut quads = vec![MIXED; geo.quads().len()];
-        let mut cells = vec![self.unlocated; geo.locations().len()];
-        for &(start, end, rank) in &self.quads {
-            quads[start as usize..end as usize].fill(rank);
-            for quad in start..end {
-                for cell in geo.quad_cells(QuadId(quad)) {
-                    cells[cell.0 as usize] = rank;
+        let uniform = self
+            .classes
+            .tables()
+            .iter()
+            .enumerate()
+            .map(|(table, class)| {
+                if self.classes.is_single(table) {
+                    // One reply everywhere: `resolve` needs no networks.
+                    return UniformNetworks::default();
                 }
-            }
-        }
-        for &(cell, rank) in &self.cells {
-            cells[cell as usize] = rank;
-        }
-        let answers = Answers {
-            cells: &cells,
-            quads: &quads,
-            unlocated: self.unlocated,
-        };
+                let unlocated = class[self.unlocated as usize];
+                let mut quads = vec![MIXED; geo.quads().len()];
+                let mut cells = vec![unlocated; geo.locations().len()];
+                for &(start, end, rank) in &self.quads {
+                    let class = class[rank as usize];
+                    quads[start as usize..end as usize].fill(class);
+                    for quad in start..end {
+                        for cell in geo.quad_cells(QuadId(quad)) {
+                            cells[cell.0 as usize] = class;
+                        }
+                    }
+                }
+                for &(cell, rank) in &self.cells {
+                    cells[cell as usize] = class[rank as usize];
+                }
+                let answers = Answers {
+                    cells: &cells,
+                    quads: &quads,
+                    unlocated,
+                };
+                geo.uniform_networks(&answers)
+            })
+            .collect();
         // Another thread may have got there first: the result is the same.
-        let _ = self.uniform.set(geo.uniform_networks(&answers));
+        let _ = self.uniform.set(uniform);
         true
     }
 
@@ -249,25 +275,46 @@ impl GeoMap {
     }
 
     /// The answer for a client the database placed at `hit`, and the widest network around
-    /// `ip` over which it holds.
-    pub(super) fn resolve(&self, geo: &GeoDb, ip: std::net::IpAddr, hit: GeoHit) -> GeoAnswer {
+    /// `ip` over which the reply of `family` carries the same records.
+    pub(super) fn resolve(
+        &self,
+        geo: &GeoDb,
+        ip: std::net::IpAddr,
+        hit: GeoHit,
+        family: Family,
+    ) -> GeoAnswer {
         let rank = hit
             .cell
             .map_or(self.unlocated, |cell| self.cell_rank(geo, cell));
+        let table = self.classes.table_of(family);
+        if self.classes.is_single(table) {
+            // One reply for every client (a family no datacenter has addresses of, say).
+            return GeoAnswer {
+                rank,
+                prefix_len: 0,
+            };
+        }
+        let classes = &self.classes.tables()[table];
+        let class = classes[rank as usize];
+        // Monotone down the trie, as `widest` needs: a child's places lie inside its parent's,
+        // and a quad decided whole gives its ranking to every quad and cell inside it.
         let walked = geo.widest(ip, hit.prefix_len, &mut |summary| {
-            (!summary.unlocated || rank == self.unlocated)
+            (!summary.unlocated || classes[self.unlocated as usize] == class)
                 && summary.places().all(|place| match place {
                     Place::Cell(cell) => {
-                        Some(cell) == hit.cell || self.cell_rank(geo, cell) == rank
+                        Some(cell) == hit.cell
+                            || classes[self.cell_rank(geo, cell) as usize] == class
                     }
-                    Place::Quad(quad) => self.quad_rank(quad) == Some(rank),
+                    Place::Quad(quad) => self
+                        .quad_rank(quad)
+                        .is_some_and(|rank| classes[rank as usize] == class),
                 })
         });
-        // Where summaries list quads, the exact widest network of this ranking, if any.
+        // Where summaries list quads, the exact widest network of this class, if any.
         let prefix_len = self
             .uniform
             .get()
-            .and_then(|uniform| uniform.prefix_of(ip))
+            .and_then(|uniform| uniform[table].prefix_of(ip))
             .map_or(walked, |wide| wide.min(walked));
         GeoAnswer { rank, prefix_len }
     }
@@ -336,6 +383,7 @@ impl<'a> Builder<'a> {
                 quads: Vec::new(),
                 cells: Vec::new(),
                 unlocated: 0,
+                classes: Classes::default(),
                 uniform: OnceLock::new(),
             },
         };
@@ -355,6 +403,7 @@ impl<'a> Builder<'a> {
         map.quads.shrink_to_fit();
         map.cells.shrink_to_fit();
         map.rankings.shrink_to_fit();
+        map.classes = Classes::of(&map.rankings, &self.inputs.answering);
         map
     }
 
@@ -408,14 +457,16 @@ impl<'a> Builder<'a> {
         if let Some(extra) = inputs.within_km.map(f64::from_bits) {
             // Whether each candidate is within `extra` of the nearest is decided for the whole
             // quad only when no distance (moving by up to the radius) can cross the line.
+            // The nearest of all the context's candidates, not only of those that can still
+            // rank here.
             let r = quad.radius_km;
-            let distances: Vec<f64> = candidates
+            let nearest = all
+                .candidates
                 .iter()
                 .map(|c| quad.center_point.distance_km(&c.point))
-                .collect();
-            let nearest = distances.iter().copied().fold(f64::INFINITY, f64::min);
+                .fold(f64::INFINITY, f64::min);
             for s in &mut scored {
-                let d = distances[s.index];
+                let d = quad.center_point.distance_km(&candidates[s.index].point);
                 let out = if d + r + SLACK <= nearest - r + extra {
                     false
                 } else if d - r - SLACK > nearest + r + extra {
@@ -439,7 +490,10 @@ impl<'a> Builder<'a> {
         }
         let head = (depth + 1).min(scored.len());
         scored[..head].sort_unstable_by(order);
-        if is_decided(&scored, depth) {
+        let beats = |a: &Scored, b: &Scored| {
+            beats_everywhere(quad, a, b, &candidates[a.index], &candidates[b.index])
+        };
+        if is_decided(&scored, depth, beats) {
             let ranking: Vec<DcId> = scored[..depth]
                 .iter()
                 .map(|s| candidates[s.index].dc)
@@ -461,10 +515,13 @@ impl<'a> Builder<'a> {
         let level = usize::from(quad.level);
         let mut kept = std::mem::take(&mut self.kept[level]);
         kept.clear();
+        // Nor can one that each of the first `depth` at the centre beats everywhere.
+        let (first, rest) = scored.split_at(depth);
+        kept.extend(first.iter().map(|s| candidates[s.index]));
         kept.extend(
-            scored
-                .iter()
+            rest.iter()
                 .filter(|s| (s.tier, s.score - s.bound - SLACK) <= cutoff)
+                .filter(|s| !first.iter().all(|f| beats(f, s)))
                 .map(|s| candidates[s.index]),
         );
         self.scored = scored;
@@ -551,7 +608,8 @@ impl<'a> Builder<'a> {
             (c.tier, score, c.position, c.dc)
         }));
         if let Some(extra) = inputs.within_km.map(f64::from_bits) {
-            let nearest = candidates
+            let nearest = all
+                .candidates
                 .iter()
                 .map(|c| point.distance_km(&c.point))
                 .fold(f64::INFINITY, f64::min);
@@ -580,31 +638,59 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Whether the first `depth` places of `scored` (sorted at the centre) hold everywhere in the
-/// quad: each gap up to place `depth + 1` exceeds the two scores' bounds.
-fn is_decided(scored: &[Scored], depth: usize) -> bool {
-    let apart = |a: &Scored, b: &Scored, bound: f64| {
-        a.tier < b.tier || (a.bound + bound == 0.0) || b.score - a.score > a.bound + bound + SLACK
-    };
+/// Whether the first `depth` places of `scored` (its first `depth + 1` sorted at the centre,
+/// the rest after them) hold everywhere in the quad: each of the first `depth` beats the next
+/// everywhere, and the last of them beats every one below the cut.
+fn is_decided(scored: &[Scored], depth: usize, beats: impl Fn(&Scored, &Scored) -> bool) -> bool {
     for i in 0..depth {
         let Some(next) = scored.get(i + 1) else {
             return true;
         };
-        let bound = if i + 1 == depth {
-            // Anything below the cut must stay below: the widest bound among them counts.
-            scored[i + 1..]
-                .iter()
-                .filter(|s| s.tier == next.tier)
-                .map(|s| s.bound)
-                .fold(0.0, f64::max)
+        if i + 1 < depth {
+            if !beats(&scored[i], next) {
+                return false;
+            }
         } else {
-            next.bound
-        };
-        if !apart(&scored[i], next, bound) {
-            return false;
+            // Anything below the cut must stay below.
+            return scored[i + 1..].iter().all(|s| beats(&scored[i], s));
         }
     }
     true
+}
+
+/// Whether `a` (scored `sa` at the centre of `quad`) ranks before `b` everywhere in the quad.
+///
+/// Two bounds, the first that tells: each score moves by at most `per_km × radius` from the
+/// centre (triangle inequality); and, for two candidates of one tier scored alike
+/// (`per_km > 0`, one `offset`), only the distances' order matters, and the points nearer `a`
+/// are those on `a`'s side of the plane through the Earth's centre that bisects `a` and `b`,
+/// so when the whole quad lies on that side (its points are within a chord of `radius_chord`
+/// from the centre's), `a` is nearer everywhere. The second is what decides a quad close to
+/// two datacenters of one metro area, whose distances never differ by more than the few
+/// kilometres between them.
+fn beats_everywhere(quad: &Quad, sa: &Scored, sb: &Scored, a: &Candidate, b: &Candidate) -> bool {
+    if sa.tier != sb.tier {
+        return sa.tier < sb.tier;
+    }
+    if sa.bound + sb.bound == 0.0 {
+        // Constant scores.
+        return (sa.score, sa.position) < (sb.score, sb.position);
+    }
+    if sb.score - sa.score > sa.bound + sb.bound + SLACK {
+        return true;
+    }
+    if a.per_km != b.per_km || a.offset != b.offset || a.per_km <= 0.0 {
+        return false;
+    }
+    if a.point == b.point {
+        // One place: equal scores everywhere.
+        return sa.position < sb.position;
+    }
+    // Everywhere in the quad the cosines differ by more than `margin`, so the angles by
+    // more, and the scores by `per_km` times as many kilometres: at least `SLACK`.
+    let margin = SLACK / (a.per_km * UnitVector::km_of_angle(1.0));
+    quad.center_point.nearer(&a.point, &b.point) - quad.radius_chord * a.point.chord(&b.point)
+        > margin
 }
 
 /// How the candidates of one context changed between two map inputs.

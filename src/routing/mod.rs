@@ -17,6 +17,7 @@
 
 mod balance;
 mod base;
+mod classes;
 mod explain;
 mod geomap;
 mod live;
@@ -54,6 +55,21 @@ pub struct ServiceId(pub u16);
 /// per ranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RankingId(pub u32);
+
+/// Which records of a ranking a query is answered with. The ECS scope is the widest network
+/// over which the reply carries the same records, so it depends on the family asked for: a
+/// datacenter without AAAA addresses passes AAAA answers on to the next one, but answers A
+/// itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// A records.
+    A = 0,
+    /// AAAA records.
+    Aaaa = 1,
+    /// ANY: the A records, or the AAAA records where a ranking has no A (RFC 8482 §4.1: one
+    /// RRset).
+    Any = 2,
+}
 
 /// What routing knows about the client of one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +209,8 @@ pub fn network_key(ip: IpAddr, prefix_len: u8) -> u64 {
 
 #[cfg(test)]
 mod balance_tests;
+#[cfg(test)]
+mod geomap_tests;
 #[cfg(test)]
 mod scope_tests;
 #[cfg(test)]
