@@ -210,6 +210,8 @@ pub fn network_key(ip: IpAddr, prefix_len: u8) -> u64 {
 #[cfg(test)]
 mod balance_tests;
 #[cfg(test)]
+mod geomap_tests;
+#[cfg(test)]
 mod scope_tests;
 #[cfg(test)]
 mod tests;
