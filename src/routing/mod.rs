@@ -17,6 +17,7 @@
 
 mod balance;
 mod base;
+mod changes;
 mod explain;
 mod geomap;
 mod live;
@@ -193,6 +194,8 @@ pub fn network_key(ip: IpAddr, prefix_len: u8) -> u64 {
 
 #[cfg(test)]
 mod balance_tests;
+#[cfg(test)]
+mod changes_tests;
 #[cfg(test)]
 mod scope_tests;
 #[cfg(test)]
