@@ -31,6 +31,19 @@ pub(super) fn affected(
         .zip(after)
         .map(|(b, a)| Change::between(b, a))
         .collect();
+    // Whether the clock can have moved a datacenter's standing for some service: not while
+    // its report was fresh both times (fresh is fresh whatever a service's grace), nor when
+    // it had none either time. Judged once per datacenter, so that the common case costs no
+    // standing per service.
+    let aged: Vec<bool> = before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| match (&b.report, &a.report) {
+            (Some(b), Some(a)) => b.age > b.ttl || a.age > a.ttl,
+            (None, None) => false,
+            _ => true,
+        })
+        .collect();
     config
         .services
         .iter()
@@ -53,8 +66,9 @@ pub(super) fn affected(
                         let step = |state: &DcState| {
                             balance::slow_start(service, id, state).map(|(ramp, _)| ramp)
                         };
-                        eligible(&before[d]) != eligible(&after[d])
-                            || step(&before[d]) != step(&after[d])
+                        (aged[d] && eligible(&before[d]) != eligible(&after[d]))
+                            || (!service.slow_start.is_zero()
+                                && step(&before[d]) != step(&after[d]))
                     }
                     Change::None => false,
                 }

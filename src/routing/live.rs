@@ -424,8 +424,10 @@ impl RoutingTable {
     /// is published.
     pub fn widen_scopes(&self) -> usize {
         let mut maps: Vec<&Arc<GeoMap>> = Vec::new();
+        // By address: a scan of `maps` per service cost more than a report's rebuild.
+        let mut seen: HashSet<*const GeoMap> = HashSet::new();
         for part in self.services.iter().filter_map(|s| s.geo.as_ref()) {
-            if !maps.iter().any(|m| Arc::ptr_eq(m, &part.map)) {
+            if seen.insert(Arc::as_ptr(&part.map)) {
                 maps.push(&part.map);
             }
         }
