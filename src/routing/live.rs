@@ -1,9 +1,10 @@
 //! The live routing table: base rankings and decision maps with every datacenter's current
 //! state applied.
 //!
-//! A state change rebuilds only what it touches: a service's decision map is rebuilt only when
-//! its inputs (eligible datacenters, full datacenters, measured latencies) changed, and services
-//! with equal inputs share one map. Capacity spill is a thin layer over the map: a load report
+//! A state change rebuilds only what it touches: only the services whose pool holds a datacenter
+//! the change touched are judged again (see `changes.rs`; the others are carried over whole),
+//! a service's decision map is rebuilt only when its inputs (eligible datacenters, full
+//! datacenters, measured latencies) changed, and services with equal inputs share one map. Capacity spill is a thin layer over the map: a load report
 //! that moves no datacenter across a watermark changes only the spill shares.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
