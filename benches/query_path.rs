@@ -22,7 +22,7 @@ use meridian::config::{QueryLogConfig, QueryLogOutput, TrafficConfig};
 use meridian::dns::{Handler, Transport};
 use meridian::metrics::Metrics;
 use meridian::querylog::{Output, QueryLog};
-use meridian::routing::{Client, ServiceId};
+use meridian::routing::{Client, Family, ServiceId};
 use meridian::state::{Banned, Shared, Snapshot};
 use meridian::store::StoredBan;
 use meridian::traffic::Traffic;
@@ -161,7 +161,12 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % clients.len();
             let client = Client::new(clients[i], geo.lookup(clients[i]), 24);
-            black_box(snapshot.routing.resolve(ServiceId(0), &client).prefix_len)
+            black_box(
+                snapshot
+                    .routing
+                    .resolve(ServiceId(0), &client, Family::A)
+                    .prefix_len,
+            )
         })
     });
 

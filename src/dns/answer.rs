@@ -13,7 +13,7 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{Config, Problem};
 use crate::geo::{GeoDb, GeoHit};
-use crate::routing::{Client, DcId, RoutingTable, ServiceId};
+use crate::routing::{Client, DcId, Family, RoutingTable, ServiceId};
 
 use super::edns::ClientAddr;
 use super::fast::{Prepared, StaticAnswers};
@@ -718,7 +718,12 @@ pub(crate) fn route<'a>(
     client: &ClientAddr,
 ) -> Routed<'a> {
     let located = Located::new(geo, client);
-    let decision = routing.resolve(service, &located.client);
+    let family = match qtype {
+        RecordType::A => Family::A,
+        RecordType::AAAA => Family::Aaaa,
+        _ => Family::Any,
+    };
+    let decision = routing.resolve(service, &located.client, family);
     let scope = decision.prefix_len;
     let routable = !decision.datacenters.is_empty();
     let picked = routable.then(|| answers.pick(service, decision.ranking, qtype));

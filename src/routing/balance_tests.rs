@@ -152,7 +152,7 @@ impl World {
                     ),
                     ..Client::new(ip, hit, 24)
                 };
-                let decision = self.table.resolve(service, &client);
+                let decision = self.table.resolve(service, &client, Family::A);
                 self.config.datacenters[usize::from(decision.datacenters[0].0)]
                     .name
                     .as_str()
@@ -163,7 +163,9 @@ impl World {
     fn ranking(&self, service: &str, ip: &str) -> (Vec<&str>, Decision<'_>) {
         let ip: IpAddr = ip.parse().unwrap();
         let client = Client::new(ip, self.geo.lookup(ip), 24);
-        let decision = self.table.resolve(self.service(service), &client);
+        let decision = self
+            .table
+            .resolve(self.service(service), &client, Family::A);
         let names = decision
             .datacenters
             .iter()

@@ -11,7 +11,7 @@ use super::base::{fence_for, rule_dcs};
 use super::live::{DcState, RoutingTable, Standing, metric_score};
 use super::policy;
 use super::toggles::Toggle;
-use super::{Basis, Client, DcId, Scope, ServiceId, bucket};
+use super::{Basis, Client, DcId, Family, Scope, ServiceId, bucket};
 
 /// The decision for one query, with every datacenter's part in it.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +66,8 @@ pub fn explain(
     location: Option<&Location>,
 ) -> Explanation {
     let service_config = &config.services[usize::from(service.0)];
-    let decision = table.resolve(service, client);
+    // The ranking and what bounds its scope, whatever the family asked for.
+    let decision = table.resolve(service, client, Family::Any);
     let ranking = decision.datacenters.to_vec();
     let fenced_to = location
         .and_then(|cell| fence_for(service_config, cell))

@@ -21,7 +21,8 @@
 //! the client's answer, or, where summaries list quads rather than cells (too many places below
 //! them), the widest network of one answer that the map worked out exactly once it was built
 //! ([`GeoMap::widen`], at any depth). Together they give the widest trie network around the
-//! client in which every address has the client's answer.
+//! client in which every address has the client's answer. An answer here is a ranking's class
+//! for the query's family (`classes.rs`): the records the reply carries, not the whole ranking.
 //!
 //! A change of candidates alone (a datacenter going down or up, a new latency or cost) brings a
 //! map up to date from the previous one ([`GeoMap::update`]) rather than building it again.
@@ -35,7 +36,8 @@ use crate::geo::{
     UniformNetworks, UnitVector,
 };
 
-use super::DcId;
+use super::classes::{Answering, Classes};
+use super::{DcId, Family};
 
 /// A datacenter as one context ranks it.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +106,8 @@ pub(super) struct MapInputs {
     /// `least-loaded` with `max_extra_km` (as `f64` bits): candidates farther than this beyond
     /// the nearest one rank after all others (each group by score).
     pub(super) within_km: Option<u64>,
+    /// What the records of a ranking depend on, for its answer classes.
+    pub(super) answering: Answering,
 }
 
 /// Index of a ranking in a [`GeoMap`].
@@ -120,9 +124,11 @@ pub(super) struct GeoMap {
     cells: Vec<(u32, GeoRank)>,
     /// The ranking of unlocated clients.
     unlocated: GeoRank,
-    /// The widest networks of one ranking that trie summaries are too coarse to find, once
-    /// [`GeoMap::widen`] has worked them out.
-    uniform: OnceLock<UniformNetworks>,
+    /// Each ranking's answer class, per family.
+    classes: Classes,
+    /// The widest networks of one class that trie summaries are too coarse to find, by table
+    /// of `classes`, once [`GeoMap::widen`] has worked them out.
+    uniform: OnceLock<Vec<UniformNetworks>>,
 }
 
 /// What a map says for one client.
@@ -209,33 +215,49 @@ impl GeoMap {
         )
     }
 
-    /// Works out the widest networks of one ranking where trie summaries list quads of
-    /// several rankings, unless done already; returns whether it did. Linear in the trie nodes
-    /// whose summaries cannot tell: run off the query path, once per map.
+    /// Works out the widest networks of one class where trie summaries list quads of several
+    /// classes, unless done already; returns whether it did. Linear in the trie nodes whose
+    /// summaries cannot tell, per family that groups rankings its own way: run off the query
+    /// path, once per map.
     pub(super) fn widen(&self, geo: &GeoDb) -> bool {
         if self.uniform.get().is_some() {
             return false;
         }
-        let mut quads = vec![MIXED; geo.quads().len()];
-        let mut cells = vec![self.unlocated; geo.locations().len()];
-        for &(start, end, rank) in &self.quads {
-            quads[start as usize..end as usize].fill(rank);
-            for quad in start..end {
-                for cell in geo.quad_cells(QuadId(quad)) {
-                    cells[cell.0 as usize] = rank;
+        let uniform = self
+            .classes
+            .tables()
+            .iter()
+            .enumerate()
+            .map(|(table, class)| {
+                if self.classes.is_single(table) {
+                    // One reply everywhere: `resolve` needs no networks.
+                    return UniformNetworks::default();
                 }
-            }
-        }
-        for &(cell, rank) in &self.cells {
-            cells[cell as usize] = rank;
-        }
-        let answers = Answers {
-            cells: &cells,
-            quads: &quads,
-            unlocated: self.unlocated,
-        };
+                let unlocated = class[self.unlocated as usize];
+                let mut quads = vec![MIXED; geo.quads().len()];
+                let mut cells = vec![unlocated; geo.locations().len()];
+                for &(start, end, rank) in &self.quads {
+                    let class = class[rank as usize];
+                    quads[start as usize..end as usize].fill(class);
+                    for quad in start..end {
+                        for cell in geo.quad_cells(QuadId(quad)) {
+                            cells[cell.0 as usize] = class;
+                        }
+                    }
+                }
+                for &(cell, rank) in &self.cells {
+                    cells[cell as usize] = class[rank as usize];
+                }
+                let answers = Answers {
+                    cells: &cells,
+                    quads: &quads,
+                    unlocated,
+                };
+                geo.uniform_networks(&answers)
+            })
+            .collect();
         // Another thread may have got there first: the result is the same.
-        let _ = self.uniform.set(geo.uniform_networks(&answers));
+        let _ = self.uniform.set(uniform);
         true
     }
 
@@ -249,25 +271,44 @@ impl GeoMap {
     }
 
     /// The answer for a client the database placed at `hit`, and the widest network around
-    /// `ip` over which it holds.
-    pub(super) fn resolve(&self, geo: &GeoDb, ip: std::net::IpAddr, hit: GeoHit) -> GeoAnswer {
+    /// `ip` over which the reply of `family` carries the same records.
+    pub(super) fn resolve(
+        &self,
+        geo: &GeoDb,
+        ip: std::net::IpAddr,
+        hit: GeoHit,
+        family: Family,
+    ) -> GeoAnswer {
         let rank = hit
             .cell
             .map_or(self.unlocated, |cell| self.cell_rank(geo, cell));
+        let table = self.classes.table_of(family);
+        if self.classes.is_single(table) {
+            // One reply for every client (a family no datacenter has addresses of, say).
+            return GeoAnswer {
+                rank,
+                prefix_len: 0,
+            };
+        }
+        let classes = &self.classes.tables()[table];
+        let class = classes[rank as usize];
         let walked = geo.widest(ip, hit.prefix_len, &mut |summary| {
-            (!summary.unlocated || rank == self.unlocated)
+            (!summary.unlocated || classes[self.unlocated as usize] == class)
                 && summary.places().all(|place| match place {
                     Place::Cell(cell) => {
-                        Some(cell) == hit.cell || self.cell_rank(geo, cell) == rank
+                        Some(cell) == hit.cell
+                            || classes[self.cell_rank(geo, cell) as usize] == class
                     }
-                    Place::Quad(quad) => self.quad_rank(quad) == Some(rank),
+                    Place::Quad(quad) => self
+                        .quad_rank(quad)
+                        .is_some_and(|rank| classes[rank as usize] == class),
                 })
         });
-        // Where summaries list quads, the exact widest network of this ranking, if any.
+        // Where summaries list quads, the exact widest network of this class, if any.
         let prefix_len = self
             .uniform
             .get()
-            .and_then(|uniform| uniform.prefix_of(ip))
+            .and_then(|uniform| uniform[table].prefix_of(ip))
             .map_or(walked, |wide| wide.min(walked));
         GeoAnswer { rank, prefix_len }
     }
@@ -336,6 +377,7 @@ impl<'a> Builder<'a> {
                 quads: Vec::new(),
                 cells: Vec::new(),
                 unlocated: 0,
+                classes: Classes::default(),
                 uniform: OnceLock::new(),
             },
         };
@@ -350,6 +392,7 @@ impl<'a> Builder<'a> {
     fn finish(self) -> GeoMap {
         let mut map = self.map;
         map.cells.sort_unstable();
+        map.classes = Classes::of(&map.rankings, &self.inputs.answering);
         map
     }
 

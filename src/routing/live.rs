@@ -21,10 +21,11 @@ use crate::geo::{Location, Region, UnitVector};
 use super::balance::{self, Ramp};
 use super::base::{self, BaseId, BaseTable, Interner};
 use super::changes;
+use super::classes::{self, Answering, Usage};
 use super::geomap::{Candidate, Context, GeoMap, MapInputs, MapStats};
 use super::policy;
 use super::toggles::{Toggle, Toggles};
-use super::{Basis, Client, DcId, Decision, RankingId, Scope, ServiceId, bucket};
+use super::{Basis, Client, DcId, Decision, Family, RankingId, Scope, ServiceId, bucket};
 
 /// What the control plane knows about one datacenter, as of the time the table is built.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -334,14 +335,15 @@ impl RoutingTable {
         }
     }
 
-    /// Ranks the datacenters of `service` for `client`.
+    /// Ranks the datacenters of `service` for `client`; the ECS scope is the widest network
+    /// over which the reply of `family` carries the same records.
     ///
     /// # Panics
     ///
     /// If `service` does not belong to the table's snapshot, or the client was located in
     /// another geo database: both come from the same snapshot, so that would be a bug in the
     /// caller.
-    pub fn resolve(&self, service: ServiceId, client: &Client) -> Decision<'_> {
+    pub fn resolve(&self, service: ServiceId, client: &Client, family: Family) -> Decision<'_> {
         let base = self.base.service(service);
         let live = &self.services[usize::from(service.0)];
         let b = bucket(client.network_key);
@@ -383,7 +385,9 @@ impl RoutingTable {
                 | Policy::Metric
                 | Policy::LeastLoaded => {
                     let part = live.geo.as_ref().expect("geographic services have a map");
-                    let answer = part.map.resolve(&self.base.geo, client.ip, client.hit());
+                    let answer = part
+                        .map
+                        .resolve(&self.base.geo, client.ip, client.hit(), family);
                     let basis = match (client.cell, self.toggles.policy(base.policy)) {
                         (None, _) => Basis::NoLocation,
                         (Some(_), Policy::Metric) => Basis::Score,
@@ -932,6 +936,27 @@ fn map_inputs(
         by_region,
         unlocated: (unlocated, unlocated_open),
         within_km: service.max_extra_km.map(f64::to_bits),
+        answering: answering(service, full, spill),
+    }
+}
+
+/// What the records of `service`'s rankings depend on besides the ranking (see `classes.rs`).
+fn answering(service: &ServiceConfig, full: &[bool], spill: &[u16]) -> Answering {
+    let answers = service.answers.get() as usize;
+    let mut datacenters: Vec<Usage> = service
+        .pools
+        .iter()
+        .map(|pool| Usage {
+            dc: policy::dc_id(pool),
+            addresses: [pool.a.len().min(answers), pool.aaaa.len().min(answers)],
+            spills: spill[pool.datacenter] > 0,
+            full: full[pool.datacenter],
+        })
+        .collect();
+    datacenters.sort_unstable_by_key(|u| u.dc);
+    Answering {
+        answers,
+        datacenters,
     }
 }
 
@@ -1063,16 +1088,22 @@ fn build_service(
         id
     };
     let mut choose = |ranking: Vec<DcId>, open: bool, interner: &mut Interner<RankingId>| {
-        let fronts = spill_fronts(&ranking, open, &facts.full, &facts.spill);
+        let fronts = classes::spill_fronts(
+            &ranking,
+            open,
+            |dc| facts.full[usize::from(dc.0)],
+            |dc| facts.spill[usize::from(dc.0)] > 0,
+        );
         if fronts.len() < 2 {
             return Choice::Fixed(finish(ranking, open, interner));
         }
         let fronts = fronts
             .into_iter()
             .map(|dc| {
-                let mut moved = vec![dc];
-                moved.extend(ranking.iter().copied().filter(|d| *d != dc));
-                (dc, finish(moved, false, interner))
+                (
+                    dc,
+                    finish(classes::moved_first(&ranking, dc), false, interner),
+                )
             })
             .collect();
         Choice::Split(fronts)
@@ -1123,31 +1154,6 @@ fn last_if_full(ranking: Vec<DcId>, failed_open: bool, full: &[bool]) -> Vec<DcI
         ranking.into_iter().partition(|dc| !full[usize::from(dc.0)]);
     ranking.extend(rest);
     ranking
-}
-
-/// Spill (capacity between the watermarks, slow start): the datacenters that can come first in
-/// `ranking` depending on the client's hash bucket: the leading ones that are not full, up to
-/// the first that spills nothing. Fewer than two means the bucket does not matter.
-fn spill_fronts(
-    ranking: &[DcId],
-    failed_open: bool,
-    overloaded: &[bool],
-    spill: &[u16],
-) -> Vec<DcId> {
-    if failed_open {
-        return Vec::new();
-    }
-    let mut fronts = Vec::new();
-    for dc in ranking {
-        if overloaded[usize::from(dc.0)] {
-            break;
-        }
-        fronts.push(*dc);
-        if spill[usize::from(dc.0)] == 0 {
-            break;
-        }
-    }
-    fronts
 }
 
 /// Drops ineligible datacenters; when none is left, applies the service's all-down rule.

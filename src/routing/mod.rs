@@ -18,6 +18,7 @@
 mod balance;
 mod base;
 mod changes;
+mod classes;
 mod explain;
 mod geomap;
 mod live;
@@ -55,6 +56,21 @@ pub struct ServiceId(pub u16);
 /// per ranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RankingId(pub u32);
+
+/// Which records of a ranking a query is answered with. The ECS scope is the widest network
+/// over which the reply carries the same records, so it depends on the family asked for: a
+/// datacenter without AAAA addresses passes AAAA answers on to the next one, but answers A
+/// itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// A records.
+    A = 0,
+    /// AAAA records.
+    Aaaa = 1,
+    /// ANY: the A records, or the AAAA records where a ranking has no A (RFC 8482 §4.1: one
+    /// RRset).
+    Any = 2,
+}
 
 /// What routing knows about the client of one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
-//! Decision maps and ECS scopes: every address inside the scope of a decision gets that
-//! decision (a property test over a generated database and random datacenter states), and the
-//! scope each policy claims.
+//! Decision maps and ECS scopes: every address inside the scope of a decision gets the same
+//! reply (a property test over a generated database and random datacenter states, for A, AAAA
+//! and ANY), and the scope each policy claims.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -10,7 +10,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, ServiceConfig};
 use crate::geo::{CountryTable, GeoDb, fixture::MmdbFixture};
 
 /// The routing fixture's datacenters and services (every policy), over a generated database.
@@ -148,7 +148,78 @@ services:
       us-east:  { a: [192.0.2.1], weight: 3 }
       us-west:  { a: [192.0.2.2], weight: 1 }
       eu-west:  { a: [192.0.2.3], weight: 2 }
+  dual:
+    name: dual.example.com
+    policy: nearest
+    pools:
+      us-east:  { a: [192.0.2.1], aaaa: ["2001:db8::1"] }
+      us-west:  { a: [192.0.2.2], aaaa: ["2001:db8::2"] }
+      eu-west:  { a: [192.0.2.3], aaaa: ["2001:db8::3"] }
+      eu-central: { a: [192.0.2.6], aaaa: ["2001:db8::6"] }
+      ap-south: { a: [192.0.2.4], aaaa: ["2001:db8::4"] }
+      sa-east:  { a: [192.0.2.5], aaaa: ["2001:db8::5"] }
+  mixed:
+    name: mixed.example.com
+    policy: nearest-with-capacity
+    answers: 2
+    slow_start_seconds: 60
+    capacity: { low_watermark: 0.5, high_watermark: 0.9, hysteresis: 0.1 }
+    pools:
+      us-east:  { a: [192.0.2.1, 192.0.2.11] }
+      us-west:  { aaaa: ["2001:db8::2"] }
+      eu-west:  { a: [192.0.2.3], aaaa: ["2001:db8::3", "2001:db8::13"] }
+      eu-central: { aaaa: ["2001:db8::6"] }
+      ap-south: { a: [192.0.2.4] }
+      sa-east:  { a: [192.0.2.5], aaaa: ["2001:db8::5"] }
 "#;
+
+/// The families a reply can carry.
+const FAMILIES: [Family; 3] = [Family::A, Family::Aaaa, Family::Any];
+
+/// What a reply of `family` carries for `decision` of `service`, worked out from the
+/// configuration as `dns::routed` prepares records (in the configured order; a rotation only
+/// reorders them): SERVFAIL without datacenters, else each datacenter's addresses along the
+/// ranking up to the answer size (ANY: the A records, or the AAAA ones where there are none),
+/// and whether the service failed open.
+fn reply(
+    service: &ServiceConfig,
+    decision: &Decision<'_>,
+    family: Family,
+) -> Option<(Vec<IpAddr>, bool)> {
+    if decision.datacenters.is_empty() {
+        return None;
+    }
+    let records = |aaaa: bool| -> Vec<IpAddr> {
+        decision
+            .datacenters
+            .iter()
+            .flat_map(|dc| {
+                let pool = service
+                    .pools
+                    .iter()
+                    .find(|p| p.datacenter == usize::from(dc.0))
+                    .expect("a pool of the service");
+                if aaaa {
+                    pool.aaaa.iter().map(|ip| IpAddr::from(*ip)).collect()
+                } else {
+                    pool.a
+                        .iter()
+                        .map(|ip| IpAddr::from(*ip))
+                        .collect::<Vec<_>>()
+                }
+            })
+            .take(service.answers.get() as usize)
+            .collect()
+    };
+    let records = match family {
+        Family::A => records(false),
+        Family::Aaaa => records(true),
+        Family::Any => Some(records(false))
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| records(true)),
+    };
+    Some((records, decision.failed_open))
+}
 
 /// Places records are drawn from: (latitude, longitude, country, continent).
 const PLACES: &[(f64, f64, &str, &str)] = &[
@@ -378,35 +449,40 @@ proptest! {
         if codes[0].1 % 2 == 0 {
             table.widen_scopes();
         }
-        for s in 0..world.config.services.len() {
+        for (s, config) in world.config.services.iter().enumerate() {
             let service = ServiceId(s as u16);
-            let decision = table.resolve(service, &client(&world.geo, ip));
-            let scope = decision.prefix_len;
-            let first = within(ip.to_canonical(), scope, 0);
-            let last = within(ip.to_canonical(), scope, u128::MAX);
-            for other in [first, last].into_iter().chain(fills.iter().map(|f| within(ip.to_canonical(), scope, *f))) {
-                let got = table.resolve(service, &client(&world.geo, other));
-                prop_assert_eq!(
-                    (got.datacenters, got.failed_open),
-                    (decision.datacenters, decision.failed_open),
-                    "service {} client {} scope /{} address {}",
-                    &world.config.services[s].id, ip, scope, other
-                );
+            for family in FAMILIES {
+                let decision = table.resolve(service, &client(&world.geo, ip), family);
+                let want = reply(config, &decision, family);
+                let scope = decision.prefix_len;
+                let first = within(ip.to_canonical(), scope, 0);
+                let last = within(ip.to_canonical(), scope, u128::MAX);
+                for other in [first, last].into_iter().chain(fills.iter().map(|f| within(ip.to_canonical(), scope, *f))) {
+                    let got = table.resolve(service, &client(&world.geo, other), family);
+                    prop_assert_eq!(
+                        reply(config, &got, family),
+                        want.clone(),
+                        "service {} {:?} client {} scope /{} address {}",
+                        &config.id, family, ip, scope, other
+                    );
+                }
             }
         }
     }
 }
 
-/// Whether some address of `ip`'s network of `len` bits gets another answer from `service`
-/// than `want`: a walk over the network from one decision's scope to the next (each holds
-/// everywhere inside, by the test above), so maximal scopes take few steps.
+/// Whether some address of `ip`'s network of `len` bits gets another reply of `family` from
+/// `service` than `want`: a walk over the network from one decision's scope to the next (each
+/// holds everywhere inside, by the test above), so maximal scopes take few steps.
 fn holds_another_answer(
     table: &RoutingTable,
     service: ServiceId,
+    family: Family,
     ip: IpAddr,
     len: u8,
-    want: (&[DcId], bool),
+    want: &Option<(Vec<IpAddr>, bool)>,
 ) -> bool {
+    let config = &world().config.services[usize::from(service.0)];
     let geo = &world().geo;
     let bits = |ip: IpAddr| match ip {
         IpAddr::V4(v4) => u128::from(v4.to_bits()),
@@ -419,8 +495,8 @@ fn holds_another_answer(
     let last = bits(within(ip, len, u128::MAX));
     let mut next = bits(within(ip, len, 0));
     for _ in 0..100_000 {
-        let got = table.resolve(service, &client(geo, at(next)));
-        if (got.datacenters, got.failed_open) != want {
+        let got = table.resolve(service, &client(geo, at(next)), family);
+        if reply(config, &got, family) != *want {
             return true;
         }
         let end = bits(within(at(next), got.prefix_len, u128::MAX));
@@ -435,7 +511,7 @@ fn holds_another_answer(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(100))]
 
-    /// Geographic scopes are the widest: one bit wider, the network holds another answer.
+    /// Geographic scopes are the widest: one bit wider, the network holds another reply.
     /// States without balancing (healthy, drained or down), so that no answer is hashed.
     /// Services with override networks are left out: a scope stops short of an override
     /// network even where the override happens to give the same answer.
@@ -453,17 +529,19 @@ proptest! {
                 continue;
             }
             let service = ServiceId(s as u16);
-            let decision = table.resolve(service, &client(&world.geo, ip));
-            if decision.scope != Scope::Geo || decision.prefix_len == 0 {
-                continue;
+            for family in FAMILIES {
+                let decision = table.resolve(service, &client(&world.geo, ip), family);
+                if decision.scope != Scope::Geo || decision.prefix_len == 0 {
+                    continue;
+                }
+                let want = reply(config, &decision, family);
+                let wider = decision.prefix_len - 1;
+                prop_assert!(
+                    holds_another_answer(&table, service, family, ip.to_canonical(), wider, &want),
+                    "service {} {:?} client {} scope /{}: /{} has one reply",
+                    &config.id, family, ip, decision.prefix_len, wider
+                );
             }
-            let want = (decision.datacenters, decision.failed_open);
-            let wider = decision.prefix_len - 1;
-            prop_assert!(
-                holds_another_answer(&table, service, ip.to_canonical(), wider, want),
-                "service {} client {} scope /{}: /{} has one answer",
-                &config.id, ip, decision.prefix_len, wider
-            );
         }
     }
 }
@@ -598,6 +676,7 @@ fn each_policy_claims_its_scope() {
         let decision = table.resolve(
             ServiceId(service as u16),
             &client(&world.geo, ip.parse().unwrap()),
+            Family::A,
         );
         (decision.prefix_len, decision.scope)
     };
@@ -631,6 +710,53 @@ fn each_policy_claims_its_scope() {
     assert_eq!(scope(0, "::ffff:3.2.38.0"), scope(0, "3.2.38.0"));
 }
 
+/// A datacenter without addresses of one family passes that family's answers on, so its map
+/// ranks every datacenter; the scope of the other family still covers every network whose
+/// reply is the same, whatever the order of the datacenters after the first. `www` (A only)
+/// and `dual` (A and AAAA everywhere) send the same A records: they claim the same scopes. And
+/// AAAA of `www` is NODATA for everyone: scope 0.
+#[test]
+fn a_family_some_pools_lack_does_not_narrow_the_scope_of_the_other() {
+    let world = world();
+    let service = |id: &str| {
+        let i = world.config.services.iter().position(|s| s.id == id);
+        ServiceId(i.expect("a service of the fixture") as u16)
+    };
+    let (www, dual) = (service("www"), service("dual"));
+    let states = vec![DcState::default(); world.config.datacenters.len()];
+    let table = RoutingTable::build(world.base.clone(), &world.config, &states, None);
+    let www_config = &world.config.services[usize::from(www.0)];
+    let dual_config = &world.config.services[usize::from(dual.0)];
+    for widened in [false, true] {
+        if widened {
+            assert!(table.widen_scopes() > 0);
+        }
+        let mut wide = 0;
+        for first in [3u32, 20, 21, 81, 100, 200] {
+            for i in 0..256u32 {
+                let ip = IpAddr::from(Ipv4Addr::from_bits((first << 24) | (i << 16) | 0x0101));
+                let client = client(&world.geo, ip);
+                let a = table.resolve(www, &client, Family::A);
+                let both = table.resolve(dual, &client, Family::A);
+                assert_eq!(
+                    reply(www_config, &a, Family::A),
+                    reply(dual_config, &both, Family::A),
+                    "{ip}"
+                );
+                assert_eq!(a.prefix_len, both.prefix_len, "{ip} widened: {widened}");
+                wide += usize::from(a.prefix_len < 16);
+                let aaaa = table.resolve(www, &client, Family::Aaaa);
+                assert_eq!(
+                    reply(www_config, &aaaa, Family::Aaaa),
+                    Some((vec![], false))
+                );
+                assert_eq!(aaaa.prefix_len, 0, "{ip}");
+            }
+        }
+        assert!(wide > 0, "some scopes are wider than /16");
+    }
+}
+
 #[test]
 fn widening_a_map_is_done_once_and_never_narrows_a_scope() {
     let world = world();
@@ -642,7 +768,8 @@ fn widening_a_map_is_done_once_and_never_narrows_a_scope() {
             for first in [20u32, 21, 81, 100, 200] {
                 for i in 0..1024u32 {
                     let ip = IpAddr::from(Ipv4Addr::from_bits((first << 24) | (i << 14)));
-                    let decision = table.resolve(ServiceId(s as u16), &client(&world.geo, ip));
+                    let decision =
+                        table.resolve(ServiceId(s as u16), &client(&world.geo, ip), Family::A);
                     scopes.push(decision.prefix_len);
                 }
             }
@@ -670,7 +797,11 @@ fn capacity_spill_scopes_never_claim_more_than_the_hashed_network() {
     let table = RoutingTable::build(world.base.clone(), &world.config, &states, None);
     let mut split = 0;
     for ip in ["81.0.0.1", "20.5.0.1", "100.100.0.1", "2a00:8::1"] {
-        let decision = table.resolve(ServiceId(2), &client(&world.geo, ip.parse().unwrap()));
+        let decision = table.resolve(
+            ServiceId(2),
+            &client(&world.geo, ip.parse().unwrap()),
+            Family::A,
+        );
         if decision.scope == Scope::GeoAndNetwork {
             split += 1;
             let network = if ip.contains(':') { 48 } else { 24 };
@@ -688,6 +819,7 @@ fn capacity_spill_scopes_never_claim_more_than_the_hashed_network() {
     let decision = table.resolve(
         ServiceId(2),
         &client(&world.geo, "3.2.38.0".parse().unwrap()),
+        Family::A,
     );
     assert_eq!((decision.prefix_len, decision.scope), (26, Scope::Geo));
 }
@@ -770,7 +902,7 @@ fn pools_of_hundreds_of_datacenters_route() {
     let states = vec![DcState::default(); config.datacenters.len()];
     let table = RoutingTable::build(base, &config, &states, None);
     let london: IpAddr = "3.2.38.64".parse().unwrap();
-    let decision = table.resolve(ServiceId(0), &client(&geo, london));
+    let decision = table.resolve(ServiceId(0), &client(&geo, london), Family::A);
     let here = geo.location(geo.lookup(london).cell.unwrap()).coordinates;
     let nearest = (0..300)
         .min_by(|&a, &b| {
@@ -805,6 +937,7 @@ fn balancing_scopes_never_claim_more_than_the_hashed_network() {
             let decision = table.resolve(
                 ServiceId(s as u16),
                 &client(&world.geo, ip.parse().unwrap()),
+                Family::A,
             );
             let network = if ip.contains(':') { 48 } else { 24 };
             if !service.slow_start.is_zero() && decision.datacenters.len() > 1 {
@@ -831,6 +964,7 @@ fn balancing_scopes_never_claim_more_than_the_hashed_network() {
     let decision = table.resolve(
         ServiceId(cascade as u16),
         &client(&world.geo, "81.0.0.1".parse().unwrap()),
+        Family::A,
     );
     assert_eq!((decision.prefix_len, decision.scope), (2, Scope::Global));
 }

@@ -116,7 +116,9 @@ fn check(world: &World, client_ip: &str, qname: &str, expected: &[&str], basis: 
         .position(|s| s.name == qname)
         .expect("service in fixture");
     let client = Client::new(ip, world.geo.lookup(ip), 24);
-    let decision = world.table.resolve(ServiceId(service as u16), &client);
+    let decision = world
+        .table
+        .resolve(ServiceId(service as u16), &client, Family::A);
     let got: Vec<&str> = decision
         .datacenters
         .iter()
@@ -167,11 +169,11 @@ fn weighted_splits_networks_by_weight_and_keeps_each_network_stable() {
     for i in 0..n_networks {
         let ip = IpAddr::from((0x0a00_0000u32 + (i << 8)).to_be_bytes());
         let client = Client::new(ip, world.geo.lookup(ip), 24);
-        let decision = world.table.resolve(service, &client);
+        let decision = world.table.resolve(service, &client, Family::A);
         assert_eq!(decision.basis, Basis::Weight);
         assert_eq!(decision.datacenters.len(), 2);
         // The same network always gets the same ranking.
-        assert_eq!(world.table.resolve(service, &client), decision);
+        assert_eq!(world.table.resolve(service, &client, Family::A), decision);
         if decision.datacenters[0] == DcId(0) {
             first_east += 1;
         }
@@ -243,7 +245,9 @@ impl World {
             .position(|s| s.name == qname)
             .unwrap();
         let client = Client::new(ip, self.geo.lookup(ip), 24);
-        let decision = self.table.resolve(ServiceId(service as u16), &client);
+        let decision = self
+            .table
+            .resolve(ServiceId(service as u16), &client, Family::A);
         let names = decision
             .datacenters
             .iter()
@@ -321,7 +325,11 @@ fn eu_share(world: &World) -> f64 {
                 network_key: network_key(IpAddr::from(i.to_be_bytes()), 32),
                 ..Client::new(ip, world.geo.lookup("81.2.69.1".parse().unwrap()), 24)
             };
-            world.table.resolve(ServiceId(4), &client).datacenters[0] == DcId(EU_WEST as u16)
+            world
+                .table
+                .resolve(ServiceId(4), &client, Family::A)
+                .datacenters[0]
+                == DcId(EU_WEST as u16)
         })
         .count();
     kept as f64 / f64::from(n)
@@ -386,7 +394,11 @@ fn spilling_is_stable_per_network() {
                     network_key: network_key(IpAddr::from(i.to_be_bytes()), 32),
                     ..Client::new(ip, hit, 24)
                 };
-                world.table.resolve(ServiceId(4), &client).datacenters[0] != DcId(EU_WEST as u16)
+                world
+                    .table
+                    .resolve(ServiceId(4), &client, Family::A)
+                    .datacenters[0]
+                    != DcId(EU_WEST as u16)
             })
             .collect();
         // A network that spilled at a lower load still spills at a higher one.
@@ -492,7 +504,7 @@ fn explanations_match_decisions_and_give_reasons() {
         &client,
         location,
     );
-    let decision = world.table.resolve(ServiceId(0), &client);
+    let decision = world.table.resolve(ServiceId(0), &client, Family::A);
     assert_eq!(explanation.ranking, decision.datacenters);
     assert_eq!(explanation.datacenters[0].name, "us-east");
     assert!(

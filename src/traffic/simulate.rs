@@ -21,7 +21,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::config::{Config, Policy, ServiceConfig};
-use crate::routing::{BaseTable, Client, DcState, ReportState, RoutingTable, ServiceId};
+use crate::routing::{BaseTable, Client, DcState, Family, ReportState, RoutingTable, ServiceId};
 
 use super::Sample;
 
@@ -370,7 +370,8 @@ fn route(world: World<'_>, service_id: &str, network: IpNet) -> Routed {
         network.addr(),
         network.prefix_len(),
     );
-    let decision = world.routing.resolve(service, &client);
+    // Only the first datacenter counts here, whatever the family.
+    let decision = world.routing.resolve(service, &client, Family::Any);
     Routed {
         first: decision
             .datacenters

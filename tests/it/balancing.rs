@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use crate::client::txt_strings;
 use crate::client::{Ask, TIMEOUT, a_records, aaaa_records, decode, reply_ecs};
 use crate::policies::{a, load, policies, report};
-use crate::support::{Setup, TestServer, ZONE};
+use crate::support::{Setup, TestServer, ZONE, http, send};
 
 /// Two services added to the shipped example: a slow start over 100 s and a cascade.
 const SERVICES: &str = r#"services:
@@ -362,15 +362,13 @@ async fn rotation_spreads_a_datacenters_clients_over_its_addresses_on_both_paths
 }
 
 async fn toggle(server: &TestServer, name: &str, on: bool) -> (reqwest::StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .put(server.url(&format!("/v1/toggles/{name}")))
-        .bearer_auth("example-operator-token")
-        .json(&json!({ "on": on }))
-        .send()
-        .await
-        .expect("HTTP request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    send(
+        http()
+            .put(server.url(&format!("/v1/toggles/{name}")))
+            .bearer_auth("example-operator-token")
+            .json(&json!({ "on": on })),
+    )
+    .await
 }
 
 /// The share of `ramp.example.com`'s client networks that eu-west (192.0.2.103) gets.

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::client::{Ask, a_records, reply_ecs, txt_strings};
-use crate::support::{CONFIG, Setup, TestServer, ZONE};
+use crate::support::{CONFIG, Setup, TestServer, ZONE, http, send};
 
 /// The test configuration plus a capacity-aware service and the example's tokens.
 pub(crate) fn config() -> String {
@@ -47,13 +47,6 @@ async fn server() -> TestServer {
     TestServer::start(&config(), ZONE).await
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("HTTP client")
-}
-
 async fn put_report(
     server: &TestServer,
     dc: &str,
@@ -66,9 +59,7 @@ async fn put_report(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.expect("HTTP request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    send(request).await
 }
 
 pub(crate) async fn post(
@@ -77,15 +68,7 @@ pub(crate) async fn post(
     token: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let response = http()
-        .post(server.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("HTTP request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    send(http().post(server.url(path)).bearer_auth(token).json(&body)).await
 }
 
 async fn get(server: &TestServer, path: &str) -> (StatusCode, String) {

@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::client::{Ask, a_records};
-use crate::support::{Setup, TestServer, ZONE};
+use crate::support::{Setup, TestServer, ZONE, http, send};
 
 const EU_WEST: &str = "example-eu-west-token";
 const OPERATOR: &str = "example-operator-token";
@@ -91,23 +91,16 @@ fn fill(path: &Path) {
     {}
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("HTTP client")
-}
-
 async fn report(server: &TestServer, load: u32) -> (StatusCode, Value) {
-    let response = http()
-        .put(server.url("/v1/datacenters/eu-west/report"))
-        .bearer_auth(EU_WEST)
-        .json(&json!({"healthy": true, "capacity": 1000, "load": load, "latency_ms": {"GB": 12}}))
-        .send()
-        .await
-        .expect("HTTP request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    send(
+        http()
+            .put(server.url("/v1/datacenters/eu-west/report"))
+            .bearer_auth(EU_WEST)
+            .json(
+                &json!({"healthy": true, "capacity": 1000, "load": load, "latency_ms": {"GB": 12}}),
+            ),
+    )
+    .await
 }
 
 async fn text(server: &TestServer, path: &str) -> (StatusCode, String) {

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::client::{Ask, a_records, send_udp, txt_strings};
 use crate::etcd::Etcd;
-use crate::support::{IDENTITY, TestServer, ZONE};
+use crate::support::{IDENTITY, TestServer, ZONE, http, send};
 
 const OPERATOR: &str = "example-operator-token";
 const EU_WEST: &str = "example-eu-west-token";
@@ -68,23 +68,6 @@ async fn fleet_of(etcd: &Etcd, prefix: &str, n: usize) -> Vec<TestServer> {
         .await;
     }
     servers
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTP client")
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.expect("HTTP request");
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 async fn report(server: &TestServer, healthy: bool) -> (StatusCode, Value) {
@@ -619,9 +602,12 @@ async fn a_of(server: &TestServer, name: &str) -> Vec<Ipv4Addr> {
     a_records(&Ask::new(name, RecordType::A).udp(server.udp).await)
 }
 
-/// A reload through `server` (`POST /v1/reload`).
+/// A reload through `server` (`POST /v1/reload`). It checks and publishes every file, a
+/// 1.6 MB zone among them, which takes a debug build more than the usual 10 s on a busy
+/// machine.
 async fn reload(server: &TestServer) -> (StatusCode, Value) {
-    send(http().post(server.url("/v1/reload")).bearer_auth(OPERATOR)).await
+    let request = http().post(server.url("/v1/reload")).bearer_auth(OPERATOR);
+    send(request.timeout(Duration::from_secs(60))).await
 }
 
 /// The configuration version `server` serves.

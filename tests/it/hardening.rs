@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::{Ask, a_records};
-use crate::support::{TestServer, ZONE};
+use crate::support::{TestServer, ZONE, http};
 
 const OPERATOR: &str = "example-operator-token";
 const FRONTEND: &str = "example-frontend-token";
@@ -38,13 +38,6 @@ control:
 
 async fn server_with(settings: &str) -> TestServer {
     TestServer::start(&config_with(settings), ZONE).await
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("HTTP client")
 }
 
 async fn send(request: reqwest::RequestBuilder) -> (StatusCode, String) {

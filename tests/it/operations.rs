@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::client::Ask;
 use crate::policies::{a, ip, policies};
-use crate::support::{Setup, TestServer, ZONE};
+use crate::support::{Setup, TestServer, ZONE, http, send};
 
 const OPERATOR: &str = "example-operator-token";
 const LONDON: &str = "81.2.69.0/24";
@@ -23,17 +23,11 @@ async fn call(
     token: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, server.url(path))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(10));
+    let mut request = http().request(method, server.url(path)).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.expect("HTTP request");
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    send(request).await
 }
 
 async fn toggle(server: &TestServer, name: &str, on: bool) -> (StatusCode, Value) {

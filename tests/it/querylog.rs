@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::client::{Ask, a_records, aaaa_records, reply_ecs};
 use crate::control::{config, get_with};
 use crate::simulate::datacenter_of;
-use crate::support::{TestServer, ZONE};
+use crate::support::{TestServer, ZONE, http, send};
 
 const OPERATOR: &str = "example-operator-token";
 const FRONTEND: &str = "example-frontend-token";
@@ -42,15 +42,13 @@ async fn state(server: &TestServer) -> Value {
 
 /// `PUT /v1/querylog` with `body` as `token`.
 async fn put(server: &TestServer, token: &str, body: Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .put(server.url("/v1/querylog"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("HTTP request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    send(
+        http()
+            .put(server.url("/v1/querylog"))
+            .bearer_auth(token)
+            .json(&body),
+    )
+    .await
 }
 
 /// Waits (up to 10 s) until the log has written `n` lines in all, then reads them.

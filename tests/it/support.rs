@@ -281,3 +281,24 @@ pub(crate) fn init_tracing() {
             .init();
     });
 }
+
+/// An HTTP client for the control plane; the timeout makes a hung server fail the test.
+pub(crate) fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Sends `request`: the status, and the body as JSON (a JSON string when it is not JSON).
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = request.send().await.expect("HTTP request");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}

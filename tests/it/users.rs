@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::client::{Ask, a_records, txt_strings};
-use crate::support::{Setup, TestServer, ZONE};
+use crate::support::{Setup, TestServer, ZONE, http, send};
 
 const OPERATOR: &str = "example-operator-token";
 const FRONTEND: &str = "example-frontend-token";
@@ -36,10 +36,6 @@ async fn server() -> TestServer {
     TestServer::start(&config(), ZONE).await
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::new()
-}
-
 async fn user(server: &TestServer, id: &str) -> Value {
     let response = http()
         .get(server.url(&format!("/v1/users/{id}")))
@@ -49,16 +45,6 @@ async fn user(server: &TestServer, id: &str) -> Value {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK, "GET /v1/users/{id}");
     response.json().await.unwrap()
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 fn import(server: &TestServer, query: &str, body: String) -> reqwest::RequestBuilder {
