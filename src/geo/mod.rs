@@ -134,7 +134,9 @@ impl GeoDb {
 
     /// The shortest prefix length, at most `end`, of a network around `ip` whose trie summary
     /// `accept` takes; `end` (normally the client's [`GeoHit::prefix_len`]) when none is.
-    /// Routing uses it to find the widest network with one answer.
+    /// Routing uses it to find the widest network with one answer. `accept` must be monotone
+    /// down the trie (true for a network, true for every network inside it): the path is
+    /// searched by halves, not level by level.
     pub fn widest(&self, ip: IpAddr, end: u8, accept: &mut dyn FnMut(Summary) -> bool) -> u8 {
         let (bits, is_v4) = left_aligned(ip.to_canonical());
         self.trie(is_v4).widest(bits, end, accept)

@@ -111,6 +111,46 @@ fn ipv6_addresses_carrying_ipv4_give_it_and_where_it_starts() {
 }
 
 #[test]
+fn widest_searched_by_halves_is_the_first_level_accepted() {
+    // Monotone tests ("every place listed is one of these cells", with or without unlocated
+    // space), each compared with a walk of the path level by level.
+    let db = fixture_db();
+    let n_cells = db.locations().len().min(8) as u32;
+    let extra = [
+        "10.1.2.3",
+        "81.2.69.1",
+        "3.200.1.1",
+        "2a02:8800:ffff::1",
+        "128.0.0.1",
+    ];
+    for addr in CASES.iter().map(|case| case.0).chain(extra) {
+        let ip: IpAddr = addr.parse().unwrap();
+        let hit = db.lookup(ip);
+        let (bits, is_v4) = left_aligned(ip.to_canonical());
+        let path = db.trie(is_v4).path_summaries(bits, hit.prefix_len);
+        for mask in 0u32..1 << n_cells {
+            for allow_unlocated in [false, true] {
+                let mut accept = |summary: Summary| {
+                    (allow_unlocated || !summary.unlocated)
+                        && summary.places().all(
+                            |place| matches!(place, Place::Cell(cell) if mask >> cell.0 & 1 == 1),
+                        )
+                };
+                let want = path
+                    .iter()
+                    .position(|summary| accept(*summary))
+                    .map_or(hit.prefix_len, |depth| depth as u8);
+                let got = db.widest(ip, hit.prefix_len, &mut accept);
+                assert_eq!(
+                    got, want,
+                    "{addr} cells {mask:#b} unlocated {allow_unlocated}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn uniform_networks_are_exact_where_summaries_list_quads() {
     // Eight cities in one /16, more than a summary lists one by one.
     let mut fixture = fixture::MmdbFixture::new();

@@ -213,6 +213,8 @@ mod balance_tests;
 #[cfg(test)]
 mod changes_tests;
 #[cfg(test)]
+mod geomap_tests;
+#[cfg(test)]
 mod scope_tests;
 #[cfg(test)]
 mod tests;
