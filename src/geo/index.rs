@@ -57,6 +57,9 @@ pub struct Quad {
     pub center_point: UnitVector,
     /// Every location in the quad is at most this far from `center`, in kilometres.
     pub radius_km: f64,
+    /// The chord of `radius_km`: every location's point is at most this far from
+    /// `center_point` in a straight line.
+    pub radius_chord: f64,
     /// The region of every location in the quad, or `None` when they differ.
     pub region: Option<RegionId>,
     /// The quad's cells (finest level only; empty above).
@@ -186,6 +189,7 @@ impl Quadtree {
             center: locations[keyed[0].1.0 as usize].coordinates,
             center_point: UnitVector::of(&locations[keyed[0].1.0 as usize].coordinates),
             radius_km: 0.0,
+            radius_chord: 0.0,
             region: None,
             cells: 0..0,
         });
@@ -251,6 +255,7 @@ impl Quadtree {
         quad.center_point = UnitVector::of(&center);
         // Distances are rounded; a little slack keeps the bound a bound.
         quad.radius_km = radius_km * (1.0 + 1e-9) + 1e-6;
+        quad.radius_chord = UnitVector::chord_of_km(quad.radius_km);
         quad.region = region;
         id
     }

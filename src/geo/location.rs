@@ -54,10 +54,35 @@ impl UnitVector {
 
     /// Great-circle distance in kilometres, as [`Coordinates::distance_km`] gives it.
     pub fn distance_km(&self, other: &UnitVector) -> f64 {
+        2.0 * EARTH_RADIUS_KM * (self.chord(other) / 2.0).min(1.0).asin()
+    }
+
+    /// The straight-line distance to `other` through the unit sphere.
+    pub fn chord(&self, other: &UnitVector) -> f64 {
         let [a, b, c] = self.0;
         let [x, y, z] = other.0;
-        let chord = ((a - x) * (a - x) + (b - y) * (b - y) + (c - z) * (c - z)).sqrt();
-        2.0 * EARTH_RADIUS_KM * (chord / 2.0).min(1.0).asin()
+        ((a - x) * (a - x) + (b - y) * (b - y) + (c - z) * (c - z)).sqrt()
+    }
+
+    /// The chord of a great-circle distance of `km` (at most the sphere's diameter, 2).
+    pub fn chord_of_km(km: f64) -> f64 {
+        2.0 * (km / (2.0 * EARTH_RADIUS_KM))
+            .min(std::f64::consts::FRAC_PI_2)
+            .sin()
+    }
+
+    /// The great-circle distance, in kilometres, of an angle `radians` at the centre.
+    pub fn km_of_angle(radians: f64) -> f64 {
+        EARTH_RADIUS_KM * radians
+    }
+
+    /// How much nearer `a` is than `b`, as the difference of their cosines seen from here:
+    /// positive when `a` is nearer. Points at equal distance from `a` and `b` lie on the
+    /// plane through the centre of the sphere normal to `a - b`, and this is the point's
+    /// height above that plane, times `|a - b|`.
+    pub fn nearer(&self, a: &UnitVector, b: &UnitVector) -> f64 {
+        let [x, y, z] = self.0;
+        x * (a.0[0] - b.0[0]) + y * (a.0[1] - b.0[1]) + z * (a.0[2] - b.0[2])
     }
 }
 

@@ -11,8 +11,12 @@
 //! From a quad's centre, every score can move by at most `w × radius` anywhere in the quad; when
 //! the gaps between the first `depth + 1` candidates exceed those bounds, the quad's ranking is
 //! the same for every location in it (triangle inequality), and the whole quad is decided at
-//! once. Otherwise only the candidates that can still rank in the first `depth` anywhere in the
-//! quad go down to its children; locations of an undecided finest quad are ranked one by one.
+//! once. Two candidates of one tier scored alike (one `w > 0`, one `b`) rank by distance alone,
+//! and the points nearer one of them are those on its side of the plane through the Earth's
+//! centre that bisects them: a quad wholly on one side has their order everywhere, however
+//! small the gap at its centre (two datacenters of one metro area). Otherwise only the
+//! candidates that can still rank in the first `depth` anywhere in the quad go down to its
+//! children; locations of an undecided finest quad are ranked one by one.
 //! Sibling quads (and the cells of a quad) with one answer are merged into their parent, so the
 //! map holds the largest identical-answer quads.
 //!
@@ -395,6 +399,11 @@ impl<'a> Builder<'a> {
     fn finish(self) -> GeoMap {
         let mut map = self.map;
         map.cells.sort_unstable();
+        // A map lives as long as the snapshots that share it, and its vectors grew by
+        // doubling: up to half of what they hold would be spare room.
+        map.quads.shrink_to_fit();
+        map.cells.shrink_to_fit();
+        map.rankings.shrink_to_fit();
         map.classes = Classes::of(&map.rankings, &self.inputs.answering);
         map
     }
@@ -449,14 +458,16 @@ impl<'a> Builder<'a> {
         if let Some(extra) = inputs.within_km.map(f64::from_bits) {
             // Whether each candidate is within `extra` of the nearest is decided for the whole
             // quad only when no distance (moving by up to the radius) can cross the line.
+            // The nearest of all the context's candidates, not only of those that can still
+            // rank here.
             let r = quad.radius_km;
-            let distances: Vec<f64> = candidates
+            let nearest = all
+                .candidates
                 .iter()
                 .map(|c| quad.center_point.distance_km(&c.point))
-                .collect();
-            let nearest = distances.iter().copied().fold(f64::INFINITY, f64::min);
+                .fold(f64::INFINITY, f64::min);
             for s in &mut scored {
-                let d = distances[s.index];
+                let d = quad.center_point.distance_km(&candidates[s.index].point);
                 let out = if d + r + SLACK <= nearest - r + extra {
                     false
                 } else if d - r - SLACK > nearest + r + extra {
@@ -480,7 +491,10 @@ impl<'a> Builder<'a> {
         }
         let head = (depth + 1).min(scored.len());
         scored[..head].sort_unstable_by(order);
-        if is_decided(&scored, depth) {
+        let beats = |a: &Scored, b: &Scored| {
+            beats_everywhere(quad, a, b, &candidates[a.index], &candidates[b.index])
+        };
+        if is_decided(&scored, depth, beats) {
             let ranking: Vec<DcId> = scored[..depth]
                 .iter()
                 .map(|s| candidates[s.index].dc)
@@ -502,10 +516,13 @@ impl<'a> Builder<'a> {
         let level = usize::from(quad.level);
         let mut kept = std::mem::take(&mut self.kept[level]);
         kept.clear();
+        // Nor can one that each of the first `depth` at the centre beats everywhere.
+        let (first, rest) = scored.split_at(depth);
+        kept.extend(first.iter().map(|s| candidates[s.index]));
         kept.extend(
-            scored
-                .iter()
+            rest.iter()
                 .filter(|s| (s.tier, s.score - s.bound - SLACK) <= cutoff)
+                .filter(|s| !first.iter().all(|f| beats(f, s)))
                 .map(|s| candidates[s.index]),
         );
         self.scored = scored;
@@ -592,7 +609,8 @@ impl<'a> Builder<'a> {
             (c.tier, score, c.position, c.dc)
         }));
         if let Some(extra) = inputs.within_km.map(f64::from_bits) {
-            let nearest = candidates
+            let nearest = all
+                .candidates
                 .iter()
                 .map(|c| point.distance_km(&c.point))
                 .fold(f64::INFINITY, f64::min);
@@ -621,31 +639,59 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Whether the first `depth` places of `scored` (sorted at the centre) hold everywhere in the
-/// quad: each gap up to place `depth + 1` exceeds the two scores' bounds.
-fn is_decided(scored: &[Scored], depth: usize) -> bool {
-    let apart = |a: &Scored, b: &Scored, bound: f64| {
-        a.tier < b.tier || (a.bound + bound == 0.0) || b.score - a.score > a.bound + bound + SLACK
-    };
+/// Whether the first `depth` places of `scored` (its first `depth + 1` sorted at the centre,
+/// the rest after them) hold everywhere in the quad: each of the first `depth` beats the next
+/// everywhere, and the last of them beats every one below the cut.
+fn is_decided(scored: &[Scored], depth: usize, beats: impl Fn(&Scored, &Scored) -> bool) -> bool {
     for i in 0..depth {
         let Some(next) = scored.get(i + 1) else {
             return true;
         };
-        let bound = if i + 1 == depth {
-            // Anything below the cut must stay below: the widest bound among them counts.
-            scored[i + 1..]
-                .iter()
-                .filter(|s| s.tier == next.tier)
-                .map(|s| s.bound)
-                .fold(0.0, f64::max)
+        if i + 1 < depth {
+            if !beats(&scored[i], next) {
+                return false;
+            }
         } else {
-            next.bound
-        };
-        if !apart(&scored[i], next, bound) {
-            return false;
+            // Anything below the cut must stay below.
+            return scored[i + 1..].iter().all(|s| beats(&scored[i], s));
         }
     }
     true
+}
+
+/// Whether `a` (scored `sa` at the centre of `quad`) ranks before `b` everywhere in the quad.
+///
+/// Two bounds, the first that tells: each score moves by at most `per_km × radius` from the
+/// centre (triangle inequality); and, for two candidates of one tier scored alike
+/// (`per_km > 0`, one `offset`), only the distances' order matters, and the points nearer `a`
+/// are those on `a`'s side of the plane through the Earth's centre that bisects `a` and `b`,
+/// so when the whole quad lies on that side (its points are within a chord of `radius_chord`
+/// from the centre's), `a` is nearer everywhere. The second is what decides a quad close to
+/// two datacenters of one metro area, whose distances never differ by more than the few
+/// kilometres between them.
+fn beats_everywhere(quad: &Quad, sa: &Scored, sb: &Scored, a: &Candidate, b: &Candidate) -> bool {
+    if sa.tier != sb.tier {
+        return sa.tier < sb.tier;
+    }
+    if sa.bound + sb.bound == 0.0 {
+        // Constant scores.
+        return (sa.score, sa.position) < (sb.score, sb.position);
+    }
+    if sb.score - sa.score > sa.bound + sb.bound + SLACK {
+        return true;
+    }
+    if a.per_km != b.per_km || a.offset != b.offset || a.per_km <= 0.0 {
+        return false;
+    }
+    if a.point == b.point {
+        // One place: equal scores everywhere.
+        return sa.position < sb.position;
+    }
+    // Everywhere in the quad the cosines differ by more than `margin`, so the angles by
+    // more, and the scores by `per_km` times as many kilometres: at least `SLACK`.
+    let margin = SLACK / (a.per_km * UnitVector::km_of_angle(1.0));
+    quad.center_point.nearer(&a.point, &b.point) - quad.radius_chord * a.point.chord(&b.point)
+        > margin
 }
 
 /// How the candidates of one context changed between two map inputs.
