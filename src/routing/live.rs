@@ -1,12 +1,14 @@
 //! The live routing table: base rankings and decision maps with every datacenter's current
 //! state applied.
 //!
-//! A state change rebuilds only what it touches: a service's decision map is rebuilt only when
-//! its inputs (eligible datacenters, full datacenters, measured latencies) changed, and services
-//! with equal inputs share one map. Capacity spill is a thin layer over the map: a load report
+//! A state change rebuilds only what it touches: only the services whose pool holds a datacenter
+//! the change touched are judged again (see `changes.rs`; the others are carried over whole),
+//! a service's decision map is rebuilt only when its inputs (eligible datacenters, full
+//! datacenters, measured latencies) changed, and services with equal inputs share one map. Capacity spill is a thin layer over the map: a load report
 //! that moves no datacenter across a watermark changes only the spill shares.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use crate::geo::{Location, Region, UnitVector};
 
 use super::balance::{self, Ramp};
 use super::base::{self, BaseId, BaseTable, Interner};
+use super::changes;
 use super::classes::{self, Answering, Usage};
 use super::geomap::{Candidate, Context, GeoMap, MapInputs, MapStats};
 use super::policy;
@@ -166,6 +169,9 @@ pub struct RoutingTable {
     toggles: Toggles,
     /// Shared with the previous table where nothing the service depends on changed.
     services: Vec<Arc<LiveService>>,
+    /// The datacenter states it was built from: the next build compares its own with them to
+    /// judge only the services a change can touch.
+    states: Vec<DcState>,
 }
 
 #[derive(Debug)]
@@ -198,6 +204,9 @@ pub(super) struct LiveService {
 #[derive(Debug)]
 struct GeoPart {
     inputs: Arc<MapInputs>,
+    /// The hash of `inputs`, computed once: a rebuild looks maps up by their inputs, and
+    /// hashing every service's inputs again would cost more than judging the changed ones.
+    hash: u64,
     map: Arc<GeoMap>,
     /// By the map's ranking index.
     choices: Vec<Choice>,
@@ -248,19 +257,46 @@ impl RoutingTable {
         toggles: Toggles,
         previous: Option<&RoutingTable>,
     ) -> RoutingTable {
+        RoutingTable::build_from(base, config, states, toggles, previous, true)
+    }
+
+    /// As [`RoutingTable::build_toggled`]; with `incremental`, services that no change from
+    /// `previous`'s states can touch (see `changes.rs`) are carried over without being judged.
+    /// Without it every service is judged again: the reference the property test compares
+    /// the incremental build with.
+    pub(super) fn build_from(
+        base: Arc<BaseTable>,
+        config: &Config,
+        states: &[DcState],
+        toggles: Toggles,
+        previous: Option<&RoutingTable>,
+        incremental: bool,
+    ) -> RoutingTable {
         // Maps depend on the geo database and their inputs only, so they outlive reloads that
         // keep the database; everything else is kept only within one configuration and one
         // set of toggles.
         let same_geo = previous.filter(|p| Arc::ptr_eq(&p.base.geo, &base.geo));
         let previous = previous.filter(|p| Arc::ptr_eq(&p.base, &base) && p.toggles == toggles);
-        let facts: Vec<ServiceFacts> = config
+        let affected = match previous {
+            Some(p) if incremental && p.states.len() == states.len() => {
+                changes::affected(config, &p.states, states, toggles)
+            }
+            _ => vec![true; config.services.len()],
+        };
+        let facts: Vec<Option<ServiceFacts>> = config
             .services
             .iter()
             .enumerate()
-            .map(|(i, service)| {
+            .zip(&affected)
+            .map(|((i, service), affected)| {
+                if !affected {
+                    return None;
+                }
                 let id = ServiceId(i as u16);
                 let before = previous.map(|p| &*p.services[i]);
-                ServiceFacts::judge(&base, config, service, id, states, toggles, before)
+                Some(ServiceFacts::judge(
+                    &base, config, service, id, states, toggles, before,
+                ))
             })
             .collect();
         let maps = build_maps(&base, &facts, same_geo);
@@ -271,7 +307,13 @@ impl RoutingTable {
             .zip(facts)
             .zip(maps)
             .map(|(((i, service), facts), map)| {
-                if let Some(before) = previous.map(|p| &p.services[i])
+                let before = previous.map(|p| &p.services[i]);
+                let Some(facts) = facts else {
+                    return before
+                        .expect("only services of a previous table are carried over")
+                        .clone();
+                };
+                if let Some(before) = before
                     && before.unchanged(&facts, map.as_ref().map(|(m, _)| m))
                 {
                     return before.clone();
@@ -289,6 +331,7 @@ impl RoutingTable {
             base,
             toggles,
             services,
+            states: states.to_vec(),
         }
     }
 
@@ -385,9 +428,18 @@ impl RoutingTable {
     /// `check-config` does not need it; a publisher does it in the background once a snapshot
     /// is published.
     pub fn widen_scopes(&self) -> usize {
+        self.widen_scopes_while(&|| true)
+    }
+
+    /// As [`RoutingTable::widen_scopes`], but stops before the next map once `wanted` turns
+    /// false (the table was replaced: its maps that the new one shares are widened there, and
+    /// the rest are not worth the work nor the memory they keep alive).
+    pub fn widen_scopes_while(&self, wanted: &(dyn Fn() -> bool + Sync)) -> usize {
         let mut maps: Vec<&Arc<GeoMap>> = Vec::new();
+        // By address: a scan of `maps` per service cost more than a report's rebuild.
+        let mut seen: HashSet<*const GeoMap> = HashSet::new();
         for part in self.services.iter().filter_map(|s| s.geo.as_ref()) {
-            if !maps.iter().any(|m| Arc::ptr_eq(m, &part.map)) {
+            if seen.insert(Arc::as_ptr(&part.map)) {
                 maps.push(&part.map);
             }
         }
@@ -402,7 +454,7 @@ impl RoutingTable {
                 .map(|_| {
                     scope.spawn(|| {
                         let mut widened = 0;
-                        loop {
+                        while wanted() {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(map) = maps.get(i) else { break };
                             widened += usize::from(map.widen(geo));
@@ -488,6 +540,28 @@ impl RoutingTable {
             .map(|part| &part.map)
     }
 
+    /// Everything `service` was decided as, spelled out (maps by their entries), to compare
+    /// tables built in different ways in tests.
+    #[cfg(test)]
+    pub(super) fn decided(&self, service: ServiceId) -> String {
+        let live = &self.services[usize::from(service.0)];
+        let geo = live.geo.as_ref().map(|part| {
+            let rankings = &part.map.rankings;
+            (&part.inputs, part.map.entries(), rankings, &part.choices)
+        });
+        format!(
+            "{:?}",
+            (
+                &live.rankings,
+                &live.failed_open,
+                &live.by_base,
+                geo,
+                (&live.overloaded, &live.slow, &live.spill),
+                (&live.ramps, &live.eligible),
+            )
+        )
+    }
+
     /// The feature toggles this table was built under.
     pub fn toggles(&self) -> Toggles {
         self.toggles
@@ -558,8 +632,52 @@ struct ServiceFacts {
     full: Vec<bool>,
     spill: Vec<u16>,
     ramps: Vec<Option<Ramp>>,
-    inputs: Option<Arc<MapInputs>>,
+    inputs: Option<MapKey>,
 }
+
+/// A decision map's inputs with their hash, computed once: a rebuild looks maps up by their
+/// inputs, and hashing every service's inputs again costs more than judging the changed ones.
+#[derive(Debug, Clone)]
+struct MapKey {
+    inputs: Arc<MapInputs>,
+    hash: u64,
+}
+
+impl MapKey {
+    /// The key of `inputs`, sharing the inputs and hash of `previous` (the service's map in
+    /// the table being replaced) when they are equal.
+    fn of(inputs: MapInputs, previous: Option<&GeoPart>) -> MapKey {
+        if let Some(previous) = previous
+            && *previous.inputs == inputs
+        {
+            return MapKey {
+                inputs: previous.inputs.clone(),
+                hash: previous.hash,
+            };
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        inputs.hash(&mut hasher);
+        MapKey {
+            inputs: Arc::new(inputs),
+            hash: hasher.finish(),
+        }
+    }
+}
+
+impl Hash for MapKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for MapKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && (Arc::ptr_eq(&self.inputs, &other.inputs) || self.inputs == other.inputs)
+    }
+}
+
+impl Eq for MapKey {}
 
 impl ServiceFacts {
     fn judge(
@@ -650,9 +768,8 @@ impl ServiceFacts {
             })
             .collect();
         let inputs = policy.is_geographic().then(|| {
-            Arc::new(map_inputs(
-                base, service, toggles, states, &eligible, &full, &spill,
-            ))
+            let inputs = map_inputs(base, service, toggles, states, &eligible, &full, &spill);
+            MapKey::of(inputs, previous.and_then(|p| p.geo.as_ref()))
         });
         ServiceFacts {
             eligible,
@@ -666,33 +783,38 @@ impl ServiceFacts {
     }
 }
 
-/// The decision map of every service: reused from `previous` when its inputs did not change,
-/// shared between services with equal inputs, otherwise built (in parallel).
+/// The decision map of every service that was judged (`None` for those carried over): reused
+/// from `previous` when its inputs did not change, shared between services with equal inputs,
+/// otherwise built (in parallel).
 fn build_maps(
     base: &BaseTable,
-    facts: &[ServiceFacts],
+    facts: &[Option<ServiceFacts>],
     previous: Option<&RoutingTable>,
 ) -> Vec<Option<(Arc<GeoMap>, Duration)>> {
-    let mut known: HashMap<Arc<MapInputs>, Arc<GeoMap>> = HashMap::new();
+    let mut known: HashMap<MapKey, Arc<GeoMap>> = HashMap::new();
     if let Some(previous) = previous {
         for part in previous.services.iter().filter_map(|s| s.geo.as_ref()) {
-            known.insert(part.inputs.clone(), part.map.clone());
+            let key = MapKey {
+                inputs: part.inputs.clone(),
+                hash: part.hash,
+            };
+            known.insert(key, part.map.clone());
         }
     }
     // Each new map with the previous map of the first service that wants it: the map is
     // brought up to date from there when the change allows, rather than built again.
-    let mut wanted: Vec<(Arc<MapInputs>, Option<&GeoPart>)> = Vec::new();
-    let mut seen: std::collections::HashSet<Arc<MapInputs>> = std::collections::HashSet::new();
-    for (i, inputs) in facts
+    let mut wanted: Vec<(MapKey, Option<&GeoPart>)> = Vec::new();
+    let mut seen: HashSet<MapKey> = HashSet::new();
+    for (i, key) in facts
         .iter()
         .enumerate()
-        .filter_map(|(i, f)| Some((i, f.inputs.as_ref()?)))
+        .filter_map(|(i, f)| Some((i, f.as_ref()?.inputs.as_ref()?)))
     {
-        if !known.contains_key(inputs) && seen.insert(inputs.clone()) {
+        if !known.contains_key(key) && seen.insert(key.clone()) {
             let from = previous
                 .and_then(|p| p.services.get(i))
                 .and_then(|s| s.geo.as_ref());
-            wanted.push((inputs.clone(), from));
+            wanted.push((key.clone(), from));
         }
     }
     // Distinct maps are independent: build them on every core. Routing does no I/O; these
@@ -710,11 +832,12 @@ fn build_maps(
                     let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((inputs, from)) = wanted.get(i) else {
+                        let Some((key, from)) = wanted.get(i) else {
                             break;
                         };
                         // Measured for `check-config` only; no decision reads it.
                         let started = std::time::Instant::now();
+                        let inputs = &key.inputs;
                         let map = from
                             .and_then(|from| GeoMap::update(geo, &from.inputs, &from.map, inputs))
                             .unwrap_or_else(|| GeoMap::build(geo, inputs));
@@ -729,7 +852,7 @@ fn build_maps(
             .flat_map(|w| w.join().expect("map builds do not panic"))
             .collect()
     });
-    let mut times: HashMap<Arc<MapInputs>, Duration> = HashMap::new();
+    let mut times: HashMap<MapKey, Duration> = HashMap::new();
     for (i, map, time) in built {
         known.insert(wanted[i].0.clone(), Arc::new(map));
         times.insert(wanted[i].0.clone(), time);
@@ -737,10 +860,10 @@ fn build_maps(
     facts
         .iter()
         .map(|f| {
-            f.inputs.as_ref().map(|inputs| {
-                let map = known.get(inputs).expect("every map was built").clone();
+            f.as_ref()?.inputs.as_ref().map(|key| {
+                let map = known.get(key).expect("every map was built").clone();
                 // The first service to use a new map is charged its build time.
-                let time = times.remove(inputs).unwrap_or_default();
+                let time = times.remove(key).unwrap_or_default();
                 (map, time)
             })
         })
@@ -1001,14 +1124,15 @@ fn build_service(
             choose(effective, open, &mut interner)
         })
         .collect();
-    let geo = facts.inputs.zip(map).map(|(inputs, (map, build_time))| {
+    let geo = facts.inputs.zip(map).map(|(key, (map, build_time))| {
         let choices = map
             .rankings
             .iter()
             .map(|(ranking, open)| choose(ranking.to_vec(), *open, &mut interner))
             .collect();
         GeoPart {
-            inputs,
+            inputs: key.inputs,
+            hash: key.hash,
             map,
             choices,
             build_time,

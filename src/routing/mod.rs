@@ -17,6 +17,7 @@
 
 mod balance;
 mod base;
+mod changes;
 mod classes;
 mod explain;
 mod geomap;
@@ -209,6 +210,8 @@ pub fn network_key(ip: IpAddr, prefix_len: u8) -> u64 {
 
 #[cfg(test)]
 mod balance_tests;
+#[cfg(test)]
+mod changes_tests;
 #[cfg(test)]
 mod geomap_tests;
 #[cfg(test)]

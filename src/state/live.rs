@@ -245,12 +245,26 @@ impl LiveState {
                     .into_iter()
                     .chain(undrained(None))
                     .min();
-                let back_for_services = config
-                    .services
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| Some((ServiceId(i as u16), undrained(Some(&s.id))?)))
-                    .collect();
+                // From the lifted drains and reloads of this datacenter for one service, not
+                // from every service: this runs on every publish, for every datacenter.
+                let mut back_for_services: Vec<(ServiceId, Duration)> = Vec::new();
+                for (key, at) in self.undrained.iter().chain(&self.added) {
+                    let Some(name) = key.service.as_deref() else {
+                        continue;
+                    };
+                    let Some(i) = (key.datacenter == dc.name)
+                        .then(|| config.services.iter().position(|s| s.id == name))
+                        .flatten()
+                    else {
+                        continue;
+                    };
+                    let (id, age) = (ServiceId(i as u16), age(*at));
+                    match back_for_services.iter_mut().find(|(s, _)| *s == id) {
+                        Some((_, known)) => *known = (*known).min(age),
+                        None => back_for_services.push((id, age)),
+                    }
+                }
+                back_for_services.sort_by_key(|(id, _)| *id);
                 let report = stored.map(|r| ReportState {
                     healthy: r.healthy,
                     capacity: r.capacity,
