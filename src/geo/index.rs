@@ -439,8 +439,11 @@ impl Trie {
             };
         }
         let mut node = 0usize;
+        // The address's bits from the top: one shift per level rather than one from the top.
+        let mut rest = addr;
         for depth in 0..self.bits {
-            let child = self.nodes[node][bit_at(addr, depth)];
+            let child = self.nodes[node][(rest >> 127) as usize];
+            rest <<= 1;
             match child {
                 EMPTY | UNPLACED => {
                     return GeoHit {
@@ -483,10 +486,12 @@ impl Trie {
         let mut path = [0u32; 128];
         let mut len = 0;
         let mut node = 0u32;
-        for depth in 0..end {
+        let mut rest = addr;
+        for _ in 0..end {
             path[len] = node;
             len += 1;
-            let child = self.nodes[node as usize][bit_at(addr, depth)];
+            let child = self.nodes[node as usize][(rest >> 127) as usize];
+            rest <<= 1;
             if child == EMPTY || child & LEAF != 0 {
                 break;
             }

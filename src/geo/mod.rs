@@ -149,19 +149,16 @@ impl GeoDb {
     /// finds the networks summaries tell, to find the widest network of one answer. Linear in
     /// the trie nodes whose summaries cannot tell.
     pub fn uniform_networks(&self, answers: &Answers<'_>) -> UniformNetworks {
+        // Every listed network is at most `UNIFORM_*_MAX_LEN` (< 64) bits long, so the bits
+        // below it are zero and hold its length: 4 bytes per IPv4 network and 8 per IPv6
+        // one instead of 8 and 16 with the length beside it (about 100 MB less over 1,000
+        // maps of the City database).
+        let pack = |(addr, len): (u128, u8), width: u32| (addr >> (128 - width)) | u128::from(len);
+        let v4 = self.v4.uniform_networks(answers, UNIFORM_V4_MAX_LEN);
+        let v6 = self.v6.uniform_networks(answers, UNIFORM_V6_MAX_LEN);
         UniformNetworks {
-            v4: self
-                .v4
-                .uniform_networks(answers, UNIFORM_V4_MAX_LEN)
-                .into_iter()
-                .map(|(addr, len)| ((addr >> 96) as u32, len))
-                .collect(),
-            v6: self
-                .v6
-                .uniform_networks(answers, UNIFORM_V6_MAX_LEN)
-                .into_iter()
-                .map(|(addr, len)| ((addr >> 64) as u64, len))
-                .collect(),
+            v4: v4.into_iter().map(|net| pack(net, 32) as u32).collect(),
+            v6: v6.into_iter().map(|net| pack(net, 64) as u64).collect(),
         }
     }
 
@@ -224,24 +221,26 @@ const UNIFORM_V4_MAX_LEN: u8 = 24;
 const UNIFORM_V6_MAX_LEN: u8 = 56;
 
 /// Disjoint networks of one answer, per family, in address order (see
-/// [`GeoDb::uniform_networks`]); IPv6 networks by their first 64 bits.
+/// [`GeoDb::uniform_networks`]); IPv6 networks by their first 64 bits. Each is one integer:
+/// the network's address with its prefix length in the low byte, which a network of at most
+/// /24 (IPv4) or /56 (IPv6 within 64 bits) leaves zero.
 #[derive(Debug, Default)]
 pub struct UniformNetworks {
-    v4: Vec<(u32, u8)>,
-    v6: Vec<(u64, u8)>,
+    v4: Box<[u32]>,
+    v6: Box<[u64]>,
 }
 
 impl UniformNetworks {
     /// The prefix length of the network holding `ip`, if any does.
     pub fn prefix_of(&self, ip: IpAddr) -> Option<u8> {
-        fn find<T: Copy + Ord + std::ops::BitXor<Output = T> + Into<u64>>(
-            networks: &[(T, u8)],
-            addr: T,
-            width: u32,
-        ) -> Option<u8> {
-            let i = networks.partition_point(|(start, _)| *start <= addr);
-            let &(start, len) = networks.get(i.checked_sub(1)?)?;
-            let differ: u64 = (start ^ addr).into();
+        fn find<T: Copy + Ord + Into<u64>>(networks: &[T], addr: T, width: u32) -> Option<u8> {
+            let addr: u64 = addr.into();
+            // Networks start where their packed value, length and all, sorts: the one
+            // holding `addr` is the last whose start is not after it.
+            let i = networks.partition_point(|net| (*net).into() & !0xff <= addr);
+            let net: u64 = (*networks.get(i.checked_sub(1)?)?).into();
+            let len = (net & 0xff) as u8;
+            let differ = (net & !0xff) ^ addr;
             (len == 0 || differ >> (width - u32::from(len)) == 0).then_some(len)
         }
         match ip.to_canonical() {
@@ -250,6 +249,8 @@ impl UniformNetworks {
         }
     }
 }
+
+const _: () = assert!(UNIFORM_V4_MAX_LEN <= 24 && UNIFORM_V6_MAX_LEN <= 56);
 
 impl std::fmt::Debug for GeoDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -296,9 +296,16 @@ impl GeoMap {
         }
         let classes = &self.classes.tables()[table];
         let class = classes[rank as usize];
+        // Where summaries list quads, the exact widest network of this class, if any: the
+        // summaries need only be searched above it.
+        let uniform = self
+            .uniform
+            .get()
+            .and_then(|uniform| uniform[table].prefix_of(ip));
+        let end = uniform.map_or(hit.prefix_len, |wide| wide.min(hit.prefix_len));
         // Monotone down the trie, as `widest` needs: a child's places lie inside its parent's,
         // and a quad decided whole gives its ranking to every quad and cell inside it.
-        let walked = geo.widest(ip, hit.prefix_len, &mut |summary| {
+        let prefix_len = geo.widest(ip, end, &mut |summary| {
             (!summary.unlocated || classes[self.unlocated as usize] == class)
                 && summary.places().all(|place| match place {
                     Place::Cell(cell) => {
@@ -310,12 +317,6 @@ impl GeoMap {
                         .is_some_and(|rank| classes[rank as usize] == class),
                 })
         });
-        // Where summaries list quads, the exact widest network of this class, if any.
-        let prefix_len = self
-            .uniform
-            .get()
-            .and_then(|uniform| uniform[table].prefix_of(ip))
-            .map_or(walked, |wide| wide.min(walked));
         GeoAnswer { rank, prefix_len }
     }
 
@@ -398,6 +399,11 @@ impl<'a> Builder<'a> {
     fn finish(self) -> GeoMap {
         let mut map = self.map;
         map.cells.sort_unstable();
+        // A map lives as long as the snapshots that share it, and its vectors grew by
+        // doubling: up to half of what they hold would be spare room.
+        map.quads.shrink_to_fit();
+        map.cells.shrink_to_fit();
+        map.rankings.shrink_to_fit();
         map.classes = Classes::of(&map.rankings, &self.inputs.answering);
         map
     }

@@ -428,6 +428,13 @@ impl RoutingTable {
     /// `check-config` does not need it; a publisher does it in the background once a snapshot
     /// is published.
     pub fn widen_scopes(&self) -> usize {
+        self.widen_scopes_while(&|| true)
+    }
+
+    /// As [`RoutingTable::widen_scopes`], but stops before the next map once `wanted` turns
+    /// false (the table was replaced: its maps that the new one shares are widened there, and
+    /// the rest are not worth the work nor the memory they keep alive).
+    pub fn widen_scopes_while(&self, wanted: &(dyn Fn() -> bool + Sync)) -> usize {
         let mut maps: Vec<&Arc<GeoMap>> = Vec::new();
         // By address: a scan of `maps` per service cost more than a report's rebuild.
         let mut seen: HashSet<*const GeoMap> = HashSet::new();
@@ -447,7 +454,7 @@ impl RoutingTable {
                 .map(|_| {
                     scope.spawn(|| {
                         let mut widened = 0;
-                        loop {
+                        while wanted() {
                             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let Some(map) = maps.get(i) else { break };
                             widened += usize::from(map.widen(geo));

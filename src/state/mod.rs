@@ -28,15 +28,20 @@ pub use manager::{
 pub use readiness::Readiness;
 pub use snapshot::{Counters, Loaded, Prepare, Snapshot};
 
-/// Widens the decision maps of each snapshot `queue` delivers, the latest of a burst only
-/// (its maps are the ones served; maps it shares with earlier snapshots are widened once).
-/// Ends when the publisher is dropped.
-fn widen_in_background<P: Prepare>(queue: &mpsc::Receiver<Arc<Snapshot<P>>>) {
-    while let Ok(mut snapshot) = queue.recv() {
-        while let Ok(newer) = queue.try_recv() {
-            snapshot = newer;
-        }
-        snapshot.routing.widen_scopes();
+/// Widens the decision maps of the snapshot currently published, each time `published` says
+/// that a new one was: a burst of publications widens the latest only, and a snapshot that is
+/// replaced while its maps are widened is let go before its next map (the maps it shares with
+/// the new one are widened there, and the others are no longer served). So the thread holds
+/// no snapshot but the current one, and a replaced snapshot is freed as soon as the queries
+/// reading it let go, not after its whole widening: a queue of snapshots, each waiting for
+/// every map of the one before, kept 10 health flips' snapshots alive at once (1.39 GB peak
+/// resident at 1,000 services instead of 0.8). Ends when the publisher is dropped.
+fn widen_in_background<P: Prepare>(shared: &Shared<P>, published: &mpsc::Receiver<()>) {
+    while published.recv().is_ok() {
+        while published.try_recv().is_ok() {}
+        let snapshot = shared.load();
+        let current = || Arc::ptr_eq(&shared.peek(), &snapshot);
+        snapshot.routing.widen_scopes_while(&current);
     }
 }
 
@@ -59,10 +64,11 @@ impl<P: Prepare> Clone for Shared<P> {
 /// The only writer of [`Shared`].
 pub struct Publisher<P: Prepare> {
     shared: Shared<P>,
-    /// Published snapshots whose decision maps are to be widened, for the thread that does it
-    /// ([`widen_in_background`]); `None` when that thread could not start (then `publish`
-    /// widens before it stores). A channel, so that the thread ends with the publisher.
-    widen: Option<mpsc::Sender<Arc<Snapshot<P>>>>,
+    /// Tells the thread that widens decision maps ([`widen_in_background`]) that a snapshot
+    /// was published; it reads the snapshot itself, so that none waits in a queue. `None`
+    /// when that thread could not start (then `publish` widens after it stores). A channel,
+    /// so that the thread ends with the publisher.
+    widen: Option<mpsc::Sender<()>>,
 }
 
 impl<P: Prepare> Shared<P> {
@@ -73,17 +79,18 @@ impl<P: Prepare> Shared<P> {
         let shared = Shared {
             current: Arc::new(ArcSwap::new(first.clone())),
         };
-        let (widen, queue) = mpsc::channel();
+        let (widen, published) = mpsc::channel();
+        let reader = shared.clone();
         let widen = std::thread::Builder::new()
             .name("meridian-widen".to_owned())
-            .spawn(move || widen_in_background(&queue))
+            .spawn(move || widen_in_background(&reader, &published))
             .ok()
             .map(|_| widen);
         let publisher = Publisher {
             shared: shared.clone(),
             widen,
         };
-        publisher.widen(first);
+        publisher.widen(&first);
         (shared, publisher)
     }
 
@@ -106,15 +113,12 @@ impl<P: Prepare> Publisher<P> {
     pub fn publish(&self, snapshot: Snapshot<P>) {
         let snapshot = Arc::new(snapshot);
         self.shared.current.store(snapshot.clone());
-        self.widen(snapshot);
+        self.widen(&snapshot);
     }
 
-    fn widen(&self, snapshot: Arc<Snapshot<P>>) {
-        let queued = self
-            .widen
-            .as_ref()
-            .map(|widen| widen.send(snapshot.clone()));
-        if !matches!(queued, Some(Ok(()))) {
+    fn widen(&self, snapshot: &Arc<Snapshot<P>>) {
+        let told = self.widen.as_ref().map(|widen| widen.send(()));
+        if !matches!(told, Some(Ok(()))) {
             snapshot.routing.widen_scopes();
         }
     }

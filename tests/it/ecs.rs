@@ -122,6 +122,45 @@ async fn scope_is_the_widest_network_with_the_same_answer() {
     }
 }
 
+/// A datacenter without AAAA addresses passes AAAA answers on to the next, so the decision map
+/// of an IPv4-only service ranks every datacenter, not only the one answered. Its A scopes are
+/// still those of the same service with AAAA everywhere (the widest networks of the same A
+/// record, whatever the order of the other datacenters), and its AAAA answer is NODATA for
+/// every client: scope 0.
+#[tokio::test]
+async fn a_family_no_pool_has_leaves_the_other_familys_scopes_as_wide() {
+    let mut config = crate::support::CONFIG.to_owned();
+    for dc in 1..=5 {
+        let aaaa = format!(", aaaa: [\"2001:db8::{dc}\"]");
+        assert!(config.contains(&aaaa), "{aaaa}");
+        config = config.replace(&aaaa, "");
+    }
+    let server = TestServer::start(&config, crate::support::ZONE).await;
+    #[rustfmt::skip]
+    let cases = [
+        ("81.2.69.0/24",   EU_WEST,  24),
+        ("1.128.0.0/24",   AP_SOUTH, 16),
+        ("200.160.0.0/24", SA_EAST,  20),
+        // 3.0.0.0/8 (US) and 2.0.0.0/8 (unplaced) rank the other datacenters differently, but
+        // both answer us-east.
+        ("3.3.3.0/24",     US_EAST,  7),
+    ];
+    for (subnet, expected, scope) in cases {
+        check(&server, subnet, expected, scope).await;
+        let reply = Ask::new("www.example.com", RecordType::AAAA)
+            .ecs(subnet)
+            .udp(server.udp)
+            .await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{subnet}"
+        );
+        assert!(reply.answers.is_empty(), "{subnet}: NODATA");
+        assert_echo(&reply, subnet, 0);
+    }
+}
+
 #[tokio::test]
 async fn static_and_negative_answers_have_scope_zero() {
     let server = TestServer::example().await;
