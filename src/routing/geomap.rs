@@ -346,8 +346,9 @@ const SLACK: f64 = 1e-6;
 struct Builder<'a> {
     geo: &'a GeoDb,
     inputs: &'a MapInputs,
-    /// Ranking ids, by whether the ranking failed open.
-    ids: [HashMap<Box<[DcId]>, GeoRank>; 2],
+    /// Ranking ids, by whether the ranking failed open (looked up for every decided quad and
+    /// ranked cell: hashed with foldhash).
+    ids: [HashMap<Box<[DcId]>, GeoRank, foldhash::fast::RandomState>; 2],
     map: GeoMap,
     /// Buffers reused from cell to cell.
     scratch: Vec<(u8, f64, u32, DcId)>,
@@ -373,7 +374,7 @@ impl<'a> Builder<'a> {
         let mut builder = Builder {
             geo,
             inputs,
-            ids: [HashMap::new(), HashMap::new()],
+            ids: [HashMap::default(), HashMap::default()],
             scratch: Vec::new(),
             ranking: Vec::new(),
             scored: Vec::new(),
