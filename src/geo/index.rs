@@ -439,8 +439,11 @@ impl Trie {
             };
         }
         let mut node = 0usize;
+        // The address's bits from the top: one shift per level rather than one from the top.
+        let mut rest = addr;
         for depth in 0..self.bits {
-            let child = self.nodes[node][bit_at(addr, depth)];
+            let child = self.nodes[node][(rest >> 127) as usize];
+            rest <<= 1;
             match child {
                 EMPTY | UNPLACED => {
                     return GeoHit {
@@ -483,10 +486,12 @@ impl Trie {
         let mut path = [0u32; 128];
         let mut len = 0;
         let mut node = 0u32;
-        for depth in 0..end {
+        let mut rest = addr;
+        for _ in 0..end {
             path[len] = node;
             len += 1;
-            let child = self.nodes[node as usize][bit_at(addr, depth)];
+            let child = self.nodes[node as usize][(rest >> 127) as usize];
+            rest <<= 1;
             if child == EMPTY || child & LEAF != 0 {
                 break;
             }
@@ -724,7 +729,7 @@ fn bit_at(addr: u128, depth: u8) -> usize {
 /// common quad are replaced by it, until they fit.
 fn combine(a: &Summary, b: &Summary, tree: &Quadtree) -> Summary {
     let unlocated = a.unlocated || b.unlocated;
-    // The common cases (one child's places hold the other's, or both fit) allocate nothing.
+    // The common cases: one child's places hold the other's, or both fit.
     let mut union = [0u32; 2 * COVER];
     let mut n = 0;
     for &code in a.places.iter().chain(&b.places).filter(|c| **c != 0) {
@@ -738,39 +743,34 @@ fn combine(a: &Summary, b: &Summary, tree: &Quadtree) -> Summary {
         places[..n].copy_from_slice(&union[..n]);
         return Summary { places, unlocated };
     }
-    let mut places: Vec<Place> = union[..n].iter().map(|&code| decode(code)).collect();
-    if places.len() > COVER {
-        let mut quads: Vec<u32> = places
-            .iter()
-            .map(|place| match place {
-                Place::Cell(cell) => tree.cell_quad[cell.0 as usize].0,
-                Place::Quad(quad) => quad.0,
-            })
-            .collect();
-        quads.sort_unstable();
-        quads.dedup();
-        drop_contained(&mut quads, tree);
-        while quads.len() > COVER {
-            // The pair with the deepest common ancestor, the first such in pair order.
-            let mut best = (0, 1, tree.common_level(quads[0], quads[1]));
-            for i in 0..quads.len() {
-                for j in i + 1..quads.len() {
-                    let level = tree.common_level(quads[i], quads[j]);
-                    if level > best.2 {
-                        best = (i, j, level);
-                    }
+    // More than COVER places: coarsen them to quads, merging the pair with the deepest common
+    // ancestor until COVER are left. At most 2 × COVER quads (and the ancestor of two) are held
+    // at once, on the stack: this runs for most inner nodes of a City database's trie.
+    let mut quads = [0u32; 2 * COVER + 1];
+    for (quad, &code) in quads.iter_mut().zip(&union[..n]) {
+        *quad = match decode(code) {
+            Place::Cell(cell) => tree.cell_quad[cell.0 as usize].0,
+            Place::Quad(quad) => quad.0,
+        };
+    }
+    let mut len = outermost(&mut quads[..n], tree);
+    while len > COVER {
+        // The pair with the deepest common ancestor, the first such in pair order.
+        let mut best = (0, 1, tree.common_level(quads[0], quads[1]));
+        for i in 0..len {
+            for j in i + 1..len {
+                let level = tree.common_level(quads[i], quads[j]);
+                if level > best.2 {
+                    best = (i, j, level);
                 }
             }
-            quads.push(tree.common_ancestor(quads[best.0], quads[best.1]));
-            quads.sort_unstable();
-            quads.dedup();
-            drop_contained(&mut quads, tree);
         }
-        places = quads.into_iter().map(|q| Place::Quad(QuadId(q))).collect();
+        quads[len] = tree.common_ancestor(quads[best.0], quads[best.1]);
+        len = outermost(&mut quads[..=len], tree);
     }
     let mut encoded = [0; COVER];
-    for (slot, place) in encoded.iter_mut().zip(&places) {
-        *slot = encode(*place);
+    for (slot, &quad) in encoded.iter_mut().zip(&quads[..len]) {
+        *slot = encode(Place::Quad(QuadId(quad)));
     }
     Summary {
         places: encoded,
@@ -778,16 +778,20 @@ fn combine(a: &Summary, b: &Summary, tree: &Quadtree) -> Summary {
     }
 }
 
-/// Removes quads inside another of `quads` (sorted: a quad's subtree follows it).
-fn drop_contained(quads: &mut Vec<u32>, tree: &Quadtree) {
-    let mut kept: Vec<u32> = Vec::with_capacity(quads.len());
-    for &quad in quads.iter() {
-        match kept.last() {
-            Some(&outer) if quad < tree.quads[outer as usize].end => {}
-            _ => kept.push(quad),
+/// Sorts `quads`, then moves to the front those not inside another (or equal to one before
+/// them): a quad's subtree follows it. Returns how many those are.
+fn outermost(quads: &mut [u32], tree: &Quadtree) -> usize {
+    quads.sort_unstable();
+    let mut kept = 0;
+    for i in 0..quads.len() {
+        let quad = quads[i];
+        if kept > 0 && quad < tree.quads[quads[kept - 1] as usize].end {
+            continue;
         }
+        quads[kept] = quad;
+        kept += 1;
     }
-    *quads = kept;
+    kept
 }
 
 const TAG_CELL: u32 = 1 << 30;

@@ -100,8 +100,12 @@ impl GeoDb {
             return Err(GeoError::NoLocations);
         }
         let tree = Quadtree::build(&locations);
-        v4.summarize(&tree);
-        v6.summarize(&tree);
+        // The two families' summaries are independent: one thread each.
+        std::thread::scope(|scope| {
+            let v4 = scope.spawn(|| v4.summarize(&tree));
+            v6.summarize(&tree);
+            v4.join().expect("summaries do not panic");
+        });
         let metadata = reader.metadata();
         let description = format!(
             "{} built {} ({} distinct locations, {} quads, {} trie nodes, {} summarized by quads)",
@@ -273,8 +277,10 @@ impl Walk {
         cidrs: &[IpNetwork],
         countries: &CountryTable,
     ) -> Result<Walk, GeoError> {
-        // Records by data offset, each decoded once; equal locations share a cell.
-        let mut by_offset: HashMap<usize, Option<CellId>> = HashMap::new();
+        // Records by data offset, each decoded once; equal locations share a cell. Looked up
+        // for most networks of the database: hashed with foldhash.
+        let mut by_offset: HashMap<usize, Option<CellId>, foldhash::fast::RandomState> =
+            HashMap::default();
         let mut cells: HashMap<LocationKey, CellId> = HashMap::new();
         let mut walk = Walk {
             v4: Trie::new(32),

@@ -27,6 +27,9 @@ pub struct BaseTable {
     pub(super) dc_coordinates: Vec<Coordinates>,
     /// The geo database decision maps are built over.
     pub(super) geo: Arc<GeoDb>,
+    /// The services whose pool holds each datacenter, by `DcId`: a change of one datacenter's
+    /// state is judged for these only (`changes.rs`).
+    pub(super) holders: Vec<Vec<ServiceId>>,
 }
 
 #[derive(Debug)]
@@ -57,10 +60,17 @@ impl BaseTable {
             .iter()
             .map(|service| build_service(service, &names))
             .collect();
+        let mut holders = vec![Vec::new(); config.datacenters.len()];
+        for (i, service) in config.services.iter().enumerate() {
+            for pool in &service.pools {
+                holders[pool.datacenter].push(ServiceId(i as u16));
+            }
+        }
         BaseTable {
             services,
             dc_coordinates,
             geo,
+            holders,
         }
     }
 

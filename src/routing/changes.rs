@@ -13,68 +13,66 @@
 
 use crate::config::{Config, Policy};
 
-use super::ServiceId;
 use super::balance;
+use super::base::BaseTable;
 use super::live::{DcState, ReportState, Standing};
 use super::toggles::Toggles;
 
 /// Whether each service (by `ServiceId`) may be built differently from `after` than it was
 /// from `before` (both indexed by `DcId`, for the same configuration), under `toggles`.
 pub(super) fn affected(
+    base: &BaseTable,
     config: &Config,
     before: &[DcState],
     after: &[DcState],
     toggles: Toggles,
 ) -> Vec<bool> {
-    let changes: Vec<Change> = before
-        .iter()
-        .zip(after)
-        .map(|(b, a)| Change::between(b, a))
-        .collect();
-    // Whether the clock can have moved a datacenter's standing for some service: not while
-    // its report was fresh both times (fresh is fresh whatever a service's grace), nor when
-    // it had none either time. Judged once per datacenter, so that the common case costs no
-    // standing per service.
-    let aged: Vec<bool> = before
-        .iter()
-        .zip(after)
-        .map(|(b, a)| match (&b.report, &a.report) {
+    let mut affected = vec![false; config.services.len()];
+    let ramping = |state: &DcState| state.back_for.is_some() || !state.back_for_services.is_empty();
+    for (d, (b, a)) in before.iter().zip(after).enumerate() {
+        let change = Change::between(b, a);
+        // Whether the clock can have moved the datacenter's standing for some service: not
+        // while its report was fresh both times (fresh is fresh whatever a service's grace),
+        // nor when it had none either time.
+        let aged = match (&b.report, &a.report) {
             (Some(b), Some(a)) => b.age > b.ttl || a.age > a.ttl,
             (None, None) => false,
             _ => true,
-        })
-        .collect();
-    config
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, service)| {
-            let id = ServiceId(i as u16);
+        };
+        // Only the clock moved, and it can move neither a standing nor a ramp: no service of
+        // its pool is touched. This is every datacenter but the reporting one, so a report
+        // costs the services holding that one only.
+        if change == Change::None || change == Change::Time && !aged && !ramping(b) && !ramping(a) {
+            continue;
+        }
+        for &id in &base.holders[d] {
+            let i = usize::from(id.0);
+            if affected[i] {
+                continue;
+            }
+            let service = &config.services[i];
             let policy = toggles.policy(service.policy);
             // What of a report's load the service reads: capacity-aware policies compare
             // utilization with the watermarks, and `least-loaded` ranks by it.
             let reads_load = policy.uses_capacity() || policy == Policy::LeastLoaded;
-            service.pools.iter().any(|pool| {
-                let d = pool.datacenter;
-                match changes[d] {
-                    Change::Other => true,
-                    Change::Load if reads_load => true,
-                    Change::Load | Change::Time => {
-                        let dc = &config.datacenters[d];
-                        let eligible =
-                            |state: &DcState| Standing::of(dc, state, id, service).is_eligible();
-                        let step = |state: &DcState| {
-                            balance::slow_start(service, id, state).map(|(ramp, _)| ramp)
-                        };
-                        (aged[d] && eligible(&before[d]) != eligible(&after[d]))
-                            || (!service.slow_start.is_zero()
-                                && step(&before[d]) != step(&after[d]))
-                    }
-                    Change::None => false,
+            affected[i] = match change {
+                Change::Other => true,
+                Change::Load if reads_load => true,
+                Change::Load | Change::Time => {
+                    let dc = &config.datacenters[d];
+                    let eligible =
+                        |state: &DcState| Standing::of(dc, state, id, service).is_eligible();
+                    let step = |state: &DcState| {
+                        balance::slow_start(service, id, state).map(|(ramp, _)| ramp)
+                    };
+                    (aged && eligible(b) != eligible(a))
+                        || (!service.slow_start.is_zero() && step(b) != step(a))
                 }
-            })
-        })
-        .collect()
+                Change::None => false,
+            };
+        }
+    }
+    affected
 }
 
 /// How one datacenter's state moved between two builds.

@@ -296,9 +296,16 @@ impl GeoMap {
         }
         let classes = &self.classes.tables()[table];
         let class = classes[rank as usize];
+        // Where summaries list quads, the exact widest network of this class, if any: the
+        // summaries need only be searched above it.
+        let uniform = self
+            .uniform
+            .get()
+            .and_then(|uniform| uniform[table].prefix_of(ip));
+        let end = uniform.map_or(hit.prefix_len, |wide| wide.min(hit.prefix_len));
         // Monotone down the trie, as `widest` needs: a child's places lie inside its parent's,
         // and a quad decided whole gives its ranking to every quad and cell inside it.
-        let walked = geo.widest(ip, hit.prefix_len, &mut |summary| {
+        let prefix_len = geo.widest(ip, end, &mut |summary| {
             (!summary.unlocated || classes[self.unlocated as usize] == class)
                 && summary.places().all(|place| match place {
                     Place::Cell(cell) => {
@@ -310,12 +317,6 @@ impl GeoMap {
                         .is_some_and(|rank| classes[rank as usize] == class),
                 })
         });
-        // Where summaries list quads, the exact widest network of this class, if any.
-        let prefix_len = self
-            .uniform
-            .get()
-            .and_then(|uniform| uniform[table].prefix_of(ip))
-            .map_or(walked, |wide| wide.min(walked));
         GeoAnswer { rank, prefix_len }
     }
 
@@ -345,8 +346,9 @@ const SLACK: f64 = 1e-6;
 struct Builder<'a> {
     geo: &'a GeoDb,
     inputs: &'a MapInputs,
-    /// Ranking ids, by whether the ranking failed open.
-    ids: [HashMap<Box<[DcId]>, GeoRank>; 2],
+    /// Ranking ids, by whether the ranking failed open (looked up for every decided quad and
+    /// ranked cell: hashed with foldhash).
+    ids: [HashMap<Box<[DcId]>, GeoRank, foldhash::fast::RandomState>; 2],
     map: GeoMap,
     /// Buffers reused from cell to cell.
     scratch: Vec<(u8, f64, u32, DcId)>,
@@ -372,7 +374,7 @@ impl<'a> Builder<'a> {
         let mut builder = Builder {
             geo,
             inputs,
-            ids: [HashMap::new(), HashMap::new()],
+            ids: [HashMap::default(), HashMap::default()],
             scratch: Vec::new(),
             ranking: Vec::new(),
             scored: Vec::new(),

@@ -279,7 +279,7 @@ impl RoutingTable {
         let previous = previous.filter(|p| Arc::ptr_eq(&p.base, &base) && p.toggles == toggles);
         let affected = match previous {
             Some(p) if incremental && p.states.len() == states.len() => {
-                changes::affected(config, &p.states, states, toggles)
+                changes::affected(&base, config, &p.states, states, toggles)
             }
             _ => vec![true; config.services.len()],
         };
