@@ -383,3 +383,40 @@ async fn bad_banned_rules_are_refused_with_the_reason() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// The thread that widens decision maps, and the threads it starts (they inherit its name),
+/// run at nice 19: widening can take tens of CPU-seconds at production scale, and queries,
+/// reports and reloads go first.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn scopes_are_widened_at_the_lowest_cpu_priority() {
+    let server = TestServer::start(&policies(), ZONE).await;
+    // The server runs once it has answered (its task starts when the test first waits).
+    let (status, _) = send(http().get(server.url("/readyz"))).await;
+    assert_eq!(status, StatusCode::OK);
+    // Servers of other tests in this process have widening threads too: every one counts.
+    let mut widening = 0;
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let task = task.expect("a task").path();
+        let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if name.trim_end() != "meridian-widen" {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+            continue;
+        };
+        // Fields after the name in parentheses start at the third; nice is the nineteenth.
+        let after_name = &stat[stat.rfind(')').expect("stat names the thread") + 1..];
+        let nice: i32 = after_name
+            .split_whitespace()
+            .nth(16)
+            .and_then(|field| field.parse().ok())
+            .expect("a nice value");
+        assert_eq!(nice, 19, "{}", task.display());
+        widening += 1;
+    }
+    assert!(widening >= 1, "no meridian-widen thread");
+    drop(server);
+}
