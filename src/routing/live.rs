@@ -203,10 +203,8 @@ pub(super) struct LiveService {
 /// A service's decision map with the live choice of each of its rankings.
 #[derive(Debug)]
 struct GeoPart {
-    inputs: Arc<MapInputs>,
-    /// The hash of `inputs`, computed once: a rebuild looks maps up by their inputs, and
-    /// hashing every service's inputs again would cost more than judging the changed ones.
-    hash: u64,
+    /// The map's inputs, with their hash: the key a rebuild finds the map by.
+    key: MapKey,
     map: Arc<GeoMap>,
     /// By the map's ranking index.
     choices: Vec<Choice>,
@@ -528,7 +526,7 @@ impl RoutingTable {
         self.services[usize::from(service.0)]
             .geo
             .as_ref()
-            .map(|part| (&*part.inputs, &*part.map))
+            .map(|part| (&*part.key.inputs, &*part.map))
     }
 
     /// The decision map of `service`, to tell shared and reused maps apart in tests.
@@ -547,7 +545,12 @@ impl RoutingTable {
         let live = &self.services[usize::from(service.0)];
         let geo = live.geo.as_ref().map(|part| {
             let rankings = &part.map.rankings;
-            (&part.inputs, part.map.entries(), rankings, &part.choices)
+            (
+                &part.key.inputs,
+                part.map.entries(),
+                rankings,
+                &part.choices,
+            )
         });
         format!(
             "{:?}",
@@ -648,12 +651,9 @@ impl MapKey {
     /// the table being replaced) when they are equal.
     fn of(inputs: MapInputs, previous: Option<&GeoPart>) -> MapKey {
         if let Some(previous) = previous
-            && *previous.inputs == inputs
+            && *previous.key.inputs == inputs
         {
-            return MapKey {
-                inputs: previous.inputs.clone(),
-                hash: previous.hash,
-            };
+            return previous.key.clone();
         }
         let mut hasher = std::hash::DefaultHasher::new();
         inputs.hash(&mut hasher);
@@ -794,11 +794,7 @@ fn build_maps(
     let mut known: HashMap<MapKey, Arc<GeoMap>> = HashMap::new();
     if let Some(previous) = previous {
         for part in previous.services.iter().filter_map(|s| s.geo.as_ref()) {
-            let key = MapKey {
-                inputs: part.inputs.clone(),
-                hash: part.hash,
-            };
-            known.insert(key, part.map.clone());
+            known.insert(part.key.clone(), part.map.clone());
         }
     }
     // Each new map with the previous map of the first service that wants it: the map is
@@ -839,7 +835,9 @@ fn build_maps(
                         let started = std::time::Instant::now();
                         let inputs = &key.inputs;
                         let map = from
-                            .and_then(|from| GeoMap::update(geo, &from.inputs, &from.map, inputs))
+                            .and_then(|from| {
+                                GeoMap::update(geo, &from.key.inputs, &from.map, inputs)
+                            })
                             .unwrap_or_else(|| GeoMap::build(geo, inputs));
                         done.push((i, map, started.elapsed()));
                     }
@@ -1131,8 +1129,7 @@ fn build_service(
             .map(|(ranking, open)| choose(ranking.to_vec(), *open, &mut interner))
             .collect();
         GeoPart {
-            inputs: key.inputs,
-            hash: key.hash,
+            key,
             map,
             choices,
             build_time,
