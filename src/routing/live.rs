@@ -4,8 +4,9 @@
 //! A state change rebuilds only what it touches: only the services whose pool holds a datacenter
 //! the change touched are judged again (see `changes.rs`; the others are carried over whole),
 //! a service's decision map is rebuilt only when its inputs (eligible datacenters, full
-//! datacenters, measured latencies) changed, and services with equal inputs share one map. Capacity spill is a thin layer over the map: a load report
-//! that moves no datacenter across a watermark changes only the spill shares.
+//! datacenters, measured latencies) changed, and services with equal inputs share one map.
+//! Capacity spill is a thin layer over the map: a load report that moves no datacenter across a
+//! watermark changes only the spill shares.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};

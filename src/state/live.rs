@@ -249,12 +249,13 @@ impl LiveState {
                 // from every service: this runs on every publish, for every datacenter.
                 let mut back_for_services: Vec<(ServiceId, Duration)> = Vec::new();
                 for (key, at) in self.undrained.iter().chain(&self.added) {
-                    let Some(name) = key.service.as_deref() else {
+                    if key.datacenter != dc.name {
                         continue;
-                    };
-                    let Some(i) = (key.datacenter == dc.name)
-                        .then(|| config.services.iter().position(|s| s.id == name))
-                        .flatten()
+                    }
+                    let Some(i) = key
+                        .service
+                        .as_deref()
+                        .and_then(|name| config.services.iter().position(|s| s.id == name))
                     else {
                         continue;
                     };
