@@ -617,12 +617,12 @@ fn validate_query_log(raw: &raw::RawQueryLog, problems: &mut Vec<Problem>) -> Qu
     let queue_lines = raw
         .queue_lines
         .unwrap_or(raw::DEFAULT_QUERY_LOG_QUEUE_LINES);
-    if !(1..=1_000_000).contains(&queue_lines) {
-        problems.push(Problem::new(
-            "server.query_log.queue_lines",
-            format!("{queue_lines} is not from 1 to 1000000"),
-        ));
-    }
+    check_range(
+        problems,
+        "server.query_log.queue_lines",
+        queue_lines,
+        1..=1_000_000,
+    );
     QueryLogConfig {
         output,
         per_million,
@@ -641,35 +641,50 @@ pub fn per_million(share: f64) -> Option<u32> {
     (share == 0.0 || per_million > 0).then_some(per_million)
 }
 
+/// Adds a problem at `path` when `value` is outside `range`: "V is not from A to B".
+fn check_range<T: PartialOrd + fmt::Display>(
+    problems: &mut Vec<Problem>,
+    path: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) {
+    if !range.contains(&value) {
+        problems.push(Problem::new(
+            path,
+            format!("{value} is not from {} to {}", range.start(), range.end()),
+        ));
+    }
+}
+
 /// `server.traffic`: a window of 10 s to a day, at least one network.
 fn validate_traffic(raw: &raw::RawTraffic, problems: &mut Vec<Problem>) -> TrafficConfig {
     let window = raw
         .window_seconds
         .unwrap_or(raw::DEFAULT_TRAFFIC_WINDOW_SECONDS);
-    if !(10..=86_400).contains(&window) {
-        problems.push(Problem::new(
-            "server.traffic.window_seconds",
-            format!("{window} is not from 10 to 86400"),
-        ));
-    }
+    check_range(
+        problems,
+        "server.traffic.window_seconds",
+        window,
+        10..=86_400,
+    );
     let sample_one_in = raw
         .sample_one_in
         .unwrap_or(raw::DEFAULT_TRAFFIC_SAMPLE_ONE_IN);
-    if sample_one_in > 1_000_000 {
-        problems.push(Problem::new(
-            "server.traffic.sample_one_in",
-            format!("{sample_one_in} is not from 0 to 1000000"),
-        ));
-    }
+    check_range(
+        problems,
+        "server.traffic.sample_one_in",
+        sample_one_in,
+        0..=1_000_000,
+    );
     let max_networks = raw
         .max_networks
         .unwrap_or(raw::DEFAULT_TRAFFIC_MAX_NETWORKS);
-    if !(1..=10_000_000).contains(&max_networks) {
-        problems.push(Problem::new(
-            "server.traffic.max_networks",
-            format!("{max_networks} is not from 1 to 10000000"),
-        ));
-    }
+    check_range(
+        problems,
+        "server.traffic.max_networks",
+        max_networks,
+        1..=10_000_000,
+    );
     TrafficConfig {
         sample_one_in,
         window: Duration::from_secs(u64::from(window)),

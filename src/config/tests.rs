@@ -343,6 +343,19 @@ fn tcp_limits_and_rrl_have_documented_defaults_and_checked_values() {
             "server.rrl.exempt[0]: \"nope\" is not a network (address/prefix)",
         ]
     );
+
+    let out_of_range = format!(
+        "server:\n  query_log: {{ queue_lines: 0 }}\n  traffic: {{ window_seconds: 9, sample_one_in: 1000001, max_networks: 10000001 }}\n{VALID}"
+    );
+    assert_eq!(
+        problems(&out_of_range),
+        [
+            "server.traffic.window_seconds: 9 is not from 10 to 86400",
+            "server.traffic.sample_one_in: 1000001 is not from 0 to 1000000",
+            "server.traffic.max_networks: 10000001 is not from 1 to 10000000",
+            "server.query_log.queue_lines: 0 is not from 1 to 1000000",
+        ]
+    );
 }
 
 #[test]
