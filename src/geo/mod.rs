@@ -471,5 +471,12 @@ impl RawRecord<'_> {
 #[path = "../../tests/common/mmdb_fixture.rs"]
 pub(crate) mod fixture;
 
+/// The standard fixture database with the shipped country table, for unit tests.
+#[cfg(test)]
+pub(crate) fn fixture_db() -> GeoDb {
+    let countries = CountryTable::parse(COUNTRIES_CSV).expect("country table");
+    GeoDb::build(Cow::Owned(fixture::standard()), &countries).expect("fixture database")
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,14 +1,8 @@
 //! Geo lookups against the test-written fixture database.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use super::*;
-
-fn fixture_db() -> GeoDb {
-    let countries = CountryTable::parse(COUNTRIES_CSV).expect("country table");
-    GeoDb::build(Cow::Owned(fixture::standard()), &countries).expect("fixture database")
-}
 
 /// (address, expected country, expected prefix length in the address's family).
 const CASES: &[(&str, Option<&str>, u8)] = &[

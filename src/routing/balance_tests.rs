@@ -1,14 +1,13 @@
 //! Table-driven tests of the balancing methods: slow start under every policy, cascade,
 //! least-loaded, the latency limit and bias, with their edges.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
-use crate::geo::{CountryTable, GeoDb, fixture};
+use crate::geo::{GeoDb, fixture_db};
 
 const FIXTURE: &str = r#"
 geo: { database: unused.mmdb }
@@ -90,8 +89,7 @@ struct World {
 
 fn world_of(yaml: &str) -> World {
     let config = Config::from_yaml_str(yaml).expect("fixture config");
-    let countries = CountryTable::parse(crate::config::COUNTRIES_CSV).unwrap();
-    let geo = Arc::new(GeoDb::build(Cow::Owned(fixture::standard()), &countries).unwrap());
+    let geo = Arc::new(fixture_db());
     let base = Arc::new(BaseTable::build(&config, geo.clone()));
     let states = vec![DcState::default(); config.datacenters.len()];
     let table = RoutingTable::build(base.clone(), &config, &states, None);

@@ -2,7 +2,6 @@
 //! table a full rebuild makes: a property test over random sequences of datacenter changes and
 //! the passing of time, and a test that untouched services are carried over whole.
 
-use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::Config;
-use crate::geo::{CountryTable, GeoDb, fixture};
+use crate::geo::fixture_db;
 
 /// Every policy and every time-dependent rule, over pools that hold some datacenters only.
 const CONFIG: &str = r#"
@@ -109,8 +108,7 @@ fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
         let config = Config::from_yaml_str(CONFIG).expect("config");
-        let countries = CountryTable::parse(crate::config::COUNTRIES_CSV).unwrap();
-        let geo = Arc::new(GeoDb::build(Cow::Owned(fixture::standard()), &countries).unwrap());
+        let geo = Arc::new(fixture_db());
         let base = Arc::new(BaseTable::build(&config, geo));
         World { config, base }
     })

@@ -1,12 +1,11 @@
 //! Table-driven routing tests: configuration fixture, client address, name, expected ranking.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::*;
 use crate::config::Config;
-use crate::geo::{CountryTable, GeoDb, fixture};
+use crate::geo::{GeoDb, fixture_db};
 
 const FIXTURE: &str = r#"
 geo: { database: unused.mmdb }
@@ -91,9 +90,7 @@ struct World {
 
 fn world() -> World {
     let config = Config::from_yaml_str(FIXTURE).expect("fixture config");
-    let countries = CountryTable::parse(crate::config::COUNTRIES_CSV).unwrap();
-    let geo = GeoDb::build(Cow::Owned(fixture::standard()), &countries).unwrap();
-    let geo = Arc::new(geo);
+    let geo = Arc::new(fixture_db());
     let base = Arc::new(BaseTable::build(&config, geo.clone()));
     let states = vec![DcState::default(); config.datacenters.len()];
     let table = RoutingTable::build(base.clone(), &config, &states, None);

@@ -1,14 +1,13 @@
 //! The traffic record (sampling, the sliding window, its cap) and simulations over a small
 //! configuration located in the fixture database.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::Config;
-use crate::geo::{CountryTable, GeoDb, fixture};
+use crate::geo::fixture_db;
 use crate::routing::{BaseTable, DcState, ReportState, RoutingTable};
 
 const CONFIG: &str = r#"
@@ -196,8 +195,7 @@ struct Fixture {
 impl Fixture {
     fn new(loads: &[(f64, f64)]) -> Fixture {
         let config = config();
-        let countries = CountryTable::parse(crate::config::COUNTRIES_CSV).unwrap();
-        let geo = Arc::new(GeoDb::build(Cow::Owned(fixture::standard()), &countries).unwrap());
+        let geo = Arc::new(fixture_db());
         let base = Arc::new(BaseTable::build(&config, geo));
         let states: Vec<DcState> = loads
             .iter()
