@@ -417,7 +417,7 @@ async fn replay(
     tokio::task::spawn_blocking(move || {
         let before = World {
             config: &snapshot.loaded.config,
-            states: &snapshot.states,
+            states: snapshot.routing.states(),
             routing: &snapshot.routing,
         };
         let after = before
@@ -531,7 +531,7 @@ fn traffic_view(snapshot: &Snapshot, sample: &Sample) -> TrafficView {
         datacenters: config
             .datacenters
             .iter()
-            .zip(&snapshot.states)
+            .zip(snapshot.routing.states())
             .map(|(dc, state)| DcStateView {
                 name: dc.name.clone(),
                 drained: state.drained,

@@ -166,7 +166,7 @@ pub(crate) fn retrace(
     routing::explain(
         &snapshot.routing,
         &snapshot.loaded.config,
-        &snapshot.states,
+        snapshot.routing.states(),
         service,
         &located.client,
         location,

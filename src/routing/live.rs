@@ -566,6 +566,11 @@ impl RoutingTable {
         )
     }
 
+    /// Each datacenter's state (by `DcId`) this table was built from.
+    pub fn states(&self) -> &[DcState] {
+        &self.states
+    }
+
     /// The feature toggles this table was built under.
     pub fn toggles(&self) -> Toggles {
         self.toggles

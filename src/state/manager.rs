@@ -579,10 +579,11 @@ impl<P: Prepare> Manager<P> {
                     .enumerate()
                     .any(|(d, dc)| {
                         let id = ServiceId(s as u16);
-                        let before = Standing::of(dc, &current.states[d], id, service);
+                        let before = Standing::of(dc, &current.routing.states()[d], id, service);
                         let after = Standing::of(dc, &states[d], id, service);
                         // A slow start step is a change of the decision too.
-                        let ramp_before = slow_start(service, id, &current.states[d]).map(|r| r.0);
+                        let ramp_before =
+                            slow_start(service, id, &current.routing.states()[d]).map(|r| r.0);
                         let ramp_after = slow_start(service, id, &states[d]).map(|r| r.0);
                         discriminant(&before) != discriminant(&after) || ramp_before != ramp_after
                     })
@@ -770,7 +771,7 @@ impl<P: Prepare> Manager<P> {
         self.metrics.set_generation(snapshot.generation);
         // Failing open is counted per query; say it once per snapshot in the log.
         for (s, service) in config.services.iter().enumerate() {
-            if !has_eligible(config, &snapshot.states, ServiceId(s as u16)) {
+            if !has_eligible(config, snapshot.routing.states(), ServiceId(s as u16)) {
                 warn!(service = %service.id, all_down = ?service.all_down, "every datacenter of the service is ineligible");
             }
         }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{COUNTRIES_CSV, Config, ConfigError, Problem, Source};
 use crate::geo::{CountryTable, GeoDb};
 use crate::metrics::{AnswerCounters, ServiceCounters};
-use crate::routing::{BaseTable, DcState, RoutingTable};
+use crate::routing::{BaseTable, RoutingTable};
 
 use super::directory::DirectoryView;
 use super::live::LiveState;
@@ -98,8 +98,6 @@ pub struct Snapshot<P: Prepare> {
     pub loaded: Arc<Loaded<P>>,
     /// The live state it was built from.
     pub live: Arc<LiveState>,
-    /// Routing's view of each datacenter when it was built, by `DcId`.
-    pub states: Vec<DcState>,
     /// Rankings with the live state applied.
     pub routing: RoutingTable,
     /// What queries read, prepared by the query side from `routing` (the records of every
@@ -280,7 +278,6 @@ impl<P: Prepare> Snapshot<P> {
             generation,
             loaded,
             live,
-            states,
             routing,
             prepared,
             directory,
